@@ -1,0 +1,183 @@
+//! Types shared by enetstat's kernel programs and its userspace.
+//!
+//! Everything here is `#[repr(C)]` plain data with explicit padding: the kernel writes these
+//! bytes into the ring buffer (or reads them from load-time globals) and userspace reads the
+//! same bytes back, so both halves must agree on every offset. The size assertions below make a
+//! layout change a compile error on both sides instead of garbage at run time.
+#![no_std]
+
+/// Kernel TCP state numbers (`include/net/tcp_states.h`), as the tracepoint reports them.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+/// Address families as the kernel numbers them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// `IPPROTO_TCP`: the tracepoint also fires for other protocols (SCTP, MPTCP subflows use TCP).
+pub const IPPROTO_TCP: u16 = 6;
+
+/// What a ring-buffer record holds. Every record starts with its kind so new kinds can be added
+/// without breaking readers, which skip (and count) kinds they do not know.
+pub mod record_kind {
+    /// A [`StateChange`](super::StateChange).
+    pub const STATE_CHANGE: u16 = 1;
+}
+
+/// One TCP state transition, as the `inet_sock_set_state` program writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// [`record_kind::STATE_CHANGE`].
+    pub kind: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Kernel state numbers, see [`tcp_state`].
+    pub old_state: u8,
+    pub new_state: u8,
+    /// Local port, host byte order (0 until the kernel assigns one, see `skc_num`).
+    pub lport: u16,
+    /// Remote port, host byte order.
+    pub rport: u16,
+    pub _pad0: u16,
+    /// Thread-group id (the userspace "pid") of the task on the CPU when the tracepoint fired.
+    /// Only some transitions run in the socket owner's context; userspace decides which.
+    pub pid: u32,
+    /// Kernel monotonic time of the transition, `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+    /// `bpf_get_socket_cookie(sk)`: the socket's never-reused id, the same as sock_diag's.
+    pub cookie: u64,
+    /// Kernel address of the socket, for diagnostics only.
+    pub skaddr: u64,
+    /// Thread id of the task on the CPU.
+    pub tid: u32,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    /// `sk->sk_err` at a transition into CLOSE (0 otherwise): why the connection ended.
+    pub sk_err: i32,
+    /// Retransmitted segments over the connection's life (`tcp_sock.total_retrans`), at CLOSE.
+    pub retransmits: u32,
+    /// Smoothed RTT in microseconds (`tcp_sock.srtt_us >> 3`), at CLOSE.
+    pub srtt_us: u32,
+    pub _pad1: u32,
+    /// Bytes sent (`tcp_sock.bytes_sent`), at CLOSE.
+    pub bytes_sent: u64,
+    /// Bytes received (`tcp_sock.bytes_received`), at CLOSE.
+    pub bytes_received: u64,
+    /// Local address: the IPv4 address in the first 4 bytes, or the IPv6 address.
+    pub saddr: [u8; 16],
+    /// Remote address, laid out as `saddr`.
+    pub daddr: [u8; 16],
+    /// `comm` of the task on the CPU, NUL padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<StateChange>() == 128);
+
+/// Byte offsets of the kernel struct fields the programs read, resolved from the running
+/// kernel's BTF by userspace at load time. Rust eBPF has no CO-RE, so this is how one object
+/// file runs on every kernel layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// `struct sock`: `sk_protocol` (u16).
+    pub sk_protocol: u32,
+    /// `struct sock`: `__sk_common.skc_family` (u16).
+    pub skc_family: u32,
+    /// `struct sock`: `__sk_common.skc_num` (u16, host order).
+    pub skc_num: u32,
+    /// `struct sock`: `__sk_common.skc_dport` (u16, network order).
+    pub skc_dport: u32,
+    /// `struct sock`: `__sk_common.skc_rcv_saddr` (u32).
+    pub skc_rcv_saddr: u32,
+    /// `struct sock`: `__sk_common.skc_daddr` (u32).
+    pub skc_daddr: u32,
+    /// `struct sock`: `__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub skc_v6_rcv_saddr: u32,
+    /// `struct sock`: `__sk_common.skc_v6_daddr` (16 bytes).
+    pub skc_v6_daddr: u32,
+    /// `struct sock`: `__sk_common.skc_net` (a `struct net *`).
+    pub skc_net: u32,
+    /// `struct net`: `ns.inum` (u32).
+    pub net_ns_inum: u32,
+    /// `struct sock`: `sk_err` (int).
+    pub sk_err: u32,
+    /// `struct tcp_sock`: `bytes_sent` (u64).
+    pub tcp_bytes_sent: u32,
+    /// `struct tcp_sock`: `bytes_received` (u64).
+    pub tcp_bytes_received: u32,
+    /// `struct tcp_sock`: `total_retrans` (u32).
+    pub tcp_total_retrans: u32,
+    /// `struct tcp_sock`: `srtt_us` (u32, RTT << 3).
+    pub tcp_srtt_us: u32,
+    pub _pad: u32,
+}
+
+/// The most ports each kernel-side port filter holds; longer lists are filtered in userspace only.
+pub const MAX_FILTER_PORTS: usize = 8;
+
+/// The cheap part of the user's filter, applied in the kernel before a record is reserved.
+/// Userspace applies the whole filter again, so this only has to never drop a wanted event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelFilter {
+    /// 0: any family; otherwise only sockets of this family ([`AF_INET`] or [`AF_INET6`]).
+    pub family: u16,
+    /// How many entries of `lports` / `rports` / `ports` are in use; 0 means no filter.
+    pub n_lports: u16,
+    pub n_rports: u16,
+    pub n_ports: u16,
+    /// Keep the event when the local port is one of these.
+    pub lports: [u16; MAX_FILTER_PORTS],
+    /// Keep the event when the remote port is one of these.
+    pub rports: [u16; MAX_FILTER_PORTS],
+    /// Keep the event when either port is one of these.
+    pub ports: [u16; MAX_FILTER_PORTS],
+}
+
+/// Everything the kernel programs take at load time (the `CONFIG` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: Offsets,
+    pub filter: KernelFilter,
+    /// Wake the reader at most this often while events keep coming (0: on every event). The
+    /// reader polls on its own timer too, so a quiet period never strands an event.
+    pub wakeup_interval_ns: u64,
+    /// Also wake the reader when this many bytes are waiting in the ring, whatever the time.
+    pub wakeup_bytes: u64,
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Transitions of TCP sockets the program saw.
+    pub const SEEN: u32 = 0;
+    /// Transitions left out by the kernel-side filter.
+    pub const FILTERED: u32 = 1;
+    /// Records lost because the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 2;
+    /// Kernel memory reads that failed (the record was still sent, with zeroes).
+    pub const READ_ERRORS: u32 = 3;
+    /// Number of counters.
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `repr(C)` plain integers and arrays with explicit padding.
+    unsafe impl aya::Pod for super::StateChange {}
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::KernelFilter {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,2 @@
+#![no_std]
+// The library target exists so host-side tooling (clippy, tests) can see the crate.

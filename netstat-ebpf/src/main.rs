@@ -1,0 +1,257 @@
+//! enetstat's kernel side: one BTF tracepoint on `inet_sock_set_state` that turns every TCP
+//! state transition into a [`StateChange`] record in the `EVENTS` ring buffer.
+//!
+//! The program stays small on purpose. It reads the socket's identity and, at CLOSE, its final
+//! counters, and leaves every decision that can be made later (owner attribution, state names,
+//! durations, most filtering) to userspace. Struct layouts come from the `CONFIG` global, filled
+//! in from the running kernel's BTF at load time, never from constants compiled in here.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::bpf_get_socket_cookie,
+    },
+    macros::{btf_tracepoint, map},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::BtfTracePointContext,
+};
+use netstat_common::{
+    AF_INET, AF_INET6, Config, IPPROTO_TCP, KernelFilter, MAX_FILTER_PORTS, StateChange, counter,
+    record_kind, tcp_state,
+};
+
+/// Load-time configuration: field offsets from BTF, the kernel-side filter, wakeup policy.
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config {
+    offsets: netstat_common::Offsets {
+        sk_protocol: 0,
+        skc_family: 0,
+        skc_num: 0,
+        skc_dport: 0,
+        skc_rcv_saddr: 0,
+        skc_daddr: 0,
+        skc_v6_rcv_saddr: 0,
+        skc_v6_daddr: 0,
+        skc_net: 0,
+        net_ns_inum: 0,
+        sk_err: 0,
+        tcp_bytes_sent: 0,
+        tcp_bytes_received: 0,
+        tcp_total_retrans: 0,
+        tcp_srtt_us: 0,
+        _pad: 0,
+    },
+    filter: KernelFilter {
+        family: 0,
+        n_lports: 0,
+        n_rports: 0,
+        n_ports: 0,
+        lports: [0; MAX_FILTER_PORTS],
+        rports: [0; MAX_FILTER_PORTS],
+        ports: [0; MAX_FILTER_PORTS],
+    },
+    wakeup_interval_ns: 0,
+    wakeup_bytes: 0,
+});
+
+/// Transition records for userspace. Userspace sets the size at load time (`--ring-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Per-CPU event counters, indexed by [`counter`]; userspace sums them.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// `bpf_ktime_get_ns()` of the last time we woke the reader, shared by all CPUs. Races between
+/// CPUs only cost an extra or a skipped wakeup, and the reader's own timer covers the latter.
+#[map]
+static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU for this hook.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Reads a `T` at `offset` bytes into the kernel object at `base`; a failed read counts and
+/// yields `T::default()`, so one unreadable field never costs the whole record.
+#[inline(always)]
+fn read<T: Default>(base: *const u8, offset: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error, not a fault.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) } {
+        Ok(value) => value,
+        Err(_) => {
+            count(counter::READ_ERRORS);
+            T::default()
+        }
+    }
+}
+
+#[inline(always)]
+fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
+    let mut i = 0;
+    while i < MAX_FILTER_PORTS {
+        if (i as u16) < n && ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The kernel half of the user's filter. Only ever errs on the side of keeping an event.
+#[inline(always)]
+fn wanted(filter: &KernelFilter, family: u16, lport: u16, rport: u16) -> bool {
+    // An AF_INET6 socket may carry v4-mapped addresses, which userspace shows as IPv4, so
+    // only "IPv6 only" can drop by family here.
+    if filter.family == AF_INET6 && family == AF_INET {
+        return false;
+    }
+    if filter.n_lports != 0 && !port_in(lport, &filter.lports, filter.n_lports) {
+        return false;
+    }
+    if filter.n_rports != 0 && !port_in(rport, &filter.rports, filter.n_rports) {
+        return false;
+    }
+    if filter.n_ports != 0
+        && !port_in(lport, &filter.ports, filter.n_ports)
+        && !port_in(rport, &filter.ports, filter.n_ports)
+    {
+        return false;
+    }
+    true
+}
+
+/// Wake the reader when enough time has passed since the last wakeup or enough bytes wait;
+/// otherwise let the record sit, saving a wakeup per event under load.
+#[inline(always)]
+fn wakeup_flags(config: &Config, now: u64) -> u64 {
+    if config.wakeup_interval_ns == 0 {
+        return 0;
+    }
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a valid map value pointer; a torn read between CPUs only shifts one wakeup.
+    let since = now.wrapping_sub(unsafe { *last });
+    if since >= config.wakeup_interval_ns || EVENTS.query(BPF_RB_AVAIL_DATA) >= config.wakeup_bytes
+    {
+        unsafe { *last = now };
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    on_state_change(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_state_change(ctx: &BtfTracePointContext) {
+    let config = CONFIG.load();
+    let off = &config.offsets;
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let sk: *const u8 = ctx.arg(0);
+    let old_state: i32 = ctx.arg(1);
+    let new_state: i32 = ctx.arg(2);
+
+    if read::<u16>(sk, off.sk_protocol) != IPPROTO_TCP {
+        return;
+    }
+    count(counter::SEEN);
+
+    let family: u16 = read(sk, off.skc_family);
+    let lport: u16 = read(sk, off.skc_num);
+    let rport = u16::from_be(read::<u16>(sk, off.skc_dport));
+    if !wanted(&config.filter, family, lport, rport) {
+        count(counter::FILTERED);
+        return;
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `sk` is the tracepoint's own BTF-typed socket pointer, as the helper requires.
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET6 {
+        saddr = read(sk, off.skc_v6_rcv_saddr);
+        daddr = read(sk, off.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = read(sk, off.skc_rcv_saddr);
+        let d: [u8; 4] = read(sk, off.skc_daddr);
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
+    let net: *const u8 = read::<usize>(sk, off.skc_net) as *const u8;
+    let netns: u32 = if net.is_null() {
+        0
+    } else {
+        read(net, off.net_ns_inum)
+    };
+
+    let new = new_state as u8;
+    let (mut sk_err, mut retransmits, mut srtt_us, mut bytes_sent, mut bytes_received) =
+        (0, 0, 0, 0, 0);
+    if new == tcp_state::CLOSE {
+        sk_err = read(sk, off.sk_err);
+        retransmits = read(sk, off.tcp_total_retrans);
+        srtt_us = read::<u32>(sk, off.tcp_srtt_us) >> 3;
+        bytes_sent = read(sk, off.tcp_bytes_sent);
+        bytes_received = read(sk, off.tcp_bytes_received);
+    }
+
+    entry.write(StateChange {
+        kind: record_kind::STATE_CHANGE,
+        family,
+        old_state: old_state as u8,
+        new_state: new,
+        lport,
+        rport,
+        _pad0: 0,
+        pid: (pid_tgid >> 32) as u32,
+        ts_ns: now,
+        cookie,
+        skaddr: sk as u64,
+        tid: pid_tgid as u32,
+        netns,
+        sk_err,
+        retransmits,
+        srtt_us,
+        _pad1: 0,
+        bytes_sent,
+        bytes_received,
+        saddr,
+        daddr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(wakeup_flags(&config, now));
+    let _ = ctx.as_ptr();
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

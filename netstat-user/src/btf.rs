@@ -1,0 +1,148 @@
+//! Kernel struct field offsets from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE relocations, so the kernel program reads every field at an offset it
+//! is given at load time. This module computes those offsets from `/sys/kernel/btf/vmlinux`,
+//! which is what libbpf's CO-RE would have done for a C program.
+
+use std::path::{Path, PathBuf};
+
+use btfparse::{Offset, Readable, TypeInformation};
+use netstat_common::Offsets;
+
+/// Where the running kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error(
+        "this kernel has no BTF type information ({path} is missing). enetstat needs a kernel \
+         built with CONFIG_DEBUG_INFO_BTF=y (standard on Debian 11+, Ubuntu 20.10+, RHEL 8.2+, \
+         kernel >= 5.8); install such a kernel or enable that option"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse the kernel's BTF in {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "the kernel's BTF has no `{ty}.{field}` (or it is a bitfield); this kernel's socket \
+         layout is not one enetstat supports"
+    )]
+    Field {
+        ty: &'static str,
+        field: &'static str,
+    },
+}
+
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(buffer.len())
+            .and_then(|end| self.0.get(start..end))
+        {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read past the end of the BTF data",
+            )),
+        }
+    }
+}
+
+/// Resolves the offsets the kernel program needs from the BTF file at `path`.
+pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
+    let data = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BtfError::Missing {
+                path: path.to_owned(),
+            }
+        } else {
+            BtfError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })?;
+    let types = TypeInformation::new(&Bytes(data)).map_err(|e| BtfError::Parse {
+        path: path.to_owned(),
+        message: format!("{e:?}"),
+    })?;
+    let at = |ty: &'static str, field: &'static str| -> Result<u32, BtfError> {
+        let missing = || BtfError::Field { ty, field };
+        let id = types.id_of(ty).ok_or_else(missing)?;
+        match types.offset_of(id, field) {
+            Ok((_, Offset::ByteOffset(off))) => Ok(off),
+            _ => Err(missing()),
+        }
+    };
+    Ok(Offsets {
+        sk_protocol: at("sock", "sk_protocol")?,
+        skc_family: at("sock", "__sk_common.skc_family")?,
+        skc_num: at("sock", "__sk_common.skc_num")?,
+        skc_dport: at("sock", "__sk_common.skc_dport")?,
+        skc_rcv_saddr: at("sock", "__sk_common.skc_rcv_saddr")?,
+        skc_daddr: at("sock", "__sk_common.skc_daddr")?,
+        skc_v6_rcv_saddr: at("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        skc_v6_daddr: at("sock", "__sk_common.skc_v6_daddr")?,
+        skc_net: at("sock", "__sk_common.skc_net")?,
+        net_ns_inum: at("net", "ns.inum")?,
+        sk_err: at("sock", "sk_err")?,
+        tcp_bytes_sent: at("tcp_sock", "bytes_sent")?,
+        tcp_bytes_received: at("tcp_sock", "bytes_received")?,
+        tcp_total_retrans: at("tcp_sock", "total_retrans")?,
+        tcp_srtt_us: at("tcp_sock", "srtt_us")?,
+        _pad: 0,
+    })
+}
+
+/// Offsets for the running kernel.
+pub fn offsets() -> Result<Offsets, BtfError> {
+    offsets_from(Path::new(VMLINUX_BTF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the machine's real BTF (no root needed; the file is world-readable).
+    #[test]
+    fn resolves_socket_offsets_from_the_running_kernel() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIPPED: {VMLINUX_BTF} is missing on this machine");
+            return;
+        }
+        let o = offsets().expect("offsets from this kernel's BTF");
+        // Layout facts that hold on every kernel enetstat supports: sock_common comes first
+        // in struct sock, with the IPv4 addresses at its very start.
+        assert_eq!(o.skc_daddr, 0);
+        assert_eq!(o.skc_rcv_saddr, 4);
+        assert_eq!(o.skc_num, o.skc_dport + 2);
+        assert!(o.skc_v6_daddr > o.skc_family);
+        assert_eq!(o.skc_v6_rcv_saddr, o.skc_v6_daddr + 16);
+        assert!(o.tcp_bytes_received > o.sk_err);
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_get_btf() {
+        let err = offsets_from(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("enetstat-btf-{}", std::process::id()));
+        std::fs::write(&dir, b"not btf at all").unwrap();
+        let err = offsets_from(&dir).unwrap_err();
+        std::fs::remove_file(&dir).ok();
+        assert!(matches!(err, BtfError::Parse { .. }), "{err}");
+    }
+}

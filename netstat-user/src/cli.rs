@@ -1,0 +1,190 @@
+//! The command line, as clap sees it. `--help` is the first documentation users read, so every
+//! flag says what it does and what it defaults to.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "enetstat",
+    version,
+    about = "netstat rebuilt on eBPF: every TCP state transition, as it happens",
+    long_about = "enetstat traces every TCP state transition on this host with an eBPF program on \
+the kernel's inet_sock_set_state tracepoint, so it catches the connections that polling tools \
+(netstat, ss) miss, shows how long each socket spent in each state, and names the process that \
+really owns each socket.\n\nNeeds root (or CAP_BPF and CAP_PERFMON) and a kernel >= 5.8 with BTF.",
+    after_help = "Examples:\n  enetstat watch                      every transition, as text\n  \
+enetstat watch -o json --port 443   NDJSON, connections to or from port 443\n  \
+enetstat watch --count 10 -6        the next ten IPv6 transitions",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug). ENETSTAT_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every TCP state transition as it happens, one line each, until Ctrl-C.
+    #[command(
+        after_help = "Columns: TIME, PID/COMM of the socket's owner (\"-\" when unknown), \
+LOCAL and REMOTE endpoints (\"*\" for a port not yet assigned), OLD -> NEW state, and MS, the \
+milliseconds the socket spent in OLD (blank on the first transition seen for a socket).\n\n\
+Examples:\n  enetstat watch\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
+enetstat watch --rport 5432 --duration 60"
+    )]
+    Watch(WatchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Text,
+    /// One JSON object per line (NDJSON) for scripts; see the README for the schema.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Exit after printing N transitions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Exit after SECS seconds (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+
+    /// Only IPv4 sockets (v4-mapped IPv6 sockets count as IPv4).
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Only IPv6 sockets.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Only sockets whose local port is one of these (comma-separated).
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    pub lport: Vec<u16>,
+
+    /// Only sockets whose remote port is one of these (comma-separated).
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    pub rport: Vec<u16>,
+
+    /// Only sockets with either port one of these (comma-separated).
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    pub port: Vec<u16>,
+
+    /// Print times in UTC instead of local time (text output; JSON is always UTC).
+    #[arg(long)]
+    pub utc: bool,
+
+    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...). Larger rides out longer
+    /// bursts; every record lost to a full ring is counted and reported.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    pub ring_size: u32,
+
+    /// Most sockets remembered for durations and owners; beyond it sockets are counted as
+    /// untracked and shown without MS and owner.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_sockets: usize,
+
+    /// Longest time (microseconds) a record may wait in the ring before enetstat reads it.
+    /// Lower is fresher, higher costs the traced host less under heavy load; 0 wakes enetstat
+    /// on every event.
+    #[arg(
+        long,
+        value_name = "USECS",
+        default_value_t = 250,
+        hide_short_help = true
+    )]
+    pub wakeup_us: u64,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} is not a port number (1-65535)")),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (e.g. 10 or 0.5)"))
+}
+
+/// `4096`, `64K`, `8M`, `1G` (binary units; a trailing `B`/`iB` is allowed).
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let bad = || format!("{s:?} is not a size; use bytes or K/M/G, e.g. 8M");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n
+        .checked_shl(shift)
+        .filter(|b| *b <= u64::from(u32::MAX))
+        .ok_or_else(bad)?;
+    let bytes = bytes as u32;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "{s:?} must be a power of two of at least 4K (e.g. 4M, 8M, 16M)"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("1K").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8G").is_err());
+    }
+
+    #[test]
+    fn ports_and_seconds() {
+        assert_eq!(parse_port("443"), Ok(443));
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("70000").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn comma_separated_ports() {
+        let cli = Cli::try_parse_from(["enetstat", "watch", "--lport", "80,443", "-4"]).unwrap();
+        let Command::Watch(w) = cli.command;
+        assert_eq!(w.lport, vec![80, 443]);
+        assert!(w.ipv4);
+        assert!(Cli::try_parse_from(["enetstat", "watch", "-4", "-6"]).is_err());
+    }
+}

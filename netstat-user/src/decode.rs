@@ -1,0 +1,233 @@
+//! Ring-buffer records to [`Transition`]s, with every length and kind checked first.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netstat_common::{AF_INET, AF_INET6, StateChange, record_kind, tcp_state};
+
+use crate::{
+    event::{Cookie, Endpoint, Family, Final, Task, Transition, unmap},
+    state::TcpState,
+};
+
+/// Why a record could not be decoded. Each is counted and the record skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is too short; expected {expected}")]
+    Short { len: usize, expected: usize },
+    #[error("record kind {0} is not one this version knows")]
+    UnknownKind(u16),
+    #[error("address family {0} is neither AF_INET nor AF_INET6")]
+    Family(u16),
+}
+
+const RECORD_LEN: usize = size_of::<StateChange>();
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
+    if bytes.len() < 2 {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            expected: RECORD_LEN,
+        });
+    }
+    let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    if kind != record_kind::STATE_CHANGE {
+        return Err(DecodeError::UnknownKind(kind));
+    }
+    if bytes.len() < RECORD_LEN {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            expected: RECORD_LEN,
+        });
+    }
+    // SAFETY: the length is checked above and StateChange is plain integers, valid for any bits.
+    let raw: StateChange = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    from_raw(&raw)
+}
+
+/// Converts an already-copied record.
+pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
+    let (family, laddr, raddr) = addresses(raw)?;
+    let new = TcpState::from_kernel(raw.new_state);
+    Ok(Transition {
+        ts_ns: raw.ts_ns,
+        cookie: Cookie(raw.cookie),
+        family,
+        local: Endpoint::new(laddr, raw.lport),
+        remote: Endpoint::new(raddr, raw.rport),
+        old: TcpState::from_kernel(raw.old_state),
+        new,
+        netns: raw.netns,
+        task: Task {
+            pid: raw.pid,
+            tid: raw.tid,
+            comm: comm(&raw.comm),
+        },
+        fin: (raw.new_state == tcp_state::CLOSE).then(|| Final {
+            errno: raw.sk_err.unsigned_abs() as i32,
+            bytes_sent: raw.bytes_sent,
+            bytes_received: raw.bytes_received,
+            retransmits: raw.retransmits,
+            srtt_us: raw.srtt_us,
+        }),
+    })
+}
+
+fn addresses(raw: &StateChange) -> Result<(Family, IpAddr, IpAddr), DecodeError> {
+    match raw.family {
+        AF_INET => {
+            let v4 = |b: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            Ok((Family::Ipv4, v4(&raw.saddr), v4(&raw.daddr)))
+        }
+        AF_INET6 => {
+            let (s, d) = (Ipv6Addr::from(raw.saddr), Ipv6Addr::from(raw.daddr));
+            // A dual-stack socket talking IPv4 carries v4-mapped addresses; show it as IPv4.
+            // Its other end may still be unspecified (`::`), which maps to 0.0.0.0.
+            let mapped = |a: Ipv6Addr| a.to_ipv4_mapped().is_some();
+            if (mapped(s) || s.is_unspecified())
+                && (mapped(d) || d.is_unspecified())
+                && (mapped(s) || mapped(d))
+            {
+                let v4 = |a: Ipv6Addr| match unmap(a) {
+                    IpAddr::V6(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    v4 => v4,
+                };
+                Ok((Family::Ipv4, v4(s), v4(d)))
+            } else {
+                Ok((Family::Ipv6, IpAddr::V6(s), IpAddr::V6(d)))
+            }
+        }
+        other => Err(DecodeError::Family(other)),
+    }
+}
+
+/// The kernel's NUL-padded `comm`, lossily as UTF-8. Escaping for display is the renderer's job.
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the kernel would write it: 127.0.0.1:40000 -> 127.0.0.1:8080.
+    pub(crate) fn record(old: u8, new: u8) -> StateChange {
+        let mut r = StateChange {
+            kind: record_kind::STATE_CHANGE,
+            family: AF_INET,
+            old_state: old,
+            new_state: new,
+            lport: 40000,
+            rport: 8080,
+            _pad0: 0,
+            pid: 42,
+            ts_ns: 1_000_000,
+            cookie: 7,
+            skaddr: 0xffff_0000,
+            tid: 43,
+            netns: 4026531840,
+            sk_err: 0,
+            retransmits: 0,
+            srtt_us: 0,
+            _pad1: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            comm: [0; 16],
+        };
+        r.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        r.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        r.comm[..4].copy_from_slice(b"curl");
+        r
+    }
+
+    fn bytes(r: &StateChange) -> Vec<u8> {
+        // SAFETY: StateChange is repr(C) plain data without implicit padding.
+        unsafe { std::slice::from_raw_parts((r as *const StateChange).cast::<u8>(), RECORD_LEN) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_an_ipv4_record() {
+        let t = decode(&bytes(&record(tcp_state::SYN_SENT, tcp_state::ESTABLISHED))).unwrap();
+        assert_eq!(t.cookie, Cookie(7));
+        assert_eq!(t.family, Family::Ipv4);
+        assert_eq!(t.local.to_string(), "127.0.0.1:40000");
+        assert_eq!(t.remote.to_string(), "127.0.0.1:8080");
+        assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
+        assert_eq!(t.task.comm, "curl");
+        assert_eq!(t.task.pid, 42);
+        assert!(t.fin.is_none());
+    }
+
+    #[test]
+    fn close_carries_final_counters() {
+        let mut r = record(tcp_state::LAST_ACK, tcp_state::CLOSE);
+        r.bytes_sent = 1_048_576;
+        r.bytes_received = 17;
+        r.sk_err = 111;
+        let t = decode(&bytes(&r)).unwrap();
+        let fin = t.fin.unwrap();
+        assert_eq!(fin.bytes_sent, 1_048_576);
+        assert_eq!(fin.bytes_received, 17);
+        assert_eq!(fin.errno, 111);
+    }
+
+    #[test]
+    fn unassigned_port_is_none() {
+        let mut r = record(tcp_state::CLOSE, tcp_state::SYN_SENT);
+        r.lport = 0;
+        let t = decode(&bytes(&r)).unwrap();
+        assert_eq!(t.local.port, None);
+        assert_eq!(t.local.to_string(), "127.0.0.1:*");
+    }
+
+    #[test]
+    fn v4_mapped_ipv6_shows_as_ipv4_and_plain_ipv6_stays() {
+        let mut r = record(tcp_state::LISTEN, tcp_state::SYN_RECV);
+        r.family = AF_INET6;
+        r.saddr = Ipv6Addr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()).octets();
+        r.daddr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
+        let t = decode(&bytes(&r)).unwrap();
+        assert_eq!(t.family, Family::Ipv4);
+        assert_eq!(t.local.to_string(), "10.0.0.1:40000");
+
+        r.saddr = Ipv6Addr::LOCALHOST.octets();
+        r.daddr = Ipv6Addr::LOCALHOST.octets();
+        let t = decode(&bytes(&r)).unwrap();
+        assert_eq!(t.family, Family::Ipv6);
+        assert_eq!(t.remote.to_string(), "[::1]:8080");
+    }
+
+    #[test]
+    fn ipv6_listener_on_any_stays_ipv6() {
+        let mut r = record(tcp_state::CLOSE, tcp_state::LISTEN);
+        r.family = AF_INET6;
+        r.saddr = [0; 16];
+        r.daddr = [0; 16];
+        assert_eq!(decode(&bytes(&r)).unwrap().family, Family::Ipv6);
+    }
+
+    #[test]
+    fn short_unknown_and_bad_family_records_are_errors_not_panics() {
+        let full = bytes(&record(1, 2));
+        for len in [0, 1, 2, 64, RECORD_LEN - 1] {
+            assert!(decode(&full[..len]).is_err(), "length {len}");
+        }
+        let mut r = record(1, 2);
+        r.kind = 99;
+        assert_eq!(decode(&bytes(&r)), Err(DecodeError::UnknownKind(99)));
+        let mut r = record(1, 2);
+        r.family = 1;
+        assert_eq!(decode(&bytes(&r)), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_survives_bad_utf8() {
+        let mut raw = [0u8; 16];
+        raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+        assert_eq!(comm(&raw), "a\u{fffd}b");
+    }
+}

@@ -1,0 +1,125 @@
+//! Plain Rust types for what the kernel reports: no aya, no raw bytes.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use serde::Serialize;
+
+use crate::state::TcpState;
+
+/// A socket cookie: the kernel's never-reused 64-bit socket id, the same one netlink
+/// sock_diag reports (`ss -e` prints it as `sk:`), so events and dumps join on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Cookie(pub u64);
+
+/// Address family as shown to the user: a v4-mapped IPv6 socket shows as IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+/// One end of a connection. `port` is `None` while the kernel has not assigned one yet (an
+/// unbound client at its CLOSE -> SYN_SENT transition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    /// An endpoint from an address and a kernel port, where port 0 means "not assigned".
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr,
+            port: (port != 0).then_some(port),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match (self.addr, self.port) {
+            (IpAddr::V4(a), Some(p)) => format!("{a}:{p}"),
+            (IpAddr::V4(a), None) => format!("{a}:*"),
+            (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+            (IpAddr::V6(a), None) => format!("[{a}]:*"),
+        };
+        f.pad(&text)
+    }
+}
+
+/// The process a socket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// The task that was on the CPU when the tracepoint fired. Whether it owns the socket depends
+/// on the transition; see [`crate::owner`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// What the kernel knew about a connection when it reached CLOSE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Final {
+    /// `sk_err` as a positive errno (0 if none).
+    pub errno: i32,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    pub srtt_us: u32,
+}
+
+/// One TCP state transition, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Kernel monotonic nanoseconds.
+    pub ts_ns: u64,
+    pub cookie: Cookie,
+    pub family: Family,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// Network namespace inode.
+    pub netns: u32,
+    pub task: Task,
+    /// Present on transitions into CLOSE.
+    pub fin: Option<Final>,
+}
+
+/// Turns an IPv6 address into IPv4 when it is v4-mapped (`::ffff:a.b.c.d`), as users think
+/// of such sockets.
+pub fn unmap(addr: Ipv6Addr) -> IpAddr {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(addr),
+    }
+}
+
+/// The unspecified address of a family.
+pub fn unspecified(family: Family) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}

@@ -1,0 +1,20 @@
+//! enetstat: netstat rebuilt on eBPF.
+//!
+//! Data flows one way: the kernel program writes a record per TCP state transition into a
+//! ring buffer; [`probe`] (the only module that touches aya) loads and attaches the program
+//! and turns records into plain [`event::Transition`]s via [`decode`]; [`tracker`] remembers
+//! per socket what a single record cannot tell (time in the previous state, the owner);
+//! [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat` binary wires
+//! these together.
+
+pub mod btf;
+pub mod clock;
+pub mod decode;
+pub mod event;
+pub mod filter;
+pub mod owner;
+pub mod probe;
+pub mod render;
+pub mod state;
+pub mod tracker;
+pub mod watch;

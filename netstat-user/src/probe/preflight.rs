@@ -1,0 +1,68 @@
+//! Checks made before loading anything, so the common failures get a clear message instead
+//! of a raw `EPERM` from deep inside a syscall.
+
+use std::path::Path;
+
+use caps::{CapSet, Capability};
+
+use super::ProbeError;
+use crate::btf::{BtfError, VMLINUX_BTF};
+
+/// Root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN (kernels before 5.8 had no CAP_BPF).
+pub fn check_privileges() -> Result<(), ProbeError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);
+    if has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON))
+    {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (Capability::CAP_BPF, "CAP_BPF"),
+        (Capability::CAP_PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !has(*c))
+    .map(|(_, n)| n)
+    .collect();
+    Err(ProbeError::NotPermitted {
+        detail: format!("not root, and missing {}", missing.join(" and ")),
+    })
+}
+
+/// The kernel must publish BTF: the tracepoint is a BTF one and offsets come from it.
+pub fn check_btf() -> Result<(), ProbeError> {
+    if Path::new(VMLINUX_BTF).exists() {
+        Ok(())
+    } else {
+        Err(BtfError::Missing {
+            path: VMLINUX_BTF.into(),
+        }
+        .into())
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps against it. Newer
+/// kernels account BPF memory to the cgroup and ignore the limit; failure is harmless there.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid resource and a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The kernel release, for error reports.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown kernel".into())
+}

@@ -1,0 +1,142 @@
+//! NDJSON: one object per transition. The field names are a stable interface for scripts
+//! and are documented in the README.
+
+use std::io::{self, Write};
+
+use chrono::SecondsFormat;
+use serde::Serialize;
+
+use super::{Line, millis};
+use crate::{event::Family, state::TcpState};
+
+/// One transition as JSON.
+#[derive(Debug, Serialize)]
+pub struct JsonTransition<'a> {
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    /// Kernel monotonic nanoseconds (`bpf_ktime_get_ns`), for exact ordering and deltas.
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<&'a str>,
+    pub family: Family,
+    pub laddr: String,
+    pub lport: Option<u16>,
+    pub raddr: String,
+    pub rport: Option<u16>,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// Milliseconds spent in `old`; null on the first transition seen for the socket.
+    pub ms_in_old: Option<f64>,
+    pub netns: u32,
+}
+
+impl<'a> JsonTransition<'a> {
+    pub fn new(line: &Line<'a>) -> Self {
+        let t = line.transition;
+        Self {
+            time: line.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            ts_ns: t.ts_ns,
+            cookie: t.cookie.0,
+            pid: line.owner.map(|o| o.pid),
+            comm: line.owner.map(|o| o.comm.as_str()),
+            family: t.family,
+            laddr: t.local.addr.to_string(),
+            lport: t.local.port,
+            raddr: t.remote.addr.to_string(),
+            rport: t.remote.port,
+            old: t.old,
+            new: t.new,
+            ms_in_old: line.in_old.map(millis),
+            netns: t.netns,
+        }
+    }
+}
+
+pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonTransition::new(line))?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv6Addr},
+        time::Duration,
+    };
+
+    use chrono::{TimeZone, Utc};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::event::{Cookie, Endpoint, Owner, Task, Transition};
+
+    #[test]
+    fn schema_has_the_documented_fields_and_types() {
+        let t = Transition {
+            ts_ns: 5_000,
+            cookie: Cookie(u64::MAX),
+            family: Family::Ipv6,
+            local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+            remote: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
+            old: TcpState::Close,
+            new: TcpState::SynSent,
+            netns: 4026531840,
+            task: Task {
+                pid: 1,
+                tid: 1,
+                comm: "x".into(),
+            },
+            fin: None,
+        };
+        let owner = Owner {
+            pid: 4410,
+            comm: "psql\n".into(),
+        };
+        let line = Line {
+            transition: &t,
+            time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap() + Duration::from_micros(1),
+            owner: Some(&owner),
+            in_old: None,
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &line).unwrap();
+        assert_eq!(
+            out.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "one line per object"
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "time": "2026-11-26T09:09:47.000001Z",
+                "ts_ns": 5000,
+                "cookie": u64::MAX,
+                "pid": 4410,
+                "comm": "psql\n",
+                "family": "ipv6",
+                "laddr": "::1",
+                "lport": null,
+                "raddr": "::1",
+                "rport": 8080,
+                "old": "CLOSE",
+                "new": "SYN_SENT",
+                "ms_in_old": null,
+                "netns": 4026531840u32,
+            })
+        );
+
+        let line = Line {
+            owner: None,
+            in_old: Some(Duration::from_nanos(12_087_400)),
+            ..line
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &line).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["pid"], Value::Null);
+        assert_eq!(v["comm"], Value::Null);
+        assert_eq!(v["ms_in_old"], json!(12.087));
+    }
+}

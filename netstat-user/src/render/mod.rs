@@ -1,0 +1,28 @@
+//! Output formats. Renderers take decoded transitions plus what the tracker knows and write
+//! lines; they never reach back into the kernel.
+
+mod escape;
+pub mod json;
+pub mod text;
+
+pub use escape::escape_comm;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::{event::Owner, event::Transition};
+
+/// Everything a renderer shows about one transition.
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
+    pub transition: &'a Transition,
+    pub time: DateTime<Utc>,
+    pub owner: Option<&'a Owner>,
+    pub in_old: Option<Duration>,
+}
+
+/// Milliseconds with microsecond precision, as the MS column and `ms_in_old` show them.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0
+}

@@ -1,0 +1,182 @@
+//! Per-socket memory for the event log: when each socket last changed state and who owns it.
+//!
+//! A record says what happened at one instant. How long the socket sat in its previous state,
+//! and which process it belongs to, need the socket's earlier records; this keeps them, bounded,
+//! and forgets a socket when it reaches CLOSE.
+
+use std::{collections::HashMap, time::Duration};
+
+use crate::{
+    event::{Cookie, Owner, Transition},
+    owner::{Listeners, in_owner_context},
+    state::TcpState,
+};
+
+/// What the tracker adds to a transition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Time spent in the old state; `None` on the first transition seen for the socket.
+    pub in_old: Option<Duration>,
+    /// The socket's owner, when known.
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug)]
+struct Memo {
+    since_ns: u64,
+    owner: Option<Owner>,
+    lport: Option<u16>,
+}
+
+/// Socket memory, capped at `capacity` sockets.
+#[derive(Debug)]
+pub struct Tracker {
+    sockets: HashMap<Cookie, Memo>,
+    listeners: Listeners,
+    capacity: usize,
+    /// Sockets not remembered because the tracker was full.
+    pub overflow: u64,
+}
+
+impl Tracker {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sockets: HashMap::new(),
+            listeners: Listeners::default(),
+            capacity,
+            overflow: 0,
+        }
+    }
+
+    /// Number of sockets remembered.
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Applies a transition and returns what it adds. May fill in the local port of a record
+    /// the kernel sent before the port was assigned.
+    pub fn apply(&mut self, t: &mut Transition) -> Context {
+        let memo = self.sockets.get(&t.cookie);
+        let in_old = memo.map(|m| Duration::from_nanos(t.ts_ns.saturating_sub(m.since_ns)));
+        if t.local.port.is_none() {
+            t.local.port = memo.and_then(|m| m.lport);
+        }
+        let owner = if in_owner_context(t.old, t.new) && t.task.pid != 0 {
+            Some(Owner {
+                pid: t.task.pid,
+                comm: t.task.comm.clone(),
+            })
+        } else if let Some(owner) = memo.and_then(|m| m.owner.clone()) {
+            Some(owner)
+        } else if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv) {
+            self.listeners.owner_for_accepted(t).cloned()
+        } else {
+            None
+        };
+        self.listeners.observe(t, owner.as_ref());
+
+        if t.new == TcpState::Close {
+            self.sockets.remove(&t.cookie);
+        } else if let Some(memo) = self.sockets.get_mut(&t.cookie) {
+            memo.since_ns = t.ts_ns;
+            memo.owner.clone_from(&owner);
+            memo.lport = t.local.port.or(memo.lport);
+        } else if self.sockets.len() < self.capacity {
+            self.sockets.insert(
+                t.cookie,
+                Memo {
+                    since_ns: t.ts_ns,
+                    owner: owner.clone(),
+                    lport: t.local.port,
+                },
+            );
+        } else {
+            self.overflow += 1;
+        }
+        Context { in_old, owner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::event::{Endpoint, Family, Task};
+    use TcpState::*;
+
+    fn t(
+        cookie: u64,
+        ts_ns: u64,
+        old: TcpState,
+        new: TcpState,
+        lport: u16,
+        rport: u16,
+        pid: u32,
+    ) -> Transition {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Transition {
+            ts_ns,
+            cookie: Cookie(cookie),
+            family: Family::Ipv4,
+            local: Endpoint::new(lo, lport),
+            remote: Endpoint::new(lo, rport),
+            old,
+            new,
+            netns: 1,
+            task: Task {
+                pid,
+                tid: pid,
+                comm: format!("p{pid}"),
+            },
+            fin: None,
+        }
+    }
+
+    #[test]
+    fn client_owner_comes_from_connect_not_from_softirq() {
+        let mut tr = Tracker::new(10);
+        let c = tr.apply(&mut t(1, 100, Close, SynSent, 0, 80, 500));
+        assert_eq!(c.in_old, None);
+        assert_eq!(c.owner.as_ref().unwrap().pid, 500);
+        // The SYN-ACK is processed in softirq while pid 9 happens to run.
+        let mut est = t(1, 1_100, SynSent, Established, 40000, 80, 9);
+        let c = tr.apply(&mut est);
+        assert_eq!(c.owner.unwrap().pid, 500);
+        assert_eq!(c.in_old, Some(Duration::from_nanos(1_000)));
+    }
+
+    #[test]
+    fn accepted_socket_inherits_its_listeners_owner() {
+        let mut tr = Tracker::new(10);
+        tr.apply(&mut t(1, 0, Close, Listen, 80, 0, 700));
+        let c = tr.apply(&mut t(2, 10, Listen, SynRecv, 80, 40000, 9));
+        assert_eq!(c.owner.unwrap().pid, 700);
+        assert_eq!(c.in_old, None);
+        let c = tr.apply(&mut t(2, 20, SynRecv, Established, 80, 40000, 9));
+        assert_eq!(c.owner.unwrap().pid, 700);
+    }
+
+    #[test]
+    fn port_learned_later_is_kept_and_close_forgets_the_socket() {
+        let mut tr = Tracker::new(10);
+        tr.apply(&mut t(1, 0, Close, SynSent, 0, 80, 5));
+        tr.apply(&mut t(1, 1, SynSent, Established, 40000, 80, 5));
+        assert_eq!(tr.len(), 1);
+        tr.apply(&mut t(1, 2, Established, Close, 40000, 80, 5));
+        assert_eq!(tr.len(), 0);
+    }
+
+    #[test]
+    fn a_full_tracker_counts_what_it_cannot_remember() {
+        let mut tr = Tracker::new(1);
+        tr.apply(&mut t(1, 0, Close, SynSent, 0, 80, 5));
+        tr.apply(&mut t(2, 0, Close, SynSent, 0, 80, 5));
+        assert_eq!(tr.overflow, 1);
+        assert_eq!(tr.len(), 1);
+    }
+}

@@ -1,0 +1,170 @@
+//! `enetstat watch`: the event log. Records flow from the probe's stream through decode, the
+//! tracker and the filter to a renderer, in batches: one drain of the ring, one flush.
+
+use std::{
+    future::Future,
+    io::{self, Write},
+    pin::pin,
+    time::Duration,
+};
+
+use crate::{
+    clock::WallClock,
+    decode::decode,
+    filter::Filter,
+    probe::{EventStream, KernelCounters, ProbeError},
+    render::{self, Line, text::Zone},
+    tracker::Tracker,
+};
+
+/// Output format of the event log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    pub format: Format,
+    pub filter: Filter,
+    /// Stop after this many transitions were printed.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Most sockets remembered for durations and owners.
+    pub max_sockets: usize,
+    pub zone: Zone,
+}
+
+/// What happened during a watch, for the closing summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records received from the kernel.
+    pub received: u64,
+    /// Transitions printed.
+    pub shown: u64,
+    /// Records that could not be decoded (skipped).
+    pub undecodable: u64,
+    /// Sockets the tracker could not remember because it was full.
+    pub untracked: u64,
+    /// Kernel counters at the end.
+    pub kernel: KernelCounters,
+}
+
+impl std::fmt::Display for Summary {
+    /// tcpdump-style: what was seen, shown and lost.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} transitions seen, {} shown, {} lost (ring buffer full), {} undecodable",
+            self.kernel.seen, self.shown, self.kernel.ringbuf_full, self.undecodable
+        )?;
+        if self.untracked > 0 {
+            write!(
+                f,
+                ", {} sockets untracked (socket table full)",
+                self.untracked
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Why the watch loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Stopped,
+    Count,
+    Duration,
+    /// The reader went away (`enetstat watch | head`).
+    ClosedOutput,
+}
+
+/// Runs the event log until `stop` resolves, `--count` or `--duration` is reached, or the
+/// output closes. `counters` is read at the end for the summary.
+pub async fn run(
+    stream: &mut EventStream,
+    opts: &WatchOptions,
+    out: &mut impl Write,
+    stop: impl Future<Output = ()>,
+    counters: impl Fn() -> Result<KernelCounters, ProbeError>,
+) -> Result<(End, Summary), WatchError> {
+    let mut stop = pin!(stop);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut sleep = pin!(async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    let mut tracker = Tracker::new(opts.max_sockets);
+    let mut clock = WallClock::new();
+    let mut summary = Summary::default();
+
+    if opts.format == Format::Text {
+        render::text::write_header(out).map_err(WatchError::Output)?;
+        out.flush().map_err(WatchError::Output)?;
+    }
+
+    let end = 'outer: loop {
+        tokio::select! {
+            r = stream.ready() => r?,
+            () = &mut stop => break End::Stopped,
+            () = &mut sleep => break End::Duration,
+        }
+        clock.refresh();
+        let mut io_result = Ok(());
+        let mut reached_count = false;
+        stream.drain(|bytes| {
+            summary.received += 1;
+            if reached_count || io_result.is_err() {
+                return;
+            }
+            let mut t = match decode(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    summary.undecodable += 1;
+                    tracing::debug!("skipping a record: {e}");
+                    return;
+                }
+            };
+            let ctx = tracker.apply(&mut t);
+            if !opts.filter.matches(&t) {
+                return;
+            }
+            let line = Line {
+                transition: &t,
+                time: clock.wall(t.ts_ns),
+                owner: ctx.owner.as_ref(),
+                in_old: ctx.in_old,
+            };
+            io_result = match opts.format {
+                Format::Text => render::text::write_line(out, &line, opts.zone),
+                Format::Json => render::json::write_line(out, &line),
+            };
+            summary.shown += 1;
+            reached_count = opts.count.is_some_and(|n| summary.shown >= n);
+        });
+        let flushed = io_result.and_then(|()| out.flush());
+        summary.untracked = tracker.overflow;
+        match flushed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'outer End::ClosedOutput,
+            Err(e) => return Err(WatchError::Output(e)),
+        }
+        if reached_count {
+            break End::Count;
+        }
+    };
+    summary.kernel = counters()?;
+    Ok((end, summary))
+}
