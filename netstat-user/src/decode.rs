@@ -188,7 +188,7 @@ mod tests {
     fn v4_mapped_ipv6_shows_as_ipv4_and_plain_ipv6_stays() {
         let mut r = record(tcp_state::LISTEN, tcp_state::SYN_RECV);
         r.family = AF_INET6;
-        r.saddr = Ipv6Addr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()).octets();
+        r.saddr = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
         r.daddr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
         let t = decode(&bytes(&r)).unwrap();
         assert_eq!(t.family, Family::Ipv4);
