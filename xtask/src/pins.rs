@@ -1,0 +1,23 @@
+//! The pinned versions, in one place because they must move together.
+//!
+//! bpf-linker must link against the same LLVM major version as the nightly rustc that emits
+//! the eBPF bitcode, or linking fails with unreadable-bitcode errors. nightly-2026-07-01 is rustc
+//! 1.98.0-nightly with LLVM 22; aya 0.16 needs rustc >= 1.98, and later nightlies move to LLVM
+//! 23, which Debian does not ship (DESIGN.md, decision 8).
+
+/// The toolchain for everything except xtask itself. Must match `NIGHTLY` in
+/// `netstat-user/build.rs`, which compiles the eBPF crate with it.
+pub const NIGHTLY: &str = "nightly-2026-07-01";
+
+/// Components of [`NIGHTLY`]: `rust-src` for `-Z build-std=core` on the BPF target, the other
+/// two for `cargo xtask lint`.
+pub const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
+
+/// The LLVM major version of [`NIGHTLY`]; bpf-linker is built against this one.
+pub const LLVM_MAJOR: u32 = 22;
+
+/// bpf-linker's minor series; any patch release of it will do.
+pub const BPF_LINKER_SERIES: &str = "0.13.";
+
+/// The exact bpf-linker release `setup` installs.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
