@@ -33,7 +33,37 @@ pub const IPPROTO_TCP: u16 = 6;
 pub mod record_kind {
     /// A [`StateChange`](super::StateChange).
     pub const STATE_CHANGE: u16 = 1;
+    /// A [`Reset`](super::Reset).
+    pub const RESET: u16 = 2;
 }
+
+/// Which way a TCP reset went, in a [`Reset`] record.
+pub mod reset_direction {
+    /// We sent it (`tcp:tcp_send_reset`): an abort, or a reply to an unexpected segment.
+    pub const SENT: u8 = 1;
+    /// The peer sent it (`tcp:tcp_receive_reset`).
+    pub const RECEIVED: u8 = 2;
+}
+
+/// A TCP reset sent or received on a socket. It explains how a connection ended: a reset
+/// sent on abort (`SO_LINGER` 0) is traced just *after* the socket's transition into CLOSE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    /// [`record_kind::RESET`].
+    pub kind: u16,
+    /// [`reset_direction`].
+    pub direction: u8,
+    /// The socket's state when the reset went out or came in (kernel number).
+    pub state: u8,
+    pub _pad: u32,
+    /// Kernel monotonic time, `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+    /// Socket cookie.
+    pub cookie: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Reset>() == 24);
 
 /// One TCP state transition, as the `inet_sock_set_state` program writes it.
 #[repr(C)]
@@ -71,7 +101,8 @@ pub struct StateChange {
     /// Smoothed RTT in microseconds (`tcp_sock.srtt_us >> 3`), at CLOSE.
     pub srtt_us: u32,
     pub _pad1: u32,
-    /// Bytes sent (`tcp_sock.bytes_sent`), at CLOSE.
+    /// Data bytes sent, not counting retransmissions (`tcp_sock.bytes_sent - bytes_retrans`),
+    /// at CLOSE.
     pub bytes_sent: u64,
     /// Bytes received (`tcp_sock.bytes_received`), at CLOSE.
     pub bytes_received: u64,
@@ -115,13 +146,19 @@ pub struct Offsets {
     pub sk_err: u32,
     /// `struct tcp_sock`: `bytes_sent` (u64).
     pub tcp_bytes_sent: u32,
+    /// `struct tcp_sock`: `bytes_retrans` (u64).
+    pub tcp_bytes_retrans: u32,
     /// `struct tcp_sock`: `bytes_received` (u64).
     pub tcp_bytes_received: u32,
     /// `struct tcp_sock`: `total_retrans` (u32).
     pub tcp_total_retrans: u32,
     /// `struct tcp_sock`: `srtt_us` (u32, RTT << 3).
     pub tcp_srtt_us: u32,
-    pub _pad: u32,
+    /// `struct sock`: `__sk_common.skc_state` (u8).
+    pub skc_state: u32,
+    /// `struct inet_sock`: `inet_sport` (u16, network order). Still set at the transition
+    /// into CLOSE, after the kernel has already released the port and zeroed `skc_num`.
+    pub inet_sport: u32,
 }
 
 /// The most ports each kernel-side port filter holds; longer lists are filtered in userspace only.
@@ -159,6 +196,44 @@ pub struct Config {
     pub wakeup_bytes: u64,
 }
 
+impl Config {
+    /// All zeroes: the compiled-in value of the kernel's `CONFIG` global, which userspace
+    /// always overrides at load time.
+    pub const ZERO: Config = Config {
+        offsets: Offsets {
+            sk_protocol: 0,
+            skc_family: 0,
+            skc_num: 0,
+            skc_dport: 0,
+            skc_rcv_saddr: 0,
+            skc_daddr: 0,
+            skc_v6_rcv_saddr: 0,
+            skc_v6_daddr: 0,
+            skc_net: 0,
+            net_ns_inum: 0,
+            sk_err: 0,
+            tcp_bytes_sent: 0,
+            tcp_bytes_retrans: 0,
+            tcp_bytes_received: 0,
+            tcp_total_retrans: 0,
+            tcp_srtt_us: 0,
+            skc_state: 0,
+            inet_sport: 0,
+        },
+        filter: KernelFilter {
+            family: 0,
+            n_lports: 0,
+            n_rports: 0,
+            n_ports: 0,
+            lports: [0; MAX_FILTER_PORTS],
+            rports: [0; MAX_FILTER_PORTS],
+            ports: [0; MAX_FILTER_PORTS],
+        },
+        wakeup_interval_ns: 0,
+        wakeup_bytes: 0,
+    };
+}
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Transitions of TCP sockets the program saw.
@@ -167,16 +242,21 @@ pub mod counter {
     pub const FILTERED: u32 = 1;
     /// Records lost because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 2;
-    /// Kernel memory reads that failed (the record was still sent, with zeroes).
+    /// Kernel memory reads that failed (the record was still sent, with zeroes there).
     pub const READ_ERRORS: u32 = 3;
     /// Number of counters.
     pub const COUNT: u32 = 4;
+    /// The array holds one bank of [`COUNT`] counters per program that can interrupt another
+    /// on the same CPU (primary, nested copy, resets), so plain per-CPU increments never race.
+    /// Userspace sums the banks.
+    pub const BANKS: u32 = 3;
 }
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are `repr(C)` plain integers and arrays with explicit padding.
     unsafe impl aya::Pod for super::StateChange {}
+    unsafe impl aya::Pod for super::Reset {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::KernelFilter {}
     unsafe impl aya::Pod for super::Config {}

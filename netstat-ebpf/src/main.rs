@@ -1,5 +1,6 @@
-//! enetstat's kernel side: one BTF tracepoint on `inet_sock_set_state` that turns every TCP
-//! state transition into a [`StateChange`] record in the `EVENTS` ring buffer.
+//! enetstat's kernel side: a BTF tracepoint on `inet_sock_set_state` that turns every TCP
+//! state transition into a [`StateChange`] record in the `EVENTS` ring buffer, and two on the
+//! TCP reset tracepoints that say which connections ended by a reset, and which way it went.
 //!
 //! The program stays small on purpose. It reads the socket's identity and, at CLOSE, its final
 //! counters, and leaves every decision that can be made later (owner attribution, state names,
@@ -9,7 +10,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _, Global,
+    Global,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::bpf_get_socket_cookie,
@@ -19,43 +20,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netstat_common::{
-    AF_INET, AF_INET6, Config, IPPROTO_TCP, KernelFilter, MAX_FILTER_PORTS, StateChange, counter,
-    record_kind, tcp_state,
+    AF_INET, AF_INET6, Config, IPPROTO_TCP, KernelFilter, MAX_FILTER_PORTS, Reset, StateChange,
+    counter, record_kind, reset_direction, tcp_state,
 };
 
 /// Load-time configuration: field offsets from BTF, the kernel-side filter, wakeup policy.
 #[unsafe(no_mangle)]
-static CONFIG: Global<Config> = Global::new(Config {
-    offsets: netstat_common::Offsets {
-        sk_protocol: 0,
-        skc_family: 0,
-        skc_num: 0,
-        skc_dport: 0,
-        skc_rcv_saddr: 0,
-        skc_daddr: 0,
-        skc_v6_rcv_saddr: 0,
-        skc_v6_daddr: 0,
-        skc_net: 0,
-        net_ns_inum: 0,
-        sk_err: 0,
-        tcp_bytes_sent: 0,
-        tcp_bytes_received: 0,
-        tcp_total_retrans: 0,
-        tcp_srtt_us: 0,
-        _pad: 0,
-    },
-    filter: KernelFilter {
-        family: 0,
-        n_lports: 0,
-        n_rports: 0,
-        n_ports: 0,
-        lports: [0; MAX_FILTER_PORTS],
-        rports: [0; MAX_FILTER_PORTS],
-        ports: [0; MAX_FILTER_PORTS],
-    },
-    wakeup_interval_ns: 0,
-    wakeup_bytes: 0,
-});
+static CONFIG: Global<Config> = Global::new(Config::ZERO);
 
 /// Transition records for userspace. Userspace sets the size at load time (`--ring-size`).
 #[map]
@@ -63,7 +34,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Per-CPU event counters, indexed by [`counter`]; userspace sums them.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(counter::COUNT * counter::BANKS, 0);
 
 /// `bpf_ktime_get_ns()` of the last time we woke the reader, shared by all CPUs. Races between
 /// CPUs only cost an extra or a skipped wakeup, and the reader's own timer covers the latter.
@@ -74,25 +46,62 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
+/// Per-CPU flag: 1 while `inet_sock_set_state` runs on this CPU. See [`inet_sock_set_state_nested`].
+#[map]
+static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counter banks, one per program that may interrupt another on the same CPU.
+const BANK_PRIMARY: u32 = 0;
+const BANK_NESTED: u32 = 1;
+const BANK_RESETS: u32 = 2;
+
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU for this hook.
+fn count(bank: u32, index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(bank * counter::COUNT + index) {
+        // SAFETY: a valid per-CPU slot, and each bank is written by one program, which the
+        // kernel never runs twice at once on a CPU; so a plain increment cannot race.
         unsafe { *slot += 1 };
     }
+}
+
+#[inline(always)]
+fn set_busy(value: u32) {
+    if let Some(slot) = BUSY.get_ptr_mut(0) {
+        // SAFETY: a valid per-CPU slot, written only by the primary program on this CPU.
+        unsafe { core::ptr::write_volatile(slot, value) };
+    }
+}
+
+#[inline(always)]
+fn busy() -> bool {
+    // SAFETY: a valid per-CPU slot.
+    BUSY.get_ptr_mut(0)
+        .is_some_and(|slot| unsafe { core::ptr::read_volatile(slot) } != 0)
 }
 
 /// Reads a `T` at `offset` bytes into the kernel object at `base`; a failed read counts and
 /// yields `T::default()`, so one unreadable field never costs the whole record.
 #[inline(always)]
-fn read<T: Default>(base: *const u8, offset: u32) -> T {
+fn read<T: Default>(bank: u32, base: *const u8, offset: u32) -> T {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error, not a fault.
     match unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) } {
         Ok(value) => value,
         Err(_) => {
-            count(counter::READ_ERRORS);
+            count(bank, counter::READ_ERRORS);
             T::default()
         }
+    }
+}
+
+/// The local port. At the transition into CLOSE the kernel has already released an
+/// automatically bound port (`skc_num` is 0), but `inet_sport` still holds it.
+#[inline(always)]
+fn local_port(bank: u32, sk: *const u8, off: &netstat_common::Offsets) -> u16 {
+    let num: u16 = read(bank, sk, off.skc_num);
+    if num != 0 {
+        num
+    } else {
+        u16::from_be(read::<u16>(bank, sk, off.inet_sport))
     }
 }
 
@@ -154,12 +163,30 @@ fn wakeup_flags(config: &Config, now: u64) -> u64 {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_state_change(&ctx);
+    set_busy(1);
+    on_state_change(&ctx, BANK_PRIMARY);
+    set_busy(0);
+    0
+}
+
+/// A second program on the same tracepoint that handles only what the first must miss.
+///
+/// The kernel never runs a tracing program inside itself on one CPU: when an interrupt lands
+/// while `inet_sock_set_state` runs and its softirq processes (say, loopback) packets that
+/// change another socket's state, that nested call is skipped and only counted in the
+/// program's `recursion_misses`. Under heavy churn that loses real transitions. This copy has
+/// its own recursion guard, so it runs in that nested call, sees the first program's BUSY
+/// flag, and records the transition; at all other times it returns at once.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
+    if busy() {
+        on_state_change(&ctx, BANK_NESTED);
+    }
     0
 }
 
 #[inline(always)]
-fn on_state_change(ctx: &BtfTracePointContext) {
+fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
     let config = CONFIG.load();
     let off = &config.offsets;
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
@@ -167,21 +194,21 @@ fn on_state_change(ctx: &BtfTracePointContext) {
     let old_state: i32 = ctx.arg(1);
     let new_state: i32 = ctx.arg(2);
 
-    if read::<u16>(sk, off.sk_protocol) != IPPROTO_TCP {
+    if read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP {
         return;
     }
-    count(counter::SEEN);
+    count(bank, counter::SEEN);
 
-    let family: u16 = read(sk, off.skc_family);
-    let lport: u16 = read(sk, off.skc_num);
-    let rport = u16::from_be(read::<u16>(sk, off.skc_dport));
+    let family: u16 = read(bank, sk, off.skc_family);
+    let lport = local_port(bank, sk, off);
+    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
     if !wanted(&config.filter, family, lport, rport) {
-        count(counter::FILTERED);
+        count(bank, counter::FILTERED);
         return;
     }
 
     let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
-        count(counter::RINGBUF_FULL);
+        count(bank, counter::RINGBUF_FULL);
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -192,30 +219,31 @@ fn on_state_change(ctx: &BtfTracePointContext) {
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if family == AF_INET6 {
-        saddr = read(sk, off.skc_v6_rcv_saddr);
-        daddr = read(sk, off.skc_v6_daddr);
+        saddr = read(bank, sk, off.skc_v6_rcv_saddr);
+        daddr = read(bank, sk, off.skc_v6_daddr);
     } else if family == AF_INET {
-        let s: [u8; 4] = read(sk, off.skc_rcv_saddr);
-        let d: [u8; 4] = read(sk, off.skc_daddr);
+        let s: [u8; 4] = read(bank, sk, off.skc_rcv_saddr);
+        let d: [u8; 4] = read(bank, sk, off.skc_daddr);
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     }
-    let net: *const u8 = read::<usize>(sk, off.skc_net) as *const u8;
+    let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
     let netns: u32 = if net.is_null() {
         0
     } else {
-        read(net, off.net_ns_inum)
+        read(bank, net, off.net_ns_inum)
     };
 
     let new = new_state as u8;
     let (mut sk_err, mut retransmits, mut srtt_us, mut bytes_sent, mut bytes_received) =
         (0, 0, 0, 0, 0);
     if new == tcp_state::CLOSE {
-        sk_err = read(sk, off.sk_err);
-        retransmits = read(sk, off.tcp_total_retrans);
-        srtt_us = read::<u32>(sk, off.tcp_srtt_us) >> 3;
-        bytes_sent = read(sk, off.tcp_bytes_sent);
-        bytes_received = read(sk, off.tcp_bytes_received);
+        sk_err = read(bank, sk, off.sk_err);
+        retransmits = read(bank, sk, off.tcp_total_retrans);
+        srtt_us = read::<u32>(bank, sk, off.tcp_srtt_us) >> 3;
+        let sent: u64 = read(bank, sk, off.tcp_bytes_sent);
+        bytes_sent = sent.saturating_sub(read(bank, sk, off.tcp_bytes_retrans));
+        bytes_received = read(bank, sk, off.tcp_bytes_received);
     }
 
     entry.write(StateChange {
@@ -243,7 +271,53 @@ fn on_state_change(ctx: &BtfTracePointContext) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(wakeup_flags(&config, now));
-    let _ = ctx.as_ptr();
+}
+
+/// `tcp:tcp_send_reset(sk, skb, reason)`: `sk` is NULL for resets answering segments that
+/// match no socket; those belong to no connection and are skipped.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    on_reset(&ctx, reset_direction::SENT);
+    0
+}
+
+/// `tcp:tcp_receive_reset(sk)`.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    on_reset(&ctx, reset_direction::RECEIVED);
+    0
+}
+
+#[inline(always)]
+fn on_reset(ctx: &BtfTracePointContext, direction: u8) {
+    let sk: *const u8 = ctx.arg(0);
+    if sk.is_null() {
+        return;
+    }
+    let bank = BANK_RESETS;
+    let config = CONFIG.load();
+    let off = &config.offsets;
+    let family: u16 = read(bank, sk, off.skc_family);
+    let lport = local_port(bank, sk, off);
+    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    if !wanted(&config.filter, family, lport, rport) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Reset>(0) else {
+        count(bank, counter::RINGBUF_FULL);
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    entry.write(Reset {
+        kind: record_kind::RESET,
+        direction,
+        state: read(bank, sk, off.skc_state),
+        _pad: 0,
+        ts_ns: now,
+        // SAFETY: the tracepoint's own BTF-typed, non-NULL socket pointer.
+        cookie: unsafe { bpf_get_socket_cookie(sk as *mut _) },
+    });
+    entry.submit(wakeup_flags(&config, now));
 }
 
 #[cfg(not(test))]

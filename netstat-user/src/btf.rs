@@ -100,7 +100,9 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
         tcp_bytes_received: at("tcp_sock", "bytes_received")?,
         tcp_total_retrans: at("tcp_sock", "total_retrans")?,
         tcp_srtt_us: at("tcp_sock", "srtt_us")?,
-        _pad: 0,
+        skc_state: at("sock", "__sk_common.skc_state")?,
+        tcp_bytes_retrans: at("tcp_sock", "bytes_retrans")?,
+        inet_sport: at("inet_sock", "inet_sport")?,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::snapshot_args::SnapshotArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -16,16 +17,22 @@ the kernel's inet_sock_set_state tracepoint, so it catches the connections that 
 really owns each socket.\n\nNeeds root (or CAP_BPF and CAP_PERFMON) and a kernel >= 5.8 with BTF.",
     after_help = "Examples:\n  enetstat watch                      every transition, as text\n  \
 enetstat watch -o json --port 443   NDJSON, connections to or from port 443\n  \
-enetstat watch --count 10 -6        the next ten IPv6 transitions",
-    arg_required_else_help = true
+enetstat watch --count 10 -6        the next ten IPv6 transitions\n  \
+enetstat -tanp                      a netstat-style snapshot of every TCP socket, with owners\n  \
+enetstat -c 1 --recent 10s          live, with connections closed in the last 10 s",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     /// More log output on stderr (-v: info, -vv: debug). ENETSTAT_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// No subcommand: a netstat-style snapshot (see the snapshot flags).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,9 +40,23 @@ pub enum Command {
     /// Print every TCP state transition as it happens, one line each, until Ctrl-C.
     #[command(
         after_help = "Columns: TIME, PID/COMM of the socket's owner (\"-\" when unknown), \
-LOCAL and REMOTE endpoints (\"*\" for a port not yet assigned), OLD -> NEW state, and MS, the \
-milliseconds the socket spent in OLD (blank on the first transition seen for a socket).\n\n\
-Examples:\n  enetstat watch\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
+LPORT (LOCAL with -w) and REMOTE endpoints (\"*\" for a port not yet assigned), OLD>NEW \
+state, and MS, the milliseconds the socket spent in OLD (blank on the first transition seen \
+for a socket). The default layout fits 80 columns (ESTABLISHED shows as ESTAB, long names and \
+IPv6 endpoints are shortened with \"…\"); -w shows everything.\n\n\
+Filter EXPRESSION (ss-like; the words are joined with spaces):\n  \
+state NAME | from NAME      the new state (from: the old state) is NAME or in group NAME:\n  \
+                            established, syn-sent, ..., connected, synchronized, bucket,\n  \
+                            big, opening, teardown, all\n  \
+sport|dport|port OP PORT    local/remote/either port; OP: = != < > <= >= (eq ne lt gt le ge);\n  \
+                            PORT: 443, :443, :https\n  \
+src|dst ADDR                10.0.0.0/8, 10.0.0.1:80, ::1, [::1]:443, [fe80::]/10, *:80\n  \
+pid N | comm NAME           the owner; NAME may use * and ? (quote names with spaces)\n  \
+family ipv4|ipv6 | netns N | cookie N\n  \
+and (&&, or just a space), or (||), not (!), ( )\n\n\
+Examples:\n  enetstat watch\n  enetstat watch 'dport = :443 and (state syn-sent or state \
+established) and not dst 10.0.0.0/8'\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
+enetstat watch -o csv --time none state close > closes.csv\n  \
 enetstat watch --rport 5432 --duration 60"
     )]
     Watch(WatchArgs),
@@ -47,13 +68,40 @@ pub enum Output {
     Text,
     /// One JSON object per line (NDJSON) for scripts; see the README for the schema.
     Json,
+    /// A header row, then one row per line; the columns are the JSON fields.
+    Csv,
+}
+
+/// What the TIME column shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TimeArg {
+    /// Time of day (local time; UTC with --utc).
+    Wall,
+    /// Seconds since enetstat started tracing.
+    Relative,
+    /// No TIME column.
+    None,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// Show only transitions matching this filter expression (see below), e.g.
+    /// 'dport = :443 and state established'. Combined with -4/-6/--lport/--rport/--port by AND.
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Text output: the full layout (microsecond times, both full endpoints, whole names)
+    /// instead of the one that fits 80 columns.
+    #[arg(short, long)]
+    pub wide: bool,
+
+    /// Text output: what the TIME column shows. JSON and CSV always carry `time` and `ts_ns`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = TimeArg::Wall)]
+    pub time: TimeArg,
 
     /// Exit after printing N transitions.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -83,7 +131,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
     pub port: Vec<u16>,
 
-    /// Print times in UTC instead of local time (text output; JSON is always UTC).
+    /// Print times in UTC instead of local time (text output; JSON and CSV are always UTC).
     #[arg(long)]
     pub utc: bool,
 
@@ -182,9 +230,46 @@ mod tests {
     #[test]
     fn comma_separated_ports() {
         let cli = Cli::try_parse_from(["enetstat", "watch", "--lport", "80,443", "-4"]).unwrap();
-        let Command::Watch(w) = cli.command;
+        let Some(Command::Watch(w)) = cli.command else {
+            panic!("not watch")
+        };
         assert_eq!(w.lport, vec![80, 443]);
         assert!(w.ipv4);
         assert!(Cli::try_parse_from(["enetstat", "watch", "-4", "-6"]).is_err());
+    }
+
+    #[test]
+    fn expression_words_formats_and_times() {
+        let cli = Cli::try_parse_from([
+            "enetstat",
+            "watch",
+            "-o",
+            "csv",
+            "dport",
+            "=",
+            ":443",
+            "--time",
+            "relative",
+            "-w",
+            "state",
+            "established",
+        ])
+        .unwrap();
+        let Some(Command::Watch(w)) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(w.expression, ["dport", "=", ":443", "state", "established"]);
+        assert_eq!(w.output, Output::Csv);
+        assert_eq!(w.time, TimeArg::Relative);
+        assert!(w.wide);
+        let cli = Cli::try_parse_from(["enetstat", "watch"]).unwrap();
+        let Some(Command::Watch(w)) = cli.command else {
+            panic!("not watch")
+        };
+        assert!(w.expression.is_empty());
+        assert_eq!(
+            (w.output, w.time, w.wide),
+            (Output::Text, TimeArg::Wall, false)
+        );
     }
 }

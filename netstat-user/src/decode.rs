@@ -2,10 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netstat_common::{AF_INET, AF_INET6, StateChange, record_kind, tcp_state};
+use netstat_common::{
+    AF_INET, AF_INET6, Reset, StateChange, record_kind, reset_direction, tcp_state,
+};
 
 use crate::{
-    event::{Cookie, Endpoint, Family, Final, Task, Transition, unmap},
+    event::{
+        Cookie, Endpoint, Family, Final, Record, ResetDirection, ResetEvent, Task, Transition,
+        unmap,
+    },
     state::TcpState,
 };
 
@@ -18,31 +23,50 @@ pub enum DecodeError {
     UnknownKind(u16),
     #[error("address family {0} is neither AF_INET nor AF_INET6")]
     Family(u16),
+    #[error("reset direction {0} is neither sent nor received")]
+    Direction(u8),
 }
 
-const RECORD_LEN: usize = size_of::<StateChange>();
+/// Reads a `T` from the start of `bytes` after checking the length.
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            expected: size_of::<T>(),
+        });
+    }
+    // SAFETY: the length is checked and the record types are plain integers, valid for any bits.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
 
-/// Decodes one ring-buffer record.
+/// Decodes any ring-buffer record.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let kind: u16 = read(bytes)?;
+    match kind {
+        record_kind::STATE_CHANGE => Ok(Record::Transition(from_raw(&read(bytes)?)?)),
+        record_kind::RESET => {
+            let raw: Reset = read(bytes)?;
+            Ok(Record::Reset(ResetEvent {
+                ts_ns: raw.ts_ns,
+                cookie: Cookie(raw.cookie),
+                direction: match raw.direction {
+                    reset_direction::SENT => ResetDirection::Sent,
+                    reset_direction::RECEIVED => ResetDirection::Received,
+                    other => return Err(DecodeError::Direction(other)),
+                },
+                state: TcpState::from_kernel(raw.state),
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Decodes a state-change record; any other kind is an error.
 pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
-    if bytes.len() < 2 {
-        return Err(DecodeError::Short {
-            len: bytes.len(),
-            expected: RECORD_LEN,
-        });
+    match decode_record(bytes)? {
+        Record::Transition(t) => Ok(t),
+        Record::Reset(_) => Err(DecodeError::UnknownKind(record_kind::RESET)),
     }
-    let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
-    if kind != record_kind::STATE_CHANGE {
-        return Err(DecodeError::UnknownKind(kind));
-    }
-    if bytes.len() < RECORD_LEN {
-        return Err(DecodeError::Short {
-            len: bytes.len(),
-            expected: RECORD_LEN,
-        });
-    }
-    // SAFETY: the length is checked above and StateChange is plain integers, valid for any bits.
-    let raw: StateChange = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    from_raw(&raw)
 }
 
 /// Converts an already-copied record.
@@ -110,6 +134,8 @@ fn comm(raw: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RECORD_LEN: usize = size_of::<StateChange>();
 
     /// A record as the kernel would write it: 127.0.0.1:40000 -> 127.0.0.1:8080.
     pub(crate) fn record(old: u8, new: u8) -> StateChange {
@@ -222,6 +248,35 @@ mod tests {
         let mut r = record(1, 2);
         r.family = 1;
         assert_eq!(decode(&bytes(&r)), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn decodes_reset_records() {
+        let r = Reset {
+            kind: record_kind::RESET,
+            direction: reset_direction::SENT,
+            state: tcp_state::CLOSE,
+            _pad: 0,
+            ts_ns: 9,
+            cookie: 77,
+        };
+        // SAFETY: Reset is repr(C) plain data without implicit padding.
+        let raw = unsafe {
+            std::slice::from_raw_parts((&r as *const Reset).cast::<u8>(), size_of::<Reset>())
+        };
+        assert_eq!(
+            decode_record(raw),
+            Ok(Record::Reset(ResetEvent {
+                ts_ns: 9,
+                cookie: Cookie(77),
+                direction: ResetDirection::Sent,
+                state: TcpState::Close,
+            }))
+        );
+        assert!(decode_record(&raw[..20]).is_err());
+        let mut bad = raw.to_vec();
+        bad[2] = 9;
+        assert_eq!(decode_record(&bad), Err(DecodeError::Direction(9)));
     }
 
     #[test]

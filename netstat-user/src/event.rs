@@ -123,3 +123,27 @@ pub fn unspecified(family: Family) -> IpAddr {
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     }
 }
+
+/// Which way a TCP reset went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+/// A TCP reset sent or received on a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetEvent {
+    pub ts_ns: u64,
+    pub cookie: Cookie,
+    pub direction: ResetDirection,
+    /// The socket's state when the reset went or came.
+    pub state: TcpState,
+}
+
+/// Anything the kernel reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Transition(Transition),
+    Reset(ResetEvent),
+}

@@ -2,22 +2,25 @@
 //! into one clear paragraph on stderr (no backtraces).
 
 mod cli;
+mod snapshot_args;
 
 use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use enetstat::{
+    clock::monotonic_ns,
     event::Family,
     filter::Filter,
+    filter::Side,
     probe::{Probe, ProbeOptions},
-    render::text::Zone,
+    render::text::{TextStyle, Time, Zone},
     watch::{self, Format, WatchOptions},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, Output, WatchArgs};
+use crate::cli::{Cli, Command, Output, TimeArg, WatchArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +55,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Watch(args) => runtime.block_on(watch(args)),
+        Some(Command::Watch(args)) => runtime.block_on(watch(args)),
+        None => runtime.block_on(snapshot(cli.snapshot)),
     }
 }
 
@@ -69,36 +73,38 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 async fn watch(args: WatchArgs) -> Result<ExitCode> {
+    // A bad expression is reported before anything needs root.
+    let filter = watch_filter(&args)?;
     // Signals are handled before anything is attached, so no exit path skips the detach.
     let stop = stop_signal()?;
-    let filter = Filter {
-        family: match (args.ipv4, args.ipv6) {
-            (true, _) => Some(Family::Ipv4),
-            (_, true) => Some(Family::Ipv6),
-            _ => None,
-        },
-        lports: args.lport,
-        rports: args.rport,
-        ports: args.port,
-    };
     let mut probe = Probe::start(ProbeOptions {
         ring_size: args.ring_size,
         filter: filter.kernel_part(),
         wakeup_interval: std::time::Duration::from_micros(args.wakeup_us),
     })?;
     let mut stream = probe.events()?;
+    let start_ns = monotonic_ns();
     eprintln!("enetstat: tracing TCP state transitions; press Ctrl-C to stop");
 
+    let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let opts = WatchOptions {
         format: match args.output {
             Output::Text => Format::Text,
             Output::Json => Format::Json,
+            Output::Csv => Format::Csv,
         },
         filter,
         count: args.count,
         duration: args.duration,
         max_sockets: args.max_sockets,
-        zone: if args.utc { Zone::Utc } else { Zone::Local },
+        text: TextStyle {
+            wide: args.wide,
+            time: match args.time {
+                TimeArg::Wall => Time::Wall(zone),
+                TimeArg::Relative => Time::Relative { start_ns },
+                TimeArg::None => Time::Hidden,
+            },
+        },
     };
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let (_end, summary) =
@@ -109,9 +115,68 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     eprintln!("enetstat: {summary}");
     if summary.kernel.ringbuf_full > 0 {
         eprintln!(
-            "enetstat: warning: {} transitions were lost because the ring buffer was full; \
+            "enetstat: warning: {} events were lost because the ring buffer was full; \
              raise --ring-size (now {} bytes)",
             summary.kernel.ringbuf_full, args.ring_size
+        );
+    }
+    if summary.kernel.recursion_misses > 0 {
+        eprintln!(
+            "enetstat: warning: the kernel skipped our programs {} times because they were \
+             already running on that CPU (interrupted twice in a row); those events are lost",
+            summary.kernel.recursion_misses
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The expression and the filter flags, AND-ed.
+fn watch_filter(args: &WatchArgs) -> Result<Filter> {
+    let mut filter = Filter::from_words(&args.expression)?;
+    if args.ipv4 {
+        filter = filter.and(Filter::family(Family::Ipv4));
+    }
+    if args.ipv6 {
+        filter = filter.and(Filter::family(Family::Ipv6));
+    }
+    Ok(filter
+        .and(Filter::ports(Side::Local, &args.lport))
+        .and(Filter::ports(Side::Remote, &args.rport))
+        .and(Filter::ports(Side::Either, &args.port)))
+}
+
+/// `enetstat [FLAGS]`: one snapshot from the kernel's socket dump, or with `-c` a live table
+/// refreshed until Ctrl-C.
+async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
+    let opts = args.options();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let Some(cont) = args.continuous() else {
+        match enetstat::snapshot::once(&opts, &mut out) {
+            Err(enetstat::snapshot::SnapshotError::Output(e))
+                if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let stop = stop_signal()?;
+    let mut probe = Probe::start(ProbeOptions {
+        ring_size: args.ring_size,
+        ..ProbeOptions::default()
+    })?;
+    let mut stream = probe.events()?;
+    let (_end, status) =
+        enetstat::snapshot::continuous(&mut stream, &opts, cont, &mut out, stop, || {
+            probe.counters()
+        })
+        .await?;
+    let _ = out.flush();
+    drop(stream);
+    drop(probe);
+    if status.lost > 0 {
+        eprintln!(
+            "enetstat: warning: {} transitions were lost because the ring buffer was full; \
+             the table was corrected by reconciliation; raise --trace-ring-size (now {} bytes)",
+            status.lost, args.ring_size
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -10,10 +10,12 @@ use std::{
 
 use crate::{
     clock::WallClock,
-    decode::decode,
+    decode::decode_record,
+    event::Record,
     filter::Filter,
+    filter::Observed,
     probe::{EventStream, KernelCounters, ProbeError},
-    render::{self, Line, text::Zone},
+    render::{self, Line, text::TextStyle},
     tracker::Tracker,
 };
 
@@ -22,6 +24,7 @@ use crate::{
 pub enum Format {
     Text,
     Json,
+    Csv,
 }
 
 #[derive(Clone, Debug)]
@@ -34,7 +37,8 @@ pub struct WatchOptions {
     pub duration: Option<Duration>,
     /// Most sockets remembered for durations and owners.
     pub max_sockets: usize,
-    pub zone: Zone,
+    /// How text lines look (ignored by JSON and CSV).
+    pub text: TextStyle,
 }
 
 /// What happened during a watch, for the closing summary.
@@ -57,8 +61,11 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} transitions seen, {} shown, {} lost (ring buffer full), {} undecodable",
-            self.kernel.seen, self.shown, self.kernel.ringbuf_full, self.undecodable
+            "{} transitions seen, {} shown, {} lost, {} undecodable",
+            self.kernel.seen,
+            self.shown,
+            self.kernel.lost(),
+            self.undecodable
         )?;
         if self.untracked > 0 {
             write!(
@@ -110,10 +117,14 @@ pub async fn run(
     let mut clock = WallClock::new();
     let mut summary = Summary::default();
 
-    if opts.format == Format::Text {
-        render::text::write_header(out).map_err(WatchError::Output)?;
-        out.flush().map_err(WatchError::Output)?;
-    }
+    let header = match opts.format {
+        Format::Text => render::text::write_header(out, &opts.text),
+        Format::Csv => render::csv::write_header(out),
+        Format::Json => Ok(()),
+    };
+    header
+        .and_then(|()| out.flush())
+        .map_err(WatchError::Output)?;
 
     let end = 'outer: loop {
         tokio::select! {
@@ -129,8 +140,10 @@ pub async fn run(
             if reached_count || io_result.is_err() {
                 return;
             }
-            let mut t = match decode(bytes) {
-                Ok(t) => t,
+            let mut t = match decode_record(bytes) {
+                Ok(Record::Transition(t)) => t,
+                // Resets explain endings; the event log shows them through `end` (see `life`).
+                Ok(Record::Reset(_)) => return,
                 Err(e) => {
                     summary.undecodable += 1;
                     tracing::debug!("skipping a record: {e}");
@@ -138,7 +151,11 @@ pub async fn run(
                 }
             };
             let ctx = tracker.apply(&mut t);
-            if !opts.filter.matches(&t) {
+            let observed = Observed {
+                transition: &t,
+                owner: ctx.owner.as_ref(),
+            };
+            if !opts.filter.matches(&observed) {
                 return;
             }
             let line = Line {
@@ -148,8 +165,9 @@ pub async fn run(
                 in_old: ctx.in_old,
             };
             io_result = match opts.format {
-                Format::Text => render::text::write_line(out, &line, opts.zone),
+                Format::Text => render::text::write_line(out, &line, &opts.text),
                 Format::Json => render::json::write_line(out, &line),
+                Format::Csv => render::csv::write_line(out, &line),
             };
             summary.shown += 1;
             reached_count = opts.count.is_some_and(|n| summary.shown >= n);

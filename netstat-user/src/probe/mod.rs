@@ -6,10 +6,11 @@
 //! only by this process's file descriptors (nothing is pinned).
 
 mod error;
+mod misses;
 mod preflight;
 mod stream;
 
-use std::time::Duration;
+use std::{os::fd::AsFd as _, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -28,6 +29,38 @@ use crate::btf;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netstat"));
 
 const TRACEPOINT: &str = "inet_sock_set_state";
+/// The same tracepoint again, for the events the first program's recursion guard drops.
+const NESTED: (&str, &str) = ("inet_sock_set_state_nested", "inet_sock_set_state");
+const RESET_TRACEPOINTS: [&str; 2] = ["tcp_send_reset", "tcp_receive_reset"];
+
+/// Loads the BTF tracepoint program named after `tracepoint` and attaches it.
+fn attach(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &'static str) -> Result<(), ProbeError> {
+    attach_named(ebpf, btf, tracepoint, tracepoint)
+}
+
+/// Loads the BTF tracepoint program `name` and attaches it to `tracepoint`.
+fn attach_named(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbeError> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+    program
+        .load(tracepoint, btf)
+        .map_err(|e| classify_program_error(name, e))?;
+    program
+        .attach()
+        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+    Ok(())
+}
 
 /// How to start tracing.
 #[derive(Clone, Debug)]
@@ -61,12 +94,23 @@ pub struct KernelCounters {
     pub ringbuf_full: u64,
     /// Kernel reads that failed (the record was still sent).
     pub read_errors: u64,
+    /// Times the kernel skipped one of our programs because it was already running on that
+    /// CPU (nested twice): each is a lost event.
+    pub recursion_misses: u64,
+}
+
+impl KernelCounters {
+    /// Every event lost in the kernel, for any reason.
+    pub fn lost(&self) -> u64 {
+        self.ringbuf_full + self.recursion_misses
+    }
 }
 
 /// Attached kernel programs. Detached on drop.
 pub struct Probe {
     ebpf: Ebpf,
     options: ProbeOptions,
+    resets: bool,
 }
 
 impl Probe {
@@ -96,25 +140,29 @@ impl Probe {
             .map_err(classify_load_error)?;
 
         let kernel_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(TRACEPOINT)
-            .ok_or(ProbeError::Missing {
-                what: "program",
-                name: TRACEPOINT,
-            })?
-            .try_into()
-            .map_err(|source| ProbeError::Attach {
-                tracepoint: TRACEPOINT,
-                source,
-            })?;
-        program
-            .load(TRACEPOINT, &kernel_btf)
-            .map_err(|e| classify_program_error(TRACEPOINT, e))?;
-        program.attach().map_err(|source| ProbeError::Attach {
-            tracepoint: TRACEPOINT,
-            source,
-        })?;
-        Ok(Self { ebpf, options })
+        attach(&mut ebpf, &kernel_btf, TRACEPOINT)?;
+        attach_named(&mut ebpf, &kernel_btf, NESTED.0, NESTED.1)?;
+        // The reset tracepoints only refine how connections ended; without them enetstat
+        // still traces every transition, so a kernel lacking them is a warning, not an error.
+        let mut resets = true;
+        for tracepoint in RESET_TRACEPOINTS {
+            if let Err(e) = attach(&mut ebpf, &kernel_btf, tracepoint) {
+                tracing::warn!(
+                    "{e}; connection endings by reset will be inferred from socket errors only"
+                );
+                resets = false;
+            }
+        }
+        Ok(Self {
+            ebpf,
+            options,
+            resets,
+        })
+    }
+
+    /// Whether the TCP reset tracepoints are attached.
+    pub fn traces_resets(&self) -> bool {
+        self.resets
     }
 
     /// The stream of raw records. Can be taken once.
@@ -142,14 +190,42 @@ impl Probe {
         })?;
         let array = PerCpuArray::<_, u64>::try_from(map).map_err(map_err)?;
         let sum = |index: u32| -> Result<u64, ProbeError> {
-            Ok(array.get(&index, 0).map_err(map_err)?.iter().sum())
+            let mut total = 0;
+            for bank in 0..counter::BANKS {
+                let values = array
+                    .get(&(bank * counter::COUNT + index), 0)
+                    .map_err(map_err)?;
+                total += values.iter().sum::<u64>();
+            }
+            Ok(total)
         };
         Ok(KernelCounters {
             seen: sum(counter::SEEN)?,
             filtered: sum(counter::FILTERED)?,
             ringbuf_full: sum(counter::RINGBUF_FULL)?,
             read_errors: sum(counter::READ_ERRORS)?,
+            recursion_misses: self.recursion_misses(),
         })
+    }
+
+    /// Nested calls the kernel skipped, over all our programs. The primary state program's
+    /// misses are covered by the nested copy, so only a miss of *both* is a loss: count the
+    /// nested copy's misses, and the other programs'.
+    fn recursion_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| *name != TRACEPOINT)
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?;
+                match misses::recursion_misses(fd.as_fd()) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::debug!("cannot read recursion misses of {name}: {e}");
+                        None
+                    }
+                }
+            })
+            .sum()
     }
 }
 

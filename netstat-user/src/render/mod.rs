@@ -1,8 +1,11 @@
 //! Output formats. Renderers take decoded transitions plus what the tracker knows and write
 //! lines; they never reach back into the kernel.
 
+pub mod csv;
 mod escape;
 pub mod json;
+pub mod netstat;
+pub mod table_data;
 pub mod text;
 
 pub use escape::escape_comm;

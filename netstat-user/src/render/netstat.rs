@@ -1,0 +1,348 @@
+//! Snapshots in netstat's shape: its title, its columns in its order, its address style
+//! (`addr:port`, `*` for no port, truncated to the column unless wide), plus enetstat's
+//! additions: the socket cookie with `-e`, and AGE while tracing.
+
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use super::escape_comm;
+use crate::{
+    event::{Cookie, Family},
+    sockdiag::Proto,
+    state::TcpState,
+};
+
+/// Which process a row names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShownOwner {
+    pub pid: u32,
+    pub comm: String,
+    /// False when no process holds the socket now and this is the last one that did
+    /// (orphaned FIN_WAIT2 and TIME_WAIT sockets, closed connections).
+    pub holds: bool,
+}
+
+/// A closed connection's row data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedInfo {
+    /// From birth to close, when the birth was seen.
+    pub lifetime: Option<Duration>,
+    /// How long ago it closed.
+    pub ago: Duration,
+    /// The state it closed from.
+    pub last_state: TcpState,
+    /// `sk_err` at the close (0: none).
+    pub errno: i32,
+}
+
+/// One row of a snapshot: all numbers; names are looked up by the text renderer's caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub proto: Proto,
+    pub family: Family,
+    pub local_addr: std::net::IpAddr,
+    pub local_port: Option<u16>,
+    pub remote_addr: std::net::IpAddr,
+    pub remote_port: Option<u16>,
+    pub state: TcpState,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub owner: Option<ShownOwner>,
+    pub uid: Option<u32>,
+    pub inode: u64,
+    pub cookie: Cookie,
+    /// Time in the current state, when a transition showed when it began.
+    pub age: Option<Duration>,
+    /// Present for a connection that has closed (`--recent`).
+    pub closed: Option<ClosedInfo>,
+}
+
+impl Row {
+    /// netstat's protocol column: `tcp`, `tcp6`, `udp`, `udp6`.
+    pub fn proto_name(&self) -> &'static str {
+        match (self.proto, self.family) {
+            (Proto::Tcp, Family::Ipv4) => "tcp",
+            (Proto::Tcp, Family::Ipv6) => "tcp6",
+            (Proto::Udp, Family::Ipv4) => "udp",
+            (Proto::Udp, Family::Ipv6) => "udp6",
+        }
+    }
+
+    /// The state as netstat prints it: blank for an unconnected UDP socket.
+    pub fn state_text(&self) -> &'static str {
+        if self.closed.is_some() {
+            return "CLOSED";
+        }
+        match (self.proto, self.state) {
+            (Proto::Udp, TcpState::Established) => "ESTABLISHED",
+            (Proto::Udp, _) => "",
+            (_, s) => s.name(),
+        }
+    }
+}
+
+/// Which columns a text snapshot has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// `-e`: User, Inode and Cookie.
+    pub extend: bool,
+    /// `-p`: PID/Program name.
+    pub programs: bool,
+    /// While tracing: AGE.
+    pub age: bool,
+    /// `-w`: addresses are never truncated.
+    pub wide: bool,
+}
+
+/// Which sockets the title says are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Title {
+    /// `-a`
+    All,
+    /// `-l`
+    Servers,
+    /// the default
+    Connections,
+}
+
+const ADDR_WIDTH: usize = 23;
+
+/// `host:port` as netstat prints it: no brackets around IPv6, `*` for no port, the host part
+/// cut so the whole fits the column unless `wide`.
+pub fn address(host: &str, port: &str, wide: bool) -> String {
+    let room = ADDR_WIDTH.saturating_sub(port.len() + 1);
+    if !wide && host.chars().count() > room {
+        let cut: String = host.chars().take(room).collect();
+        format!("{cut}:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A duration in a few characters: `850us`, `12.3ms`, `4.2s`, `3m07s`, `2h13m`, `3d04h`.
+pub fn short_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    let s = d.as_secs();
+    match () {
+        _ if us < 1_000 => format!("{us}us"),
+        _ if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1_000.0),
+        _ if s < 60 => format!("{:.1}s", d.as_secs_f64()),
+        _ if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ if s < 86_400 => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3_600),
+    }
+}
+
+/// Text for one row, with addresses, user already turned into text by the caller.
+pub struct TextRow<'a> {
+    pub row: &'a Row,
+    pub local: String,
+    pub remote: String,
+    pub user: String,
+}
+
+pub fn write_title(out: &mut impl Write, title: Title) -> io::Result<()> {
+    let which = match title {
+        Title::All => "servers and established",
+        Title::Servers => "only servers",
+        Title::Connections => "w/o servers",
+    };
+    writeln!(out, "Active Internet connections ({which})")
+}
+
+pub fn write_header(out: &mut impl Write, cols: Columns) -> io::Result<()> {
+    let mut line = format!(
+        "Proto Recv-Q Send-Q {:<w$} {:<w$} {:<11}",
+        "Local Address",
+        "Foreign Address",
+        "State",
+        w = ADDR_WIDTH
+    );
+    if cols.extend {
+        line.push_str(&format!(" {:<10} {:<10} {:<18}", "User", "Inode", "Cookie"));
+    }
+    if cols.programs {
+        line.push_str(&format!(" {:<22}", "PID/Program name"));
+    }
+    if cols.age {
+        line.push_str(" AGE");
+    }
+    writeln!(out, "{}", line.trim_end())
+}
+
+pub fn write_row(out: &mut impl Write, r: &TextRow<'_>, cols: Columns) -> io::Result<()> {
+    let row = r.row;
+    let mut line = format!(
+        "{:<5} {:>6} {:>6} {:<w$} {:<w$} {:<11}",
+        row.proto_name(),
+        row.recv_q,
+        row.send_q,
+        r.local,
+        r.remote,
+        row.state_text(),
+        w = ADDR_WIDTH
+    );
+    if cols.extend {
+        let inode = if row.inode == 0 {
+            "-".to_owned()
+        } else {
+            row.inode.to_string()
+        };
+        line.push_str(&format!(
+            " {:<10} {:<10} {:<18}",
+            r.user,
+            inode,
+            format!("{:#x}", row.cookie.0)
+        ));
+    }
+    if cols.programs {
+        let owner = match &row.owner {
+            Some(o) => format!(
+                "{}/{}{}",
+                o.pid,
+                escape_comm(&o.comm),
+                if o.holds { "" } else { "*" }
+            ),
+            None => "-".to_owned(),
+        };
+        line.push_str(&format!(" {owner:<22}"));
+    }
+    if cols.age {
+        let age = match (&row.closed, row.age) {
+            (Some(c), _) => c.lifetime.map(short_duration).unwrap_or_else(|| "-".into()),
+            (None, Some(a)) => short_duration(a),
+            (None, None) => "-".to_owned(),
+        };
+        line.push_str(&format!(" {age}"));
+    }
+    writeln!(out, "{}", line.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            local_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            local_port: Some(48898),
+            remote_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            remote_port: None,
+            state: TcpState::Listen,
+            recv_q: 0,
+            send_q: 128,
+            owner: Some(ShownOwner {
+                pid: 812,
+                comm: "nginx".into(),
+                holds: true,
+            }),
+            uid: Some(0),
+            inode: 4242,
+            cookie: Cookie(0x2a),
+            age: Some(Duration::from_secs(2 * 3600 + 13 * 60)),
+            closed: None,
+        }
+    }
+
+    fn text(r: &Row, local: &str, remote: &str, cols: Columns) -> String {
+        let mut out = Vec::new();
+        let tr = TextRow {
+            row: r,
+            local: local.into(),
+            remote: remote.into(),
+            user: "root".into(),
+        };
+        write_row(&mut out, &tr, cols).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rows_line_up_under_netstats_header() {
+        let cols = Columns {
+            programs: true,
+            age: true,
+            ..Columns::default()
+        };
+        let mut out = Vec::new();
+        write_title(&mut out, Title::All).unwrap();
+        write_header(&mut out, cols).unwrap();
+        let head = String::from_utf8(out).unwrap();
+        let line = text(&row(), "localhost:48898", "0.0.0.0:*", cols);
+        assert_eq!(
+            head,
+            "Active Internet connections (servers and established)\n\
+             Proto Recv-Q Send-Q Local Address           Foreign Address         State       PID/Program name       AGE\n"
+        );
+        assert_eq!(
+            line,
+            "tcp        0    128 localhost:48898         0.0.0.0:*               LISTEN      812/nginx              2h13m\n"
+        );
+        let h = head.lines().nth(1).unwrap();
+        assert_eq!(h.find("State"), line.find("LISTEN"));
+        assert_eq!(h.find("PID"), line.find("812"));
+        assert_eq!(h.find("AGE"), line.find("2h13m"));
+    }
+
+    #[test]
+    fn udp_closed_orphans_and_extended_columns() {
+        let mut r = row();
+        r.proto = Proto::Udp;
+        r.state = TcpState::Close;
+        assert_eq!(r.state_text(), "");
+        r.proto = Proto::Tcp;
+        r.state = TcpState::TimeWait;
+        r.inode = 0;
+        r.owner.as_mut().unwrap().holds = false;
+        let cols = Columns {
+            extend: true,
+            programs: true,
+            ..Columns::default()
+        };
+        let line = text(&r, "a:1", "b:2", cols);
+        assert!(
+            line.contains("TIME_WAIT   root       -          0x2a               812/nginx*"),
+            "{line}"
+        );
+        r.closed = Some(ClosedInfo {
+            lifetime: Some(Duration::from_micros(420)),
+            ago: Duration::from_secs(1),
+            last_state: TcpState::FinWait2,
+            errno: 0,
+        });
+        let line = text(&r, "a:1", "b:2", Columns { age: true, ..cols });
+        assert!(
+            line.contains("CLOSED") && line.ends_with(" 420us\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn addresses_are_cut_to_the_column_unless_wide() {
+        let v6 = Ipv6Addr::new(
+            0x2001, 0xdb8, 0x1234, 0x5678, 0x9abc, 0xdef0, 0x1234, 0x5678,
+        );
+        let a = address(&v6.to_string(), "443", false);
+        assert_eq!(a.len(), 23);
+        assert!(a.ends_with(":443"));
+        assert_eq!(address(&v6.to_string(), "443", true), format!("{v6}:443"));
+        assert_eq!(address("::", "*", false), ":::*");
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(Duration::from_micros(850)), "850us");
+        assert_eq!(short_duration(Duration::from_micros(12_340)), "12.3ms");
+        assert_eq!(short_duration(Duration::from_millis(4_200)), "4.2s");
+        assert_eq!(short_duration(Duration::from_secs(187)), "3m07s");
+        assert_eq!(
+            short_duration(Duration::from_secs(3 * 86_400 + 4 * 3600)),
+            "3d04h"
+        );
+    }
+}

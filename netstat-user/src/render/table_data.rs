@@ -1,0 +1,220 @@
+//! Snapshots for scripts: JSON (one object per snapshot, one line each, so `-c` gives NDJSON)
+//! and CSV (one header, one line per socket). Addresses and ports are always numeric; field
+//! names are a stable interface, documented in the README.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{
+    escape_comm, millis,
+    netstat::{Row, ShownOwner},
+};
+use crate::{event::Family, sockdiag::Proto, state::TcpState};
+
+/// One socket as JSON.
+#[derive(Debug, Serialize)]
+pub struct JsonSocket<'a> {
+    /// `tcp`, `tcp6`, `udp`, `udp6`.
+    pub proto: &'static str,
+    pub transport: Proto,
+    pub family: Family,
+    pub local_addr: String,
+    pub local_port: Option<u16>,
+    pub remote_addr: String,
+    pub remote_port: Option<u16>,
+    /// The kernel's state; for UDP, ESTABLISHED (connected) or CLOSE (not connected).
+    pub state: TcpState,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub pid: Option<u32>,
+    pub program: Option<&'a str>,
+    /// False when the named process no longer holds the socket (its last owner).
+    pub holds: Option<bool>,
+    pub uid: Option<u32>,
+    pub inode: u64,
+    pub cookie: u64,
+    /// Milliseconds in the current state, when a transition showed when it began.
+    pub age_ms: Option<f64>,
+    pub closed: bool,
+    /// For a closed connection: milliseconds from birth to close, when the birth was seen.
+    pub lifetime_ms: Option<f64>,
+    /// For a closed connection: milliseconds since it closed.
+    pub closed_ago_ms: Option<f64>,
+    /// For a closed connection: the errno it closed with (0: none).
+    pub errno: Option<i32>,
+}
+
+impl<'a> JsonSocket<'a> {
+    pub fn new(r: &'a Row) -> Self {
+        Self {
+            proto: r.proto_name(),
+            transport: r.proto,
+            family: r.family,
+            local_addr: r.local_addr.to_string(),
+            local_port: r.local_port,
+            remote_addr: r.remote_addr.to_string(),
+            remote_port: r.remote_port,
+            state: r.closed.map_or(r.state, |c| c.last_state),
+            recv_q: r.recv_q,
+            send_q: r.send_q,
+            pid: r.owner.as_ref().map(|o| o.pid),
+            program: r.owner.as_ref().map(|o| o.comm.as_str()),
+            holds: r.owner.as_ref().map(|o| o.holds),
+            uid: r.uid,
+            inode: r.inode,
+            cookie: r.cookie.0,
+            age_ms: r.age.map(millis),
+            closed: r.closed.is_some(),
+            lifetime_ms: r.closed.and_then(|c| c.lifetime).map(millis),
+            closed_ago_ms: r.closed.map(|c| millis(c.ago)),
+            errno: r.closed.map(|c| c.errno),
+        }
+    }
+}
+
+/// One snapshot as JSON.
+#[derive(Debug, Serialize)]
+pub struct JsonSnapshot<'a, C: Serialize> {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// True while enetstat traces (`-c`): AGE and closed connections are known.
+    pub tracing: bool,
+    pub sockets: Vec<JsonSocket<'a>>,
+    /// What the table counted (corrections, overflow, lost records).
+    pub counters: C,
+}
+
+pub fn write_json<C: Serialize>(
+    out: &mut impl Write,
+    snap: &JsonSnapshot<'_, C>,
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, snap)?;
+    out.write_all(b"\n")
+}
+
+pub const CSV_HEADER: &str = "time,proto,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms";
+
+pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")
+}
+
+/// A CSV field, quoted when it needs to be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+pub fn write_csv_row(out: &mut impl Write, time: &str, r: &Row) -> io::Result<()> {
+    let j = JsonSocket::new(r);
+    let (pid, program, holds) = match &r.owner {
+        Some(ShownOwner { pid, comm, holds }) => (
+            pid.to_string(),
+            csv_field(&escape_comm(comm)),
+            holds.to_string(),
+        ),
+        None => Default::default(),
+    };
+    writeln!(
+        out,
+        "{time},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{}",
+        j.proto,
+        j.local_addr,
+        opt(j.local_port),
+        j.remote_addr,
+        opt(j.remote_port),
+        j.state,
+        j.recv_q,
+        j.send_q,
+        opt(j.uid),
+        j.inode,
+        j.cookie,
+        opt(j.age_ms),
+        j.closed,
+        opt(j.lifetime_ms),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv6Addr},
+        time::Duration,
+    };
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{event::Cookie, render::netstat::ClosedInfo};
+
+    fn row() -> Row {
+        Row {
+            proto: Proto::Tcp,
+            family: Family::Ipv6,
+            local_addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            local_port: Some(5432),
+            remote_addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            remote_port: Some(40000),
+            state: TcpState::Established,
+            recv_q: 3,
+            send_q: 4,
+            owner: Some(ShownOwner {
+                pid: 7,
+                comm: "pg,\"x\"".into(),
+                holds: true,
+            }),
+            uid: Some(1000),
+            inode: 99,
+            cookie: Cookie(5),
+            age: Some(Duration::from_micros(1500)),
+            closed: None,
+        }
+    }
+
+    #[test]
+    fn json_schema() {
+        let r = row();
+        let v: Value = serde_json::to_value(JsonSocket::new(&r)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "proto": "tcp6", "transport": "tcp", "family": "ipv6",
+                "local_addr": "::1", "local_port": 5432,
+                "remote_addr": "::1", "remote_port": 40000,
+                "state": "ESTABLISHED", "recv_q": 3, "send_q": 4,
+                "pid": 7, "program": "pg,\"x\"", "holds": true, "uid": 1000,
+                "inode": 99, "cookie": 5, "age_ms": 1.5, "closed": false,
+                "lifetime_ms": null, "closed_ago_ms": null, "errno": null
+            })
+        );
+        let mut closed = row();
+        closed.closed = Some(ClosedInfo {
+            lifetime: Some(Duration::from_micros(250)),
+            ago: Duration::from_millis(2),
+            last_state: TcpState::LastAck,
+            errno: 0,
+        });
+        let v: Value = serde_json::to_value(JsonSocket::new(&closed)).unwrap();
+        assert_eq!(v["state"], "LAST_ACK");
+        assert_eq!(v["closed"], true);
+        assert_eq!(v["lifetime_ms"], 0.25);
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let mut out = Vec::new();
+        write_csv_row(&mut out, "T", &row()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "T,tcp6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,false,\n"
+        );
+        assert_eq!(CSV_HEADER.split(',').count(), 18);
+    }
+}

@@ -1,0 +1,711 @@
+//! `enetstat` without a subcommand: netstat-shaped snapshots of the socket table.
+//!
+//! One-shot: one socket dump and one `/proc` scan, no eBPF (so no root needed beyond what
+//! `/proc` shows). Continuous (`-c`): the probe runs, the [`Table`] is kept live by
+//! transitions and reconciled against a dump every `reconcile` interval, and every refresh
+//! renders the table: AGE for sockets whose state change was seen, and with `--recent` the
+//! connections that closed in that window.
+
+use std::{
+    future::Future,
+    io::{self, Write},
+    os::unix::fs::MetadataExt,
+    pin::pin,
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::{
+    clock::monotonic_ns,
+    decode::decode_record,
+    event::{Endpoint, Family, Record},
+    pids::SocketOwners,
+    probe::{EventStream, KernelCounters, ProbeError},
+    render::{
+        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow, Title},
+        table_data::{self, JsonSnapshot, JsonSocket},
+    },
+    resolve::Resolver,
+    sockdiag::{self, Proto, SockDiagError},
+    state::TcpState,
+    table::{Counters, Entry, Limits, Table},
+};
+
+/// Output format of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// Which sockets by their role, as netstat's `-l` and `-a` choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Servers {
+    /// The default: connections, no listening TCP or unconnected UDP sockets.
+    Exclude,
+    /// `-l`: only those.
+    Only,
+    /// `-a`: everything.
+    Include,
+}
+
+/// An extra test on each socket (for the filter-expression language).
+pub type Matcher = Arc<dyn Fn(&Entry) -> bool + Send + Sync>;
+
+/// Which sockets a snapshot shows.
+#[derive(Clone)]
+pub struct Selection {
+    pub protos: Vec<Proto>,
+    pub servers: Servers,
+    /// As shown: a v4-mapped IPv6 socket is IPv4.
+    pub family: Option<Family>,
+    /// Only these states (any when empty); overrides `servers`.
+    pub states: Vec<TcpState>,
+    pub extra: Option<Matcher>,
+}
+
+impl std::fmt::Debug for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selection")
+            .field("protos", &self.protos)
+            .field("servers", &self.servers)
+            .field("family", &self.family)
+            .field("states", &self.states)
+            .field("extra", &self.extra.is_some())
+            .finish()
+    }
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            protos: vec![Proto::Tcp, Proto::Udp],
+            servers: Servers::Exclude,
+            family: None,
+            states: Vec::new(),
+            extra: None,
+        }
+    }
+}
+
+/// A listening TCP socket, or an unconnected UDP socket: what netstat calls a server.
+pub fn is_server(e: &Entry) -> bool {
+    match e.proto {
+        Proto::Tcp => e.state == TcpState::Listen,
+        Proto::Udp => e.state != TcpState::Established,
+    }
+}
+
+impl Selection {
+    /// Whether a live socket is shown.
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.protos.contains(&e.proto)
+            && self.family.is_none_or(|f| f == e.family)
+            && if self.states.is_empty() {
+                match self.servers {
+                    Servers::Exclude => !is_server(e),
+                    Servers::Only => is_server(e),
+                    Servers::Include => true,
+                }
+            } else {
+                self.states.contains(&e.state)
+            }
+            && self.extra.as_ref().is_none_or(|m| m(e))
+    }
+
+    /// Whether a closed connection is shown (`--recent`): never with `-l`.
+    pub fn matches_closed(&self, e: &Entry) -> bool {
+        self.servers != Servers::Only
+            && self.protos.contains(&e.proto)
+            && self.family.is_none_or(|f| f == e.family)
+            && self.extra.as_ref().is_none_or(|m| m(e))
+    }
+
+    fn title(&self) -> Title {
+        match self.servers {
+            _ if !self.states.is_empty() => Title::All,
+            Servers::Include => Title::All,
+            Servers::Only => Title::Servers,
+            Servers::Exclude => Title::Connections,
+        }
+    }
+}
+
+/// How to show a snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    pub select: Selection,
+    pub format: Format,
+    /// `-n`: no name lookups.
+    pub numeric: bool,
+    /// `-p`: PID/Program name.
+    pub programs: bool,
+    /// `-e`: user, inode, cookie.
+    pub extend: bool,
+    /// `-w`: no truncated addresses.
+    pub wide: bool,
+    /// `--recent`: closed connections from this window (while tracing).
+    pub recent: Option<Duration>,
+    pub limits: Limits,
+    /// Longest wait for host names per refresh.
+    pub resolve_budget: Duration,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            select: Selection::default(),
+            format: Format::Text,
+            numeric: false,
+            programs: false,
+            extend: false,
+            wide: false,
+            recent: None,
+            limits: Limits::default(),
+            resolve_budget: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How often a continuous snapshot refreshes and reconciles.
+#[derive(Clone, Copy, Debug)]
+pub struct Continuous {
+    pub interval: Duration,
+    pub reconcile: Duration,
+    /// Stop after this many refreshes.
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    SockDiag(#[from] SockDiagError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Counters shown with each snapshot while tracing.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub table: Counters,
+    /// Records lost because the kernel's ring buffer was full.
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+    pub live: usize,
+    pub closed: usize,
+}
+
+/// Everything a renderer needs besides the table.
+struct View<'a> {
+    opts: &'a SnapshotOptions,
+    owners: &'a SocketOwners,
+    resolver: &'a mut Resolver,
+    users: &'a mut Users,
+    now_ns: u64,
+    tracing: bool,
+}
+
+/// Prints one snapshot from a single socket dump: no eBPF.
+pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), SnapshotError> {
+    let started = monotonic_ns();
+    let dump = sockdiag::dump(&opts.select.protos)?;
+    let mut table = Table::new(opts.limits, None);
+    table.seed(&dump, started);
+    let owners = if opts.programs {
+        SocketOwners::scan()
+    } else {
+        SocketOwners::new()
+    };
+    let mut resolver = Resolver::new(opts.resolve_budget);
+    let mut users = Users::default();
+    let mut view = View {
+        opts,
+        owners: &owners,
+        resolver: &mut resolver,
+        users: &mut users,
+        now_ns: monotonic_ns(),
+        tracing: false,
+    };
+    render(&mut view, &mut table, None, out, true).map_err(SnapshotError::Output)?;
+    out.flush().map_err(SnapshotError::Output)
+}
+
+/// Why a continuous snapshot ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Stopped,
+    Count,
+    ClosedOutput,
+}
+
+/// Keeps the table live from `stream` and prints a snapshot every interval until `stop`
+/// resolves, the count is reached, or the output closes.
+pub async fn continuous(
+    stream: &mut EventStream,
+    opts: &SnapshotOptions,
+    cont: Continuous,
+    out: &mut impl Write,
+    stop: impl Future<Output = ()>,
+    counters: impl Fn() -> Result<KernelCounters, ProbeError>,
+) -> Result<(End, Status), SnapshotError> {
+    let mut stop = pin!(stop);
+    let mut table = Table::new(opts.limits, own_netns());
+    let mut undecodable = 0u64;
+    let drain = |stream: &mut EventStream, table: &mut Table, undecodable: &mut u64| {
+        stream.drain(|bytes| match decode_record(bytes) {
+            Ok(Record::Transition(t)) => table.apply(&t),
+            Ok(_) => {}
+            Err(e) => {
+                *undecodable += 1;
+                tracing::debug!("skipping a record: {e}");
+            }
+        });
+    };
+    // Tracing is on before the seed, so nothing falls between the dump and the first event.
+    drain(stream, &mut table, &mut undecodable);
+    let started = monotonic_ns();
+    let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
+    table.seed(&dump, started);
+    let mut last_reconcile = tokio::time::Instant::now();
+
+    let mut owners = SocketOwners::new();
+    let mut resolver = Resolver::new(opts.resolve_budget);
+    let mut users = Users::default();
+    let mut tick = tokio::time::interval(cont.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = 0u64;
+    let mut first = true;
+    let mut status = Status::default();
+
+    let end = loop {
+        tokio::select! {
+            r = stream.ready() => {
+                r?;
+                drain(stream, &mut table, &mut undecodable);
+                continue;
+            }
+            _ = tick.tick() => {}
+            () = &mut stop => break End::Stopped,
+        }
+        drain(stream, &mut table, &mut undecodable);
+        if last_reconcile.elapsed() >= cont.reconcile {
+            let started = monotonic_ns();
+            let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
+            drain(stream, &mut table, &mut undecodable);
+            let c = table.reconcile(&dump, started, &[Proto::Tcp, Proto::Udp]);
+            if c.total() > 0 {
+                tracing::debug!(?c, "reconciliation corrected the table");
+            }
+            last_reconcile = tokio::time::Instant::now();
+        }
+        if opts.programs {
+            owners.refresh();
+        }
+        let now_ns = monotonic_ns();
+        // Keep what --recent may show, and no more.
+        let keep = opts.recent.unwrap_or(Duration::ZERO);
+        table.expire_closed(now_ns.saturating_sub(keep.as_nanos() as u64));
+        let kernel = counters()?;
+        status = Status {
+            table: table.counters(),
+            lost: kernel.ringbuf_full,
+            undecodable,
+            live: table.len(),
+            closed: table.history().len(),
+        };
+        let mut view = View {
+            opts,
+            owners: &owners,
+            resolver: &mut resolver,
+            users: &mut users,
+            now_ns,
+            tracing: true,
+        };
+        let written =
+            render(&mut view, &mut table, Some(&status), out, first).and_then(|()| out.flush());
+        first = false;
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::ClosedOutput,
+            Err(e) => return Err(SnapshotError::Output(e)),
+        }
+        shown += 1;
+        if cont.count.is_some_and(|n| shown >= n) {
+            break End::Count;
+        }
+    };
+    Ok((end, status))
+}
+
+/// The inode of this process's network namespace: the table holds that namespace's sockets.
+fn own_netns() -> Option<u32> {
+    let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+    u32::try_from(ino).ok()
+}
+
+/// The rows of a snapshot, sorted as shown: live sockets, then closed connections.
+fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
+    let opts = view.opts;
+    let mut live: Vec<&Entry> = table.live().filter(|e| opts.select.matches(e)).collect();
+    live.sort_by_key(|e| {
+        (
+            e.proto,
+            e.family == Family::Ipv6,
+            e.local.addr,
+            e.local.port,
+            e.remote.addr,
+            e.remote.port,
+            e.cookie,
+        )
+    });
+    let holders: Vec<_> = live
+        .iter()
+        .filter_map(|e| Some((e.cookie, view.owners.get(e.inode)?.clone())))
+        .collect();
+    let mut rows: Vec<Row> = live
+        .iter()
+        .map(|e| {
+            let held = view.owners.get(e.inode);
+            let owner = match (held, &e.owner) {
+                (Some(o), _) => Some(ShownOwner {
+                    pid: o.pid,
+                    comm: o.comm.clone(),
+                    holds: true,
+                }),
+                (None, Some(o)) if view.tracing => Some(ShownOwner {
+                    pid: o.pid,
+                    comm: o.comm.clone(),
+                    holds: false,
+                }),
+                _ => None,
+            };
+            row(
+                e,
+                owner,
+                e.age_ns(view.now_ns).map(Duration::from_nanos),
+                None,
+            )
+        })
+        .collect();
+    for (cookie, owner) in holders {
+        table.note_holder(cookie, &owner);
+    }
+    if let Some(recent) = opts.recent.filter(|_| view.tracing) {
+        let since = view.now_ns.saturating_sub(recent.as_nanos() as u64);
+        for c in table.history().since(since) {
+            if !opts.select.matches_closed(&c.entry) {
+                continue;
+            }
+            let owner = c.entry.owner.as_ref().map(|o| ShownOwner {
+                pid: o.pid,
+                comm: o.comm.clone(),
+                holds: false,
+            });
+            let closed = ClosedInfo {
+                lifetime: c.lifetime(),
+                ago: Duration::from_nanos(view.now_ns.saturating_sub(c.closed_ns)),
+                last_state: c.last_state,
+                errno: c.fin.map_or(0, |f| f.errno),
+            };
+            rows.push(row(&c.entry, owner, None, Some(closed)));
+        }
+    }
+    rows
+}
+
+fn row(
+    e: &Entry,
+    owner: Option<ShownOwner>,
+    age: Option<Duration>,
+    closed: Option<ClosedInfo>,
+) -> Row {
+    Row {
+        proto: e.proto,
+        family: e.family,
+        local_addr: e.local.addr,
+        local_port: e.local.port,
+        remote_addr: e.remote.addr,
+        remote_port: e.remote.port,
+        state: e.state,
+        recv_q: e.recv_q,
+        send_q: e.send_q,
+        owner,
+        uid: e.uid,
+        inode: e.inode,
+        cookie: e.cookie,
+        age,
+        closed,
+    }
+}
+
+fn render(
+    view: &mut View<'_>,
+    table: &mut Table,
+    status: Option<&Status>,
+    out: &mut impl Write,
+    first: bool,
+) -> io::Result<()> {
+    let rows = rows(view, table);
+    let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+    match view.opts.format {
+        Format::Json => table_data::write_json(
+            out,
+            &JsonSnapshot {
+                time,
+                tracing: view.tracing,
+                sockets: rows.iter().map(JsonSocket::new).collect(),
+                counters: status,
+            },
+        ),
+        Format::Csv => {
+            if first {
+                table_data::write_csv_header(out)?;
+            }
+            for r in &rows {
+                table_data::write_csv_row(out, &time, r)?;
+            }
+            Ok(())
+        }
+        Format::Text => write_text(view, &rows, status, out),
+    }
+}
+
+fn write_text(
+    view: &mut View<'_>,
+    rows: &[Row],
+    status: Option<&Status>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let opts = view.opts;
+    if !opts.numeric {
+        view.resolver.prepare(
+            rows.iter().flat_map(|r| [r.local_addr, r.remote_addr]),
+            rows.iter().flat_map(|r| {
+                [r.local_port, r.remote_port]
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (p, r.proto))
+            }),
+        );
+    }
+    let cols = Columns {
+        extend: opts.extend,
+        programs: opts.programs,
+        age: view.tracing,
+        wide: opts.wide,
+    };
+    netstat::write_title(out, opts.select.title())?;
+    netstat::write_header(out, cols)?;
+    let mut orphans = false;
+    for r in rows {
+        orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
+        let text = TextRow {
+            row: r,
+            local: endpoint_text(
+                view,
+                r.proto,
+                Endpoint {
+                    addr: r.local_addr,
+                    port: r.local_port,
+                },
+            ),
+            remote: endpoint_text(
+                view,
+                r.proto,
+                Endpoint {
+                    addr: r.remote_addr,
+                    port: r.remote_port,
+                },
+            ),
+            user: match r.uid {
+                Some(uid) if opts.numeric => uid.to_string(),
+                Some(uid) => view.users.name(uid),
+                None => "-".to_owned(),
+            },
+        };
+        netstat::write_row(out, &text, cols)?;
+    }
+    if opts.programs && orphans {
+        writeln!(
+            out,
+            "* the process that last owned the socket; none holds it now (orphaned or closed)"
+        )?;
+    }
+    if let Some(s) = status {
+        let c = s.table.corrections;
+        let mut line = format!(
+            "-- tracing: {} transitions, {} lost (ring buffer full), {} corrections by \
+             reconciliation ({} added, {} removed, {} state) in {} dumps",
+            s.table.transitions,
+            s.lost,
+            c.total(),
+            c.added,
+            c.removed,
+            c.state,
+            s.table.reconciliations
+        );
+        if s.table.socket_overflow > 0 || s.table.history_overflow > 0 {
+            line.push_str(&format!(
+                "; over the caps: {} sockets not tracked (raise --max-sockets), {} closed \
+                 connections forgotten (raise --max-closed)",
+                s.table.socket_overflow, s.table.history_overflow
+            ));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn endpoint_text(view: &View<'_>, proto: Proto, e: Endpoint) -> String {
+    let numeric = view.opts.numeric;
+    let host = match view.resolver.host(e.addr) {
+        Some(name) if !numeric => name.to_owned(),
+        _ => e.addr.to_string(),
+    };
+    let port = match e.port {
+        None => "*".to_owned(),
+        Some(p) => match view.resolver.service(p, proto) {
+            Some(name) if !numeric => name.to_owned(),
+            _ => p.to_string(),
+        },
+    };
+    netstat::address(&host, &port, view.opts.wide)
+}
+
+/// User names by uid, from the system's user database (`getpwuid_r`), cached.
+#[derive(Debug, Default)]
+struct Users {
+    names: std::collections::HashMap<u32, String>,
+}
+
+impl Users {
+    fn name(&mut self, uid: u32) -> String {
+        self.names
+            .entry(uid)
+            .or_insert_with(|| user_name(uid).unwrap_or_else(|| uid.to_string()))
+            .clone()
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf's length is passed.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::{event::Cookie, sockdiag::DiagSocket};
+
+    fn d(cookie: u64, proto: Proto, state: TcpState, inode: u64) -> DiagSocket {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        DiagSocket {
+            proto,
+            cookie: Cookie(cookie),
+            family: Family::Ipv4,
+            local: Endpoint::new(lo, 1000 + cookie as u16),
+            remote: Endpoint::new(lo, if state == TcpState::Listen { 0 } else { 80 }),
+            state,
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode,
+        }
+    }
+
+    fn text_of(opts: &SnapshotOptions, dump: &[DiagSocket]) -> String {
+        let mut table = Table::new(Limits::default(), None);
+        table.seed(dump, 0);
+        let owners = SocketOwners::new();
+        let mut resolver = Resolver::new(Duration::ZERO);
+        let mut users = Users::default();
+        let mut view = View {
+            opts,
+            owners: &owners,
+            resolver: &mut resolver,
+            users: &mut users,
+            now_ns: 0,
+            tracing: false,
+        };
+        let mut out = Vec::new();
+        render(&mut view, &mut table, None, &mut out, true).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn default_leaves_servers_out_like_netstat() {
+        let dump = [
+            d(1, Proto::Tcp, TcpState::Listen, 1),
+            d(2, Proto::Tcp, TcpState::Established, 2),
+            d(3, Proto::Udp, TcpState::Close, 3),
+            d(4, Proto::Tcp, TcpState::TimeWait, 0),
+        ];
+        let opts = SnapshotOptions {
+            numeric: true,
+            ..SnapshotOptions::default()
+        };
+        let text = text_of(&opts, &dump);
+        assert_eq!(
+            text,
+            "Active Internet connections (w/o servers)\n\
+             Proto Recv-Q Send-Q Local Address           Foreign Address         State\n\
+             tcp        0      0 127.0.0.1:1002          127.0.0.1:80            ESTABLISHED\n\
+             tcp        0      0 127.0.0.1:1004          127.0.0.1:80            TIME_WAIT\n"
+        );
+        let mut opts = opts;
+        opts.select.servers = Servers::Only;
+        let text = text_of(&opts, &dump);
+        assert!(text.contains("(only servers)"));
+        assert!(text.contains("127.0.0.1:1001          127.0.0.1:*             LISTEN"));
+        assert!(text.contains("udp        0      0 127.0.0.1:1003"));
+        assert_eq!(text.lines().count(), 4);
+        opts.select.servers = Servers::Include;
+        opts.select.protos = vec![Proto::Udp];
+        assert_eq!(text_of(&opts, &dump).lines().count(), 3);
+        opts.select.protos = vec![Proto::Tcp, Proto::Udp];
+        opts.select.states = vec![TcpState::TimeWait];
+        let text = text_of(&opts, &dump);
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.contains("TIME_WAIT"));
+    }
+
+    #[test]
+    fn json_snapshot_is_one_line_with_every_socket() {
+        let dump = [
+            d(1, Proto::Tcp, TcpState::Listen, 1),
+            d(2, Proto::Tcp, TcpState::Established, 2),
+        ];
+        let mut opts = SnapshotOptions {
+            format: Format::Json,
+            ..SnapshotOptions::default()
+        };
+        opts.select.servers = Servers::Include;
+        opts.select.extra = Some(Arc::new(|e: &Entry| e.state == TcpState::Listen));
+        let text = text_of(&opts, &dump);
+        assert_eq!(text.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["tracing"], false);
+        assert_eq!(v["sockets"].as_array().unwrap().len(), 1);
+        assert_eq!(v["sockets"][0]["state"], "LISTEN");
+        assert_eq!(v["sockets"][0]["local_port"], 1001);
+    }
+}

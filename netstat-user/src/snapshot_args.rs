@@ -1,0 +1,220 @@
+//! The snapshot flags: `enetstat [FLAGS]` with no subcommand, netstat's flags.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use enetstat::{
+    event::Family,
+    snapshot::{Continuous, Format, Selection, Servers, SnapshotOptions},
+    sockdiag::Proto,
+    state::TcpState,
+    table::Limits,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TableOutput {
+    /// netstat's columns, for people.
+    Text,
+    /// One JSON object per snapshot, one line each (NDJSON with -c); see the README.
+    Json,
+    /// A header, then one line per socket (per refresh with -c).
+    Csv,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Snapshot (enetstat with no subcommand)")]
+pub struct SnapshotArgs {
+    /// TCP sockets (with -u: both; neither: both).
+    #[arg(short = 't', long = "tcp")]
+    pub tcp: bool,
+
+    /// UDP sockets.
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+
+    /// Only servers: listening TCP sockets and unconnected UDP sockets.
+    #[arg(short = 'l', long = "listening", conflicts_with = "all")]
+    pub listening: bool,
+
+    /// All sockets: servers too (by default they are left out, as netstat does).
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+
+    /// Numbers only: no host, service or user names.
+    #[arg(short = 'n', long = "numeric")]
+    pub numeric: bool,
+
+    /// PID/Program name of the process holding each socket (from /proc; see all of them as
+    /// root). While tracing, a socket no process holds any more shows its last owner, marked *.
+    #[arg(short = 'p', long = "program")]
+    pub program: bool,
+
+    /// Extended: user, socket inode and socket cookie.
+    #[arg(short = 'e', long = "extend")]
+    pub extend: bool,
+
+    /// Only IPv4 sockets (v4-mapped IPv6 sockets count as IPv4).
+    #[arg(short = '4', long = "inet", conflicts_with = "inet6")]
+    pub inet: bool,
+
+    /// Only IPv6 sockets.
+    #[arg(short = '6', long = "inet6")]
+    pub inet6: bool,
+
+    /// Wide: never truncate addresses.
+    #[arg(short = 'w', long = "wide", short_alias = 'W')]
+    pub wide: bool,
+
+    /// Trace and refresh every SECS seconds (default 1) until Ctrl-C. Needs root (eBPF):
+    /// adds AGE, the time each socket has been in its state (when its change was seen).
+    #[arg(
+        short = 'c',
+        long = "continuous",
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        value_parser = parse_seconds
+    )]
+    pub continuous: Option<Duration>,
+
+    /// Only sockets in these states (comma-separated netstat or ss names, e.g.
+    /// TIME_WAIT,syn-sent). Implies servers too.
+    #[arg(long, value_name = "STATE[,STATE..]", value_delimiter = ',')]
+    pub state: Vec<TcpState>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = TableOutput::Text)]
+    pub output: TableOutput,
+
+    /// With -c: also show connections that closed in the last DURATION (e.g. 10s, 500ms,
+    /// 5m), with their lifetimes, marked CLOSED: the ones a poller never sees.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "continuous")]
+    pub recent: Option<Duration>,
+
+    /// With -c: compare the table with the kernel's socket dump every SECS seconds, and
+    /// count every correction. The dump also brings what no transition announces: UDP
+    /// sockets, queue lengths, and a timewait socket turning from FIN_WAIT2 to TIME_WAIT.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    pub reconcile: Duration,
+
+    /// With -c: stop after N refreshes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), requires = "continuous")]
+    pub refreshes: Option<u64>,
+
+    /// Most live sockets kept in the table; beyond it sockets are counted, not shown.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        hide_short_help = true
+    )]
+    pub max_sockets: usize,
+
+    /// Most closed connections remembered for --recent; the oldest go first, counted.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        hide_short_help = true
+    )]
+    pub max_closed: usize,
+
+    /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...).
+    #[arg(long = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::cli::parse_size, hide_short_help = true)]
+    pub ring_size: u32,
+}
+
+impl SnapshotArgs {
+    pub fn options(&self) -> SnapshotOptions {
+        let protos = match (self.tcp, self.udp) {
+            (true, false) => vec![Proto::Tcp],
+            (false, true) => vec![Proto::Udp],
+            _ => vec![Proto::Tcp, Proto::Udp],
+        };
+        SnapshotOptions {
+            select: Selection {
+                protos,
+                servers: match (self.listening, self.all) {
+                    (true, _) => Servers::Only,
+                    (_, true) => Servers::Include,
+                    _ => Servers::Exclude,
+                },
+                family: match (self.inet, self.inet6) {
+                    (true, _) => Some(Family::Ipv4),
+                    (_, true) => Some(Family::Ipv6),
+                    _ => None,
+                },
+                states: self.state.clone(),
+                extra: None,
+            },
+            format: match self.output {
+                TableOutput::Text => Format::Text,
+                TableOutput::Json => Format::Json,
+                TableOutput::Csv => Format::Csv,
+            },
+            numeric: self.numeric,
+            programs: self.program,
+            extend: self.extend,
+            wide: self.wide,
+            recent: self.recent,
+            limits: Limits {
+                max_sockets: self.max_sockets,
+                max_closed: self.max_closed,
+            },
+            resolve_budget: Duration::from_secs(1),
+        }
+    }
+
+    pub fn continuous(&self) -> Option<Continuous> {
+        self.continuous.map(|interval| Continuous {
+            interval,
+            reconcile: self.reconcile,
+            count: self.refreshes,
+        })
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (e.g. 1 or 0.5)"))
+}
+
+/// `500ms`, `10s`, `5m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    num.parse::<f64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 5m or 2h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The live socket table: every TCP and UDP socket of one network namespace, keyed by cookie.
+//!
+//! Seeded from the kernel's socket dump ([`crate::sockdiag`]), kept live by TCP transitions,
+//! and reconciled against a fresh dump now and then ([`Table::reconcile`]): events say when
+//! and by whom, the dump says what events cannot (UDP sockets, queues, inodes, TIME_WAIT
+//! endings). Every correction a dump makes to what events said is counted. Connections that
+//! close go to a bounded [`history`]. Both are capped; overflow is counted.
+//!
+//! Pure state: no I/O. Times are kernel monotonic nanoseconds (`bpf_ktime_get_ns`).
+
+mod history;
+mod reconcile;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+pub use history::{Closed, History};
+pub use reconcile::Corrections;
+
+use crate::{
+    event::{Cookie, Endpoint, Family, Final, Owner, Transition},
+    owner::{Listeners, in_owner_context},
+    sockdiag::Proto,
+    state::TcpState,
+};
+
+/// One socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub cookie: Cookie,
+    pub proto: Proto,
+    pub family: Family,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub state: TcpState,
+    /// Queues from the last dump (events do not carry them; 0 until a dump sees the socket).
+    pub recv_q: u32,
+    pub send_q: u32,
+    /// Owner uid from the dump.
+    pub uid: Option<u32>,
+    /// Socket inode from the dump; 0 when no file refers to the socket.
+    pub inode: u64,
+    /// When the socket entered its current state, if a transition showed it.
+    pub since_ns: Option<u64>,
+    /// When the socket was born (connect, listen or accept), if a transition showed it.
+    pub opened_ns: Option<u64>,
+    /// The last process known to own the socket: from owner-context transitions, the
+    /// listener of an accepted socket, or a `/proc` scan (see [`Table::note_holder`]).
+    pub owner: Option<Owner>,
+    /// Kernel time of the last transition applied; 0 if none.
+    last_event_ns: u64,
+    /// Start of the dump that last set this entry's state; older transitions are stale.
+    dumped_ns: u64,
+    /// The socket ends without a transition (UDP, TIME_WAIT, request sockets), so its
+    /// disappearance from a dump is expected, not a correction.
+    ends_silently: bool,
+}
+
+impl Entry {
+    /// Time in the current state at `now_ns`, when known.
+    pub fn age_ns(&self, now_ns: u64) -> Option<u64> {
+        self.since_ns.map(|s| now_ns.saturating_sub(s))
+    }
+}
+
+/// Limits of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most live sockets kept.
+    pub max_sockets: usize,
+    /// Most closed connections kept in the history.
+    pub max_closed: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sockets: 1_000_000,
+            max_closed: 100_000,
+        }
+    }
+}
+
+/// What the table counted since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Transitions applied.
+    pub transitions: u64,
+    /// Transitions of sockets in other network namespaces (not in this table).
+    pub other_netns: u64,
+    /// Transitions older than the dump that had already set the socket's state.
+    pub stale: u64,
+    /// Sockets not kept because the table was full.
+    pub socket_overflow: u64,
+    /// Closed connections dropped from the history because it was full.
+    pub history_overflow: u64,
+    /// Dumps compared with the table (the seed not included).
+    pub reconciliations: u64,
+    /// Corrections those dumps made.
+    pub corrections: Corrections,
+}
+
+/// The live socket table.
+#[derive(Debug)]
+pub struct Table {
+    live: HashMap<Cookie, Entry>,
+    history: History,
+    listeners: Listeners,
+    limits: Limits,
+    /// Only transitions of this network namespace (inode) are applied; `None` takes all.
+    netns: Option<u32>,
+    seeded: bool,
+    counters: Counters,
+}
+
+impl Table {
+    pub fn new(limits: Limits, netns: Option<u32>) -> Self {
+        Self {
+            live: HashMap::new(),
+            history: History::new(limits.max_closed),
+            listeners: Listeners::default(),
+            limits,
+            netns,
+            seeded: false,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            history_overflow: self.history.overflow(),
+            ..self.counters
+        }
+    }
+
+    /// Live sockets, in no particular order.
+    pub fn live(&self) -> impl Iterator<Item = &Entry> {
+        self.live.values()
+    }
+
+    pub fn get(&self, cookie: Cookie) -> Option<&Entry> {
+        self.live.get(&cookie)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Forgets closed connections that closed before `before_ns`.
+    pub fn expire_closed(&mut self, before_ns: u64) {
+        self.history.expire(before_ns);
+    }
+
+    /// Records that a `/proc` scan found `owner` holding the socket, so the owner is still
+    /// known after the process lets go of it (an orphaned FIN_WAIT2 or TIME_WAIT socket).
+    pub fn note_holder(&mut self, cookie: Cookie, owner: &Owner) {
+        if let Some(e) = self.live.get_mut(&cookie)
+            && e.owner.as_ref() != Some(owner)
+        {
+            e.owner = Some(owner.clone());
+        }
+    }
+
+    /// Applies one TCP transition.
+    pub fn apply(&mut self, t: &Transition) {
+        if self.netns.is_some_and(|n| n != t.netns) {
+            self.counters.other_netns += 1;
+            return;
+        }
+        self.counters.transitions += 1;
+        let known = self.live.get(&t.cookie);
+        let owner = if in_owner_context(t.old, t.new) && t.task.pid != 0 {
+            Some(Owner {
+                pid: t.task.pid,
+                comm: t.task.comm.clone(),
+            })
+        } else if let Some(o) = known.and_then(|e| e.owner.clone()) {
+            Some(o)
+        } else if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv) {
+            self.listeners.owner_for_accepted(t).cloned()
+        } else {
+            None
+        };
+        self.listeners.observe(t, owner.as_ref());
+
+        if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
+            // The dump already showed what came after this transition.
+            self.counters.stale += 1;
+            if let (Some(e), Some(o)) = (self.live.get_mut(&t.cookie), owner) {
+                e.owner.get_or_insert(o);
+            }
+            return;
+        }
+
+        if t.new == TcpState::Close {
+            self.close(t, owner);
+            return;
+        }
+        if let Some(e) = self.live.get_mut(&t.cookie) {
+            e.state = t.new;
+            e.since_ns = Some(t.ts_ns);
+            e.last_event_ns = t.ts_ns;
+            e.owner = owner;
+            fill(&mut e.local, t.local);
+            fill(&mut e.remote, t.remote);
+            return;
+        }
+        if self.live.len() >= self.limits.max_sockets {
+            self.counters.socket_overflow += 1;
+            return;
+        }
+        let born =
+            t.old == TcpState::Close || (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
+        let mut entry = from_transition(t, t.new, owner);
+        entry.since_ns = Some(t.ts_ns);
+        entry.opened_ns = born.then_some(t.ts_ns);
+        entry.last_event_ns = t.ts_ns;
+        self.live.insert(t.cookie, entry);
+    }
+
+    /// A transition into CLOSE: the connection goes to the history; an active close that
+    /// ended normally leaves a timewait socket with the same cookie behind (no transition
+    /// announces it), which stays live until a dump no longer shows it.
+    fn close(&mut self, t: &Transition, owner: Option<Owner>) {
+        let entry = self.live.remove(&t.cookie);
+        if t.old == TcpState::Close {
+            return; // closing a socket that never connected: not a connection
+        }
+        let mut entry = entry.unwrap_or_else(|| from_transition(t, t.old, None));
+        entry.owner = owner.or(entry.owner);
+        fill(&mut entry.local, t.local);
+        fill(&mut entry.remote, t.remote);
+        let fin = t.fin.unwrap_or_default();
+        if let Some(state) = timewait_state(t, &fin, entry.owner.as_ref()) {
+            let mut tw = entry.clone();
+            tw.state = state;
+            tw.since_ns = Some(t.ts_ns);
+            tw.last_event_ns = t.ts_ns;
+            tw.recv_q = 0;
+            tw.send_q = 0;
+            tw.inode = 0;
+            tw.ends_silently = true;
+            if self.live.len() < self.limits.max_sockets {
+                self.live.insert(t.cookie, tw);
+            } else {
+                self.counters.socket_overflow += 1;
+            }
+        }
+        self.history.push(Closed {
+            last_state: t.old,
+            closed_ns: t.ts_ns,
+            fin: t.fin,
+            entry,
+        });
+    }
+}
+
+/// The state of the timewait socket an active close leaves, if it leaves one: the kernel
+/// turns a socket that closes normally from FIN_WAIT1, FIN_WAIT2 or CLOSING into a timewait
+/// socket. Its state shows as TIME_WAIT once the peer's FIN came, and as FIN_WAIT2 when the
+/// owner closed a half-closed socket (in its own system call) before the peer's FIN.
+fn timewait_state(t: &Transition, fin: &Final, owner: Option<&Owner>) -> Option<TcpState> {
+    if fin.errno != 0 {
+        return None;
+    }
+    match t.old {
+        TcpState::FinWait1 | TcpState::Closing => Some(TcpState::TimeWait),
+        TcpState::FinWait2 if owner.is_some_and(|o| o.pid == t.task.pid) => {
+            Some(TcpState::FinWait2)
+        }
+        TcpState::FinWait2 => Some(TcpState::TimeWait),
+        _ => None,
+    }
+}
+
+/// A socket first seen in a transition, in `state`: no dump has shown it yet.
+fn from_transition(t: &Transition, state: TcpState, owner: Option<Owner>) -> Entry {
+    Entry {
+        cookie: t.cookie,
+        proto: Proto::Tcp,
+        family: t.family,
+        local: t.local,
+        remote: t.remote,
+        state,
+        recv_q: 0,
+        send_q: 0,
+        uid: None,
+        inode: 0,
+        since_ns: None,
+        opened_ns: None,
+        owner,
+        last_event_ns: 0,
+        dumped_ns: 0,
+        ends_silently: false,
+    }
+}
+
+/// Fills in a port (or address) the kernel had not assigned when an earlier record was sent.
+fn fill(known: &mut Endpoint, new: Endpoint) {
+    if known.port.is_none() && new.port.is_some() {
+        *known = new;
+    } else if known.addr.is_unspecified() && !new.addr.is_unspecified() {
+        known.addr = new.addr;
+    }
+}
+
+#[cfg(test)]
+mod tests;

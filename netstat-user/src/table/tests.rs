@@ -1,0 +1,255 @@
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use super::*;
+use crate::{
+    event::{Final, Task},
+    sockdiag::DiagSocket,
+};
+use TcpState::*;
+
+const NETNS: u32 = 4026531840;
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn t(
+    cookie: u64,
+    ts_ns: u64,
+    old: TcpState,
+    new: TcpState,
+    ports: (u16, u16),
+    pid: u32,
+) -> Transition {
+    Transition {
+        ts_ns,
+        cookie: Cookie(cookie),
+        family: Family::Ipv4,
+        local: Endpoint::new(LO, ports.0),
+        remote: Endpoint::new(LO, ports.1),
+        old,
+        new,
+        netns: NETNS,
+        task: Task {
+            pid,
+            tid: pid,
+            comm: format!("p{pid}"),
+        },
+        fin: (new == Close).then(Final::default),
+    }
+}
+
+fn d(cookie: u64, proto: Proto, state: TcpState, ports: (u16, u16), inode: u64) -> DiagSocket {
+    DiagSocket {
+        proto,
+        cookie: Cookie(cookie),
+        family: Family::Ipv4,
+        local: Endpoint::new(LO, ports.0),
+        remote: Endpoint::new(LO, ports.1),
+        state,
+        recv_q: 1,
+        send_q: 2,
+        uid: 0,
+        inode,
+    }
+}
+
+fn table() -> Table {
+    Table::new(Limits::default(), Some(NETNS))
+}
+
+#[test]
+fn a_client_connection_lives_and_closes_into_the_history() {
+    let mut tb = table();
+    tb.seed(&[], 0);
+    tb.apply(&t(1, 100, Close, SynSent, (0, 80), 500));
+    tb.apply(&t(1, 200, SynSent, Established, (40000, 80), 9));
+    let e = tb.get(Cookie(1)).unwrap();
+    assert_eq!(e.state, Established);
+    assert_eq!(e.local.port, Some(40000));
+    assert_eq!(e.owner.as_ref().unwrap().pid, 500);
+    assert_eq!(e.age_ns(1_200), Some(1_000));
+    // Reset by the peer: no timewait socket.
+    let mut rst = t(1, 1_100, Established, Close, (40000, 80), 9);
+    rst.fin = Some(Final {
+        errno: 104,
+        ..Final::default()
+    });
+    tb.apply(&rst);
+    assert!(tb.is_empty());
+    let closed: Vec<_> = tb.history().since(0).collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].last_state, Established);
+    assert_eq!(closed[0].lifetime(), Some(Duration::from_nanos(1_000)));
+    assert_eq!(closed[0].entry.owner.as_ref().unwrap().pid, 500);
+    assert_eq!(tb.history().since(1_101).count(), 0);
+}
+
+#[test]
+fn accepted_sockets_take_the_listeners_owner() {
+    let mut tb = table();
+    tb.apply(&t(1, 0, Close, Listen, (80, 0), 700));
+    tb.apply(&t(2, 10, Listen, SynRecv, (80, 40000), 9));
+    tb.apply(&t(2, 20, SynRecv, Established, (80, 40000), 9));
+    let e = tb.get(Cookie(2)).unwrap();
+    assert_eq!((e.state, e.owner.as_ref().unwrap().pid), (Established, 700));
+    assert_eq!(e.opened_ns, Some(10));
+}
+
+#[test]
+fn an_active_close_leaves_time_wait_which_reconciliation_confirms_and_expires() {
+    let mut tb = table();
+    tb.seed(&[], 0);
+    tb.apply(&t(1, 10, Close, SynSent, (0, 80), 500));
+    tb.apply(&t(1, 20, SynSent, Established, (40000, 80), 9));
+    tb.apply(&t(1, 30, Established, FinWait1, (40000, 80), 500));
+    tb.apply(&t(1, 40, FinWait1, FinWait2, (40000, 80), 9));
+    // The peer's FIN, processed while the peer (pid 600) runs.
+    tb.apply(&t(1, 50, FinWait2, Close, (40000, 80), 600));
+    assert_eq!(tb.get(Cookie(1)).unwrap().state, TimeWait);
+    assert_eq!(tb.history().len(), 1);
+    // The dump shows the timewait socket: nothing to correct.
+    let c = tb.reconcile(
+        &[d(1, Proto::Tcp, TimeWait, (40000, 80), 0)],
+        60,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c, Corrections::default());
+    // It expires without a transition: expected, not a correction.
+    let c = tb.reconcile(&[], 70, &[Proto::Tcp]);
+    assert_eq!(c, Corrections::default());
+    assert!(tb.is_empty());
+}
+
+#[test]
+fn time_wait_that_events_missed_comes_from_reconciliation_and_is_counted() {
+    let mut tb = table();
+    tb.seed(&[d(1, Proto::Tcp, Established, (40000, 80), 77)], 0);
+    // Transitions were lost (ring full): the next dump shows TIME_WAIT.
+    let c = tb.reconcile(
+        &[d(1, Proto::Tcp, TimeWait, (40000, 80), 0)],
+        100,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c.state, 1);
+    let e = tb.get(Cookie(1)).unwrap();
+    assert_eq!((e.state, e.inode, e.since_ns), (TimeWait, 0, None));
+    // A socket no transition announced, and one that vanished without a close.
+    tb.apply(&t(2, 150, Close, SynSent, (0, 81), 5));
+    let c = tb.reconcile(
+        &[d(3, Proto::Tcp, Established, (40001, 80), 78)],
+        200,
+        &[Proto::Tcp],
+    );
+    assert_eq!(
+        c,
+        Corrections {
+            added: 1,
+            removed: 1,
+            state: 0
+        }
+    );
+    assert_eq!(tb.counters().corrections.total(), 3);
+    assert_eq!(tb.counters().reconciliations, 2);
+}
+
+#[test]
+fn transitions_newer_than_the_dump_win_and_older_ones_are_stale() {
+    let mut tb = table();
+    tb.seed(&[d(1, Proto::Tcp, Established, (40000, 80), 77)], 100);
+    // Older than the seed dump: the dump already shows what came after.
+    tb.apply(&t(1, 50, SynSent, Established, (40000, 80), 5));
+    assert_eq!(tb.counters().stale, 1);
+    tb.apply(&t(1, 300, Established, CloseWait, (40000, 80), 5));
+    // A dump that started before that transition still shows ESTABLISHED: keep CLOSE_WAIT.
+    let c = tb.reconcile(
+        &[d(1, Proto::Tcp, Established, (40000, 80), 77)],
+        250,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c, Corrections::default());
+    assert_eq!(tb.get(Cookie(1)).unwrap().state, CloseWait);
+    // A socket closed after a dump started is not brought back by that dump.
+    tb.apply(&t(1, 400, CloseWait, LastAck, (40000, 80), 5));
+    tb.apply(&t(1, 410, LastAck, Close, (40000, 80), 5));
+    let c = tb.reconcile(
+        &[d(1, Proto::Tcp, LastAck, (40000, 80), 77)],
+        350,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c, Corrections::default());
+    assert!(tb.get(Cookie(1)).is_none());
+}
+
+#[test]
+fn udp_sockets_come_and_go_with_dumps_without_corrections() {
+    let mut tb = table();
+    tb.seed(&[d(1, Proto::Udp, Close, (53, 0), 5)], 0);
+    let c = tb.reconcile(
+        &[d(2, Proto::Udp, Close, (54, 0), 6)],
+        10,
+        &[Proto::Tcp, Proto::Udp],
+    );
+    assert_eq!(c, Corrections::default());
+    assert!(tb.get(Cookie(1)).is_none());
+    assert_eq!(tb.get(Cookie(2)).unwrap().recv_q, 1);
+    // A dump of TCP alone leaves UDP sockets alone.
+    tb.reconcile(&[], 20, &[Proto::Tcp]);
+    assert!(tb.get(Cookie(2)).is_some());
+}
+
+#[test]
+fn caps_count_what_does_not_fit() {
+    let mut tb = Table::new(
+        Limits {
+            max_sockets: 2,
+            max_closed: 1,
+        },
+        Some(NETNS),
+    );
+    tb.seed(&[d(1, Proto::Tcp, Listen, (80, 0), 1)], 0);
+    tb.apply(&t(2, 10, Close, SynSent, (0, 80), 5));
+    tb.apply(&t(3, 10, Close, SynSent, (0, 81), 5));
+    assert_eq!(tb.len(), 2);
+    assert_eq!(tb.counters().socket_overflow, 1);
+    for cookie in [2, 3, 4] {
+        tb.apply(&t(cookie, 20, SynSent, Close, (40000, 80), 5));
+    }
+    assert_eq!(tb.history().len(), 1);
+    assert_eq!(tb.counters().history_overflow, 2);
+}
+
+#[test]
+fn other_namespaces_are_not_this_table() {
+    let mut tb = table();
+    let mut other = t(1, 10, Close, Listen, (80, 0), 5);
+    other.netns = NETNS + 1;
+    tb.apply(&other);
+    assert!(tb.is_empty());
+    assert_eq!(tb.counters().other_netns, 1);
+}
+
+#[test]
+fn a_holder_found_in_proc_is_remembered_after_the_socket_is_orphaned() {
+    let mut tb = table();
+    tb.seed(&[d(1, Proto::Tcp, Established, (40000, 80), 77)], 0);
+    let owner = Owner {
+        pid: 42,
+        comm: "psql".into(),
+    };
+    tb.note_holder(Cookie(1), &owner);
+    tb.apply(&t(1, 10, Established, FinWait1, (40000, 80), 42));
+    tb.apply(&t(1, 20, FinWait1, FinWait2, (40000, 80), 9));
+    // The owner closed the half-closed socket itself: an orphaned FIN_WAIT2 timewait socket.
+    tb.apply(&t(1, 30, FinWait2, Close, (40000, 80), 42));
+    let e = tb.get(Cookie(1)).unwrap();
+    assert_eq!(e.state, FinWait2);
+    assert_eq!(e.owner.as_ref().map(|o| o.pid), Some(owner.pid));
+    // The peer's FIN later turns it into TIME_WAIT, silently: not a correction.
+    let c = tb.reconcile(
+        &[d(1, Proto::Tcp, TimeWait, (40000, 80), 0)],
+        40,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c, Corrections::default());
+}

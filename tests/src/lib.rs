@@ -1,0 +1,49 @@
+//! The end-to-end test harness for enetstat.
+//!
+//! The tests in `tests/*.rs` run the real `enetstat` binary as root against the real kernel and
+//! watch real sockets on loopback, made by a child process (`enetstat-peer`, in `src/bin`) so
+//! that owner attribution can be checked against a known pid. Everything here is RAII: a
+//! [`Tracer`] or [`Peer`] that goes out of scope kills its process, and a [`PortReservation`]
+//! gives its port back, so a failing test leaves nothing behind.
+//!
+//! Tests may run in parallel, so a test never assumes it is the only tracer or the only source
+//! of traffic: it reserves its own port, filters the tracer by it, and checks only its own
+//! sockets.
+//!
+//! When not run as root, every test prints a `SKIPPED (needs root)` line and passes; see
+//! [`require_root`].
+//!
+//! Run them with `cargo xtask test` (as root), which builds the release binary and names it in
+//! `ENETSTAT_BIN`; or by hand:
+//!
+//! ```text
+//! ENETSTAT_BIN=target/release/enetstat cargo +nightly-2026-07-01 test --release -p enetstat-tests
+//! ```
+//!
+//! The exit tests also need `bpftool` (installed by `cargo xtask setup`).
+
+mod binaries;
+mod bpf;
+mod expect;
+mod lines;
+mod netns;
+mod peer;
+mod port;
+mod root;
+pub mod scenario;
+mod summary;
+mod tracer;
+mod transition;
+
+pub use binaries::{enetstat_bin, peer_bin};
+pub use bpf::{prog_exists, prog_ids_held_by, wait_progs_gone};
+pub use expect::{
+    ACCEPTED, CLIENT, Checker, Expect, LISTENER, REFUSED, Roles, group_by_cookie, show,
+};
+pub use netns::current_netns;
+pub use peer::Peer;
+pub use port::PortReservation;
+pub use root::require_root;
+pub use summary::Summary;
+pub use tracer::{Finished, READY_PREFIX, Signal, Tracer};
+pub use transition::{State, Transition};

@@ -1,0 +1,51 @@
+//! 2,000 connections as fast as one process can make them: every transition is reported, in
+//! order, with nothing lost. (Speed is measured by `cargo xtask bench`, never asserted here.)
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use enetstat_tests::{
+    Checker, Expect, Peer, PortReservation, Signal, Tracer, current_netns, require_root,
+};
+
+const CONNECTIONS: usize = 2000;
+
+#[test]
+fn churn_2000_connections_ipv4_exact() {
+    if !require_root("churn_2000_connections_ipv4_exact") {
+        return;
+    }
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let tracer = Tracer::watch_json(&["--port", &server.port().to_string()]);
+
+    let (mut churn, listening) = Peer::churn(server, CONNECTIONS as u64);
+    assert_eq!(listening, server.port());
+    let done = churn.wait_line("done ");
+    assert_eq!(
+        done.split_whitespace().next(),
+        Some(CONNECTIONS.to_string().as_str())
+    );
+    churn.wait_success();
+
+    tracer.settle(Duration::from_secs(1));
+    let finished = tracer.stop(Signal::Int);
+    finished.assert_success();
+    let summary = finished.summary();
+    let transitions = finished.transitions();
+
+    let pid = churn.pid();
+    let mut check = Checker::new(Expect {
+        server,
+        netns: current_netns(),
+        server_pid: pid,
+        client_pid: pid,
+        comm: "enetstat-peer",
+    });
+    check.check(summary.lost == 0, || {
+        format!("the summary should say 0 lost: {summary:?}")
+    });
+    check.connections(&transitions, CONNECTIONS);
+    check.finish();
+    reservation.release();
+}
