@@ -104,8 +104,11 @@ pub struct StateChange {
     /// Data bytes sent, not counting retransmissions (`tcp_sock.bytes_sent - bytes_retrans`),
     /// at CLOSE.
     pub bytes_sent: u64,
-    /// Bytes received (`tcp_sock.bytes_received`), at CLOSE.
+    /// Bytes received (`tcp_sock.bytes_received`, which counts a received FIN as one), at CLOSE.
     pub bytes_received: u64,
+    /// Id of the socket's cgroup (v2): the inode number of its directory under
+    /// /sys/fs/cgroup, which names the container. 0 when the kernel does not track it.
+    pub cgroup: u64,
     /// Local address: the IPv4 address in the first 4 bytes, or the IPv6 address.
     pub saddr: [u8; 16],
     /// Remote address, laid out as `saddr`.
@@ -114,7 +117,7 @@ pub struct StateChange {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<StateChange>() == 128);
+const _: () = assert!(core::mem::size_of::<StateChange>() == 136);
 
 /// Byte offsets of the kernel struct fields the programs read, resolved from the running
 /// kernel's BTF by userspace at load time. Rust eBPF has no CO-RE, so this is how one object
@@ -159,6 +162,13 @@ pub struct Offsets {
     /// `struct inet_sock`: `inet_sport` (u16, network order). Still set at the transition
     /// into CLOSE, after the kernel has already released the port and zeroed `skc_num`.
     pub inet_sport: u32,
+    /// `struct sock`: `sk_cgrp_data.cgroup` (a `struct cgroup *`); 0 when the kernel lacks it.
+    pub sk_cgroup: u32,
+    /// `struct cgroup`: `kn` (a `struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node`: `id` (u64).
+    pub kernfs_node_id: u32,
+    pub _pad: u32,
 }
 
 /// The most ports each kernel-side port filter holds; longer lists are filtered in userspace only.
@@ -219,6 +229,10 @@ impl Config {
             tcp_srtt_us: 0,
             skc_state: 0,
             inet_sport: 0,
+            sk_cgroup: 0,
+            cgroup_kn: 0,
+            kernfs_node_id: 0,
+            _pad: 0,
         },
         filter: KernelFilter {
             family: 0,

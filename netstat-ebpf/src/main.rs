@@ -105,6 +105,23 @@ fn local_port(bank: u32, sk: *const u8, off: &netstat_common::Offsets) -> u16 {
     }
 }
 
+/// The id of the socket's cgroup: `sk->sk_cgrp_data.cgroup->kn->id`.
+#[inline(always)]
+fn socket_cgroup(bank: u32, sk: *const u8, off: &netstat_common::Offsets) -> u64 {
+    if off.sk_cgroup == 0 {
+        return 0;
+    }
+    let cgroup = read::<usize>(bank, sk, off.sk_cgroup) as *const u8;
+    if cgroup.is_null() {
+        return 0;
+    }
+    let kn = read::<usize>(bank, cgroup, off.cgroup_kn) as *const u8;
+    if kn.is_null() {
+        return 0;
+    }
+    read(bank, kn, off.kernfs_node_id)
+}
+
 #[inline(always)]
 fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
     let mut i = 0;
@@ -234,6 +251,7 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
         read(bank, net, off.net_ns_inum)
     };
 
+    let cgroup = socket_cgroup(bank, sk, off);
     let new = new_state as u8;
     let (mut sk_err, mut retransmits, mut srtt_us, mut bytes_sent, mut bytes_received) =
         (0, 0, 0, 0, 0);
@@ -266,6 +284,7 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
         _pad1: 0,
         bytes_sent,
         bytes_received,
+        cgroup,
         saddr,
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

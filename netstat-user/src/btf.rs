@@ -103,6 +103,11 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
         skc_state: at("sock", "__sk_common.skc_state")?,
         tcp_bytes_retrans: at("tcp_sock", "bytes_retrans")?,
         inet_sport: at("inet_sock", "inet_sport")?,
+        // Socket cgroups need CONFIG_SOCK_CGROUP_DATA; without it events carry cgroup 0.
+        sk_cgroup: at("sock", "sk_cgrp_data.cgroup").unwrap_or(0),
+        cgroup_kn: at("cgroup", "kn").unwrap_or(0),
+        kernfs_node_id: at("kernfs_node", "id").unwrap_or(0),
+        _pad: 0,
     })
 }
 
@@ -131,6 +136,7 @@ mod tests {
         assert!(o.skc_v6_daddr > o.skc_family);
         assert_eq!(o.skc_v6_rcv_saddr, o.skc_v6_daddr + 16);
         assert!(o.tcp_bytes_received > o.sk_err);
+        assert_ne!(o.sk_cgroup, 0, "this kernel tracks socket cgroups");
     }
 
     #[test]

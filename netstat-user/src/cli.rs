@@ -60,6 +60,20 @@ enetstat watch -o csv --time none state close > closes.csv\n  \
 enetstat watch --rport 5432 --duration 60"
     )]
     Watch(WatchArgs),
+
+    /// Print one line per TCP connection when it ends: owner, both ends, lifetime, connect
+    /// latency, time in every state in order, bytes, retransmits, RTT, and how it ended.
+    #[command(
+        after_help = "Takes the same filter EXPRESSION, flags and formats as `watch`; the expression is tested against the connection's closing transition, so `from syn-sent` picks connections that never got established and `dport = :443` those to port 443.
+
+END is one of: normal, refused (RST answered our SYN), timeout (retries ran out), reset_received, reset_sent (e.g. close() with SO_LINGER 0), aborted (closed while connecting).
+
+Examples:
+  enetstat life
+  enetstat life -o json 'dport = :443' > connections.ndjson
+  enetstat life 'from syn-sent'      connections that failed to connect"
+    )]
+    Life(WatchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -155,6 +169,11 @@ pub struct WatchArgs {
         hide_short_help = true
     )]
     pub wakeup_us: u64,
+
+    /// At exit, write counters and event latency (kernel timestamp to applied, p50/p99/max in
+    /// microseconds) as JSON to PATH. For benchmarks.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub stats_json: Option<std::path::PathBuf>,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

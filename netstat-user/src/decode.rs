@@ -82,6 +82,7 @@ pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
         old: TcpState::from_kernel(raw.old_state),
         new,
         netns: raw.netns,
+        cgroup: raw.cgroup,
         task: Task {
             pid: raw.pid,
             tid: raw.tid,
@@ -159,6 +160,7 @@ mod tests {
             _pad1: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            cgroup: 0,
             saddr: [0; 16],
             daddr: [0; 16],
             comm: [0; 16],

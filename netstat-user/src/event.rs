@@ -102,6 +102,8 @@ pub struct Transition {
     pub new: TcpState,
     /// Network namespace inode.
     pub netns: u32,
+    /// cgroup v2 id of the socket (0 when unknown); see [`crate::event`] users for paths.
+    pub cgroup: u64,
     pub task: Task,
     /// Present on transitions into CLOSE.
     pub fin: Option<Final>,

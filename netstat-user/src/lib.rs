@@ -13,6 +13,7 @@ pub mod decode;
 pub mod end;
 pub mod event;
 pub mod filter;
+pub mod latency;
 pub mod life;
 pub mod owner;
 pub mod pids;

@@ -120,6 +120,14 @@ impl Lives {
                 Duration::from_nanos(t.ts_ns.saturating_sub(open.since_ns)),
             ));
             let fin = t.fin.unwrap_or_default();
+            // The kernel counts the peer's FIN in `bytes_received` (it advances rcv_nxt like a
+            // byte of data). The states tell whether one came: the passive side passed
+            // CLOSE_WAIT, the active side left FIN_WAIT2 for TIME_WAIT, or both closed at once.
+            let peer_fin = open
+                .states
+                .iter()
+                .any(|(s, _)| matches!(s, CloseWait | LastAck | Closing))
+                || (t.old == FinWait2 && end == End::Normal);
             return Some(Lifecycle {
                 cookie: t.cookie,
                 family: t.family,
@@ -133,7 +141,7 @@ impl Lives {
                 states: open.states,
                 complete: open.complete,
                 bytes_sent: fin.bytes_sent,
-                bytes_received: fin.bytes_received,
+                bytes_received: fin.bytes_received.saturating_sub(u64::from(peer_fin)),
                 retransmits: fin.retransmits,
                 srtt_us: fin.srtt_us,
                 end,
@@ -190,6 +198,7 @@ mod tests {
             old,
             new,
             netns: 1,
+            cgroup: 0,
             task: Task {
                 pid: 1,
                 tid: 1,
@@ -245,9 +254,10 @@ mod tests {
         assert_eq!(l.lifetime(), Duration::from_micros(1_200_120));
         assert!(l.complete);
         assert_eq!(l.end, End::Normal);
+        // The kernel counted 20 received, one of them the peer's FIN.
         assert_eq!(
             (l.bytes_sent, l.bytes_received, l.retransmits, l.srtt_us),
-            (10, 20, 1, 50)
+            (10, 19, 1, 50)
         );
         assert!(lives.is_empty());
     }

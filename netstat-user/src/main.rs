@@ -15,7 +15,7 @@ use enetstat::{
     filter::Side,
     probe::{Probe, ProbeOptions},
     render::text::{TextStyle, Time, Zone},
-    watch::{self, Format, WatchOptions},
+    watch::{self, Format, Mode, WatchOptions},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -55,7 +55,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Some(Command::Watch(args)) => runtime.block_on(watch(args)),
+        Some(Command::Watch(args)) => runtime.block_on(watch(args, Mode::Transitions)),
+        Some(Command::Life(args)) => runtime.block_on(watch(args, Mode::Lifecycles)),
         None => runtime.block_on(snapshot(cli.snapshot)),
     }
 }
@@ -72,7 +73,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn watch(args: WatchArgs) -> Result<ExitCode> {
+async fn watch(args: WatchArgs, mode: Mode) -> Result<ExitCode> {
     // A bad expression is reported before anything needs root.
     let filter = watch_filter(&args)?;
     // Signals are handled before anything is attached, so no exit path skips the detach.
@@ -88,6 +89,8 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
 
     let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let opts = WatchOptions {
+        mode,
+        measure_latency: args.stats_json.is_some(),
         format: match args.output {
             Output::Text => Format::Text,
             Output::Json => Format::Json,
@@ -113,6 +116,9 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
     drop(stream);
     drop(probe);
     eprintln!("enetstat: {summary}");
+    if let Some(path) = &args.stats_json {
+        write_stats(path, &summary)?;
+    }
     if summary.kernel.ringbuf_full > 0 {
         eprintln!(
             "enetstat: warning: {} events were lost because the ring buffer was full; \
@@ -128,6 +134,22 @@ async fn watch(args: WatchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The machine-readable summary for `--stats-json`.
+fn write_stats(path: &std::path::Path, summary: &watch::Summary) -> Result<()> {
+    let stats = serde_json::json!({
+        "received": summary.received,
+        "shown": summary.shown,
+        "seen": summary.kernel.seen,
+        "lost": summary.kernel.lost(),
+        "ringbuf_full": summary.kernel.ringbuf_full,
+        "recursion_misses": summary.kernel.recursion_misses,
+        "undecodable": summary.undecodable,
+        "latency_us": summary.latency.as_ref().map(|l| l.report()),
+    });
+    std::fs::write(path, format!("{stats}\n"))
+        .with_context(|| format!("cannot write the statistics to {}", path.display()))
 }
 
 /// The expression and the filter flags, AND-ed.

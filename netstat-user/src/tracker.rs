@@ -128,6 +128,7 @@ mod tests {
             old,
             new,
             netns: 1,
+            cgroup: 0,
             task: Task {
                 pid,
                 tid: pid,

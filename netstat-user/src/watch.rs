@@ -1,5 +1,6 @@
-//! `enetstat watch`: the event log. Records flow from the probe's stream through decode, the
-//! tracker and the filter to a renderer, in batches: one drain of the ring, one flush.
+//! `enetstat watch` and `enetstat life`: the event log and the connection log. Records flow
+//! from the probe's stream through decode, the tracker, the lifecycle book and the filter to a
+//! renderer, in batches: one drain of the ring, one flush.
 
 use std::{
     future::Future,
@@ -10,14 +11,26 @@ use std::{
 
 use crate::{
     clock::WallClock,
+    clock::monotonic_ns,
     decode::decode_record,
     event::Record,
     filter::Filter,
     filter::Observed,
+    latency::Latency,
+    life::Lives,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{self, Line, text::TextStyle},
     tracker::Tracker,
 };
+
+/// What to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every transition (`watch`).
+    Transitions,
+    /// One line per connection when it ends (`life`).
+    Lifecycles,
+}
 
 /// Output format of the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +42,7 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
+    pub mode: Mode,
     pub format: Format,
     pub filter: Filter,
     /// Stop after this many transitions were printed.
@@ -39,10 +53,12 @@ pub struct WatchOptions {
     pub max_sockets: usize,
     /// How text lines look (ignored by JSON and CSV).
     pub text: TextStyle,
+    /// Measure, for every record, how long after the kernel stamped it we had applied it.
+    pub measure_latency: bool,
 }
 
 /// What happened during a watch, for the closing summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Summary {
     /// Records received from the kernel.
     pub received: u64,
@@ -54,6 +70,8 @@ pub struct Summary {
     pub untracked: u64,
     /// Kernel counters at the end.
     pub kernel: KernelCounters,
+    /// Kernel timestamp to applied, when measured.
+    pub latency: Option<Latency>,
 }
 
 impl std::fmt::Display for Summary {
@@ -117,10 +135,14 @@ pub async fn run(
     let mut clock = WallClock::new();
     let mut summary = Summary::default();
 
-    let header = match opts.format {
-        Format::Text => render::text::write_header(out, &opts.text),
-        Format::Csv => render::csv::write_header(out),
-        Format::Json => Ok(()),
+    let mut lives = Lives::new(opts.max_sockets);
+    let mut latency = opts.measure_latency.then(Latency::new);
+    let header = match (opts.mode, opts.format) {
+        (Mode::Transitions, Format::Text) => render::text::write_header(out, &opts.text),
+        (Mode::Transitions, Format::Csv) => render::csv::write_header(out),
+        (Mode::Lifecycles, Format::Text) => writeln!(out, "{}", render::life::TEXT_HEADER),
+        (Mode::Lifecycles, Format::Csv) => render::life::write_csv_header(out),
+        (_, Format::Json) => Ok(()),
     };
     header
         .and_then(|()| out.flush())
@@ -142,8 +164,10 @@ pub async fn run(
             }
             let mut t = match decode_record(bytes) {
                 Ok(Record::Transition(t)) => t,
-                // Resets explain endings; the event log shows them through `end` (see `life`).
-                Ok(Record::Reset(_)) => return,
+                Ok(Record::Reset(r)) => {
+                    lives.on_reset(&r);
+                    return;
+                }
                 Err(e) => {
                     summary.undecodable += 1;
                     tracing::debug!("skipping a record: {e}");
@@ -151,29 +175,47 @@ pub async fn run(
                 }
             };
             let ctx = tracker.apply(&mut t);
+            let end = lives.end_of(&t);
+            let life = lives.on_transition(&t, ctx.owner.as_ref());
             let observed = Observed {
                 transition: &t,
                 owner: ctx.owner.as_ref(),
             };
-            if !opts.filter.matches(&observed) {
+            let wanted = opts.filter.matches(&observed);
+            if let Some(latency) = latency.as_mut() {
+                latency.record(monotonic_ns().saturating_sub(t.ts_ns));
+            }
+            if !wanted {
                 return;
             }
-            let line = Line {
-                transition: &t,
-                time: clock.wall(t.ts_ns),
-                owner: ctx.owner.as_ref(),
-                in_old: ctx.in_old,
-            };
-            io_result = match opts.format {
-                Format::Text => render::text::write_line(out, &line, &opts.text),
-                Format::Json => render::json::write_line(out, &line),
-                Format::Csv => render::csv::write_line(out, &line),
+            let time = clock.wall(t.ts_ns);
+            io_result = match (opts.mode, life) {
+                (Mode::Transitions, _) => {
+                    let line = Line {
+                        transition: &t,
+                        time,
+                        owner: ctx.owner.as_ref(),
+                        in_old: ctx.in_old,
+                        end,
+                    };
+                    match opts.format {
+                        Format::Text => render::text::write_line(out, &line, &opts.text),
+                        Format::Json => render::json::write_line(out, &line),
+                        Format::Csv => render::csv::write_line(out, &line),
+                    }
+                }
+                (Mode::Lifecycles, Some(life)) => match opts.format {
+                    Format::Text => render::life::write_text(out, &life),
+                    Format::Json => render::life::write_json(out, &life, time),
+                    Format::Csv => render::life::write_csv(out, &life, time),
+                },
+                (Mode::Lifecycles, None) => return,
             };
             summary.shown += 1;
             reached_count = opts.count.is_some_and(|n| summary.shown >= n);
         });
         let flushed = io_result.and_then(|()| out.flush());
-        summary.untracked = tracker.overflow;
+        summary.untracked = tracker.overflow + lives.overflow;
         match flushed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'outer End::ClosedOutput,
@@ -184,5 +226,6 @@ pub async fn run(
         }
     };
     summary.kernel = counters()?;
+    summary.latency = latency;
     Ok((end, summary))
 }

@@ -57,6 +57,7 @@ impl Case {
                 old,
                 new,
                 netns: 4026531840,
+                cgroup: 0,
                 task: Task {
                     pid: 1,
                     tid: 1,

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use super::{Line, json::JsonTransition};
 
 /// The header row: the JSON field names.
-pub const FIELDS: [&str; 14] = [
+pub const FIELDS: [&str; 16] = [
     "time",
     "ts_ns",
     "cookie",
@@ -22,6 +22,8 @@ pub const FIELDS: [&str; 14] = [
     "new",
     "ms_in_old",
     "netns",
+    "end",
+    "cgroup",
 ];
 
 /// A writer whose `flush` does nothing: the csv crate flushes its sink after every record,
@@ -91,6 +93,7 @@ mod tests {
             old: TcpState::Close,
             new: TcpState::SynSent,
             netns: 4026531840,
+            cgroup: 0,
             task: Task {
                 pid: 1,
                 tid: 1,
@@ -113,10 +116,12 @@ mod tests {
             time,
             owner: Some(&owner),
             in_old: None,
+            end: None,
         };
         let second = Line {
             owner: None,
             in_old: Some(Duration::from_micros(1500)),
+            end: None,
             ..first
         };
         let mut out = Vec::new();
@@ -144,7 +149,9 @@ mod tests {
                 "CLOSE",
                 "SYN_SENT",
                 "",
-                "4026531840"
+                "4026531840",
+                "",
+                "0"
             ]
         );
         assert_eq!(&rows[1][3], "");
@@ -160,6 +167,7 @@ mod tests {
             time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             owner: None,
             in_old: None,
+            end: None,
         };
         let json = serde_json::to_string(&JsonTransition::new(&line)).unwrap();
         // serde_json keeps declaration order with preserve_order off for structs.

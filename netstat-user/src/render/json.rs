@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Serialize;
 
 use super::{Line, millis};
-use crate::{event::Family, state::TcpState};
+use crate::{end::End, event::Family, state::TcpState};
 
 /// One transition as JSON.
 #[derive(Debug, Serialize)]
@@ -29,6 +29,11 @@ pub struct JsonTransition<'a> {
     /// Milliseconds spent in `old`; null on the first transition seen for the socket.
     pub ms_in_old: Option<f64>,
     pub netns: u32,
+    /// How the connection ended (`normal`, `refused`, `timeout`, `reset_received`,
+    /// `reset_sent`, `aborted`) on a transition into CLOSE; null otherwise.
+    pub end: Option<End>,
+    /// cgroup v2 id of the socket (the inode of its /sys/fs/cgroup directory); 0 if unknown.
+    pub cgroup: u64,
 }
 
 impl<'a> JsonTransition<'a> {
@@ -49,6 +54,8 @@ impl<'a> JsonTransition<'a> {
             new: t.new,
             ms_in_old: line.in_old.map(millis),
             netns: t.netns,
+            end: line.end,
+            cgroup: t.cgroup,
         }
     }
 }
@@ -82,6 +89,7 @@ mod tests {
             old: TcpState::Close,
             new: TcpState::SynSent,
             netns: 4026531840,
+            cgroup: 0,
             task: Task {
                 pid: 1,
                 tid: 1,
@@ -98,6 +106,7 @@ mod tests {
             time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap() + Duration::from_micros(1),
             owner: Some(&owner),
             in_old: None,
+            end: None,
         };
         let mut out = Vec::new();
         write_line(&mut out, &line).unwrap();
@@ -124,12 +133,15 @@ mod tests {
                 "new": "SYN_SENT",
                 "ms_in_old": null,
                 "netns": 4026531840u32,
+                "end": null,
+                "cgroup": 0,
             })
         );
 
         let line = Line {
             owner: None,
             in_old: Some(Duration::from_nanos(12_087_400)),
+            end: None,
             ..line
         };
         let mut out = Vec::new();

@@ -4,6 +4,7 @@
 pub mod csv;
 mod escape;
 pub mod json;
+pub mod life;
 pub mod netstat;
 pub mod table_data;
 pub mod text;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{event::Owner, event::Transition};
+use crate::{end::End, event::Owner, event::Transition};
 
 /// Everything a renderer shows about one transition.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +24,8 @@ pub struct Line<'a> {
     pub time: DateTime<Utc>,
     pub owner: Option<&'a Owner>,
     pub in_old: Option<Duration>,
+    /// How the connection ended, on a transition into CLOSE.
+    pub end: Option<End>,
 }
 
 /// Milliseconds with microsecond precision, as the MS column and `ms_in_old` show them.

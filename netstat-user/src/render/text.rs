@@ -13,6 +13,8 @@ use std::{
 
 use chrono::{Local, Utc};
 
+use crate::end::End;
+
 use super::{Line, escape_comm, millis};
 use crate::state::TcpState;
 
@@ -140,8 +142,18 @@ fn wide(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
         new = t.new,
     )?;
     match line.in_old {
-        Some(d) => writeln!(out, " {:.3}", millis(d)),
-        None => writeln!(out),
+        Some(d) => write!(out, " {:.3}", millis(d))?,
+        None => {}
+    }
+    writeln!(out, "{}", end_note(line))
+}
+
+/// ` refused`, ` timeout`...: how a connection ended, after a transition into CLOSE that was
+/// not an orderly close. Orderly closes print nothing, to keep the common line short.
+fn end_note(line: &Line<'_>) -> String {
+    match line.end {
+        Some(end) if end != End::Normal => format!(" {end}"),
+        _ => String::new(),
     }
 }
 
@@ -160,7 +172,7 @@ fn compact(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
         remote = keep_end(&t.remote.to_string(), REMOTE_W),
         states = keep_start(&states, STATES_W),
     );
-    writeln!(out, "{}", text.trim_end())
+    writeln!(out, "{}{}", text.trim_end(), end_note(line))
 }
 
 /// netstat's name, but ESTAB for ESTABLISHED (as ss prints it) to fit 80 columns.
@@ -234,6 +246,7 @@ mod tests {
             old: TcpState::SynSent,
             new: TcpState::Established,
             netns: 0,
+            cgroup: 0,
             task: Task {
                 pid: 1,
                 tid: 1,
@@ -282,6 +295,7 @@ mod tests {
                 + Duration::from_micros(123456),
             owner: None,
             in_old,
+            end: None,
         }
     }
 
@@ -388,6 +402,7 @@ mod tests {
                 + Duration::from_micros(123456),
             owner: Some(&owner),
             in_old: Some(Duration::from_micros(12087)),
+            end: None,
         };
         assert_eq!(
             render(&line),
@@ -406,6 +421,7 @@ mod tests {
             time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             owner: None,
             in_old: None,
+            end: None,
         };
         let text = render(&line);
         assert!(
@@ -427,6 +443,7 @@ mod tests {
             time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             owner: Some(&owner),
             in_old: None,
+            end: None,
         };
         let text = render(&line);
         assert!(!text.contains('\x1b'));

@@ -30,6 +30,7 @@ fn t(
         old,
         new,
         netns: NETNS,
+        cgroup: 0,
         task: Task {
             pid,
             tid: pid,

@@ -1,0 +1,311 @@
+//! Lifecycle lines for `enetstat life`: one per connection when it ends.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::{escape_comm, millis, text::short_ms};
+use crate::{end::End, event::Family, life::Lifecycle, state::TcpState};
+
+/// One state of a lifecycle and the milliseconds spent in it.
+#[derive(Debug, Serialize)]
+pub struct JsonState {
+    pub state: TcpState,
+    pub ms: f64,
+}
+
+/// A lifecycle as JSON. The field names are a stable interface, documented in the README.
+#[derive(Debug, Serialize)]
+pub struct JsonLifecycle<'a> {
+    /// When the connection ended: RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub cookie: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<&'a str>,
+    pub family: Family,
+    pub laddr: String,
+    pub lport: Option<u16>,
+    pub raddr: String,
+    pub rport: Option<u16>,
+    pub lifetime_ms: f64,
+    /// SYN_SENT -> ESTABLISHED; null for passive sockets.
+    pub connect_ms: Option<f64>,
+    pub states: Vec<JsonState>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    pub srtt_us: u32,
+    pub end: End,
+    /// False when the connection was already open when tracing began: `lifetime_ms` and
+    /// `states` then start at the first transition seen.
+    pub complete: bool,
+    pub netns: u32,
+}
+
+impl<'a> JsonLifecycle<'a> {
+    pub fn new(l: &'a Lifecycle, time: DateTime<Utc>) -> Self {
+        Self {
+            time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            cookie: l.cookie.0,
+            pid: l.owner.as_ref().map(|o| o.pid),
+            comm: l.owner.as_ref().map(|o| o.comm.as_str()),
+            family: l.family,
+            laddr: l.local.addr.to_string(),
+            lport: l.local.port,
+            raddr: l.remote.addr.to_string(),
+            rport: l.remote.port,
+            lifetime_ms: millis(l.lifetime()),
+            connect_ms: l.connect.map(millis),
+            states: l
+                .states
+                .iter()
+                .map(|(state, d)| JsonState {
+                    state: *state,
+                    ms: millis(*d),
+                })
+                .collect(),
+            bytes_sent: l.bytes_sent,
+            bytes_received: l.bytes_received,
+            retransmits: l.retransmits,
+            srtt_us: l.srtt_us,
+            end: l.end,
+            complete: l.complete,
+            netns: l.netns,
+        }
+    }
+}
+
+pub fn write_json(out: &mut impl Write, l: &Lifecycle, time: DateTime<Utc>) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonLifecycle::new(l, time))?;
+    out.write_all(b"\n")
+}
+
+/// The CSV columns: the JSON fields, with `states` flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`.
+pub const CSV_FIELDS: [&str; 19] = [
+    "time",
+    "cookie",
+    "pid",
+    "comm",
+    "family",
+    "laddr",
+    "lport",
+    "raddr",
+    "rport",
+    "lifetime_ms",
+    "connect_ms",
+    "states",
+    "bytes_sent",
+    "bytes_received",
+    "retransmits",
+    "srtt_us",
+    "end",
+    "complete",
+    "netns",
+];
+
+pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(CSV_FIELDS).map_err(io::Error::other)?;
+    out.write_all(
+        &w.into_inner()
+            .map_err(|e| io::Error::other(e.to_string()))?,
+    )
+}
+
+pub fn write_csv(out: &mut impl Write, l: &Lifecycle, time: DateTime<Utc>) -> io::Result<()> {
+    let j = JsonLifecycle::new(l, time);
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let states = j
+        .states
+        .iter()
+        .map(|s| format!("{}:{}", s.state, s.ms))
+        .collect::<Vec<_>>()
+        .join(";");
+    let row = [
+        j.time.clone(),
+        j.cookie.to_string(),
+        opt(j.pid.map(|p| p.to_string())),
+        opt(j.comm.map(str::to_owned)),
+        j.family.to_string(),
+        j.laddr.clone(),
+        opt(j.lport.map(|p| p.to_string())),
+        j.raddr.clone(),
+        opt(j.rport.map(|p| p.to_string())),
+        j.lifetime_ms.to_string(),
+        opt(j.connect_ms.map(|v| v.to_string())),
+        states,
+        j.bytes_sent.to_string(),
+        j.bytes_received.to_string(),
+        j.retransmits.to_string(),
+        j.srtt_us.to_string(),
+        j.end.to_string(),
+        j.complete.to_string(),
+        j.netns.to_string(),
+    ];
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(&row).map_err(io::Error::other)?;
+    out.write_all(
+        &w.into_inner()
+            .map_err(|e| io::Error::other(e.to_string()))?,
+    )
+}
+
+pub const TEXT_HEADER: &str =
+    "PID     COMM        LOCAL -> REMOTE  LIFETIME  CONNECT  TX/RX BYTES  RETR  RTT  END  STATES";
+
+/// One human line: who, both ends, lifetime, connect latency, bytes, retransmits, RTT, how it
+/// ended, then the states in order with the time spent in each.
+pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
+    let (pid, comm) = match &l.owner {
+        Some(o) => (o.pid.to_string(), escape_comm(&o.comm).into_owned()),
+        None => ("-".into(), "-".into()),
+    };
+    let states = l
+        .states
+        .iter()
+        .map(|(s, d)| format!("{s} {}ms", short_ms(millis(*d))))
+        .collect::<Vec<_>>()
+        .join(" > ");
+    let connect = l
+        .connect
+        .map_or_else(|| "-".to_owned(), |d| format!("{}ms", short_ms(millis(d))));
+    writeln!(
+        out,
+        "{pid:<7} {comm:<11} {local} -> {remote}  {lifetime}ms  {connect}  {tx}/{rx}  {retr}  {rtt}  {end}  {partial}{states}",
+        local = l.local,
+        remote = l.remote,
+        lifetime = short_ms(millis(l.lifetime())),
+        tx = l.bytes_sent,
+        rx = l.bytes_received,
+        retr = l.retransmits,
+        rtt = format_args!("{}ms", short_ms(f64::from(l.srtt_us) / 1000.0)),
+        end = l.end,
+        partial = if l.complete { "" } else { "(already open) " },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        time::Duration,
+    };
+
+    use chrono::TimeZone;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::event::{Cookie, Endpoint, Owner};
+
+    fn lifecycle() -> Lifecycle {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Lifecycle {
+            cookie: Cookie(9),
+            family: Family::Ipv4,
+            local: Endpoint::new(lo, 40000),
+            remote: Endpoint::new(lo, 443),
+            owner: Some(Owner {
+                pid: 7,
+                comm: "curl".into(),
+            }),
+            netns: 1,
+            start_ns: 0,
+            end_ns: 1_200_120_000,
+            connect: Some(Duration::from_micros(90)),
+            states: vec![
+                (TcpState::SynSent, Duration::from_micros(90)),
+                (TcpState::Established, Duration::from_millis(1200)),
+                (TcpState::FinWait1, Duration::from_micros(20)),
+                (TcpState::FinWait2, Duration::from_micros(10)),
+            ],
+            complete: true,
+            bytes_sent: 1_048_576,
+            bytes_received: 1_048_576,
+            retransmits: 0,
+            srtt_us: 52,
+            end: End::Normal,
+        }
+    }
+
+    fn time() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn json_has_the_documented_names() {
+        let mut out = Vec::new();
+        write_json(&mut out, &lifecycle(), time()).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["lifetime_ms"], json!(1200.12));
+        assert_eq!(v["connect_ms"], json!(0.09));
+        assert_eq!(
+            v["states"],
+            json!([
+                {"state": "SYN_SENT", "ms": 0.09},
+                {"state": "ESTABLISHED", "ms": 1200.0},
+                {"state": "FIN_WAIT1", "ms": 0.02},
+                {"state": "FIN_WAIT2", "ms": 0.01},
+            ])
+        );
+        assert_eq!(v["end"], json!("normal"));
+        for key in [
+            "pid",
+            "comm",
+            "family",
+            "laddr",
+            "lport",
+            "raddr",
+            "rport",
+            "cookie",
+            "lifetime_ms",
+            "connect_ms",
+            "states",
+            "bytes_sent",
+            "bytes_received",
+            "retransmits",
+            "srtt_us",
+            "end",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn csv_parses_back() {
+        let mut out = Vec::new();
+        write_csv_header(&mut out).unwrap();
+        write_csv(&mut out, &lifecycle(), time()).unwrap();
+        let mut r = csv::Reader::from_reader(out.as_slice());
+        let headers = r.headers().unwrap().clone();
+        let row = r.records().next().unwrap().unwrap();
+        let get = |k: &str| {
+            row.get(headers.iter().position(|h| h == k).unwrap())
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(get("bytes_sent"), "1048576");
+        assert_eq!(
+            get("states"),
+            "SYN_SENT:0.09;ESTABLISHED:1200;FIN_WAIT1:0.02;FIN_WAIT2:0.01"
+        );
+        assert_eq!(get("end"), "normal");
+    }
+
+    #[test]
+    fn text_lists_states_in_order() {
+        let mut out = Vec::new();
+        write_text(&mut out, &lifecycle()).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.contains(
+                "SYN_SENT 0.090ms > ESTABLISHED 1200.0ms > FIN_WAIT1 0.020ms > FIN_WAIT2 0.010ms"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.starts_with("7       curl        127.0.0.1:40000 -> 127.0.0.1:443"),
+            "{line}"
+        );
+    }
+}
