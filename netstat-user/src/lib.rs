@@ -8,7 +8,9 @@
 //! these together.
 
 pub mod btf;
+pub mod client;
 pub mod clock;
+pub mod daemon;
 pub mod decode;
 pub mod end;
 pub mod event;

@@ -346,7 +346,7 @@ pub async fn continuous(
 }
 
 /// The inode of this process's network namespace: the table holds that namespace's sockets.
-fn own_netns() -> Option<u32> {
+pub fn own_netns() -> Option<u32> {
     let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
     u32::try_from(ino).ok()
 }
@@ -454,6 +454,60 @@ fn render(
     first: bool,
 ) -> io::Result<()> {
     let rows = rows(view, table);
+    render_rows(view, &rows, status, out, first)
+}
+
+/// The rows of a snapshot of a table someone else keeps live (the daemon), picked while the
+/// caller holds the table; render them later with [`render_traced`], so name lookups never
+/// hold the table up.
+pub fn traced_rows(
+    opts: &SnapshotOptions,
+    table: &mut Table,
+    owners: &SocketOwners,
+    now_ns: u64,
+) -> Vec<Row> {
+    let mut resolver = Resolver::new(Duration::ZERO);
+    let mut users = Users::default();
+    let view = View {
+        opts,
+        owners,
+        resolver: &mut resolver,
+        users: &mut users,
+        now_ns,
+        tracing: true,
+    };
+    rows(&view, table)
+}
+
+/// Renders rows from [`traced_rows`] exactly as a refresh of `enetstat -c` shows them.
+pub fn render_traced(
+    opts: &SnapshotOptions,
+    rows: &[Row],
+    status: &Status,
+    out: &mut impl Write,
+    first: bool,
+) -> io::Result<()> {
+    let owners = SocketOwners::new();
+    let mut resolver = Resolver::new(opts.resolve_budget);
+    let mut users = Users::default();
+    let mut view = View {
+        opts,
+        owners: &owners,
+        resolver: &mut resolver,
+        users: &mut users,
+        now_ns: monotonic_ns(),
+        tracing: true,
+    };
+    render_rows(&mut view, rows, Some(status), out, first)
+}
+
+fn render_rows(
+    view: &mut View<'_>,
+    rows: &[Row],
+    status: Option<&Status>,
+    out: &mut impl Write,
+    first: bool,
+) -> io::Result<()> {
     let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     match view.opts.format {
         Format::Json => table_data::write_json(
@@ -469,12 +523,12 @@ fn render(
             if first {
                 table_data::write_csv_header(out)?;
             }
-            for r in &rows {
+            for r in rows {
                 table_data::write_csv_row(out, &time, r)?;
             }
             Ok(())
         }
-        Format::Text => write_text(view, &rows, status, out),
+        Format::Text => write_text(view, rows, status, out),
     }
 }
 

@@ -151,11 +151,10 @@ pub fn write_csv(out: &mut impl Write, l: &Lifecycle, time: DateTime<Utc>) -> io
     )
 }
 
-pub const TEXT_HEADER: &str =
-    "PID     COMM        LOCAL -> REMOTE  LIFETIME  CONNECT  TX/RX BYTES  RETR  RTT  END  STATES";
+pub const TEXT_HEADER: &str = "PID     COMM        LOCAL                  REMOTE                 LIFE_MS CONN_MS  TX_BYTES   RX_BYTES RETR RTT_MS END            STATES (ms in each)";
 
 /// One human line: who, both ends, lifetime, connect latency, bytes, retransmits, RTT, how it
-/// ended, then the states in order with the time spent in each.
+/// ended, then the states in order with the milliseconds spent in each.
 pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
     let (pid, comm) = match &l.owner {
         Some(o) => (o.pid.to_string(), escape_comm(&o.comm).into_owned()),
@@ -164,24 +163,28 @@ pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
     let states = l
         .states
         .iter()
-        .map(|(s, d)| format!("{s} {}ms", short_ms(millis(*d))))
+        .map(|(s, d)| format!("{s} {}", short_ms(millis(*d))))
         .collect::<Vec<_>>()
         .join(" > ");
     let connect = l
         .connect
-        .map_or_else(|| "-".to_owned(), |d| format!("{}ms", short_ms(millis(d))));
+        .map_or_else(|| "-".to_owned(), |d| short_ms(millis(d)));
     writeln!(
         out,
-        "{pid:<7} {comm:<11} {local} -> {remote}  {lifetime}ms  {connect}  {tx}/{rx}  {retr}  {rtt}  {end}  {partial}{states}",
-        local = l.local,
-        remote = l.remote,
+        "{pid:<7} {comm:<11} {local:<22} {remote:<22} {lifetime:>7} {connect:>7} {tx:>9} {rx:>10} {retr:>4} {rtt:>6} {end:<14} {partial}{states}",
+        local = l.local.to_string(),
+        remote = l.remote.to_string(),
         lifetime = short_ms(millis(l.lifetime())),
         tx = l.bytes_sent,
         rx = l.bytes_received,
         retr = l.retransmits,
-        rtt = format_args!("{}ms", short_ms(f64::from(l.srtt_us) / 1000.0)),
+        rtt = short_ms(f64::from(l.srtt_us) / 1000.0),
         end = l.end,
-        partial = if l.complete { "" } else { "(already open) " },
+        partial = if l.complete {
+            ""
+        } else {
+            "(open before tracing) "
+        },
     )
 }
 
@@ -299,13 +302,18 @@ mod tests {
         let line = String::from_utf8(out).unwrap();
         assert!(
             line.contains(
-                "SYN_SENT 0.090ms > ESTABLISHED 1200.0ms > FIN_WAIT1 0.020ms > FIN_WAIT2 0.010ms"
+                "SYN_SENT 0.090 > ESTABLISHED 1200.0 > FIN_WAIT1 0.020 > FIN_WAIT2 0.010"
             ),
             "{line}"
         );
         assert!(
-            line.starts_with("7       curl        127.0.0.1:40000 -> 127.0.0.1:443"),
+            line.starts_with("7       curl        127.0.0.1:40000        127.0.0.1:443"),
             "{line}"
+        );
+        assert_eq!(line.find("127.0.0.1:443"), TEXT_HEADER.find("REMOTE"));
+        assert_eq!(
+            line.find("1200.1").map(|i| i + 6),
+            TEXT_HEADER.find(" CONN_MS")
         );
     }
 }

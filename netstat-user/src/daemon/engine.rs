@@ -1,0 +1,366 @@
+//! The daemon's engine: one task that owns the probe's stream, the live table, the tracker and
+//! the lifecycle book, and answers commands from client tasks over a channel. Nothing else
+//! touches that state, so there are no locks; the engine never waits on a client (every queue
+//! to a subscriber is bounded and filled with `try_send`).
+
+use std::{
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    clock::{WallClock, monotonic_ns},
+    decode::decode_record,
+    end::End,
+    event::{Cookie, Endpoint, Family, Owner, Record, Transition},
+    filter::{Filter, Observed, Subject},
+    life::{Lifecycle, Lives},
+    pids::SocketOwners,
+    probe::{EventStream, KernelCounters, ProbeError},
+    render::netstat::Row,
+    snapshot::{self, SnapshotOptions, Status},
+    sockdiag::{self, Proto, SockDiagError},
+    state::TcpState,
+    table::{Entry, Limits, Table},
+    tracker::Tracker,
+};
+
+use super::{metrics::Metrics, protocol::Stream};
+
+/// One transition with everything the renderers need, shared by every subscriber it matches.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub transition: Transition,
+    pub time: DateTime<Utc>,
+    pub owner: Option<Owner>,
+    pub in_old: Option<Duration>,
+    pub end: Option<End>,
+    /// The finished connection, when this transition closed one.
+    pub life: Option<Lifecycle>,
+}
+
+/// A subscriber's end of the fan-out.
+pub struct Subscription {
+    pub stream: Stream,
+    pub filter: Filter,
+    pub queue: mpsc::Sender<Arc<Event>>,
+    /// Events that did not fit in `queue`; the client task cuts the client off when non-zero.
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// What a client task asks of the engine.
+pub enum Command {
+    Subscribe(Subscription),
+    /// The rows of a snapshot; `owners` comes from a `/proc` scan the client task made.
+    Snapshot {
+        opts: Box<SnapshotOptions>,
+        owners: SocketOwners,
+        reply: oneshot::Sender<(Vec<Row>, Status)>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+/// The engine's counters, as `{"op":"stats"}` returns them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub pid: u32,
+    pub uptime_s: f64,
+    /// Records received from the kernel.
+    pub received: u64,
+    pub undecodable: u64,
+    /// Kernel: transitions seen, lost to a full ring, lost to recursion.
+    pub kernel_seen: u64,
+    pub kernel_ringbuf_full: u64,
+    pub kernel_recursion_misses: u64,
+    #[serde(flatten)]
+    pub table: crate::table::Counters,
+    pub live: usize,
+    pub closed: usize,
+    pub subscribers: usize,
+    /// Events dropped because a subscriber's queue was full (over all subscribers).
+    pub subscriber_drops: u64,
+    /// Sockets the tracker or lifecycle book could not follow (full).
+    pub untracked: u64,
+}
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub limits: Limits,
+    pub max_sockets: usize,
+    /// Compare the table with a socket dump this often.
+    pub reconcile: Duration,
+    /// Keep closed connections this long (for `--recent`).
+    pub keep_closed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    SockDiag(#[from] SockDiagError),
+}
+
+/// The engine's state.
+pub struct Engine {
+    opts: EngineOptions,
+    table: Table,
+    tracker: Tracker,
+    lives: Lives,
+    clock: WallClock,
+    subscribers: Vec<Subscription>,
+    received: u64,
+    undecodable: u64,
+    subscriber_drops: u64,
+    started: std::time::Instant,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions, metrics: Option<Arc<Metrics>>) -> Self {
+        Self {
+            table: Table::new(opts.limits, snapshot::own_netns()),
+            tracker: Tracker::new(opts.max_sockets),
+            lives: Lives::new(opts.max_sockets),
+            clock: WallClock::new(),
+            subscribers: Vec::new(),
+            received: 0,
+            undecodable: 0,
+            subscriber_drops: 0,
+            started: std::time::Instant::now(),
+            metrics,
+            opts,
+        }
+    }
+
+    /// Keeps the table live from `stream` and serves `commands` until `stop` resolves.
+    pub async fn run(
+        mut self,
+        stream: &mut EventStream,
+        mut commands: mpsc::Receiver<Command>,
+        stop: impl std::future::Future<Output = ()>,
+        counters: impl Fn() -> Result<KernelCounters, ProbeError>,
+    ) -> Result<(), EngineError> {
+        let mut stop = pin!(stop);
+        // Tracing is on before the seed, so nothing falls between the dump and the events.
+        self.drain(stream);
+        let started = monotonic_ns();
+        let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
+        self.table.seed(&dump, started);
+        let mut tick = tokio::time::interval(self.opts.reconcile);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                r = stream.ready() => {
+                    r?;
+                    self.drain(stream);
+                }
+                Some(cmd) = commands.recv() => {
+                    self.drain(stream);
+                    self.command(cmd, &counters)?;
+                }
+                _ = tick.tick() => {
+                    self.drain(stream);
+                    self.reconcile(stream)?;
+                    if let Some(m) = &self.metrics {
+                        m.observe_table(&self.table, counters()?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reconcile(&mut self, stream: &mut EventStream) -> Result<(), EngineError> {
+        let started = monotonic_ns();
+        let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
+        self.drain(stream);
+        let c = self
+            .table
+            .reconcile(&dump, started, &[Proto::Tcp, Proto::Udp]);
+        if c.total() > 0 {
+            tracing::debug!(?c, "reconciliation corrected the table");
+        }
+        let keep = self.opts.keep_closed.as_nanos() as u64;
+        self.table
+            .expire_closed(monotonic_ns().saturating_sub(keep));
+        Ok(())
+    }
+
+    fn status(&self, kernel: KernelCounters) -> Status {
+        Status {
+            table: self.table.counters(),
+            lost: kernel.ringbuf_full,
+            undecodable: self.undecodable,
+            live: self.table.len(),
+            closed: self.table.history().len(),
+        }
+    }
+
+    fn command(
+        &mut self,
+        cmd: Command,
+        counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
+    ) -> Result<(), EngineError> {
+        match cmd {
+            Command::Subscribe(s) => self.subscribers.push(s),
+            Command::Snapshot {
+                opts,
+                owners,
+                reply,
+            } => {
+                let rows = snapshot::traced_rows(&opts, &mut self.table, &owners, monotonic_ns());
+                let _ = reply.send((rows, self.status(counters()?)));
+            }
+            Command::Stats { reply } => {
+                let k = counters()?;
+                self.subscribers.retain(|s| !s.queue.is_closed());
+                let _ = reply.send(Stats {
+                    pid: std::process::id(),
+                    uptime_s: self.started.elapsed().as_secs_f64(),
+                    received: self.received,
+                    undecodable: self.undecodable,
+                    kernel_seen: k.seen,
+                    kernel_ringbuf_full: k.ringbuf_full,
+                    kernel_recursion_misses: k.recursion_misses,
+                    table: self.table.counters(),
+                    live: self.table.len(),
+                    closed: self.table.history().len(),
+                    subscribers: self.subscribers.len(),
+                    subscriber_drops: self.subscriber_drops,
+                    untracked: self.tracker.overflow + self.lives.overflow,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, stream: &mut EventStream) {
+        self.clock.refresh();
+        stream.drain(|bytes| self.record(bytes));
+    }
+
+    /// Applies one record and hands it to every subscriber whose filter it matches.
+    pub fn record(&mut self, bytes: &[u8]) {
+        self.received += 1;
+        let mut t = match decode_record(bytes) {
+            Ok(Record::Transition(t)) => t,
+            Ok(Record::Reset(r)) => {
+                self.lives.on_reset(&r);
+                return;
+            }
+            Err(e) => {
+                self.undecodable += 1;
+                tracing::debug!("skipping a record: {e}");
+                return;
+            }
+        };
+        self.table.apply(&t);
+        let ctx = self.tracker.apply(&mut t);
+        let end = self.lives.end_of(&t);
+        let life = self.lives.on_transition(&t, ctx.owner.as_ref());
+        if let Some(m) = &self.metrics {
+            m.observe_transition(&t, ctx.in_old, life.as_ref());
+        }
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let observed = Observed {
+            transition: &t,
+            owner: ctx.owner.as_ref(),
+        };
+        let mut shared: Option<Arc<Event>> = None;
+        let mut drops = 0;
+        self.subscribers.retain(|s| {
+            if s.stream == Stream::Lifecycles && life.is_none() {
+                return true;
+            }
+            if !s.filter.matches(&observed) {
+                return true;
+            }
+            let event = shared
+                .get_or_insert_with(|| {
+                    Arc::new(Event {
+                        transition: t.clone(),
+                        time: self.clock.wall(t.ts_ns),
+                        owner: ctx.owner.clone(),
+                        in_old: ctx.in_old,
+                        end,
+                        life: life.clone(),
+                    })
+                })
+                .clone();
+            match s.queue.try_send(event) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                    drops += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.subscriber_drops += drops;
+    }
+}
+
+/// A table entry as the filter language sees it (for snapshot filters).
+pub struct EntrySubject<'a> {
+    pub entry: &'a Entry,
+    pub owners: Vec<Owner>,
+    pub netns: Option<u32>,
+}
+
+impl<'a> EntrySubject<'a> {
+    pub fn new(entry: &'a Entry, netns: Option<u32>) -> Self {
+        Self {
+            entry,
+            owners: entry.owner.iter().cloned().collect(),
+            netns,
+        }
+    }
+}
+
+impl Subject for EntrySubject<'_> {
+    fn family(&self) -> Family {
+        self.entry.family
+    }
+
+    fn local(&self) -> Endpoint {
+        self.entry.local
+    }
+
+    fn remote(&self) -> Endpoint {
+        self.entry.remote
+    }
+
+    fn state(&self) -> TcpState {
+        self.entry.state
+    }
+
+    fn owners(&self) -> &[Owner] {
+        &self.owners
+    }
+
+    fn netns(&self) -> Option<u32> {
+        self.netns
+    }
+
+    fn cookie(&self) -> Option<Cookie> {
+        Some(self.entry.cookie)
+    }
+}

@@ -1,0 +1,366 @@
+//! Prometheus metrics for `enetstat daemon --metrics ADDR`, with the `prometheus-client`
+//! crate. The engine updates them as it applies transitions (counters, histograms) and at every
+//! reconciliation tick (gauges, and counters mirrored from the kernel and the table); the HTTP
+//! endpoint ([`super::http`]) only encodes.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `enetstat_connections_opened_total` | counter | `direction` = active, passive |
+//! | `enetstat_connections_closed_total` | counter | `end` = normal, refused, timeout, reset_received, reset_sent, aborted |
+//! | `enetstat_transitions_total` | counter | `old`, `new` (netstat state names) |
+//! | `enetstat_connect_latency_seconds` | histogram | SYN_SENT to ESTABLISHED |
+//! | `enetstat_connection_lifetime_seconds` | histogram | first transition seen to CLOSE |
+//! | `enetstat_sockets` | gauge | `state`: live TCP sockets in the table by state |
+//! | `enetstat_table_sockets` | gauge | live sockets in the table (TCP and UDP) |
+//! | `enetstat_history_connections` | gauge | closed connections remembered |
+//! | `enetstat_ringbuf_drops_total` | counter | records lost because the ring buffer was full |
+//! | `enetstat_kernel_recursion_misses_total` | counter | events lost to program recursion |
+//! | `enetstat_reconciliation_corrections_total` | counter | `kind` = added, removed, state |
+//! | `enetstat_table_overflow_total` | counter | `table` = sockets, history |
+
+use std::sync::Mutex;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    end::End,
+    life::Lifecycle,
+    probe::KernelCounters,
+    sockdiag::Proto,
+    state::TcpState,
+    table::{Counters, Table},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabel {
+    end: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Change {
+    old: String,
+    new: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+/// Counters mirrored from elsewhere: the last values seen, so only the increase is added.
+#[derive(Debug, Default)]
+struct Mirrored {
+    kernel: KernelCounters,
+    table: Counters,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    opened: Family<Direction, Counter>,
+    closed: Family<EndLabel, Counter>,
+    transitions: Family<Change, Counter>,
+    connect: Histogram,
+    lifetime: Histogram,
+    sockets: Family<StateLabel, Gauge>,
+    table_sockets: Gauge,
+    history: Gauge,
+    ringbuf_drops: Counter,
+    recursion_misses: Counter,
+    corrections: Family<Kind, Counter>,
+    overflow: Family<TableLabel, Counter>,
+    mirrored: Mutex<Mirrored>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// 50 µs to ~100 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.0, 22)
+}
+
+/// 1 ms to ~1.5 days, ×4.
+fn lifetime_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(1e-3, 4.0, 14)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            opened: Family::default(),
+            closed: Family::default(),
+            transitions: Family::default(),
+            connect: Histogram::new(latency_buckets()),
+            lifetime: Histogram::new(lifetime_buckets()),
+            sockets: Family::default(),
+            table_sockets: Gauge::default(),
+            history: Gauge::default(),
+            ringbuf_drops: Counter::default(),
+            recursion_misses: Counter::default(),
+            corrections: Family::default(),
+            overflow: Family::default(),
+            mirrored: Mutex::new(Mirrored::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "enetstat_connections_opened",
+            "TCP connections opened: active (connect) or passive (accepted)",
+            m.opened.clone(),
+        );
+        registry.register(
+            "enetstat_connections_closed",
+            "TCP connections closed, by how they ended",
+            m.closed.clone(),
+        );
+        registry.register(
+            "enetstat_transitions",
+            "TCP state transitions, by old and new state",
+            m.transitions.clone(),
+        );
+        registry.register_with_unit(
+            "enetstat_connect_latency",
+            "Time from SYN_SENT to ESTABLISHED of active connections",
+            Unit::Seconds,
+            m.connect.clone(),
+        );
+        registry.register_with_unit(
+            "enetstat_connection_lifetime",
+            "Lifetime of closed TCP connections, first transition seen to CLOSE",
+            Unit::Seconds,
+            m.lifetime.clone(),
+        );
+        registry.register(
+            "enetstat_sockets",
+            "Live TCP sockets in the table, by state",
+            m.sockets.clone(),
+        );
+        registry.register(
+            "enetstat_table_sockets",
+            "Live sockets in the table (TCP and UDP)",
+            m.table_sockets.clone(),
+        );
+        registry.register(
+            "enetstat_history_connections",
+            "Closed connections remembered in the history",
+            m.history.clone(),
+        );
+        registry.register(
+            "enetstat_ringbuf_drops",
+            "Records lost because the kernel ring buffer was full",
+            m.ringbuf_drops.clone(),
+        );
+        registry.register(
+            "enetstat_kernel_recursion_misses",
+            "Events lost because the kernel skipped a nested run of a program",
+            m.recursion_misses.clone(),
+        );
+        registry.register(
+            "enetstat_reconciliation_corrections",
+            "Corrections socket dumps made to the table, by kind",
+            m.corrections.clone(),
+        );
+        registry.register(
+            "enetstat_table_overflow",
+            "Sockets (or closed connections) not kept because the table (or history) was full",
+            m.overflow.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one transition (and the connection it opened or closed).
+    pub fn observe_transition(
+        &self,
+        t: &crate::event::Transition,
+        in_old: Option<std::time::Duration>,
+        life: Option<&Lifecycle>,
+    ) {
+        self.transitions
+            .get_or_create(&Change {
+                old: t.old.to_string(),
+                new: t.new.to_string(),
+            })
+            .inc();
+        match (t.old, t.new) {
+            (TcpState::Close, TcpState::SynSent) => {
+                self.opened
+                    .get_or_create(&Direction {
+                        direction: "active",
+                    })
+                    .inc();
+            }
+            (TcpState::Listen | TcpState::NewSynRecv, TcpState::SynRecv) => {
+                self.opened
+                    .get_or_create(&Direction {
+                        direction: "passive",
+                    })
+                    .inc();
+            }
+            (TcpState::SynSent, TcpState::Established) => {
+                if let Some(d) = in_old {
+                    self.connect.observe(d.as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+        if let Some(l) = life {
+            self.closed
+                .get_or_create(&EndLabel { end: l.end.name() })
+                .inc();
+            self.lifetime.observe(l.lifetime().as_secs_f64());
+        }
+    }
+
+    /// Updates the gauges and mirrored counters from the table and the kernel.
+    pub fn observe_table(&self, table: &Table, kernel: KernelCounters) {
+        let mut by_state = [0i64; TcpState::ALL.len()];
+        for e in table.live().filter(|e| e.proto == Proto::Tcp) {
+            if let Some(i) = TcpState::ALL.iter().position(|s| *s == e.state) {
+                by_state[i] += 1;
+            }
+        }
+        for (s, n) in TcpState::ALL.iter().zip(by_state) {
+            self.sockets
+                .get_or_create(&StateLabel {
+                    state: s.to_string(),
+                })
+                .set(n);
+        }
+        self.table_sockets.set(table.len() as i64);
+        self.history.set(table.history().len() as i64);
+        let counters = table.counters();
+        let Ok(mut last) = self.mirrored.lock() else {
+            return;
+        };
+        let grow = |c: &Counter, new: u64, old: u64| {
+            c.inc_by(new.saturating_sub(old));
+        };
+        grow(
+            &self.ringbuf_drops,
+            kernel.ringbuf_full,
+            last.kernel.ringbuf_full,
+        );
+        grow(
+            &self.recursion_misses,
+            kernel.recursion_misses,
+            last.kernel.recursion_misses,
+        );
+        let (c, l) = (counters.corrections, last.table.corrections);
+        for (kind, new, old) in [
+            ("added", c.added, l.added),
+            ("removed", c.removed, l.removed),
+            ("state", c.state, l.state),
+        ] {
+            grow(&self.corrections.get_or_create(&Kind { kind }), new, old);
+        }
+        for (name, new, old) in [
+            (
+                "sockets",
+                counters.socket_overflow,
+                last.table.socket_overflow,
+            ),
+            (
+                "history",
+                counters.history_overflow,
+                last.table.history_overflow,
+            ),
+        ] {
+            grow(
+                &self.overflow.get_or_create(&TableLabel { table: name }),
+                new,
+                old,
+            );
+        }
+        *last = Mirrored {
+            kernel,
+            table: counters,
+        };
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
+            s.clear();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::event::{Cookie, Endpoint, Family, Task, Transition};
+
+    fn t(old: TcpState, new: TcpState) -> Transition {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Transition {
+            ts_ns: 1,
+            cookie: Cookie(1),
+            family: Family::Ipv4,
+            local: Endpoint::new(lo, 1000),
+            remote: Endpoint::new(lo, 80),
+            old,
+            new,
+            netns: 1,
+            cgroup: 0,
+            task: Task {
+                pid: 0,
+                tid: 0,
+                comm: String::new(),
+            },
+            fin: None,
+        }
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.observe_transition(&t(TcpState::Close, TcpState::SynSent), None, None);
+        m.observe_transition(
+            &t(TcpState::SynSent, TcpState::Established),
+            Some(std::time::Duration::from_millis(2)),
+            None,
+        );
+        let text = m.encode();
+        assert!(text.contains("enetstat_connections_opened_total{direction=\"active\"} 1"));
+        assert!(
+            text.contains("enetstat_transitions_total{old=\"CLOSE\",new=\"SYN_SENT\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE enetstat_connect_latency_seconds histogram"));
+        assert!(text.contains("enetstat_connect_latency_seconds_count 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,168 @@
+//! `enetstat daemon`: one long-running engine that loads the kernel programs once, keeps the
+//! live socket table, the closed-connection history and the lifecycle book, and serves them on
+//! a Unix socket; optionally Prometheus metrics over HTTP.
+//!
+//! # The socket
+//!
+//! Default `/run/enetstat/enetstat.sock` (`--socket PATH`), mode 0660, owner root, group from
+//! `--socket-group GROUP`: members of that group can use every client command without root.
+//! A socket file left by a daemon that was killed is replaced at start; if a live daemon
+//! answers on it, the new one refuses to start. The file is removed on every orderly exit.
+//!
+//! # The protocol (version 1)
+//!
+//! Newline-delimited JSON (NDJSON) both ways: a client writes one request per line and reads
+//! one reply per line. Every request carries `"v": 1` and an `"op"`. A connection may carry any
+//! number of `snapshot` and `stats` requests, one after the other; a `subscribe` request turns
+//! it into a stream for the rest of its life.
+//!
+//! Requests:
+//!
+//! ```json
+//! {"v":1,"op":"stats"}
+//! {"v":1,"op":"snapshot","filter":"dport = :443","recent_ms":60000,"format":"text",
+//!  "protos":["tcp"],"servers":"include","family":"ipv4","states":["TIME_WAIT"],
+//!  "numeric":true,"programs":true,"extend":false,"wide":false,"header":true}
+//! {"v":1,"op":"subscribe","stream":"transitions","filter":"state established",
+//!  "format":"json"}
+//! {"v":1,"op":"subscribe","stream":"lifecycles","format":"text","wide":false,
+//!  "time":"wall","utc":false,"start_ns":0,"header":true}
+//! ```
+//!
+//! Every field but `v` and `op` is optional. `filter` is an expression of the `watch` filter
+//! language (empty: everything); for snapshots it is tested against each socket of the table.
+//! `format` is `json` (the default), `text` or `csv`: the daemon renders with the same
+//! renderers the standalone commands use, so clients print exactly what `enetstat`,
+//! `enetstat watch` and `enetstat life` print without a daemon.
+//!
+//! Replies:
+//!
+//! - `stats`: `{"v":1,"stats":{...counters...}}`.
+//! - `snapshot`: `{"v":1,"output":"..."}`, `output` being the whole snapshot as `enetstat -c`
+//!   prints one refresh (with `format: json`, one JSON object on one line).
+//! - `subscribe`: `{"v":1,"ok":true,"subscribed":"transitions"}`, then the header line (text
+//!   and CSV, unless `"header":false`), then one line per event in the chosen format: with
+//!   `format: json` these are the objects `enetstat watch -o json` (or `life -o json`) prints.
+//! - Errors: `{"error":"what went wrong"}`. Malformed JSON, an unknown `op`, a wrong `v`, a bad
+//!   filter, a request longer than 64 KiB or one cut short without its newline each get one;
+//!   the connection stays usable except after a truncated request.
+//! - A subscriber that reads too slowly (more than `--client-queue` events waiting) is cut off
+//!   with `{"error":"lagged: N events dropped","lagged":N}` and the connection is closed; the
+//!   engine and the other clients never wait for it. Error lines always start `{"error"`,
+//!   which no text or CSV line does.
+
+pub mod engine;
+pub mod http;
+pub mod lines;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+
+use crate::probe::{Probe, ProbeError, ProbeOptions};
+
+pub use engine::EngineOptions;
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/enetstat/enetstat.sock";
+
+/// How to run the daemon.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub socket: PathBuf,
+    /// Group (name or gid) that may use the socket.
+    pub socket_group: Option<String>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    pub probe: ProbeOptions,
+    pub engine: EngineOptions,
+    /// Most events waiting for one subscriber before it is cut off.
+    pub queue_len: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot set up the socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another enetstat daemon is already serving on {0}. Stop it first (e.g. `systemctl stop \
+         enetstat`), or give this one another --socket PATH"
+    )]
+    AlreadyRunning(PathBuf),
+    #[error(
+        "{0} exists and is not a socket, so enetstat will not touch it. Remove it yourself if \
+         it is garbage, or give --socket another PATH"
+    )]
+    NotASocket(PathBuf),
+    #[error(
+        "there is no group {0:?}. Create it (`groupadd {0}`) and add the users who may query the \
+         daemon (`usermod -aG {0} USER`), or name another --socket-group"
+    )]
+    Group(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+}
+
+/// Runs the daemon until `stop` resolves. `ready` is called once the socket is served and the
+/// programs are attached.
+pub async fn run(
+    opts: DaemonOptions,
+    stop: impl Future<Output = ()>,
+    ready: impl FnOnce(&Probe),
+) -> Result<(), DaemonError> {
+    let gid = opts
+        .socket_group
+        .as_deref()
+        .map(server::group_id)
+        .transpose()?;
+    let metrics = opts.metrics.map(|_| Arc::new(metrics::Metrics::new()));
+    let http = match (opts.metrics, &metrics) {
+        (Some(addr), Some(m)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            Some(tokio::spawn(http::serve(listener, m.clone())))
+        }
+        _ => None,
+    };
+    // The socket file is removed when `_file` drops: on return, error or panic.
+    let (listener, _file) = server::bind(&opts.socket, gid)?;
+    let mut probe = Probe::start(opts.probe.clone())?;
+    let mut stream = probe.events()?;
+    let (commands, rx) = mpsc::channel(256);
+    let shared = server::Shared {
+        commands,
+        queue_len: opts.queue_len,
+        limits: opts.engine.limits,
+    };
+    let serving = tokio::spawn(server::serve(listener, shared));
+    ready(&probe);
+    let engine = engine::Engine::new(opts.engine.clone(), metrics);
+    let result = engine.run(&mut stream, rx, stop, || probe.counters()).await;
+    serving.abort();
+    let _ = serving.await;
+    if let Some(h) = http {
+        h.abort();
+    }
+    drop(stream);
+    drop(probe);
+    result.map_err(Into::into)
+}
+
+/// Default for how long closed connections are kept for `--recent`.
+pub const DEFAULT_KEEP_CLOSED: Duration = Duration::from_secs(3600);

@@ -1,0 +1,338 @@
+//! The wire protocol: one JSON object per line (NDJSON) each way. See the module docs of
+//! [`crate::daemon`] for the full description; this file parses requests and builds replies,
+//! with no I/O, so the parser is unit-tested (and fuzzed by its property test) without a socket.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. A request with another `v` gets an error reply.
+pub const VERSION: u32 = 1;
+
+/// Longest request line accepted, newline included. Longer lines get an error reply and the
+/// rest of the line is skipped.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// One request, as sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// One netstat-style snapshot of the live table, rendered by the daemon.
+    Snapshot(SnapshotRequest),
+    /// A stream of transitions or lifecycles, until the client goes away or lags.
+    Subscribe(SubscribeRequest),
+    /// The daemon's counters.
+    Stats,
+}
+
+/// A request with its version, as it travels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Envelope<'a> {
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: &'a Request,
+}
+
+/// Output format of a reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    Text,
+    #[default]
+    Json,
+    Csv,
+}
+
+/// Which sockets by role (netstat's `-l`, `-a`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireServers {
+    #[default]
+    Exclude,
+    Only,
+    Include,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotRequest {
+    /// A filter expression (the `watch` language) every socket must match; empty for all.
+    pub filter: String,
+    /// Also closed connections from the last `recent_ms` milliseconds.
+    pub recent_ms: Option<u64>,
+    /// `"tcp"`, `"udp"`; empty for both.
+    pub protos: Vec<String>,
+    pub servers: WireServers,
+    /// `"ipv4"` or `"ipv6"`; absent for both.
+    pub family: Option<String>,
+    /// Only sockets in these states (netstat or ss names); empty for any.
+    pub states: Vec<String>,
+    pub format: WireFormat,
+    pub numeric: bool,
+    pub programs: bool,
+    pub extend: bool,
+    pub wide: bool,
+    /// CSV: write the header line (a client refreshing with `-c` asks only the first time).
+    pub header: bool,
+}
+
+impl Default for SnapshotRequest {
+    fn default() -> Self {
+        Self {
+            filter: String::new(),
+            recent_ms: None,
+            protos: Vec::new(),
+            servers: WireServers::Exclude,
+            family: None,
+            states: Vec::new(),
+            format: WireFormat::Json,
+            numeric: false,
+            programs: false,
+            extend: false,
+            wide: false,
+            header: true,
+        }
+    }
+}
+
+/// What a subscription streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Every transition (`enetstat watch`).
+    #[default]
+    Transitions,
+    /// One record per connection when it ends (`enetstat life`).
+    Lifecycles,
+}
+
+/// What the TIME column of text output shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireTime {
+    #[default]
+    Wall,
+    Relative,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscribeRequest {
+    pub stream: Stream,
+    /// A filter expression; empty for everything.
+    pub filter: String,
+    pub format: WireFormat,
+    /// Text: the wide layout.
+    pub wide: bool,
+    /// Text: the TIME column.
+    pub time: WireTime,
+    /// Text: UTC instead of local time.
+    pub utc: bool,
+    /// Text with `time: relative`: the kernel monotonic time (ns) that is time zero.
+    pub start_ns: u64,
+    /// Text and CSV: send the header line first (`enetstat watch` writes its own).
+    pub header: bool,
+}
+
+impl Default for SubscribeRequest {
+    fn default() -> Self {
+        Self {
+            stream: Stream::Transitions,
+            filter: String::new(),
+            format: WireFormat::Json,
+            wide: false,
+            time: WireTime::Wall,
+            utc: false,
+            start_ns: 0,
+            header: true,
+        }
+    }
+}
+
+/// Why a request line was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request too long: over {MAX_REQUEST} bytes")]
+    TooLong,
+    #[error("request is not UTF-8")]
+    NotUtf8,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request has no \"v\"; this daemon speaks protocol version {VERSION}")]
+    NoVersion,
+    #[error("protocol version {0} is not supported; this daemon speaks version {VERSION}")]
+    Version(u64),
+    #[error("request ended without a newline (truncated)")]
+    Truncated,
+}
+
+/// Parses one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() >= MAX_REQUEST {
+        return Err(RequestError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+    let Some(obj) = value.as_object() else {
+        return Err(RequestError::Malformed("not a JSON object".into()));
+    };
+    match obj.get("v") {
+        None => return Err(RequestError::NoVersion),
+        Some(v) => match v.as_u64() {
+            Some(n) if n == u64::from(VERSION) => {}
+            Some(n) => return Err(RequestError::Version(n)),
+            None => return Err(RequestError::Malformed("\"v\" is not a number".into())),
+        },
+    }
+    serde_json::from_value(value).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+/// The line that encodes `request` (with its newline).
+pub fn request_line(request: &Request) -> String {
+    let mut s = serde_json::to_string(&Envelope {
+        v: VERSION,
+        request,
+    })
+    .unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// An error reply line (with its newline).
+pub fn error_line(message: &str) -> String {
+    let mut s = serde_json::json!({ "error": message }).to_string();
+    s.push('\n');
+    s
+}
+
+/// The reply that cuts off a subscriber that read too slowly.
+pub fn lagged_line(dropped: u64) -> String {
+    let mut s = serde_json::json!({
+        "error": format!("lagged: {dropped} events dropped"),
+        "lagged": dropped,
+    })
+    .to_string();
+    s.push('\n');
+    s
+}
+
+/// The acknowledgement that starts a subscription.
+pub fn subscribed_line(stream: Stream) -> String {
+    let mut s = serde_json::json!({ "v": VERSION, "ok": true, "subscribed": stream }).to_string();
+    s.push('\n');
+    s
+}
+
+/// A snapshot reply: the rendered output, exactly what standalone `enetstat` would print.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReply {
+    pub v: u32,
+    pub output: String,
+}
+
+/// Any reply line, as a client reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ReplyProbe {
+    pub error: Option<String>,
+    pub lagged: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Stats,
+            Request::Snapshot(SnapshotRequest {
+                filter: "dport = :443".into(),
+                recent_ms: Some(5000),
+                ..SnapshotRequest::default()
+            }),
+            Request::Subscribe(SubscribeRequest {
+                stream: Stream::Lifecycles,
+                filter: "state close".into(),
+                format: WireFormat::Text,
+                ..SubscribeRequest::default()
+            }),
+        ];
+        for r in reqs {
+            let line = request_line(&r);
+            assert!(line.ends_with('\n'));
+            assert_eq!(parse_request(line.trim_end().as_bytes()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn short_forms_from_the_docs_parse() {
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"stats"}"#),
+            Ok(Request::Stats)
+        );
+        let Ok(Request::Snapshot(s)) =
+            parse_request(br#"{"v":1,"op":"snapshot","filter":"sport = :22","recent_ms":1000}"#)
+        else {
+            panic!("not a snapshot")
+        };
+        assert_eq!(s.filter, "sport = :22");
+        assert_eq!(s.recent_ms, Some(1000));
+        assert!(s.header);
+        let Ok(Request::Subscribe(s)) =
+            parse_request(br#"{"v":1,"op":"subscribe","stream":"lifecycles"}"#)
+        else {
+            panic!("not a subscription")
+        };
+        assert_eq!(s.stream, Stream::Lifecycles);
+        assert_eq!(s.format, WireFormat::Json);
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        assert_eq!(
+            parse_request(br#"{"op":"stats"}"#),
+            Err(RequestError::NoVersion)
+        );
+        assert_eq!(
+            parse_request(br#"{"v":2,"op":"stats"}"#),
+            Err(RequestError::Version(2))
+        );
+        assert!(matches!(
+            parse_request(br#"{"v":1,"op":"reboot"}"#),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(br#"{"v":1,"op":"snap"#),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(b"[1,2]"),
+            Err(RequestError::Malformed(_))
+        ));
+        assert_eq!(parse_request(b"\xff\xfe"), Err(RequestError::NotUtf8));
+        assert_eq!(
+            parse_request(&vec![b' '; MAX_REQUEST]),
+            Err(RequestError::TooLong)
+        );
+        let lag: serde_json::Value = serde_json::from_str(&lagged_line(7)).unwrap();
+        assert_eq!(lag["error"], "lagged: 7 events dropped");
+        assert_eq!(lag["lagged"], 7);
+    }
+
+    proptest! {
+        /// The parser never panics, whatever arrives.
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_request(&bytes);
+        }
+
+        /// Nor on JSON-shaped input with the right version and odd fields.
+        #[test]
+        fn parser_never_panics_on_json(op in "[a-z_]{0,12}", key in "[a-z_]{0,10}", val in ".{0,20}") {
+            let line = serde_json::json!({"v": 1, "op": op, key: val}).to_string();
+            let _ = parse_request(line.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The Unix socket: its file (stale ones replaced, removed on exit, mode 0660 with the chosen
+//! group), and one task per client connection that reads requests and writes replies.
+
+use std::{
+    io,
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        UnixListener, UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{mpsc, oneshot},
+};
+
+use super::{
+    DaemonError,
+    engine::{Command, EntrySubject, Subscription},
+    lines,
+    protocol::{
+        self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest,
+        SubscribeRequest, WireFormat, WireServers,
+    },
+};
+use crate::{
+    event::Family,
+    filter::Filter,
+    pids::SocketOwners,
+    snapshot::{self, Format, Selection, Servers, SnapshotOptions},
+    sockdiag::Proto,
+    state::TcpState,
+    table::{Entry, Limits},
+};
+
+/// The socket file; removed on drop unless another daemon has replaced it since.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The gid of a group given by name or number.
+pub fn group_id(group: &str) -> Result<u32, DaemonError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).map_err(|_| DaemonError::Group(group.into()))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf's length is passed.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(DaemonError::Group(group.into()));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
+/// answers on it, and sets mode 0660 and the group.
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!("replacing the stale socket {}", path.display());
+                    std::fs::remove_file(path).map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(_) => return Err(DaemonError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // Nobody but root may connect until the mode and group are set.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(err)?;
+    let ino = std::fs::symlink_metadata(path).map_err(err)?.ino();
+    let file = SocketFile {
+        path: path.to_owned(),
+        ino,
+    };
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(err)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let listener = UnixListener::from_std(listener).map_err(err)?;
+    Ok((listener, file))
+}
+
+/// What every client task shares.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub commands: mpsc::Sender<Command>,
+    /// Events a subscriber may have queued before it is cut off.
+    pub queue_len: usize,
+    pub limits: Limits,
+}
+
+/// Accepts clients until the listener is dropped.
+pub async fn serve(listener: UnixListener, shared: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(client(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("cannot accept a client: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads one request line, at most [`MAX_REQUEST`] bytes. `None` at a clean end of input.
+async fn read_request(
+    rd: &mut BufReader<OwnedReadHalf>,
+) -> io::Result<Option<Result<Vec<u8>, RequestError>>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = rd.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (line.is_empty(), too_long) {
+                (_, true) => Some(Err(RequestError::TooLong)),
+                (true, false) => None,
+                (false, false) => Some(Err(RequestError::Truncated)),
+            });
+        }
+        let (chunk, used, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        if !too_long {
+            line.extend_from_slice(chunk);
+            if line.len() >= MAX_REQUEST {
+                too_long = true;
+                line = Vec::new();
+            }
+        }
+        rd.consume(used);
+        if done {
+            if too_long {
+                return Ok(Some(Err(RequestError::TooLong)));
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(Ok(line)));
+        }
+    }
+}
+
+async fn client(stream: UnixStream, shared: Shared) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    if let Err(e) = requests(&mut rd, &mut wr, &shared).await {
+        tracing::debug!("client went away: {e}");
+    }
+}
+
+async fn requests(
+    rd: &mut BufReader<OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+    shared: &Shared,
+) -> io::Result<()> {
+    loop {
+        let line = match read_request(rd).await? {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                wr.write_all(protocol::error_line(&e.to_string()).as_bytes())
+                    .await?;
+                if e == RequestError::Truncated {
+                    return Ok(());
+                }
+                continue;
+            }
+            Some(Ok(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Some(Ok(line)) => line,
+        };
+        let reply = match protocol::parse_request(&line) {
+            Err(e) => protocol::error_line(&e.to_string()),
+            Ok(Request::Stats) => stats(shared).await,
+            Ok(Request::Snapshot(r)) => snapshot(shared, r).await,
+            Ok(Request::Subscribe(r)) => match Filter::parse(&r.filter) {
+                Ok(filter) => return subscribe(rd, wr, shared, r, filter).await,
+                Err(e) => protocol::error_line(&format!("bad filter: {e}")),
+            },
+        };
+        wr.write_all(reply.as_bytes()).await?;
+    }
+}
+
+const GONE: &str = "the daemon is shutting down";
+
+async fn stats(shared: &Shared) -> String {
+    let (reply, rx) = oneshot::channel();
+    if shared.commands.send(Command::Stats { reply }).await.is_err() {
+        return protocol::error_line(GONE);
+    }
+    match rx.await {
+        Ok(stats) => {
+            let mut s = serde_json::json!({ "v": protocol::VERSION, "stats": stats }).to_string();
+            s.push('\n');
+            s
+        }
+        Err(_) => protocol::error_line(GONE),
+    }
+}
+
+/// The options of a snapshot request, as `enetstat`'s flags would set them.
+pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotOptions, String> {
+    let mut protos = Vec::new();
+    for p in &r.protos {
+        protos.push(match p.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            other => return Err(format!("unknown protocol {other:?}; use \"tcp\" or \"udp\"")),
+        });
+    }
+    if protos.is_empty() {
+        protos = vec![Proto::Tcp, Proto::Udp];
+    }
+    let family = match r.family.as_deref() {
+        None => None,
+        Some("ipv4") => Some(Family::Ipv4),
+        Some("ipv6") => Some(Family::Ipv6),
+        Some(other) => return Err(format!("unknown family {other:?}; use ipv4 or ipv6")),
+    };
+    let states = r
+        .states
+        .iter()
+        .map(|s| s.parse::<TcpState>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = Filter::parse(&r.filter).map_err(|e| format!("bad filter: {e}"))?;
+    let netns = snapshot::own_netns();
+    let extra: Option<snapshot::Matcher> = (!filter.is_all()).then(|| {
+        Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns)))
+            as snapshot::Matcher
+    });
+    Ok(SnapshotOptions {
+        select: Selection {
+            protos,
+            servers: match r.servers {
+                WireServers::Exclude => Servers::Exclude,
+                WireServers::Only => Servers::Only,
+                WireServers::Include => Servers::Include,
+            },
+            family,
+            states,
+            extra,
+        },
+        format: match r.format {
+            WireFormat::Text => Format::Text,
+            WireFormat::Json => Format::Json,
+            WireFormat::Csv => Format::Csv,
+        },
+        numeric: r.numeric,
+        programs: r.programs,
+        extend: r.extend,
+        wide: r.wide,
+        recent: r.recent_ms.map(Duration::from_millis),
+        limits,
+        resolve_budget: Duration::from_secs(1),
+    })
+}
+
+async fn snapshot(shared: &Shared, r: SnapshotRequest) -> String {
+    let opts = match snapshot_options(&r, shared.limits) {
+        Ok(o) => o,
+        Err(e) => return protocol::error_line(&e),
+    };
+    let owners = if opts.programs {
+        tokio::task::spawn_blocking(SocketOwners::scan)
+            .await
+            .unwrap_or_default()
+    } else {
+        SocketOwners::new()
+    };
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command::Snapshot {
+        opts: Box::new(opts.clone()),
+        owners,
+        reply,
+    };
+    if shared.commands.send(cmd).await.is_err() {
+        return protocol::error_line(GONE);
+    }
+    let Ok((rows, status)) = rx.await else {
+        return protocol::error_line(GONE);
+    };
+    let header = r.header;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        snapshot::render_traced(&opts, &rows, &status, &mut out, header).map(|()| out)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(out)) => {
+            let reply = SnapshotReply {
+                v: protocol::VERSION,
+                output: String::from_utf8_lossy(&out).into_owned(),
+            };
+            let mut s = serde_json::to_string(&reply).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        Ok(Err(e)) => protocol::error_line(&format!("cannot render the snapshot: {e}")),
+        Err(e) => protocol::error_line(&format!("cannot render the snapshot: {e}")),
+    }
+}
+
+/// Streams events to the client until it goes away or lags.
+async fn subscribe(
+    rd: &mut BufReader<OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+    shared: &Shared,
+    r: SubscribeRequest,
+    filter: Filter,
+) -> io::Result<()> {
+    let (queue, mut rx) = mpsc::channel(shared.queue_len.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let sub = Subscription {
+        stream: r.stream,
+        filter,
+        queue,
+        dropped: dropped.clone(),
+    };
+    if shared.commands.send(Command::Subscribe(sub)).await.is_err() {
+        return wr
+            .write_all(protocol::error_line(GONE).as_bytes())
+            .await;
+    }
+    let style = lines::style(&r);
+    let mut buf = protocol::subscribed_line(r.stream).into_bytes();
+    if r.header {
+        lines::write_header(&mut buf, r.stream, r.format, &style)?;
+    }
+    wr.write_all(&buf).await?;
+    buf.clear();
+    let mut batch = Vec::with_capacity(1024);
+    let mut scratch = [0u8; 512];
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    // The engine stopped.
+                    return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
+                }
+                let lost = dropped.load(Ordering::Relaxed);
+                if lost > 0 {
+                    tracing::info!("a subscriber lagged: {lost} events dropped; cutting it off");
+                    return wr.write_all(protocol::lagged_line(lost).as_bytes()).await;
+                }
+                for ev in batch.drain(..) {
+                    lines::write_event(&mut buf, &ev, r.stream, r.format, &style)?;
+                }
+                wr.write_all(&buf).await?;
+                buf.clear();
+            }
+            n = rd.read(&mut scratch), if reading => {
+                // Anything more the client sends is ignored. Its end of input may be a
+                // half-close (`socat`), so only a failed write ends the stream.
+                reading = matches!(n, Ok(n) if n > 0);
+            }
+        }
+    }
+}
