@@ -9,6 +9,7 @@ mod error;
 mod misses;
 mod preflight;
 mod stream;
+mod timer;
 
 use std::{os::fd::AsFd as _, time::Duration};
 

@@ -9,17 +9,16 @@
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    time::Instant,
-};
+use tokio::io::{Interest, unix::AsyncFd};
 
-use super::ProbeError;
+use super::{ProbeError, timer::Timer};
 
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     poll_interval: Duration,
-    next_poll: Option<Instant>,
+    /// Fires the follow-up poll; armed after every drain that found records.
+    timer: Timer,
+    poll_armed: bool,
 }
 
 impl EventStream {
@@ -31,15 +30,17 @@ impl EventStream {
         Ok(Self {
             ring,
             poll_interval,
-            next_poll: None,
+            timer: Timer::new().map_err(ProbeError::Poll)?,
+            poll_armed: false,
         })
     }
 
     /// Waits until records may be waiting: the kernel woke us, or a follow-up poll is due.
     /// Cancel-safe, so it can sit in a `select!` beside signals.
     pub async fn ready(&mut self) -> Result<(), ProbeError> {
-        let next_poll = self.next_poll;
+        let poll_armed = self.poll_armed;
         let ring = &mut self.ring;
+        let timer = &self.timer;
         let readable = async move {
             let mut guard = ring.readable_mut().await.map_err(ProbeError::Poll)?;
             // Clearing before the drain is safe: whatever arrives after this point is either
@@ -47,16 +48,15 @@ impl EventStream {
             guard.clear_ready();
             Ok::<(), ProbeError>(())
         };
-        match next_poll {
-            Some(at) => {
-                tokio::select! {
-                    r = readable => r?,
-                    () = tokio::time::sleep_until(at) => {}
-                }
+        if poll_armed {
+            tokio::select! {
+                r = readable => r?,
+                r = timer.fired() => r.map_err(ProbeError::Poll)?,
             }
-            None => readable.await?,
+        } else {
+            readable.await?;
         }
-        self.next_poll = None;
+        self.poll_armed = false;
         Ok(())
     }
 
@@ -69,7 +69,10 @@ impl EventStream {
             n += 1;
         }
         if n > 0 && !self.poll_interval.is_zero() {
-            self.next_poll = Some(Instant::now() + self.poll_interval);
+            match self.timer.arm(self.poll_interval) {
+                Ok(()) => self.poll_armed = true,
+                Err(e) => tracing::warn!("cannot arm the ring-buffer poll timer: {e}"),
+            }
         }
         n
     }
