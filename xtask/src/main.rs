@@ -15,6 +15,7 @@ macro_rules! say {
     };
 }
 
+mod bench;
 mod build;
 mod cargo;
 mod cmd;
@@ -52,6 +53,8 @@ enum Task {
     Test(test::Options),
     /// Check formatting and run clippy on every crate, warnings denied.
     Lint(lint::Options),
+    /// Run every benchmark (overhead, lossless, replay, latency, scale) and write the results.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Task::Run(options) => options.run(),
         Task::Test(options) => options.run(),
         Task::Lint(options) => options.run(),
+        Task::Bench(options) => options.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

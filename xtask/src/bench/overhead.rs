@@ -1,0 +1,178 @@
+//! Benchmark 1, overhead on the traced host: the load generator's connection rate untraced and
+//! under each tracing configuration, alternating, several rounds; reported as the median rate and
+//! its ratio to the untraced median.
+
+use std::{process::Stdio, time::Duration};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::{Context, Row, Verdict, child, enetstat::Summary, median};
+
+struct Config {
+    name: &'static str,
+    /// enetstat's arguments; `None` runs untraced.
+    args: Option<Vec<String>>,
+    /// Whether it prints "tracing" when ready (watch) or needs a settle time.
+    announces: bool,
+    target: Option<f64>,
+}
+
+pub fn run(cx: &Context) -> Result<(Value, Vec<Row>)> {
+    let words = |s: &str| Some(s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    let mut configs = vec![
+        Config {
+            name: "untraced",
+            args: None,
+            announces: false,
+            target: None,
+        },
+        Config {
+            name: "watch -o json > /dev/null",
+            args: words("watch -o json"),
+            announces: true,
+            target: Some(0.80),
+        },
+        Config {
+            name: "watch -o json --wakeup-us 0 (wake per event)",
+            args: words("watch -o json --wakeup-us 0"),
+            announces: true,
+            target: None,
+        },
+    ];
+    if cx.tools.daemon {
+        let socket = super::enetstat::scratch(&cx.out_dir, "overhead.sock");
+        configs.push(Config {
+            name: "daemon",
+            args: words(&format!("daemon --socket {}", socket.display())),
+            announces: false,
+            target: Some(0.90),
+        });
+    }
+    if cx.tools.live {
+        configs.push(Config {
+            name: "live table -c 1 -tan > /dev/null (daemon stand-in)",
+            args: words("-c 1 -tan"),
+            announces: false,
+            target: None,
+        });
+    }
+
+    say!("overhead: warm-up run (not counted)");
+    cx.churn(&[("--seconds", "1".into())])?;
+
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut lost = vec![0u64; configs.len()];
+    let mut failed: Vec<Option<String>> = vec![None; configs.len()];
+    for round in 0..cx.rounds {
+        // Rotate the order so no configuration always runs right after the same other one.
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let config = &configs[i];
+            say!(
+                "overhead: round {}/{}: {}",
+                round + 1,
+                cx.rounds,
+                config.name
+            );
+            if failed[i].is_some() {
+                continue;
+            }
+            let started = match &config.args {
+                None => Ok(None),
+                Some(args) if config.announces => {
+                    cx.tools.tracer(config.name, args, Stdio::null()).map(Some)
+                }
+                Some(args) => cx
+                    .tools
+                    .background(config.name, args, Duration::from_secs(3))
+                    .map(Some),
+            };
+            // One configuration that cannot start (a mode still being built) must not cost
+            // the others their numbers; Ctrl-C still stops everything.
+            let tracer = match started {
+                Ok(t) => t,
+                Err(e) if child::check().is_err() => return Err(e),
+                Err(e) => {
+                    say!(
+                        "overhead: {} could not start, skipping it: {e:#}",
+                        config.name
+                    );
+                    failed[i] = Some(format!("{e:#}"));
+                    continue;
+                }
+            };
+            let cpu_before = tracer.as_ref().and_then(|t| child::cpu_time(t.id()));
+            let result = cx.churn(&[("--seconds", cx.seconds.to_string())])?;
+            rates[i].push(result["rate_cps"].as_f64().unwrap_or(0.0));
+            if let Some(mut tracer) = tracer {
+                let cpu_after = child::cpu_time(tracer.id());
+                if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+                    let elapsed = result["elapsed_s"].as_f64().unwrap_or(1.0);
+                    cpu[i].push((b - a).as_secs_f64() / elapsed * 100.0);
+                }
+                tracer.stop(libc::SIGINT, Duration::from_secs(10))?;
+                lost[i] += Summary::find(&tracer.stderr.all()).map_or(0, |s| s.lost);
+            }
+        }
+    }
+
+    let base = median(&rates[0]);
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        if let Some(error) = &failed[i] {
+            details.push(json!({ "config": config.name, "error": error }));
+            let target = config.target.map_or("-".into(), |t| format!(">= {t:.2}"));
+            rows.push(Row::na(
+                "overhead",
+                config.name,
+                &format!("failed: {error}"),
+                &target,
+            ));
+            continue;
+        }
+        let m = median(&rates[i]);
+        let ratio = m / base;
+        let cpu_pct = (!cpu[i].is_empty()).then(|| median(&cpu[i]));
+        details.push(json!({
+            "config": config.name,
+            "rates_cps": rates[i],
+            "median_cps": m,
+            "ratio": ratio,
+            "tracer_cpu_pct_of_one_core": cpu_pct,
+            "lost": lost[i],
+            "target_ratio": config.target,
+        }));
+        let mut value = format!("{m:.0} conn/s, ratio {ratio:.2}");
+        if let Some(c) = cpu_pct {
+            value.push_str(&format!(", tracer CPU {c:.0}%"));
+        }
+        if lost[i] > 0 {
+            value.push_str(&format!(", {} lost", lost[i]));
+        }
+        rows.push(Row {
+            bench: "overhead",
+            config: config.name.to_owned(),
+            value,
+            target: config.target.map_or("-".into(), |t| format!(">= {t:.2}")),
+            verdict: match config.target {
+                None => Verdict::Info,
+                Some(t) => Verdict::of(ratio >= t),
+            },
+        });
+    }
+    if !cx.tools.daemon {
+        rows.push(Row::na(
+            "overhead",
+            "daemon",
+            "n/a (no daemon yet)",
+            ">= 0.90",
+        ));
+    }
+    Ok((
+        json!({ "workers": cx.workers, "seconds": cx.seconds, "rounds": cx.rounds, "configs": details }),
+        rows,
+    ))
+}
