@@ -100,7 +100,9 @@ pub struct StateChange {
     pub retransmits: u32,
     /// Smoothed RTT in microseconds (`tcp_sock.srtt_us >> 3`), at CLOSE.
     pub srtt_us: u32,
-    pub _pad1: u32,
+    /// 1 when the peer's FIN arrived (`SOCK_DONE`), at CLOSE. The kernel counts that FIN as a
+    /// byte in `bytes_received`.
+    pub fin_received: u32,
     /// Data bytes sent, not counting retransmissions (`tcp_sock.bytes_sent - bytes_retrans`),
     /// at CLOSE.
     pub bytes_sent: u64,
@@ -168,7 +170,8 @@ pub struct Offsets {
     pub cgroup_kn: u32,
     /// `struct kernfs_node`: `id` (u64).
     pub kernfs_node_id: u32,
-    pub _pad: u32,
+    /// `struct sock`: `sk_flags` (unsigned long); bit `SOCK_DONE` says a FIN arrived.
+    pub sk_flags: u32,
 }
 
 /// The most ports each kernel-side port filter holds; longer lists are filtered in userspace only.
@@ -232,7 +235,7 @@ impl Config {
             sk_cgroup: 0,
             cgroup_kn: 0,
             kernfs_node_id: 0,
-            _pad: 0,
+            sk_flags: 0,
         },
         filter: KernelFilter {
             family: 0,

@@ -42,6 +42,9 @@ static COUNTERS: PerCpuArray<u64> =
 #[map]
 static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 
+/// `enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1 (stable since Linux 2.6).
+const SOCK_DONE: u64 = 1;
+
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -255,6 +258,7 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
     let new = new_state as u8;
     let (mut sk_err, mut retransmits, mut srtt_us, mut bytes_sent, mut bytes_received) =
         (0, 0, 0, 0, 0);
+    let mut fin_received = 0;
     if new == tcp_state::CLOSE {
         sk_err = read(bank, sk, off.sk_err);
         retransmits = read(bank, sk, off.tcp_total_retrans);
@@ -262,6 +266,8 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
         let sent: u64 = read(bank, sk, off.tcp_bytes_sent);
         bytes_sent = sent.saturating_sub(read(bank, sk, off.tcp_bytes_retrans));
         bytes_received = read(bank, sk, off.tcp_bytes_received);
+        // SOCK_DONE is bit 1 of sk_flags, set by tcp_fin() when the peer's FIN arrives.
+        fin_received = ((read::<u64>(bank, sk, off.sk_flags) >> SOCK_DONE) & 1) as u32;
     }
 
     entry.write(StateChange {
@@ -281,7 +287,7 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
         sk_err,
         retransmits,
         srtt_us,
-        _pad1: 0,
+        fin_received,
         bytes_sent,
         bytes_received,
         cgroup,

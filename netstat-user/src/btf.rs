@@ -107,7 +107,8 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
         sk_cgroup: at("sock", "sk_cgrp_data.cgroup").unwrap_or(0),
         cgroup_kn: at("cgroup", "kn").unwrap_or(0),
         kernfs_node_id: at("kernfs_node", "id").unwrap_or(0),
-        _pad: 0,
+        // Moved into sock_common (as skc_flags) in Linux 6.x; `struct sock` had it before.
+        sk_flags: at("sock", "__sk_common.skc_flags").or_else(|_| at("sock", "sk_flags"))?,
     })
 }
 

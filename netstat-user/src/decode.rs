@@ -94,6 +94,7 @@ pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
             bytes_received: raw.bytes_received,
             retransmits: raw.retransmits,
             srtt_us: raw.srtt_us,
+            fin_received: raw.fin_received != 0,
         }),
     })
 }
@@ -157,7 +158,7 @@ mod tests {
             sk_err: 0,
             retransmits: 0,
             srtt_us: 0,
-            _pad1: 0,
+            fin_received: 0,
             bytes_sent: 0,
             bytes_received: 0,
             cgroup: 0,

@@ -87,6 +87,8 @@ pub struct Final {
     pub bytes_received: u64,
     pub retransmits: u32,
     pub srtt_us: u32,
+    /// The peer's FIN arrived (the kernel counts it as a byte in `bytes_received`).
+    pub fin_received: bool,
 }
 
 /// One TCP state transition, decoded.

@@ -121,13 +121,8 @@ impl Lives {
             ));
             let fin = t.fin.unwrap_or_default();
             // The kernel counts the peer's FIN in `bytes_received` (it advances rcv_nxt like a
-            // byte of data). The states tell whether one came: the passive side passed
-            // CLOSE_WAIT, the active side left FIN_WAIT2 for TIME_WAIT, or both closed at once.
-            let peer_fin = open
-                .states
-                .iter()
-                .any(|(s, _)| matches!(s, CloseWait | LastAck | Closing))
-                || (t.old == FinWait2 && end == End::Normal);
+            // byte of data); the record says whether one came.
+            let peer_fin = fin.fin_received;
             return Some(Lifecycle {
                 cookie: t.cookie,
                 family: t.family,
@@ -210,6 +205,7 @@ mod tests {
                 bytes_received: 20,
                 retransmits: 1,
                 srtt_us: 50,
+                fin_received: new == Close && errno == 0 && old != SynSent,
             }),
         }
     }

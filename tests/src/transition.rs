@@ -100,6 +100,10 @@ pub struct Transition {
     pub ms_in_old: Option<f64>,
     /// Inode of the socket's network namespace.
     pub netns: Option<u64>,
+    /// How the connection ended (`normal`, `refused`, `timeout`, `reset_received`,
+    /// `reset_sent`, `aborted`) on a transition into CLOSE; null (or absent) otherwise.
+    #[serde(default)]
+    pub end: Option<String>,
     /// The line as printed, for messages.
     #[serde(skip)]
     pub raw: String,
