@@ -4,7 +4,9 @@
 //! Fed the same transitions as the event log (after the tracker has added owner and timing),
 //! plus the reset records. Listening sockets are not connections and produce no lifecycle.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use crate::{
     end::{End, classify},
@@ -58,7 +60,7 @@ struct Open {
 /// Connections in flight, capped; ones beyond the cap are counted, not followed.
 #[derive(Debug)]
 pub struct Lives {
-    open: HashMap<Cookie, Open>,
+    open: FxHashMap<Cookie, Open>,
     capacity: usize,
     /// Connections not followed because `capacity` was reached.
     pub overflow: u64,
@@ -67,7 +69,7 @@ pub struct Lives {
 impl Lives {
     pub fn new(capacity: usize) -> Self {
         Self {
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             capacity,
             overflow: 0,
         }
@@ -164,7 +166,8 @@ impl Lives {
                 start_ns: t.ts_ns,
                 since_ns: t.ts_ns,
                 state: t.new,
-                states: Vec::new(),
+                // A connection passes through four or five states.
+                states: Vec::with_capacity(6),
                 connect: None,
                 complete: born,
                 last_reset: None,

@@ -4,7 +4,9 @@
 //! and which process it belongs to, need the socket's earlier records; this keeps them, bounded,
 //! and forgets a socket when it reaches CLOSE.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use crate::{
     event::{Cookie, Owner, Transition},
@@ -31,7 +33,7 @@ struct Memo {
 /// Socket memory, capped at `capacity` sockets.
 #[derive(Debug)]
 pub struct Tracker {
-    sockets: HashMap<Cookie, Memo>,
+    sockets: FxHashMap<Cookie, Memo>,
     listeners: Listeners,
     capacity: usize,
     /// Sockets not remembered because the tracker was full.
@@ -41,7 +43,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(capacity: usize) -> Self {
         Self {
-            sockets: HashMap::new(),
+            sockets: FxHashMap::default(),
             listeners: Listeners::default(),
             capacity,
             overflow: 0,
@@ -60,42 +62,56 @@ impl Tracker {
     /// Applies a transition and returns what it adds. May fill in the local port of a record
     /// the kernel sent before the port was assigned.
     pub fn apply(&mut self, t: &mut Transition) -> Context {
-        let memo = self.sockets.get(&t.cookie);
-        let in_old = memo.map(|m| Duration::from_nanos(t.ts_ns.saturating_sub(m.since_ns)));
-        if t.local.port.is_none() {
-            t.local.port = memo.and_then(|m| m.lport);
-        }
-        let owner = if in_owner_context(t.old, t.new) && t.task.pid != 0 {
-            Some(Owner {
-                pid: t.task.pid,
-                comm: t.task.comm.clone(),
+        let from_task = (in_owner_context(t.old, t.new) && t.task.pid != 0).then(|| Owner {
+            pid: t.task.pid,
+            comm: t.task.comm.clone(),
+        });
+        // One hash lookup per event: this runs for every record, at up to millions a second.
+        let known = if t.new == TcpState::Close {
+            self.sockets.remove(&t.cookie).map(|memo| {
+                let in_old = Duration::from_nanos(t.ts_ns.saturating_sub(memo.since_ns));
+                t.local.port = t.local.port.or(memo.lport);
+                (in_old, from_task.clone().or(memo.owner))
             })
-        } else if let Some(owner) = memo.and_then(|m| m.owner.clone()) {
-            Some(owner)
-        } else if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv) {
-            self.listeners.owner_for_accepted(t).cloned()
         } else {
-            None
+            self.sockets.get_mut(&t.cookie).map(|memo| {
+                let in_old = Duration::from_nanos(t.ts_ns.saturating_sub(memo.since_ns));
+                t.local.port = t.local.port.or(memo.lport);
+                memo.since_ns = t.ts_ns;
+                memo.lport = t.local.port;
+                if let Some(owner) = &from_task {
+                    memo.owner = Some(owner.clone());
+                }
+                (in_old, memo.owner.clone())
+            })
         };
-        self.listeners.observe(t, owner.as_ref());
-
-        if t.new == TcpState::Close {
-            self.sockets.remove(&t.cookie);
-        } else if let Some(memo) = self.sockets.get_mut(&t.cookie) {
-            memo.since_ns = t.ts_ns;
-            memo.owner.clone_from(&owner);
-            memo.lport = t.local.port.or(memo.lport);
-        } else if self.sockets.len() < self.capacity {
-            self.sockets.insert(
-                t.cookie,
-                Memo {
-                    since_ns: t.ts_ns,
-                    owner: owner.clone(),
-                    lport: t.local.port,
-                },
-            );
-        } else {
-            self.overflow += 1;
+        let (in_old, owner) = match known {
+            Some((in_old, owner)) => (Some(in_old), owner),
+            None => {
+                let owner = from_task.or_else(|| {
+                    ((t.old, t.new) == (TcpState::Listen, TcpState::SynRecv))
+                        .then(|| self.listeners.owner_for_accepted(t).cloned())
+                        .flatten()
+                });
+                if t.new != TcpState::Close {
+                    if self.sockets.len() < self.capacity {
+                        self.sockets.insert(
+                            t.cookie,
+                            Memo {
+                                since_ns: t.ts_ns,
+                                owner: owner.clone(),
+                                lport: t.local.port,
+                            },
+                        );
+                    } else {
+                        self.overflow += 1;
+                    }
+                }
+                (None, owner)
+            }
+        };
+        if matches!(t.new, TcpState::Listen) || t.old == TcpState::Listen {
+            self.listeners.observe(t, owner.as_ref());
         }
         Context { in_old, owner }
     }
