@@ -27,6 +27,17 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// The daemon's socket. Client commands (snapshots, watch, life) use a running daemon
+    /// through it, and need neither root nor CAP_BPF then (only membership of the socket's
+    /// group). Without this flag they use /run/enetstat/enetstat.sock when it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<std::path::PathBuf>,
+
+    /// Never use a daemon: load the eBPF programs in this process (root or CAP_BPF and
+    /// CAP_PERFMON).
+    #[arg(long, global = true, conflicts_with = "socket")]
+    pub standalone: bool,
+
     /// No subcommand: a netstat-style snapshot (see the snapshot flags).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -74,6 +85,108 @@ Examples:
   enetstat life 'from syn-sent'      connections that failed to connect"
     )]
     Life(WatchArgs),
+
+    /// Run the engine as a service: load the programs once, keep the live table, the history
+    /// of closed connections and the lifecycles, and serve them to clients on a Unix socket
+    /// (and Prometheus metrics with --metrics). Stops on SIGINT or SIGTERM.
+    #[command(
+        after_help = "The socket (--socket, default /run/enetstat/enetstat.sock) is mode 0660, owner root, \
+group --socket-group: its members can run `enetstat`, `enetstat watch` and `enetstat life` without \
+root. The protocol (NDJSON) is described in the README.\n\n\
+Examples:\n  enetstat daemon --socket-group enetstat\n  \
+enetstat daemon --metrics 127.0.0.1:9977 --keep-closed 1h"
+    )]
+    Daemon(DaemonArgs),
+
+    /// Write the man pages and shell completions to DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write `man/` and `completions/`.
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Group (name or gid) allowed to use the socket.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default), e.g. 127.0.0.1:9977.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
+    pub ring_size: u32,
+
+    /// Compare the table with the kernel's socket dump every SECS seconds (and refresh the
+    /// metrics' gauges).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    pub reconcile: Duration,
+
+    /// Keep closed connections this long, for `enetstat --recent` (e.g. 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::snapshot_args::parse_duration)]
+    pub keep_closed: Duration,
+
+    /// Most live sockets in the table (and sockets followed for durations and lifecycles).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_sockets: usize,
+
+    /// Most closed connections remembered.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_closed: usize,
+
+    /// Most events waiting for one subscriber; one that falls further behind is cut off with
+    /// "lagged: N events dropped".
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub client_queue: usize,
+
+    /// Longest time (microseconds) a record may wait in the ring before the daemon reads it.
+    #[arg(
+        long,
+        value_name = "USECS",
+        default_value_t = 250,
+        hide_short_help = true
+    )]
+    pub wakeup_us: u64,
+
+    /// Keep every capability (by default the daemon drops all but CAP_SYS_PTRACE and
+    /// CAP_DAC_READ_SEARCH, which `-p` needs, once its programs are attached).
+    #[arg(long)]
+    pub keep_capabilities: bool,
+
+    /// Also write every transition to PATH as NDJSON (the objects `watch -o json` prints), from
+    /// a thread of its own: a slow disk never holds the daemon up (what does not fit in its
+    /// queue is counted as dropped, see `stats`).
+    #[arg(long, value_name = "PATH")]
+    pub event_log: Option<std::path::PathBuf>,
+
+    /// Rotate the event log when it reaches this size (PATH -> PATH.1 -> ...).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_log_size)]
+    pub event_log_size: u64,
+
+    /// Rotated event logs kept.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub event_log_keep: u32,
+}
+
+/// A size like `64M` or `1G` (binary units), or bytes.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift))
+        .filter(|n| *n >= 4096)
+        .ok_or_else(|| format!("{s:?} is not a size of at least 4K; use e.g. 64M"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

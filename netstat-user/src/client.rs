@@ -162,11 +162,7 @@ impl Client {
     /// The next line, or `None` at the end; error lines become errors.
     pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
         let mut line = String::new();
-        let n = self
-            .rd
-            .read_line(&mut line)
-            .await
-            .map_err(|e| self.io(e))?;
+        let n = self.rd.read_line(&mut line).await.map_err(|e| self.io(e))?;
         if n == 0 {
             return Ok(None);
         }
@@ -180,6 +176,11 @@ impl Client {
             });
         }
         Ok(Some(line))
+    }
+
+    /// Bytes already read from the daemon and not yet returned as lines.
+    pub fn buffered(&self) -> usize {
+        self.rd.buffer().len()
     }
 
     async fn reply(&mut self) -> Result<String, ClientError> {

@@ -8,6 +8,7 @@
 //! these together.
 
 pub mod btf;
+pub mod cgroup;
 pub mod client;
 pub mod clock;
 pub mod daemon;

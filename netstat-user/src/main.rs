@@ -2,7 +2,9 @@
 //! into one clear paragraph on stderr (no backtraces).
 
 mod cli;
+mod generate;
 mod snapshot_args;
+mod via_daemon;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -54,10 +56,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cli.command {
-        Some(Command::Watch(args)) => runtime.block_on(watch(args, Mode::Transitions)),
-        Some(Command::Life(args)) => runtime.block_on(watch(args, Mode::Lifecycles)),
-        None => runtime.block_on(snapshot(cli.snapshot)),
+    let socket = via_daemon::socket_for(&cli);
+    match (cli.command, socket) {
+        (Some(Command::Daemon(args)), _) => via_daemon::daemon(args, cli.socket),
+        (Some(Command::GenerateDocs { dir }), _) => {
+            generate::docs(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(Command::Watch(args)), Some(path)) => {
+            runtime.block_on(via_daemon::watch(&path, args, Mode::Transitions))
+        }
+        (Some(Command::Life(args)), Some(path)) => {
+            runtime.block_on(via_daemon::watch(&path, args, Mode::Lifecycles))
+        }
+        (None, Some(path)) => runtime.block_on(via_daemon::snapshot(&path, cli.snapshot)),
+        (Some(Command::Watch(args)), None) => runtime.block_on(watch(args, Mode::Transitions)),
+        (Some(Command::Life(args)), None) => runtime.block_on(watch(args, Mode::Lifecycles)),
+        (None, None) => runtime.block_on(snapshot(cli.snapshot)),
     }
 }
 
@@ -172,6 +187,12 @@ fn watch_filter(args: &WatchArgs) -> Result<Filter> {
 async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
     let opts = args.options();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    if args.recent.is_some() && args.continuous.is_none() {
+        anyhow::bail!(
+            "--recent needs tracing: add -c, or start `enetstat daemon`, which remembers closed \
+             connections for every client"
+        );
+    }
     let Some(cont) = args.continuous() else {
         match enetstat::snapshot::once(&opts, &mut out) {
             Err(enetstat::snapshot::SnapshotError::Output(e))

@@ -104,7 +104,7 @@ impl SocketOwners {
 
     /// The process holding the socket with this inode.
     pub fn get(&self, inode: u64) -> Option<&Owner> {
-        if inode == 0 {
+        if inode == 0 || self.by_inode.is_empty() {
             return None;
         }
         self.by_inode.get(&inode)

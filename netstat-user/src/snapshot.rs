@@ -9,6 +9,7 @@
 use std::{
     future::Future,
     io::{self, Write},
+    net::IpAddr,
     os::unix::fs::MetadataExt,
     pin::pin,
     sync::Arc,
@@ -21,11 +22,11 @@ use serde::Serialize;
 use crate::{
     clock::monotonic_ns,
     decode::decode_record,
-    event::{Endpoint, Family, Record},
+    event::{Cookie, Endpoint, Family, Owner, Record},
     pids::SocketOwners,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
-        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow, Title},
+        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, Title},
         table_data::{self, JsonSnapshot, JsonSocket},
     },
     resolve::Resolver,
@@ -216,9 +217,11 @@ struct View<'a> {
 /// Prints one snapshot from a single socket dump: no eBPF.
 pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), SnapshotError> {
     let started = monotonic_ns();
-    let dump = sockdiag::dump(&opts.select.protos)?;
     let mut table = Table::new(opts.limits, None);
-    table.seed(&dump, started);
+    // The dump goes straight into the table: no list of every socket next to it.
+    table.seed_with(started, |sink| {
+        sockdiag::dump_each(&opts.select.protos, sink)
+    })?;
     let owners = if opts.programs {
         SocketOwners::scan()
     } else {
@@ -272,8 +275,10 @@ pub async fn continuous(
     // Tracing is on before the seed, so nothing falls between the dump and the first event.
     drain(stream, &mut table, &mut undecodable);
     let started = monotonic_ns();
-    let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
-    table.seed(&dump, started);
+    table.seed_with(started, |sink| {
+        sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
+    })?;
+    trim();
     let mut last_reconcile = tokio::time::Instant::now();
 
     let mut owners = SocketOwners::new();
@@ -298,12 +303,17 @@ pub async fn continuous(
         drain(stream, &mut table, &mut undecodable);
         if last_reconcile.elapsed() >= cont.reconcile {
             let started = monotonic_ns();
-            let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
-            drain(stream, &mut table, &mut undecodable);
-            let c = table.reconcile(&dump, started, &[Proto::Tcp, Proto::Udp]);
+            let both = [Proto::Tcp, Proto::Udp];
+            let c = table.reconcile_with(
+                started,
+                &both,
+                |sink| sockdiag::dump_each(&both, sink),
+                |table| drain(stream, table, &mut undecodable),
+            )?;
             if c.total() > 0 {
                 tracing::debug!(?c, "reconciliation corrected the table");
             }
+            trim();
             last_reconcile = tokio::time::Instant::now();
         }
         if opts.programs {
@@ -332,6 +342,8 @@ pub async fn continuous(
         let written =
             render(&mut view, &mut table, Some(&status), out, first).and_then(|()| out.flush());
         first = false;
+        // A refresh's transient memory (the sorted list, names) goes back to the system.
+        trim();
         match written {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::ClosedOutput,
@@ -345,65 +357,156 @@ pub async fn continuous(
     Ok((end, status))
 }
 
+/// Gives the heap's free memory back to the system: after a dump or a refresh of a large
+/// table, glibc would otherwise keep its peak for the process's lifetime.
+fn trim() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// The inode of this process's network namespace: the table holds that namespace's sockets.
 pub fn own_netns() -> Option<u32> {
     let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
     u32::try_from(ino).ok()
 }
 
-/// The rows of a snapshot, sorted as shown: live sockets, then closed connections.
-fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
-    let opts = view.opts;
-    let mut live: Vec<&Entry> = table.live().filter(|e| opts.select.matches(e)).collect();
-    live.sort_by_key(|e| {
-        (
-            e.proto,
-            e.family == Family::Ipv6,
-            e.local.addr,
-            e.local.port,
-            e.remote.addr,
-            e.remote.port,
-            e.cookie,
-        )
-    });
-    let holders: Vec<_> = live
-        .iter()
-        .filter_map(|e| Some((e.cookie, view.owners.get(e.inode)?.clone())))
-        .collect();
-    let mut rows: Vec<Row> = live
-        .iter()
-        .map(|e| {
-            let held = view.owners.get(e.inode);
-            let owner = match (held, &e.owner) {
-                (Some(o), _) => Some(ShownOwner {
-                    pid: o.pid,
-                    comm: o.comm.clone(),
-                    holds: true,
-                }),
-                (None, Some(o)) if view.tracing => Some(ShownOwner {
-                    pid: o.pid,
-                    comm: o.comm.clone(),
-                    holds: false,
-                }),
-                _ => None,
-            };
-            row(
-                e,
-                owner,
-                e.age_ns(view.now_ns).map(Duration::from_nanos),
-                None,
-            )
-        })
-        .collect();
-    for (cookie, owner) in holders {
-        table.note_holder(cookie, &owner);
+/// The live sockets a snapshot shows, in the order shown.
+fn shown_live<'t>(opts: &SnapshotOptions, table: &'t Table) -> Vec<&'t Entry> {
+    // Sockets with two IPv4 addresses (nearly all, usually) sort as 16-byte integers: their
+    // whole order but the cookie (100 bits, see `packed_key`) above their position in the
+    // table (28 bits); equal keys (listeners sharing a port) are then put in cookie order.
+    // The rest sort on the full key, and the two sorted runs are merged. Cookies are
+    // unique, so no two keys are equal and unstable sorts show the same as a stable one.
+    const POS_BITS: u32 = 28;
+    const POS: u128 = (1 << POS_BITS) - 1;
+    let entries = table.entries();
+    let mut keys: Vec<u128> = Vec::new();
+    let mut rest: Vec<&Entry> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !opts.select.matches(e) {
+            continue;
+        }
+        match packed_key(e) {
+            Some(k) if (i as u128) <= POS => keys.push(k << POS_BITS | i as u128),
+            _ => rest.push(e),
+        }
     }
-    if let Some(recent) = opts.recent.filter(|_| view.tracing) {
-        let since = view.now_ns.saturating_sub(recent.as_nanos() as u64);
-        for c in table.history().since(since) {
-            if !opts.select.matches_closed(&c.entry) {
-                continue;
-            }
+    keys.sort_unstable();
+    let mut packed: Vec<&Entry> = Vec::with_capacity(keys.len());
+    let mut run = 0;
+    for (n, &k) in keys.iter().enumerate() {
+        if n > 0 && k >> POS_BITS != keys[n - 1] >> POS_BITS {
+            packed[run..].sort_unstable_by_key(|e| e.cookie);
+            run = n;
+        }
+        packed.push(&entries[(k & POS) as usize]);
+    }
+    packed[run..].sort_unstable_by_key(|e| e.cookie);
+    drop(keys);
+    if rest.is_empty() {
+        return packed;
+    }
+    rest.sort_unstable_by_key(|e| sort_key(e));
+    let mut live = Vec::with_capacity(packed.len() + rest.len());
+    let mut a = packed.into_iter().peekable();
+    let mut b = rest.into_iter().peekable();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if sort_key(x) < sort_key(y) => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(e) => live.push(e),
+            None => break,
+        }
+    }
+    live
+}
+
+/// [`sort_key`] but the cookie, as one integer, for a socket with two IPv4 addresses:
+/// protocol (1 bit), IPv6 family (1), local address (32), local port (17: 0 for none, else
+/// port + 1, as `None < Some`), remote address (32), remote port (17).
+fn packed_key(e: &Entry) -> Option<u128> {
+    let (IpAddr::V4(l), IpAddr::V4(r)) = (e.local.addr, e.remote.addr) else {
+        return None;
+    };
+    let port = |p: Option<u16>| p.map_or(0, |p| u128::from(p) + 1);
+    Some(
+        u128::from(e.proto == Proto::Udp) << 99
+            | u128::from(e.family == Family::Ipv6) << 98
+            | u128::from(u32::from(l)) << 66
+            | port(e.local.port) << 49
+            | u128::from(u32::from(r)) << 17
+            | port(e.remote.port),
+    )
+}
+
+/// The order of a snapshot: protocol, IPv4 first, local then remote endpoint, cookie.
+#[inline]
+fn sort_key(
+    e: &Entry,
+) -> (
+    Proto,
+    bool,
+    IpAddr,
+    Option<u16>,
+    IpAddr,
+    Option<u16>,
+    Cookie,
+) {
+    (
+        e.proto,
+        e.family == Family::Ipv6,
+        e.local.addr,
+        e.local.port,
+        e.remote.addr,
+        e.remote.port,
+        e.cookie,
+    )
+}
+
+/// The process a live socket's row names: the holder a `/proc` scan found, else (while
+/// tracing) the last owner transitions showed.
+fn shown_owner(view: &View<'_>, e: &Entry) -> Option<ShownOwner> {
+    match (view.owners.get(e.inode()), &e.owner) {
+        (Some(o), _) => Some(ShownOwner {
+            pid: o.pid,
+            comm: o.comm.clone(),
+            holds: true,
+        }),
+        (None, Some(o)) if view.tracing => Some(ShownOwner {
+            pid: o.pid,
+            comm: o.comm.clone(),
+            holds: false,
+        }),
+        _ => None,
+    }
+}
+
+/// Who a `/proc` scan found holding the shown sockets, to remember in the table.
+fn holders(view: &View<'_>, live: &[&Entry]) -> Vec<(Cookie, Owner)> {
+    if view.owners.is_empty() {
+        return Vec::new();
+    }
+    live.iter()
+        .filter_map(|e| Some((e.cookie, view.owners.get(e.inode())?.clone())))
+        .collect()
+}
+
+/// The closed connections `--recent` shows, oldest first.
+fn closed_rows<'t>(view: &View<'_>, table: &'t Table) -> impl Iterator<Item = Row> + 't {
+    let opts = view.opts;
+    let now_ns = view.now_ns;
+    let recent = opts.recent.filter(|_| view.tracing);
+    let since = recent.map_or(u64::MAX, |r| now_ns.saturating_sub(r.as_nanos() as u64));
+    let select = opts.select.clone();
+    table
+        .history()
+        .since(since)
+        .filter(move |c| recent.is_some() && select.matches_closed(&c.entry))
+        .map(move |c| {
             let owner = c.entry.owner.as_ref().map(|o| ShownOwner {
                 pid: o.pid,
                 comm: o.comm.clone(),
@@ -411,13 +514,34 @@ fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
             });
             let closed = ClosedInfo {
                 lifetime: c.lifetime(),
-                ago: Duration::from_nanos(view.now_ns.saturating_sub(c.closed_ns)),
+                ago: Duration::from_nanos(now_ns.saturating_sub(c.closed_ns)),
                 last_state: c.last_state,
                 errno: c.fin.map_or(0, |f| f.errno),
             };
-            rows.push(row(&c.entry, owner, None, Some(closed)));
-        }
+            row(&c.entry, owner, None, Some(closed))
+        })
+}
+
+/// The rows of a snapshot, sorted as shown: live sockets, then closed connections.
+fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
+    let live = shown_live(view.opts, table);
+    let holders = holders(view, &live);
+    let mut rows: Vec<Row> = live
+        .iter()
+        .map(|e| {
+            row(
+                e,
+                shown_owner(view, e),
+                e.age_ns(view.now_ns).map(Duration::from_nanos),
+                None,
+            )
+        })
+        .collect();
+    drop(live);
+    for (cookie, owner) in holders {
+        table.note_holder(cookie, &owner);
     }
+    rows.extend(closed_rows(view, table));
     rows
 }
 
@@ -438,8 +562,8 @@ fn row(
         recv_q: e.recv_q,
         send_q: e.send_q,
         owner,
-        uid: e.uid,
-        inode: e.inode,
+        uid: e.uid(),
+        inode: e.inode(),
         cookie: e.cookie,
         age,
         closed,
@@ -453,8 +577,111 @@ fn render(
     out: &mut impl Write,
     first: bool,
 ) -> io::Result<()> {
+    if view.opts.format == Format::Text && view.opts.numeric {
+        return write_text_streaming(view, table, status, out);
+    }
     let rows = rows(view, table);
     render_rows(view, &rows, status, out, first)
+}
+
+/// A numeric text snapshot written as the table is walked: one row at a time, no list of
+/// rows, no string per cell. Shows exactly what [`rows`] and [`write_text`] show.
+fn write_text_streaming(
+    view: &mut View<'_>,
+    table: &mut Table,
+    status: Option<&Status>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let opts = view.opts;
+    let cols = columns(view);
+    netstat::write_title(out, opts.select.title())?;
+    netstat::write_header(out, cols)?;
+    let mut text = TextBuffers::default();
+    let mut orphans = false;
+    let live = shown_live(opts, table);
+    let holders = holders(view, &live);
+    for e in &live {
+        let r = row(
+            e,
+            shown_owner(view, e),
+            e.age_ns(view.now_ns).map(Duration::from_nanos),
+            None,
+        );
+        orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
+        write_text_row(view, &r, cols, &mut text, out)?;
+    }
+    drop(live);
+    for (cookie, owner) in holders {
+        table.note_holder(cookie, &owner);
+    }
+    for r in closed_rows(view, table) {
+        orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
+        write_text_row(view, &r, cols, &mut text, out)?;
+    }
+    write_text_footer(opts, orphans, status, out)
+}
+
+/// Reused between rows, so rendering a row allocates nothing.
+#[derive(Default)]
+struct TextBuffers {
+    local: String,
+    remote: String,
+    user: String,
+    line: String,
+}
+
+fn columns(view: &View<'_>) -> Columns {
+    Columns {
+        extend: view.opts.extend,
+        programs: view.opts.programs,
+        age: view.tracing,
+        wide: view.opts.wide,
+    }
+}
+
+fn write_text_row(
+    view: &mut View<'_>,
+    r: &Row,
+    cols: Columns,
+    text: &mut TextBuffers,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let opts = view.opts;
+    if opts.numeric {
+        netstat::numeric_address(&mut text.local, r.local_addr, r.local_port, opts.wide);
+        netstat::numeric_address(&mut text.remote, r.remote_addr, r.remote_port, opts.wide);
+    } else {
+        let local = Endpoint {
+            addr: r.local_addr,
+            port: r.local_port,
+        };
+        let remote = Endpoint {
+            addr: r.remote_addr,
+            port: r.remote_port,
+        };
+        text.local = endpoint_text(view, r.proto, local);
+        text.remote = endpoint_text(view, r.proto, remote);
+    }
+    text.user.clear();
+    if cols.extend {
+        match r.uid {
+            Some(uid) if opts.numeric => {
+                use std::fmt::Write as _;
+                let _ = write!(text.user, "{uid}");
+            }
+            Some(uid) => text.user.push_str(view.users.name(uid)),
+            None => text.user.push('-'),
+        }
+    }
+    netstat::row_line(
+        &mut text.line,
+        r,
+        &text.local,
+        &text.remote,
+        &text.user,
+        cols,
+    );
+    out.write_all(text.line.as_bytes())
 }
 
 /// The rows of a snapshot of a table someone else keeps live (the daemon), picked while the
@@ -550,43 +777,24 @@ fn write_text(
             }),
         );
     }
-    let cols = Columns {
-        extend: opts.extend,
-        programs: opts.programs,
-        age: view.tracing,
-        wide: opts.wide,
-    };
+    let cols = columns(view);
     netstat::write_title(out, opts.select.title())?;
     netstat::write_header(out, cols)?;
+    let mut text = TextBuffers::default();
     let mut orphans = false;
     for r in rows {
         orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
-        let text = TextRow {
-            row: r,
-            local: endpoint_text(
-                view,
-                r.proto,
-                Endpoint {
-                    addr: r.local_addr,
-                    port: r.local_port,
-                },
-            ),
-            remote: endpoint_text(
-                view,
-                r.proto,
-                Endpoint {
-                    addr: r.remote_addr,
-                    port: r.remote_port,
-                },
-            ),
-            user: match r.uid {
-                Some(uid) if opts.numeric => uid.to_string(),
-                Some(uid) => view.users.name(uid),
-                None => "-".to_owned(),
-            },
-        };
-        netstat::write_row(out, &text, cols)?;
+        write_text_row(view, r, cols, &mut text, out)?;
     }
+    write_text_footer(opts, orphans, status, out)
+}
+
+fn write_text_footer(
+    opts: &SnapshotOptions,
+    orphans: bool,
+    status: Option<&Status>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     if opts.programs && orphans {
         writeln!(
             out,
@@ -641,11 +849,10 @@ struct Users {
 }
 
 impl Users {
-    fn name(&mut self, uid: u32) -> String {
+    fn name(&mut self, uid: u32) -> &str {
         self.names
             .entry(uid)
             .or_insert_with(|| user_name(uid).unwrap_or_else(|| uid.to_string()))
-            .clone()
     }
 }
 
@@ -668,7 +875,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::{event::Cookie, sockdiag::DiagSocket};
+    use crate::sockdiag::DiagSocket;
 
     fn d(cookie: u64, proto: Proto, state: TcpState, inode: u64) -> DiagSocket {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);

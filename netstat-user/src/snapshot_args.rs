@@ -86,9 +86,10 @@ pub struct SnapshotArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = TableOutput::Text)]
     pub output: TableOutput,
 
-    /// With -c: also show connections that closed in the last DURATION (e.g. 10s, 500ms,
-    /// 5m), with their lifetimes, marked CLOSED: the ones a poller never sees.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "continuous")]
+    /// With -c, or through a daemon: also show connections that closed in the last DURATION
+    /// (e.g. 10s, 500ms, 5m, 1h), with their lifetimes, marked CLOSED: the ones a poller
+    /// never sees.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub recent: Option<Duration>,
 
     /// With -c: compare the table with the kernel's socket dump every SECS seconds, and

@@ -24,6 +24,7 @@
 
 mod binaries;
 mod bpf;
+pub mod daemon;
 mod expect;
 mod lines;
 mod netns;

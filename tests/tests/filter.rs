@@ -241,7 +241,9 @@ fn csv_rows_read_back_with_a_csv_reader() {
             "old",
             "new",
             "ms_in_old",
-            "netns"
+            "netns",
+            "end",
+            "cgroup"
         ],
         "CSV header"
     );

@@ -19,6 +19,7 @@ mod bench;
 mod build;
 mod cargo;
 mod cmd;
+mod dist;
 mod lint;
 mod pins;
 mod privilege;
@@ -55,6 +56,8 @@ enum Task {
     Lint(lint::Options),
     /// Run every benchmark (overhead, lossless, replay, latency, scale) and write the results.
     Bench(bench::Options),
+    /// Build a Debian package (binary, systemd unit, man pages, completions) with dpkg-deb.
+    Dist(dist::Options),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Task::Test(options) => options.run(),
         Task::Lint(options) => options.run(),
         Task::Bench(options) => options.run(),
+        Task::Dist(options) => options.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

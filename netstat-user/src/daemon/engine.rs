@@ -33,7 +33,7 @@ use crate::{
     tracker::Tracker,
 };
 
-use super::{metrics::Metrics, protocol::Stream};
+use super::{event_log::EventLog, metrics::Metrics, protocol::Stream};
 
 /// One transition with everything the renderers need, shared by every subscriber it matches.
 #[derive(Clone, Debug)]
@@ -56,9 +56,15 @@ pub struct Subscription {
     pub dropped: Arc<AtomicU64>,
 }
 
+/// A subscription, and the signal that it is in place: every event after that reaches it.
+pub struct Subscribe {
+    pub subscription: Subscription,
+    pub registered: oneshot::Sender<()>,
+}
+
 /// What a client task asks of the engine.
 pub enum Command {
-    Subscribe(Subscription),
+    Subscribe(Subscribe),
     /// The rows of a snapshot; `owners` comes from a `/proc` scan the client task made.
     Snapshot {
         opts: Box<SnapshotOptions>,
@@ -91,6 +97,10 @@ pub struct Stats {
     pub subscriber_drops: u64,
     /// Sockets the tracker or lifecycle book could not follow (full).
     pub untracked: u64,
+    /// `--event-log`: events written, dropped (the writer fell behind), file rotations.
+    pub event_log_written: u64,
+    pub event_log_dropped: u64,
+    pub event_log_rotations: u64,
 }
 
 /// How the engine runs.
@@ -125,10 +135,15 @@ pub struct Engine {
     subscriber_drops: u64,
     started: std::time::Instant,
     metrics: Option<Arc<Metrics>>,
+    event_log: Option<EventLog>,
 }
 
 impl Engine {
-    pub fn new(opts: EngineOptions, metrics: Option<Arc<Metrics>>) -> Self {
+    pub fn new(
+        opts: EngineOptions,
+        metrics: Option<Arc<Metrics>>,
+        event_log: Option<EventLog>,
+    ) -> Self {
         Self {
             table: Table::new(opts.limits, snapshot::own_netns()),
             tracker: Tracker::new(opts.max_sockets),
@@ -140,6 +155,7 @@ impl Engine {
             subscriber_drops: 0,
             started: std::time::Instant::now(),
             metrics,
+            event_log,
             opts,
         }
     }
@@ -151,6 +167,7 @@ impl Engine {
         mut commands: mpsc::Receiver<Command>,
         stop: impl std::future::Future<Output = ()>,
         counters: impl Fn() -> Result<KernelCounters, ProbeError>,
+        ready: impl FnOnce(),
     ) -> Result<(), EngineError> {
         let mut stop = pin!(stop);
         // Tracing is on before the seed, so nothing falls between the dump and the events.
@@ -158,6 +175,10 @@ impl Engine {
         let started = monotonic_ns();
         let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
         self.table.seed(&dump, started);
+        if let Some(m) = &self.metrics {
+            m.observe_table(&self.table, counters()?);
+        }
+        ready();
         let mut tick = tokio::time::interval(self.opts.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -217,7 +238,10 @@ impl Engine {
         counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
     ) -> Result<(), EngineError> {
         match cmd {
-            Command::Subscribe(s) => self.subscribers.push(s),
+            Command::Subscribe(s) => {
+                self.subscribers.push(s.subscription);
+                let _ = s.registered.send(());
+            }
             Command::Snapshot {
                 opts,
                 owners,
@@ -243,10 +267,22 @@ impl Engine {
                     subscribers: self.subscribers.len(),
                     subscriber_drops: self.subscriber_drops,
                     untracked: self.tracker.overflow + self.lives.overflow,
+                    event_log_written: self.log_counter(|c| &c.written),
+                    event_log_dropped: self.log_counter(|c| &c.dropped),
+                    event_log_rotations: self.log_counter(|c| &c.rotations),
                 });
             }
         }
         Ok(())
+    }
+
+    fn log_counter(
+        &self,
+        which: impl Fn(&super::event_log::EventLogCounters) -> &AtomicU64,
+    ) -> u64 {
+        self.event_log
+            .as_ref()
+            .map_or(0, |l| which(&l.counters).load(Ordering::Relaxed))
     }
 
     fn drain(&mut self, stream: &mut EventStream) {
@@ -276,7 +312,7 @@ impl Engine {
         if let Some(m) = &self.metrics {
             m.observe_transition(&t, ctx.in_old, life.as_ref());
         }
-        if self.subscribers.is_empty() {
+        if self.subscribers.is_empty() && self.event_log.is_none() {
             return;
         }
         let observed = Observed {
@@ -315,6 +351,19 @@ impl Engine {
             }
         });
         self.subscriber_drops += drops;
+        if let Some(log) = &self.event_log {
+            let event = shared.unwrap_or_else(|| {
+                Arc::new(Event {
+                    transition: t.clone(),
+                    time: self.clock.wall(t.ts_ns),
+                    owner: ctx.owner.clone(),
+                    in_old: ctx.in_old,
+                    end,
+                    life: None,
+                })
+            });
+            log.offer(event);
+        }
     }
 }
 
@@ -329,7 +378,7 @@ impl<'a> EntrySubject<'a> {
     pub fn new(entry: &'a Entry, netns: Option<u32>) -> Self {
         Self {
             entry,
-            owners: entry.owner.iter().cloned().collect(),
+            owners: entry.owner.iter().map(|o| Owner::clone(o)).collect(),
             netns,
         }
     }

@@ -1,5 +1,6 @@
 //! The smallest HTTP/1.1 server that Prometheus needs: `GET /metrics` answers the metrics in
-//! the OpenMetrics text format, anything else 404. One request per connection.
+//! the OpenMetrics text format when the client accepts it (Prometheus does), else in the
+//! classic Prometheus text format; anything else 404. One request per connection.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,7 @@ use tokio::{
 use super::metrics::Metrics;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves until the listener is dropped.
@@ -50,8 +52,17 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let mut words = first.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let openmetrics = head_text
+        .lines()
+        .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, metrics.encode()),
+        ("GET" | "HEAD", "/metrics") if openmetrics => ("200 OK", CONTENT_TYPE, metrics.encode()),
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            PROMETHEUS_TYPE,
+            super::metrics::to_prometheus_text(&metrics.encode()),
+        ),
         ("GET" | "HEAD", _) => (
             "404 Not Found",
             "text/plain; charset=utf-8",

@@ -194,6 +194,27 @@ impl Metrics {
             "Sockets (or closed connections) not kept because the table (or history) was full",
             m.overflow.clone(),
         );
+        // Series that exist from the start, at zero, so rates and alerts work from the first
+        // scrape.
+        for direction in ["active", "passive"] {
+            drop(m.opened.get_or_create(&Direction { direction }));
+        }
+        for end in [
+            End::Normal,
+            End::Refused,
+            End::Timeout,
+            End::ResetReceived,
+            End::ResetSent,
+            End::Aborted,
+        ] {
+            drop(m.closed.get_or_create(&EndLabel { end: end.name() }));
+        }
+        for kind in ["added", "removed", "state"] {
+            drop(m.corrections.get_or_create(&Kind { kind }));
+        }
+        for table in ["sockets", "history"] {
+            drop(m.overflow.get_or_create(&TableLabel { table }));
+        }
         Metrics { registry, ..m }
     }
 
@@ -316,6 +337,43 @@ impl Metrics {
     }
 }
 
+/// The classic Prometheus text format (0.0.4) from OpenMetrics text, for scrapers and tools
+/// that do not ask for OpenMetrics (`curl`, `promtool check metrics`): counters' HELP and TYPE
+/// lines carry the `_total` name, and there are no `# UNIT` or `# EOF` lines.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
@@ -362,5 +420,12 @@ mod tests {
         assert!(text.contains("# TYPE enetstat_connect_latency_seconds histogram"));
         assert!(text.contains("enetstat_connect_latency_seconds_count 1"));
         assert!(text.ends_with("# EOF\n"));
+        let prom = to_prometheus_text(&text);
+        assert!(prom.contains(
+            "# HELP enetstat_connections_opened_total TCP connections opened: active (connect) \
+             or passive (accepted).\n# TYPE enetstat_connections_opened_total counter\n"
+        ));
+        assert!(prom.contains("# TYPE enetstat_connect_latency_seconds histogram\n"));
+        assert!(!prom.contains("# EOF") && !prom.contains("# UNIT"));
     }
 }

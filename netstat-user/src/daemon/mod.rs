@@ -52,9 +52,11 @@
 //!   which no text or CSV line does.
 
 pub mod engine;
+pub mod event_log;
 pub mod http;
 pub mod lines;
 pub mod metrics;
+pub mod privilege;
 pub mod protocol;
 pub mod server;
 
@@ -81,6 +83,10 @@ pub struct DaemonOptions {
     pub engine: EngineOptions,
     /// Most events waiting for one subscriber before it is cut off.
     pub queue_len: usize,
+    /// Drop every capability but [`privilege::KEPT`] once the programs are attached.
+    pub drop_capabilities: bool,
+    /// Write every transition to this NDJSON log.
+    pub event_log: Option<event_log::EventLogOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,17 +119,21 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
+    #[error(transparent)]
+    EventLog(#[from] event_log::EventLogError),
+    #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
 }
 
-/// Runs the daemon until `stop` resolves. `ready` is called once the socket is served and the
-/// programs are attached.
+/// Runs the daemon until `stop` resolves. `ready` is called once the programs are attached,
+/// the table is seeded and the socket is served.
 pub async fn run(
     opts: DaemonOptions,
     stop: impl Future<Output = ()>,
-    ready: impl FnOnce(&Probe),
+    ready: impl FnOnce(),
 ) -> Result<(), DaemonError> {
     let gid = opts
         .socket_group
@@ -144,6 +154,12 @@ pub async fn run(
     let (listener, _file) = server::bind(&opts.socket, gid)?;
     let mut probe = Probe::start(opts.probe.clone())?;
     let mut stream = probe.events()?;
+    if opts.drop_capabilities {
+        privilege::drop_capabilities()?;
+        tracing::info!(
+            "attached; dropped every capability but CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        );
+    }
     let (commands, rx) = mpsc::channel(256);
     let shared = server::Shared {
         commands,
@@ -151,9 +167,15 @@ pub async fn run(
         limits: opts.engine.limits,
     };
     let serving = tokio::spawn(server::serve(listener, shared));
-    ready(&probe);
-    let engine = engine::Engine::new(opts.engine.clone(), metrics);
-    let result = engine.run(&mut stream, rx, stop, || probe.counters()).await;
+    let log = opts
+        .event_log
+        .clone()
+        .map(event_log::EventLog::start)
+        .transpose()?;
+    let engine = engine::Engine::new(opts.engine.clone(), metrics, log);
+    let result = engine
+        .run(&mut stream, rx, stop, || probe.counters(), ready)
+        .await;
     serving.abort();
     let _ = serving.await;
     if let Some(h) = http {

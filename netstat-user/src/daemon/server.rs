@@ -23,11 +23,11 @@ use tokio::{
 
 use super::{
     DaemonError,
-    engine::{Command, EntrySubject, Subscription},
+    engine::{Command, EntrySubject, Subscribe, Subscription},
     lines,
     protocol::{
-        self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest,
-        SubscribeRequest, WireFormat, WireServers,
+        self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest, SubscribeRequest,
+        WireFormat, WireServers,
     },
 };
 use crate::{
@@ -91,16 +91,14 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    tracing::info!("replacing the stale socket {}", path.display());
-                    std::fs::remove_file(path).map_err(err)?;
-                }
-                Err(e) => return Err(err(e)),
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!("replacing the stale socket {}", path.display());
+                std::fs::remove_file(path).map_err(err)?;
             }
-        }
+            Err(e) => return Err(err(e)),
+        },
         Ok(_) => return Err(DaemonError::NotASocket(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
@@ -233,7 +231,12 @@ const GONE: &str = "the daemon is shutting down";
 
 async fn stats(shared: &Shared) -> String {
     let (reply, rx) = oneshot::channel();
-    if shared.commands.send(Command::Stats { reply }).await.is_err() {
+    if shared
+        .commands
+        .send(Command::Stats { reply })
+        .await
+        .is_err()
+    {
         return protocol::error_line(GONE);
     }
     match rx.await {
@@ -253,7 +256,11 @@ pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotO
         protos.push(match p.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
-            other => return Err(format!("unknown protocol {other:?}; use \"tcp\" or \"udp\"")),
+            other => {
+                return Err(format!(
+                    "unknown protocol {other:?}; use \"tcp\" or \"udp\""
+                ));
+            }
         });
     }
     if protos.is_empty() {
@@ -273,8 +280,7 @@ pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotO
     let filter = Filter::parse(&r.filter).map_err(|e| format!("bad filter: {e}"))?;
     let netns = snapshot::own_netns();
     let extra: Option<snapshot::Matcher> = (!filter.is_all()).then(|| {
-        Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns)))
-            as snapshot::Matcher
+        Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns))) as snapshot::Matcher
     });
     Ok(SnapshotOptions {
         select: Selection {
@@ -364,10 +370,13 @@ async fn subscribe(
         queue,
         dropped: dropped.clone(),
     };
-    if shared.commands.send(Command::Subscribe(sub)).await.is_err() {
-        return wr
-            .write_all(protocol::error_line(GONE).as_bytes())
-            .await;
+    let (registered, done) = oneshot::channel();
+    let cmd = Command::Subscribe(Subscribe {
+        subscription: sub,
+        registered,
+    });
+    if shared.commands.send(cmd).await.is_err() || done.await.is_err() {
+        return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
     }
     let style = lines::style(&r);
     let mut buf = protocol::subscribed_line(r.stream).into_bytes();

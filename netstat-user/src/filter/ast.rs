@@ -192,6 +192,8 @@ pub enum Term {
     Family(Family),
     /// `netns INODE`.
     Netns(u32),
+    /// `cgroup ID` or `cgroup PATH` (the path is turned into its id when parsed).
+    Cgroup(u64),
     /// `cookie N`: one socket.
     Cookie(u64),
 }
@@ -221,6 +223,7 @@ impl fmt::Display for Term {
             Term::Family(Family::Ipv4) => f.write_str("family ipv4"),
             Term::Family(Family::Ipv6) => f.write_str("family ipv6"),
             Term::Netns(n) => write!(f, "netns {n}"),
+            Term::Cgroup(c) => write!(f, "cgroup {c}"),
             Term::Cookie(c) => write!(f, "cookie {c}"),
         }
     }

@@ -38,7 +38,7 @@ pub enum Problem {
 
 /// The conditions the language knows, for error messages.
 pub const CONDITIONS: &str = "a condition: state, from, sport, dport, port, src, dst, pid, comm, \
-                              family, netns, cookie, `not`, `!` or `(`";
+                              family, netns, cgroup, cookie, `not`, `!` or `(`";
 
 /// A filter expression that does not parse. `Display` quotes the expression and points at
 /// the offending part:

@@ -26,6 +26,10 @@ pub trait Subject {
     /// Network namespace inode, when known.
     fn netns(&self) -> Option<u32>;
     fn cookie(&self) -> Option<Cookie>;
+    /// cgroup v2 id, when known (`None` by default, and for id 0).
+    fn cgroup(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A transition together with the owner the tracker attributed to it.
@@ -67,6 +71,10 @@ impl Subject for Observed<'_> {
     fn cookie(&self) -> Option<Cookie> {
         Some(self.transition.cookie)
     }
+
+    fn cgroup(&self) -> Option<u64> {
+        Some(self.transition.cgroup).filter(|c| *c != 0)
+    }
 }
 
 /// Whether `s` satisfies `e`.
@@ -106,6 +114,7 @@ fn term<S: Subject + ?Sized>(t: &Term, s: &S) -> bool {
         Term::Comm(p) => s.owners().iter().any(|o| p.matches(&o.comm)),
         Term::Family(f) => s.family() == *f,
         Term::Netns(n) => s.netns() == Some(*n),
+        Term::Cgroup(c) => s.cgroup() == Some(*c),
         Term::Cookie(c) => s.cookie() == Some(Cookie(*c)),
     }
 }

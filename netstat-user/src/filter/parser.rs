@@ -9,7 +9,7 @@
 //!   | ("sport" | "lport" | "dport" | "rport" | "port") [CMP] PORT
 //!   | ("src" | "dst") [EQ] ADDR
 //!   | "pid" [EQ] N | "comm" [EQ] NAME | "family" [EQ] (ipv4 | ipv6)
-//!   | "netns" [EQ] N | "cookie" [EQ] N
+//!   | "netns" [EQ] N | "cookie" [EQ] N | "cgroup" [EQ] (ID | PATH)
 //! CMP  := "=" | "==" | "!=" | "<" | ">" | "<=" | ">=" | eq | neq | ne | lt | gt | le | ge
 //! EQ   := "=" | "==" | "!=" | eq | neq | ne
 //! PORT := 443 | :443 | :https                           a name is looked up in /etc/services
@@ -262,6 +262,26 @@ impl Parser<'_> {
                 let negated = self.eq_op("network namespaces")?;
                 let n = self.number(start, "a network namespace inode")?;
                 (Term::Netns(n), negated)
+            }
+            "cgroup" => {
+                let negated = self.eq_op("cgroups")?;
+                let id = match self.peek() {
+                    Some(t) if is_connective(t) => None,
+                    Some(Token {
+                        tok: Tok::Word(s) | Tok::Quoted(s),
+                        ..
+                    }) => s.parse::<u64>().ok().or_else(|| crate::cgroup::id_of(s)),
+                    _ => None,
+                };
+                let Some(id) = id else {
+                    return Err(self.expected_after(
+                        "a cgroup id or the path of an existing cgroup (e.g. \
+                         /system.slice/nginx.service)",
+                        start,
+                    ));
+                };
+                self.next();
+                (Term::Cgroup(id), negated)
             }
             "cookie" => {
                 let negated = self.eq_op("socket cookies")?;

@@ -451,7 +451,7 @@ fn errors_quote_the_expression_and_point_at_the_problem() {
     assert_eq!(
         error("sport = :80 and dest 10.0.0.1"),
         "invalid filter: unknown condition `dest`; expected a condition: state, from, sport, \
-         dport, port, src, dst, pid, comm, family, netns, cookie, `not`, `!` or `(`\n  \
+         dport, port, src, dst, pid, comm, family, netns, cgroup, cookie, `not`, `!` or `(`\n  \
          sport = :80 and dest 10.0.0.1\n                  ^^^^"
     );
     assert_eq!(
@@ -583,4 +583,33 @@ fn system_service_names_resolve() {
     assert_eq!(f.to_string(), "dport = :443");
     let f = Filter::from_words(&["dport", "=", ":ssh", "and", "state", "established"]).unwrap();
     assert_eq!(f.to_string(), "dport = :22 and state established");
+}
+
+#[test]
+fn cgroup_by_id_or_path() {
+    let mut case = client();
+    case.t.cgroup = 1234;
+    check(
+        &case,
+        &[
+            "cgroup 1234",
+            "cgroup = 1234",
+            "cgroup != 99",
+            "not cgroup 99",
+        ],
+        &["cgroup 99", "cgroup != 1234"],
+    );
+    // An unknown cgroup (0) matches no id.
+    case.t.cgroup = 0;
+    check(&case, &["not cgroup 0"], &["cgroup 0"]);
+    let f = Filter::parse("cgroup 1234 and state established").unwrap();
+    assert_eq!(Filter::parse(&f.to_string()).unwrap(), f);
+    let err = Filter::parse("cgroup /no/such/cgroup/anywhere").unwrap_err();
+    assert!(err.to_string().contains("a cgroup id or the path"), "{err}");
+    if let Some(root) = crate::cgroup::id_of("/") {
+        assert_eq!(
+            Filter::parse("cgroup /").unwrap(),
+            Filter::parse(&format!("cgroup {root}")).unwrap()
+        );
+    }
 }

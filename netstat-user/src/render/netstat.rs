@@ -173,51 +173,150 @@ pub fn write_header(out: &mut impl Write, cols: Columns) -> io::Result<()> {
 }
 
 pub fn write_row(out: &mut impl Write, r: &TextRow<'_>, cols: Columns) -> io::Result<()> {
-    let row = r.row;
-    let mut line = format!(
-        "{:<5} {:>6} {:>6} {:<w$} {:<w$} {:<11}",
-        row.proto_name(),
-        row.recv_q,
-        row.send_q,
-        r.local,
-        r.remote,
-        row.state_text(),
-        w = ADDR_WIDTH
-    );
+    let mut line = String::new();
+    row_line(&mut line, r.row, &r.local, &r.remote, &r.user, cols);
+    out.write_all(line.as_bytes())
+}
+
+/// Appends `s` left-aligned in `width` characters, as `{:<width$}` does.
+fn push_left(line: &mut String, s: &str, width: usize) {
+    line.push_str(s);
+    let n = if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    };
+    for _ in n..width {
+        line.push(' ');
+    }
+}
+
+/// Appends `n` in decimal, right-aligned in `width`, as `{:>width$}` does.
+fn push_right(line: &mut String, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in digits.len() - i..width {
+        line.push(' ');
+    }
+    // Only ASCII digits were written.
+    line.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
+/// Appends `n` in decimal.
+fn push_num(line: &mut String, n: u64) {
+    push_right(line, n, 0);
+}
+
+/// Replaces `buf` with the numeric `addr:port` of an endpoint as [`address`] writes it
+/// (`*` for no port), without allocating once `buf` has room.
+pub fn numeric_address(buf: &mut String, addr: std::net::IpAddr, port: Option<u16>, wide: bool) {
+    use std::fmt::Write as _;
+    buf.clear();
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push('.');
+                }
+                push_num(buf, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(buf, "{a}");
+        }
+    }
+    let host_len = buf.len();
+    let port_len = match port {
+        None => 1,
+        Some(p) => p.checked_ilog10().unwrap_or(0) as usize + 1,
+    };
+    let room = ADDR_WIDTH.saturating_sub(port_len + 1);
+    if !wide && host_len > room {
+        buf.truncate(room);
+    }
+    buf.push(':');
+    match port {
+        None => buf.push('*'),
+        Some(p) => push_num(buf, u64::from(p)),
+    }
+}
+
+/// Replaces `line` with one row as text, newline included: netstat's columns, each padded
+/// in place (no string per cell).
+pub fn row_line(
+    line: &mut String,
+    row: &Row,
+    local: &str,
+    remote: &str,
+    user: &str,
+    cols: Columns,
+) {
+    line.clear();
+    push_left(line, row.proto_name(), 5);
+    line.push(' ');
+    push_right(line, u64::from(row.recv_q), 6);
+    line.push(' ');
+    push_right(line, u64::from(row.send_q), 6);
+    line.push(' ');
+    push_left(line, local, ADDR_WIDTH);
+    line.push(' ');
+    push_left(line, remote, ADDR_WIDTH);
+    line.push(' ');
+    push_left(line, row.state_text(), 11);
     if cols.extend {
-        let inode = if row.inode == 0 {
-            "-".to_owned()
+        line.push(' ');
+        push_left(line, user, 10);
+        line.push(' ');
+        if row.inode == 0 {
+            push_left(line, "-", 10);
         } else {
-            row.inode.to_string()
-        };
-        line.push_str(&format!(
-            " {:<10} {:<10} {:<18}",
-            r.user,
-            inode,
-            format!("{:#x}", row.cookie.0)
-        ));
+            let at = line.len();
+            push_num(line, row.inode);
+            for _ in line.len() - at..10 {
+                line.push(' ');
+            }
+        }
+        line.push(' ');
+        push_left(line, &format!("{:#x}", row.cookie.0), 18);
     }
     if cols.programs {
-        let owner = match &row.owner {
-            Some(o) => format!(
-                "{}/{}{}",
-                o.pid,
-                escape_comm(&o.comm),
-                if o.holds { "" } else { "*" }
-            ),
-            None => "-".to_owned(),
-        };
-        line.push_str(&format!(" {owner:<22}"));
+        line.push(' ');
+        match &row.owner {
+            Some(o) => {
+                let text = format!(
+                    "{}/{}{}",
+                    o.pid,
+                    escape_comm(&o.comm),
+                    if o.holds { "" } else { "*" }
+                );
+                push_left(line, &text, 22);
+            }
+            None => push_left(line, "-", 22),
+        }
     }
     if cols.age {
-        let age = match (&row.closed, row.age) {
-            (Some(c), _) => c.lifetime.map(short_duration).unwrap_or_else(|| "-".into()),
-            (None, Some(a)) => short_duration(a),
-            (None, None) => "-".to_owned(),
-        };
-        line.push_str(&format!(" {age}"));
+        line.push(' ');
+        match (&row.closed, row.age) {
+            (Some(c), _) => match c.lifetime {
+                Some(l) => line.push_str(&short_duration(l)),
+                None => line.push('-'),
+            },
+            (None, Some(a)) => line.push_str(&short_duration(a)),
+            (None, None) => line.push('-'),
+        }
     }
-    writeln!(out, "{}", line.trim_end())
+    let end = line.trim_end().len();
+    line.truncate(end);
+    line.push('\n');
 }
 
 #[cfg(test)]

@@ -141,9 +141,8 @@ fn wide(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
         old = t.old,
         new = t.new,
     )?;
-    match line.in_old {
-        Some(d) => write!(out, " {:.3}", millis(d))?,
-        None => {}
+    if let Some(d) = line.in_old {
+        write!(out, " {:.3}", millis(d))?;
     }
     writeln!(out, "{}", end_note(line))
 }

@@ -22,7 +22,7 @@ impl Closed {
     /// From birth (connect, listen or accept) to close, when the birth was seen.
     pub fn lifetime(&self) -> Option<Duration> {
         self.entry
-            .opened_ns
+            .opened_ns()
             .map(|o| Duration::from_nanos(self.closed_ns.saturating_sub(o)))
     }
 }

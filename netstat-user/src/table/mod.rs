@@ -9,9 +9,8 @@
 //! Pure state: no I/O. Times are kernel monotonic nanoseconds (`bpf_ktime_get_ns`).
 
 mod history;
+mod index;
 mod reconcile;
-
-use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -25,7 +24,7 @@ use crate::{
     state::TcpState,
 };
 
-/// One socket.
+/// One socket. Kept small (120 bytes): the table holds one per socket of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub cookie: Cookie,
@@ -37,17 +36,19 @@ pub struct Entry {
     /// Queues from the last dump (events do not carry them; 0 until a dump sees the socket).
     pub recv_q: u32,
     pub send_q: u32,
-    /// Owner uid from the dump.
-    pub uid: Option<u32>,
-    /// Socket inode from the dump; 0 when no file refers to the socket.
-    pub inode: u64,
-    /// When the socket entered its current state, if a transition showed it.
-    pub since_ns: Option<u64>,
-    /// When the socket was born (connect, listen or accept), if a transition showed it.
-    pub opened_ns: Option<u64>,
+    /// Owner uid from the dump; [`NO_UID`] until a dump shows it (see [`Entry::uid`]).
+    uid: u32,
+    /// Socket inode from the dump (the kernel's is 32 bits); 0 when no file refers to it.
+    inode: u32,
+    /// When the socket entered its current state, if a transition showed it; 0: not known.
+    since_ns: u64,
+    /// When the socket was born (connect, listen or accept), if a transition showed it; 0:
+    /// not known.
+    opened_ns: u64,
     /// The last process known to own the socket: from owner-context transitions, the
     /// listener of an accepted socket, or a `/proc` scan (see [`Table::note_holder`]).
-    pub owner: Option<Owner>,
+    /// Boxed: most sockets have none, and the table holds one entry per socket.
+    pub owner: Option<Box<Owner>>,
     /// Kernel time of the last transition applied; 0 if none.
     last_event_ns: u64,
     /// Start of the dump that last set this entry's state; older transitions are stale.
@@ -57,10 +58,37 @@ pub struct Entry {
     ends_silently: bool,
 }
 
+/// [`Entry::uid`] not known (no dump has shown the socket): `(uid_t)-1`, never a real uid.
+const NO_UID: u32 = u32::MAX;
+
+fn known(ns: u64) -> Option<u64> {
+    (ns != 0).then_some(ns)
+}
+
 impl Entry {
     /// Time in the current state at `now_ns`, when known.
     pub fn age_ns(&self, now_ns: u64) -> Option<u64> {
-        self.since_ns.map(|s| now_ns.saturating_sub(s))
+        self.since_ns().map(|s| now_ns.saturating_sub(s))
+    }
+
+    /// Owner uid from the dump.
+    pub fn uid(&self) -> Option<u32> {
+        (self.uid != NO_UID).then_some(self.uid)
+    }
+
+    /// Socket inode from the dump; 0 when no file refers to the socket.
+    pub fn inode(&self) -> u64 {
+        u64::from(self.inode)
+    }
+
+    /// When the socket entered its current state, if a transition showed it.
+    pub fn since_ns(&self) -> Option<u64> {
+        known(self.since_ns)
+    }
+
+    /// When the socket was born (connect, listen or accept), if a transition showed it.
+    pub fn opened_ns(&self) -> Option<u64> {
+        known(self.opened_ns)
     }
 }
 
@@ -104,7 +132,11 @@ pub struct Counters {
 /// The live socket table.
 #[derive(Debug)]
 pub struct Table {
-    live: HashMap<Cookie, Entry>,
+    /// The live sockets, densely: a slab, so memory follows the number of sockets (not a
+    /// hash table's power-of-two capacity of 168-byte slots).
+    live: Vec<Entry>,
+    /// Cookie -> position in `live`.
+    index: index::Index,
     history: History,
     listeners: Listeners,
     limits: Limits,
@@ -117,7 +149,8 @@ pub struct Table {
 impl Table {
     pub fn new(limits: Limits, netns: Option<u32>) -> Self {
         Self {
-            live: HashMap::new(),
+            live: Vec::new(),
+            index: index::Index::default(),
             history: History::new(limits.max_closed),
             listeners: Listeners::default(),
             limits,
@@ -136,11 +169,54 @@ impl Table {
 
     /// Live sockets, in no particular order.
     pub fn live(&self) -> impl Iterator<Item = &Entry> {
-        self.live.values()
+        self.live.iter()
+    }
+
+    /// Live sockets, in no particular order, as a slice (positions are not stable across
+    /// changes to the table).
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.live
     }
 
     pub fn get(&self, cookie: Cookie) -> Option<&Entry> {
-        self.live.get(&cookie)
+        let i = self.index.get(&self.live, cookie.0)?;
+        Some(&self.live[i as usize])
+    }
+
+    fn get_mut(&mut self, cookie: Cookie) -> Option<&mut Entry> {
+        let i = self.index.get(&self.live, cookie.0)?;
+        Some(&mut self.live[i as usize])
+    }
+
+    /// Adds an entry whose cookie is not in the table.
+    fn insert(&mut self, e: Entry) {
+        debug_assert!(self.index.get(&self.live, e.cookie.0).is_none());
+        self.index
+            .insert(&self.live, e.cookie.0, self.live.len() as u32);
+        self.live.push(e);
+    }
+
+    fn remove(&mut self, cookie: Cookie) -> Option<Entry> {
+        let i = self.index.remove(&self.live, cookie.0)? as usize;
+        let e = self.live.swap_remove(i);
+        if let Some(moved) = self.live.get(i) {
+            self.index
+                .moved(moved.cookie.0, self.live.len() as u32, i as u32);
+        }
+        Some(e)
+    }
+
+    /// Keeps the entries `keep` says to keep.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut i = 0;
+        while i < self.live.len() {
+            if keep(&self.live[i]) {
+                i += 1;
+            } else {
+                let cookie = self.live[i].cookie;
+                self.remove(cookie);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -163,10 +239,10 @@ impl Table {
     /// Records that a `/proc` scan found `owner` holding the socket, so the owner is still
     /// known after the process lets go of it (an orphaned FIN_WAIT2 or TIME_WAIT socket).
     pub fn note_holder(&mut self, cookie: Cookie, owner: &Owner) {
-        if let Some(e) = self.live.get_mut(&cookie)
-            && e.owner.as_ref() != Some(owner)
+        if let Some(e) = self.get_mut(cookie)
+            && e.owner.as_deref() != Some(owner)
         {
-            e.owner = Some(owner.clone());
+            e.owner = Some(Box::new(owner.clone()));
         }
     }
 
@@ -177,25 +253,30 @@ impl Table {
             return;
         }
         self.counters.transitions += 1;
-        let known = self.live.get(&t.cookie);
+        let known = self
+            .index
+            .get(&self.live, t.cookie.0)
+            .map(|i| &self.live[i as usize]);
         let owner = if in_owner_context(t.old, t.new) && t.task.pid != 0 {
-            Some(Owner {
+            Some(Box::new(Owner {
                 pid: t.task.pid,
                 comm: t.task.comm.clone(),
-            })
+            }))
         } else if let Some(o) = known.and_then(|e| e.owner.clone()) {
             Some(o)
         } else if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv) {
-            self.listeners.owner_for_accepted(t).cloned()
+            self.listeners
+                .owner_for_accepted(t)
+                .map(|o| Box::new(o.clone()))
         } else {
             None
         };
-        self.listeners.observe(t, owner.as_ref());
+        self.listeners.observe(t, owner.as_deref());
 
         if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
             // The dump already showed what came after this transition.
             self.counters.stale += 1;
-            if let (Some(e), Some(o)) = (self.live.get_mut(&t.cookie), owner) {
+            if let (Some(e), Some(o)) = (self.get_mut(t.cookie), owner) {
                 e.owner.get_or_insert(o);
             }
             return;
@@ -205,9 +286,9 @@ impl Table {
             self.close(t, owner);
             return;
         }
-        if let Some(e) = self.live.get_mut(&t.cookie) {
+        if let Some(e) = self.get_mut(t.cookie) {
             e.state = t.new;
-            e.since_ns = Some(t.ts_ns);
+            e.since_ns = t.ts_ns;
             e.last_event_ns = t.ts_ns;
             e.owner = owner;
             fill(&mut e.local, t.local);
@@ -221,17 +302,17 @@ impl Table {
         let born =
             t.old == TcpState::Close || (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
         let mut entry = from_transition(t, t.new, owner);
-        entry.since_ns = Some(t.ts_ns);
-        entry.opened_ns = born.then_some(t.ts_ns);
+        entry.since_ns = t.ts_ns;
+        entry.opened_ns = if born { t.ts_ns } else { 0 };
         entry.last_event_ns = t.ts_ns;
-        self.live.insert(t.cookie, entry);
+        self.insert(entry);
     }
 
     /// A transition into CLOSE: the connection goes to the history; an active close that
     /// ended normally leaves a timewait socket with the same cookie behind (no transition
     /// announces it), which stays live until a dump no longer shows it.
-    fn close(&mut self, t: &Transition, owner: Option<Owner>) {
-        let entry = self.live.remove(&t.cookie);
+    fn close(&mut self, t: &Transition, owner: Option<Box<Owner>>) {
+        let entry = self.remove(t.cookie);
         if t.old == TcpState::Close {
             return; // closing a socket that never connected: not a connection
         }
@@ -240,17 +321,17 @@ impl Table {
         fill(&mut entry.local, t.local);
         fill(&mut entry.remote, t.remote);
         let fin = t.fin.unwrap_or_default();
-        if let Some(state) = timewait_state(t, &fin, entry.owner.as_ref()) {
+        if let Some(state) = timewait_state(t, &fin, entry.owner.as_deref()) {
             let mut tw = entry.clone();
             tw.state = state;
-            tw.since_ns = Some(t.ts_ns);
+            tw.since_ns = t.ts_ns;
             tw.last_event_ns = t.ts_ns;
             tw.recv_q = 0;
             tw.send_q = 0;
             tw.inode = 0;
             tw.ends_silently = true;
             if self.live.len() < self.limits.max_sockets {
-                self.live.insert(t.cookie, tw);
+                self.insert(tw);
             } else {
                 self.counters.socket_overflow += 1;
             }
@@ -283,7 +364,7 @@ fn timewait_state(t: &Transition, fin: &Final, owner: Option<&Owner>) -> Option<
 }
 
 /// A socket first seen in a transition, in `state`: no dump has shown it yet.
-fn from_transition(t: &Transition, state: TcpState, owner: Option<Owner>) -> Entry {
+fn from_transition(t: &Transition, state: TcpState, owner: Option<Box<Owner>>) -> Entry {
     Entry {
         cookie: t.cookie,
         proto: Proto::Tcp,
@@ -293,10 +374,10 @@ fn from_transition(t: &Transition, state: TcpState, owner: Option<Owner>) -> Ent
         state,
         recv_q: 0,
         send_q: 0,
-        uid: None,
+        uid: NO_UID,
         inode: 0,
-        since_ns: None,
-        opened_ns: None,
+        since_ns: 0,
+        opened_ns: 0,
         owner,
         last_event_ns: 0,
         dumped_ns: 0,
@@ -315,3 +396,5 @@ fn fill(known: &mut Endpoint, new: Endpoint) {
 
 #[cfg(test)]
 mod tests;
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= 120);

@@ -51,8 +51,24 @@ fn ends_silently(d: &DiagSocket) -> bool {
 impl Table {
     /// Seeds the table from the first dump (started at `started_ns`); nothing is counted.
     pub fn seed(&mut self, dump: &[DiagSocket], started_ns: u64) {
-        self.merge(dump, started_ns, &[Proto::Tcp, Proto::Udp]);
+        self.merge(dump.iter().cloned(), started_ns, &[Proto::Tcp, Proto::Udp]);
         self.seeded = true;
+    }
+
+    /// [`seed`](Self::seed) from a dump read as it is merged: `dump` hands every socket to
+    /// the sink it is given (see [`crate::sockdiag::dump_each`]), and no list of the whole
+    /// dump is kept. Only for a dump nothing else changes the table during.
+    pub fn seed_with<E>(
+        &mut self,
+        started_ns: u64,
+        dump: impl FnOnce(&mut dyn FnMut(DiagSocket)) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let closed_since = self.closed_since(started_ns);
+        let mut c = Corrections::default();
+        dump(&mut |d| self.merge_one(&d, started_ns, &closed_since, &mut c))?;
+        self.sweep(started_ns, &[Proto::Tcp, Proto::Udp], &mut c);
+        self.seeded = true;
+        Ok(())
     }
 
     /// Compares the table with a dump of `protos` that started at `started_ns`, takes the
@@ -63,7 +79,47 @@ impl Table {
         started_ns: u64,
         protos: &[Proto],
     ) -> Corrections {
-        let c = self.merge(dump, started_ns, protos);
+        let c = self.merge(dump.iter().cloned(), started_ns, protos);
+        self.count(c)
+    }
+
+    /// [`reconcile`](Self::reconcile) with a dump read as it is merged, a chunk at a time,
+    /// so no list of the whole dump is kept (a dump of 200,000 sockets is 16 MB). `dump`
+    /// hands every socket to the sink it is given ([`crate::sockdiag::dump_each`]);
+    /// `catch_up` applies the transitions that came meanwhile (drains the ring) and runs
+    /// before each chunk is merged, so every socket is merged after every transition that
+    /// preceded its line of the dump, as when the whole dump is read before the table
+    /// catches up.
+    pub fn reconcile_with<E>(
+        &mut self,
+        started_ns: u64,
+        protos: &[Proto],
+        dump: impl FnOnce(&mut dyn FnMut(DiagSocket)) -> Result<(), E>,
+        mut catch_up: impl FnMut(&mut Table),
+    ) -> Result<Corrections, E> {
+        const CHUNK: usize = 4096;
+        let mut c = Corrections::default();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut merge_chunk =
+            |table: &mut Table, chunk: &mut Vec<DiagSocket>, c: &mut Corrections| {
+                catch_up(table);
+                let closed_since = table.closed_since(started_ns);
+                for d in chunk.drain(..) {
+                    table.merge_one(&d, started_ns, &closed_since, c);
+                }
+            };
+        dump(&mut |d| {
+            chunk.push(d);
+            if chunk.len() == CHUNK {
+                merge_chunk(self, &mut chunk, &mut c);
+            }
+        })?;
+        merge_chunk(self, &mut chunk, &mut c);
+        self.sweep(started_ns, protos, &mut c);
+        Ok(self.count(c))
+    }
+
+    fn count(&mut self, c: Corrections) -> Corrections {
         if self.seeded {
             self.counters.reconciliations += 1;
             self.counters.corrections += c;
@@ -74,56 +130,84 @@ impl Table {
         }
     }
 
-    fn merge(&mut self, dump: &[DiagSocket], started_ns: u64, protos: &[Proto]) -> Corrections {
-        let mut c = Corrections::default();
-        // Closed by a transition after the dump started: the dump's copy is older news.
-        let closed_since: HashSet<Cookie> = self
-            .history
+    /// Closed by a transition after the dump started: the dump's copy is older news.
+    fn closed_since(&self, started_ns: u64) -> HashSet<Cookie> {
+        self.history
             .since(started_ns)
             .map(|h| h.entry.cookie)
-            .collect();
-        let mut seen = HashSet::with_capacity(dump.len());
+            .collect()
+    }
+
+    fn merge(
+        &mut self,
+        dump: impl Iterator<Item = DiagSocket>,
+        started_ns: u64,
+        protos: &[Proto],
+    ) -> Corrections {
+        let mut c = Corrections::default();
+        let closed_since = self.closed_since(started_ns);
         for d in dump {
-            seen.insert(d.cookie);
-            if let Some(e) = self.live.get_mut(&d.cookie) {
-                e.recv_q = d.recv_q;
-                e.send_q = d.send_q;
-                e.uid = Some(d.uid);
-                e.inode = d.inode;
-                e.family = d.family;
-                e.local = d.local;
-                e.remote = d.remote;
-                if e.last_event_ns >= started_ns {
-                    continue;
-                }
-                if e.state != d.state {
-                    // A timewait socket seeing the peer's FIN has no transition either.
-                    let silent = e.ends_silently
-                        && (e.state, d.state) == (TcpState::FinWait2, TcpState::TimeWait);
-                    if d.proto == Proto::Tcp && !silent {
-                        c.state += 1;
-                    }
-                    e.state = d.state;
-                    e.since_ns = None;
-                }
-                e.dumped_ns = started_ns;
-                e.ends_silently = ends_silently(d);
-                continue;
-            }
-            if closed_since.contains(&d.cookie) {
-                continue;
-            }
-            if self.live.len() >= self.limits.max_sockets {
-                self.counters.socket_overflow += 1;
-                continue;
-            }
-            if d.proto == Proto::Tcp && !ends_silently(d) {
-                c.added += 1;
-            }
-            self.live.insert(d.cookie, from_dump(d, started_ns));
+            self.merge_one(&d, started_ns, &closed_since, &mut c);
         }
-        self.live.retain(|cookie, e| {
-            if seen.contains(cookie) || !protos.contains(&e.proto) || e.last_event_ns >= started_ns
+        self.sweep(started_ns, protos, &mut c);
+        c
+    }
+
+    /// One socket of a dump. Every entry the dump showed ends with `dumped_ns == started_ns`
+    /// or a transition at least as new as the dump: that is how [`sweep`](Self::sweep) tells
+    /// what the dump did not show.
+    fn merge_one(
+        &mut self,
+        d: &DiagSocket,
+        started_ns: u64,
+        closed_since: &HashSet<Cookie>,
+        c: &mut Corrections,
+    ) {
+        if let Some(e) = self.get_mut(d.cookie) {
+            e.recv_q = d.recv_q;
+            e.send_q = d.send_q;
+            e.uid = d.uid;
+            e.inode = inode32(d.inode);
+            e.family = d.family;
+            e.local = d.local;
+            e.remote = d.remote;
+            if e.last_event_ns >= started_ns {
+                return;
+            }
+            if e.state != d.state {
+                // A timewait socket seeing the peer's FIN has no transition either.
+                let silent = e.ends_silently
+                    && (e.state, d.state) == (TcpState::FinWait2, TcpState::TimeWait);
+                if d.proto == Proto::Tcp && !silent {
+                    c.state += 1;
+                }
+                e.state = d.state;
+                e.since_ns = 0;
+            }
+            e.dumped_ns = started_ns;
+            e.ends_silently = ends_silently(d);
+            return;
+        }
+        if closed_since.contains(&d.cookie) {
+            return;
+        }
+        if self.live.len() >= self.limits.max_sockets {
+            self.counters.socket_overflow += 1;
+            return;
+        }
+        if d.proto == Proto::Tcp && !ends_silently(d) {
+            c.added += 1;
+        }
+        self.insert(from_dump(d, started_ns));
+    }
+
+    /// Drops the entries of `protos` the dump did not show, unless a transition since its
+    /// start speaks for them.
+    fn sweep(&mut self, started_ns: u64, protos: &[Proto], c: &mut Corrections) {
+        self.retain(|e| {
+            if e.dumped_ns == started_ns
+                || !protos.contains(&e.proto)
+                || e.last_event_ns >= started_ns
             {
                 return true;
             }
@@ -132,8 +216,12 @@ impl Table {
             }
             false
         });
-        c
     }
+}
+
+/// The kernel's socket inodes are 32 bits (`inet_diag_msg.idiag_inode`).
+fn inode32(inode: u64) -> u32 {
+    u32::try_from(inode).unwrap_or(u32::MAX)
 }
 
 fn from_dump(d: &DiagSocket, started_ns: u64) -> Entry {
@@ -146,10 +234,10 @@ fn from_dump(d: &DiagSocket, started_ns: u64) -> Entry {
         state: d.state,
         recv_q: d.recv_q,
         send_q: d.send_q,
-        uid: Some(d.uid),
-        inode: d.inode,
-        since_ns: None,
-        opened_ns: None,
+        uid: d.uid,
+        inode: inode32(d.inode),
+        since_ns: 0,
+        opened_ns: 0,
         owner: None,
         last_event_ns: 0,
         dumped_ns: started_ns,

@@ -94,7 +94,7 @@ fn accepted_sockets_take_the_listeners_owner() {
     tb.apply(&t(2, 20, SynRecv, Established, (80, 40000), 9));
     let e = tb.get(Cookie(2)).unwrap();
     assert_eq!((e.state, e.owner.as_ref().unwrap().pid), (Established, 700));
-    assert_eq!(e.opened_ns, Some(10));
+    assert_eq!(e.opened_ns(), Some(10));
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn time_wait_that_events_missed_comes_from_reconciliation_and_is_counted() {
     );
     assert_eq!(c.state, 1);
     let e = tb.get(Cookie(1)).unwrap();
-    assert_eq!((e.state, e.inode, e.since_ns), (TimeWait, 0, None));
+    assert_eq!((e.state, e.inode(), e.since_ns()), (TimeWait, 0, None));
     // A socket no transition announced, and one that vanished without a close.
     tb.apply(&t(2, 150, Close, SynSent, (0, 81), 5));
     let c = tb.reconcile(
@@ -253,4 +253,97 @@ fn a_holder_found_in_proc_is_remembered_after_the_socket_is_orphaned() {
         &[Proto::Tcp],
     );
     assert_eq!(c, Corrections::default());
+}
+
+#[test]
+fn a_streamed_reconciliation_matches_one_from_a_list() {
+    // 10,000 sockets (more than a chunk): some the table knows, some it does not, one it
+    // knows in another state, and one it holds that the dump no longer shows.
+    let dump: Vec<DiagSocket> = (1..=10_000)
+        .map(|i| {
+            d(
+                i,
+                Proto::Tcp,
+                Established,
+                (1000, (i % 60_000) as u16 + 1),
+                i,
+            )
+        })
+        .collect();
+    let build = || {
+        let mut tb = table();
+        tb.seed(&dump[..5_000], 1);
+        tb.apply(&t(7, 5, Established, FinWait1, (1000, 8), 1));
+        tb.apply(&t(20_000, 6, SynSent, Established, (1000, 9), 1));
+        tb
+    };
+    let mut listed = build();
+    let c1 = listed.reconcile(&dump, 10, &[Proto::Tcp]);
+    let mut streamed = build();
+    let mut catch_ups = 0;
+    let c2 = streamed
+        .reconcile_with(
+            10,
+            &[Proto::Tcp],
+            |sink| {
+                dump.iter().cloned().for_each(sink);
+                Ok::<(), ()>(())
+            },
+            |_| catch_ups += 1,
+        )
+        .unwrap();
+    assert_eq!(c1, c2);
+    assert_eq!((c1.added, c1.removed, c1.state), (5_000, 1, 1));
+    assert_eq!(catch_ups, 3);
+    assert_eq!(listed.counters(), streamed.counters());
+    let mut a: Vec<_> = listed.live().cloned().collect();
+    let mut b: Vec<_> = streamed.live().cloned().collect();
+    a.sort_by_key(|e| e.cookie);
+    b.sort_by_key(|e| e.cookie);
+    assert_eq!(a, b);
+    assert_eq!(streamed.get(Cookie(7)).map(|e| e.state), Some(Established));
+}
+
+#[test]
+fn the_index_finds_every_socket_through_inserts_and_removals() {
+    // Sequential and scattered cookies; rounds of dumps that drop and add sockets, each
+    // checked against the set the table should hold.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let cookies: Vec<u64> = (1..=3_000)
+        .map(|i| if i % 3 == 0 { next() | 1 } else { i })
+        .collect();
+    let mut tb = table();
+    let mut held = std::collections::BTreeSet::new();
+    for round in 0..30u64 {
+        let dump: Vec<DiagSocket> = cookies
+            .iter()
+            .filter(|_| next() % 4 != 0)
+            .map(|&c| d(c, Proto::Tcp, Established, (1, 2), c))
+            .collect();
+        tb.reconcile(&dump, 100 + round, &[Proto::Tcp]);
+        held = dump.iter().map(|s| s.cookie.0).collect();
+        assert_eq!(tb.len(), held.len());
+        for &c in &cookies {
+            assert_eq!(
+                tb.get(Cookie(c)).map(|e| e.cookie.0),
+                held.contains(&c).then_some(c),
+                "round {round}, cookie {c:#x}"
+            );
+        }
+    }
+    // Closing by transitions removes them one at a time.
+    for &c in held.iter().take(500) {
+        tb.apply(&t(c, 1_000, Established, Close, (1, 2), 1));
+        assert!(tb.get(Cookie(c)).is_none());
+    }
+    assert_eq!(tb.len(), held.len() - 500);
+    for &c in held.iter().skip(500) {
+        assert_eq!(tb.get(Cookie(c)).map(|e| e.cookie.0), Some(c));
+    }
 }

@@ -45,6 +45,10 @@ pub const PACKAGES: &[Package] = &[
         name: "procps",
         why: "`ps` and `pgrep` for the end-to-end tests",
     },
+    Package {
+        name: "prometheus",
+        why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
+    },
 ];
 
 pub fn ensure(mode: Mode) -> Result<bool> {

@@ -1,0 +1,293 @@
+//! cgroup v2: the id the kernel reports for a socket's cgroup (the inode number of its
+//! directory under `/sys/fs/cgroup`), the path it names, and the container a path belongs to.
+//!
+//! Paths are relative to the cgroup root and start with `/`, as `/proc/PID/cgroup` shows them:
+//! `/system.slice/nginx.service`.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+/// Where cgroup v2 is usually mounted (the unified hierarchy).
+pub const ROOT: &str = "/sys/fs/cgroup";
+
+/// Where cgroup v2 is mounted here: the first `cgroup2` mount in `/proc/self/mounts`
+/// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems), else [`ROOT`].
+pub fn root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+                (kind == "cgroup2").then(|| PathBuf::from(at))
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from(ROOT))
+}
+
+/// The id of a cgroup given by path: relative to the cgroup v2 root
+/// (`/system.slice/x.service`) or absolute under it (`/sys/fs/cgroup/system.slice/x.service`).
+/// `None` when it does not exist.
+pub fn id_of(path: &str) -> Option<u64> {
+    let p = Path::new(path);
+    let root = root();
+    let full: PathBuf = if p.starts_with(&root) {
+        p.to_owned()
+    } else {
+        root.join(path.trim_start_matches('/'))
+    };
+    let meta = std::fs::metadata(full).ok()?;
+    meta.is_dir().then(|| meta.ino())
+}
+
+/// cgroup ids to paths, from a scan of the cgroup tree; rescanned (at most once per
+/// `min_rescan`) when asked for an id it does not know.
+#[derive(Debug)]
+pub struct Paths {
+    root: PathBuf,
+    paths: HashMap<u64, String>,
+    scanned: Option<Instant>,
+    min_rescan: Duration,
+}
+
+impl Paths {
+    pub fn new() -> Self {
+        Self::at(&root())
+    }
+
+    /// A cache over another tree (for tests).
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            paths: HashMap::new(),
+            scanned: None,
+            min_rescan: Duration::from_secs(1),
+        }
+    }
+
+    /// The path of cgroup `id`, if it exists (or existed at the last scan).
+    pub fn path(&mut self, id: u64) -> Option<&str> {
+        if id == 0 {
+            return None;
+        }
+        if !self.paths.contains_key(&id)
+            && self.scanned.is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
+            self.rescan();
+        }
+        self.paths.get(&id).map(String::as_str)
+    }
+
+    fn rescan(&mut self) {
+        self.paths.clear();
+        let mut stack = vec![(self.root.clone(), String::from("/"))];
+        while let Some((dir, rel)) = stack.pop() {
+            if let Ok(meta) = std::fs::metadata(&dir) {
+                self.paths.insert(meta.ino(), rel.clone());
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let child = if rel == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    stack.push((e.path(), child));
+                }
+            }
+        }
+        self.scanned = Some(Instant::now());
+    }
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The container runtime a cgroup path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    CriO,
+    Podman,
+    /// A Kubernetes pod under the cgroupfs driver: the path does not name the runtime.
+    Kubernetes,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+            Runtime::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A container: its runtime and its full id (64 hex digits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub runtime: Runtime,
+    pub id: String,
+}
+
+impl Container {
+    /// The 12-digit short id `docker ps` and `crictl ps` show.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The innermost container a cgroup path belongs to, for the common runtimes' layouts:
+///
+/// - Docker: `/docker/ID`, `/system.slice/docker-ID.scope`
+/// - containerd (Kubernetes, systemd driver): `.../cri-containerd-ID.scope`
+/// - CRI-O: `.../crio-ID.scope` (not `crio-conmon-ID.scope`, the monitor)
+/// - podman: `.../libpod-ID.scope`, `/machine.slice/libpod-ID.scope/container`,
+///   `/libpod_parent/libpod-ID` (not `libpod-conmon-ID.scope`)
+/// - Kubernetes with the cgroupfs driver: `/kubepods/burstable/podUID/ID`
+pub fn container_of(path: &str) -> Option<Container> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate().rev() {
+        let name = part.strip_suffix(".scope").unwrap_or(part);
+        let prefixed = [
+            ("docker-", Runtime::Docker),
+            ("cri-containerd-", Runtime::Containerd),
+            ("crio-", Runtime::CriO),
+            ("libpod-", Runtime::Podman),
+        ];
+        for (prefix, runtime) in prefixed {
+            if let Some(id) = name.strip_prefix(prefix).filter(|id| is_id(id)) {
+                return Some(Container {
+                    runtime,
+                    id: id.to_owned(),
+                });
+            }
+        }
+        if is_id(name) && i > 0 {
+            let parent = parts[i - 1];
+            let runtime = if parent == "docker" {
+                Some(Runtime::Docker)
+            } else if parent.starts_with("pod") || parts.iter().any(|p| p.starts_with("kubepods")) {
+                Some(Runtime::Kubernetes)
+            } else {
+                None
+            };
+            if let Some(runtime) = runtime {
+                return Some(Container {
+                    runtime,
+                    id: name.to_owned(),
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    fn c(runtime: Runtime) -> Option<Container> {
+        Some(Container {
+            runtime,
+            id: ID.to_owned(),
+        })
+    }
+
+    #[test]
+    fn container_ids_from_every_runtime_layout() {
+        let cases = [
+            (format!("/docker/{ID}"), c(Runtime::Docker)),
+            (
+                format!("/system.slice/docker-{ID}.scope"),
+                c(Runtime::Docker),
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/\
+                     kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/\
+                     cri-containerd-{ID}.scope"
+                ),
+                c(Runtime::Containerd),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod1234.slice/crio-{ID}.scope"),
+                c(Runtime::CriO),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod1234.slice/crio-conmon-{ID}.scope"),
+                None,
+            ),
+            (
+                format!("/machine.slice/libpod-{ID}.scope"),
+                c(Runtime::Podman),
+            ),
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                c(Runtime::Podman),
+            ),
+            (
+                format!(
+                    "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+                ),
+                c(Runtime::Podman),
+            ),
+            (format!("/machine.slice/libpod-conmon-{ID}.scope"), None),
+            (format!("/libpod_parent/libpod-{ID}"), c(Runtime::Podman)),
+            (
+                format!("/kubepods/burstable/pod1a2b3c4d-5e6f/{ID}"),
+                c(Runtime::Kubernetes),
+            ),
+            ("/system.slice/nginx.service".to_owned(), None),
+            ("/".to_owned(), None),
+            (format!("/docker/{}", &ID[..63]), None),
+            (format!("/random/{ID}"), None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(container_of(&path), want, "{path}");
+        }
+        assert_eq!(c(Runtime::Docker).unwrap().short_id(), &ID[..12]);
+    }
+
+    #[test]
+    fn ids_and_paths_from_a_tree() {
+        let dir = std::env::temp_dir().join(format!("enetstat-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("system.slice/nginx.service")).unwrap();
+        let ino = std::fs::metadata(dir.join("system.slice/nginx.service"))
+            .unwrap()
+            .ino();
+        let mut paths = Paths::at(&dir);
+        assert_eq!(paths.path(ino), Some("/system.slice/nginx.service"));
+        assert_eq!(paths.path(0), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_root_cgroup_has_an_id() {
+        if root().join("cgroup.procs").exists() {
+            assert!(id_of("/").is_some());
+            assert_eq!(id_of("/no/such/cgroup"), None);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The client commands through a running daemon, and `enetstat daemon` itself.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use enetstat::{
+    client::Client,
+    clock::monotonic_ns,
+    daemon::{
+        self, DEFAULT_SOCKET, DaemonOptions, EngineOptions,
+        protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers, WireTime},
+    },
+    probe::ProbeOptions,
+    table::Limits,
+    watch::Mode,
+};
+
+use crate::{
+    cli::{Cli, DaemonArgs, Output, TimeArg, WatchArgs},
+    snapshot_args::{SnapshotArgs, TableOutput},
+};
+
+/// The daemon socket a client command should use, if any: `--socket`, or the default one when
+/// it exists; never with `--standalone`.
+pub fn socket_for(cli: &Cli) -> Option<PathBuf> {
+    if cli.standalone {
+        return None;
+    }
+    if let Some(p) = &cli.socket {
+        return Some(p.clone());
+    }
+    let default = Path::new(DEFAULT_SOCKET);
+    default.exists().then(|| default.to_owned())
+}
+
+/// `enetstat daemon`.
+pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
+    let keep_caps = args.keep_capabilities;
+    // Capabilities are per thread: the runtime's threads never need more than the daemon
+    // keeps; the main thread loads the programs and drops the rest right after.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .on_thread_start(move || {
+            if !keep_caps && let Err(e) = daemon::privilege::drop_capabilities() {
+                tracing::warn!("{e}");
+            }
+        })
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let socket = socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let opts = DaemonOptions {
+        socket: socket.clone(),
+        socket_group: args.socket_group,
+        metrics: args.metrics,
+        probe: ProbeOptions {
+            ring_size: args.ring_size,
+            wakeup_interval: Duration::from_micros(args.wakeup_us),
+            ..ProbeOptions::default()
+        },
+        engine: EngineOptions {
+            limits: Limits {
+                max_sockets: args.max_sockets,
+                max_closed: args.max_closed,
+            },
+            max_sockets: args.max_sockets,
+            reconcile: args.reconcile,
+            keep_closed: args.keep_closed,
+        },
+        queue_len: args.client_queue,
+        drop_capabilities: !args.keep_capabilities,
+        event_log: args
+            .event_log
+            .clone()
+            .map(|path| daemon::event_log::EventLogOptions {
+                path,
+                max_bytes: args.event_log_size,
+                keep: args.event_log_keep,
+                queue: 65_536,
+            }),
+    };
+    let metrics = args.metrics;
+    runtime.block_on(async move {
+        let stop = crate::stop_signal()?;
+        daemon::run(opts, stop, || {
+            match metrics {
+                Some(addr) => eprintln!(
+                    "enetstat: tracing TCP state transitions; daemon serving on {} and metrics \
+                     on http://{addr}/metrics",
+                    socket.display()
+                ),
+                None => eprintln!(
+                    "enetstat: tracing TCP state transitions; daemon serving on {}",
+                    socket.display()
+                ),
+            };
+        })
+        .await?;
+        eprintln!("enetstat: daemon stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `enetstat watch` and `enetstat life` through the daemon: the same lines standalone mode
+/// prints, rendered by the daemon.
+pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode> {
+    let filter = crate::watch_filter(&args)?;
+    let stop = crate::stop_signal()?;
+    let mut client = Client::connect(path).await?;
+    let stream = match mode {
+        Mode::Transitions => Stream::Transitions,
+        Mode::Lifecycles => Stream::Lifecycles,
+    };
+    let format = match args.output {
+        Output::Text => WireFormat::Text,
+        Output::Json => WireFormat::Json,
+        Output::Csv => WireFormat::Csv,
+    };
+    let request = SubscribeRequest {
+        stream,
+        filter: filter.to_string(),
+        format,
+        wide: args.wide,
+        time: match args.time {
+            TimeArg::Wall => WireTime::Wall,
+            TimeArg::Relative => WireTime::Relative,
+            TimeArg::None => WireTime::None,
+        },
+        utc: args.utc,
+        start_ns: monotonic_ns(),
+        header: false,
+    };
+    let style = daemon::lines::style(&request);
+    client.subscribe(request).await?;
+    eprintln!(
+        "enetstat: tracing TCP state transitions through the daemon at {}; press Ctrl-C to stop",
+        path.display()
+    );
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    daemon::lines::write_header(&mut out, stream, format, &style)?;
+    out.flush()?;
+    let mut stop = std::pin::pin!(stop);
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut sleep = std::pin::pin!(async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    let mut shown = 0u64;
+    loop {
+        tokio::select! {
+            line = client.next_line() => {
+                let Some(line) = line? else {
+                    anyhow::bail!("the daemon at {} closed the connection", path.display());
+                };
+                let written = out.write_all(line.as_bytes()).and_then(|()| {
+                    if client.buffered() == 0 { out.flush() } else { Ok(()) }
+                });
+                match written {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(e).context("cannot write the output"),
+                }
+                shown += 1;
+                if args.count.is_some_and(|n| shown >= n) {
+                    break;
+                }
+            }
+            () = &mut stop => break,
+            () = &mut sleep => break,
+        }
+    }
+    let _ = out.flush();
+    let what = match mode {
+        Mode::Transitions => "transitions",
+        Mode::Lifecycles => "connections",
+    };
+    eprintln!(
+        "enetstat: {shown} {what} shown (through the daemon at {})",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshot request for the snapshot flags.
+fn snapshot_request(args: &SnapshotArgs, header: bool) -> SnapshotRequest {
+    let mut protos = Vec::new();
+    if args.tcp || !args.udp {
+        protos.push("tcp".to_owned());
+    }
+    if args.udp || !args.tcp {
+        protos.push("udp".to_owned());
+    }
+    SnapshotRequest {
+        filter: String::new(),
+        recent_ms: args.recent.map(|d| d.as_millis() as u64),
+        protos,
+        servers: match (args.listening, args.all) {
+            (true, _) => WireServers::Only,
+            (_, true) => WireServers::Include,
+            _ => WireServers::Exclude,
+        },
+        family: match (args.inet, args.inet6) {
+            (true, _) => Some("ipv4".into()),
+            (_, true) => Some("ipv6".into()),
+            _ => None,
+        },
+        states: args.state.iter().map(|s| s.to_string()).collect(),
+        format: match args.output {
+            TableOutput::Text => WireFormat::Text,
+            TableOutput::Json => WireFormat::Json,
+            TableOutput::Csv => WireFormat::Csv,
+        },
+        numeric: args.numeric,
+        programs: args.program,
+        extend: args.extend,
+        wide: args.wide,
+        header,
+    }
+}
+
+/// `enetstat [FLAGS]` through the daemon: the table it keeps, as `enetstat -c` shows it.
+pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
+    let mut client = Client::connect(path).await?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let Some(cont) = args.continuous() else {
+        let text = client.snapshot(snapshot_request(&args, true)).await?;
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("cannot write the output");
+            }
+            _ => {}
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let stop = crate::stop_signal()?;
+    let mut stop = std::pin::pin!(stop);
+    let mut tick = tokio::time::interval(cont.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => break,
+        }
+        let text = client.snapshot(snapshot_request(&args, shown == 0)).await?;
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("cannot write the output"),
+        }
+        shown += 1;
+        if cont.count.is_some_and(|n| shown >= n) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
