@@ -209,28 +209,32 @@ impl Probe {
             filtered: sum(counter::FILTERED)?,
             ringbuf_full: sum(counter::RINGBUF_FULL)?,
             read_errors: sum(counter::READ_ERRORS)?,
-            recursion_misses: self.recursion_misses(),
+            recursion_misses: self.recursion_misses(sum(counter::NESTED_CALLS)?),
         })
     }
 
-    /// Nested calls the kernel skipped, over all our programs. The primary state program's
-    /// misses are covered by the nested copy, so only a miss of *both* is a loss: count the
-    /// nested copy's misses, and the other programs'.
-    fn recursion_misses(&self) -> u64 {
-        self.ebpf
-            .programs()
-            .filter(|(name, _)| *name != TRACEPOINT)
-            .filter_map(|(name, program)| {
-                let fd = program.fd().ok()?;
-                match misses::recursion_misses(fd.as_fd()) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        tracing::debug!("cannot read recursion misses of {name}: {e}");
-                        None
-                    }
-                }
+    /// Events the kernel skipped because a program was already running on that CPU and that
+    /// nobody recorded: the primary state program's misses not rescued by its nested copy,
+    /// plus the other programs' misses.
+    fn recursion_misses(&self, nested_calls: u64) -> u64 {
+        let misses = |name: &str| -> u64 {
+            let Some(program) = self.ebpf.program(name) else {
+                return 0;
+            };
+            let Ok(fd) = program.fd() else { return 0 };
+            misses::recursion_misses(fd.as_fd()).unwrap_or_else(|e| {
+                tracing::debug!("cannot read recursion misses of {name}: {e}");
+                0
             })
-            .sum()
+        };
+        let others: u64 = self
+            .ebpf
+            .programs()
+            .map(|(name, _)| name)
+            .filter(|name| *name != TRACEPOINT)
+            .map(misses)
+            .sum();
+        misses(TRACEPOINT).saturating_sub(nested_calls) + others
     }
 }
 
