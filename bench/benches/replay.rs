@@ -95,6 +95,7 @@ fn replay(c: &mut Criterion) {
                             owner: ctx.owner.as_ref(),
                             in_old: ctx.in_old,
                             end,
+                            cgroup: None,
                         };
                         render::json::write_line(&mut out, &line).expect("writing to memory");
                     } else {

@@ -6,8 +6,10 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -44,12 +46,36 @@ pub fn id_of(path: &str) -> Option<u64> {
     meta.is_dir().then(|| meta.ino())
 }
 
-/// cgroup ids to paths, from a scan of the cgroup tree; rescanned (at most once per
-/// `min_rescan`) when asked for an id it does not know.
+/// The id of this process's own cgroup (from `/proc/self/cgroup`), when cgroup v2 is
+/// mounted.
+pub fn own_id() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    id_of(path)
+}
+
+/// What a cgroup id names: its path, and the container it belongs to when the path is a
+/// container runtime's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: String,
+    pub container: Option<Container>,
+}
+
+impl Cgroup {
+    pub fn new(path: String) -> Self {
+        let container = container_of(&path);
+        Self { path, container }
+    }
+}
+
+/// cgroup ids to what they name, from a scan of the cgroup tree; rescanned (at most once per
+/// `min_rescan`) when asked for an id it does not know. A lookup is one hash probe, so
+/// renderers can ask once per event.
 #[derive(Debug)]
 pub struct Paths {
     root: PathBuf,
-    paths: HashMap<u64, String>,
+    paths: HashMap<u64, Arc<Cgroup>>,
     scanned: Option<Instant>,
     min_rescan: Duration,
 }
@@ -57,6 +83,15 @@ pub struct Paths {
 impl Paths {
     pub fn new() -> Self {
         Self::at(&root())
+    }
+
+    /// A cache that never looks anything up (for callers that only pick rows).
+    pub fn empty() -> Self {
+        Self {
+            scanned: Some(Instant::now()),
+            min_rescan: Duration::MAX,
+            ..Self::at(Path::new(""))
+        }
     }
 
     /// A cache over another tree (for tests).
@@ -69,8 +104,8 @@ impl Paths {
         }
     }
 
-    /// The path of cgroup `id`, if it exists (or existed at the last scan).
-    pub fn path(&mut self, id: u64) -> Option<&str> {
+    /// What cgroup `id` names, if it exists (or existed at the last scan). 0 is "not known".
+    pub fn get(&mut self, id: u64) -> Option<&Arc<Cgroup>> {
         if id == 0 {
             return None;
         }
@@ -79,15 +114,24 @@ impl Paths {
         {
             self.rescan();
         }
-        self.paths.get(&id).map(String::as_str)
+        self.paths.get(&id)
     }
 
+    /// The path of cgroup `id`, if it exists (or existed at the last scan).
+    pub fn path(&mut self, id: u64) -> Option<&str> {
+        self.get(id).map(|c| c.path.as_str())
+    }
+
+    /// Rebuilds the map from the tree. Entries of cgroups that still exist are kept as they
+    /// are; those of removed cgroups are dropped.
     fn rescan(&mut self) {
-        self.paths.clear();
+        let mut old = std::mem::take(&mut self.paths);
         let mut stack = vec![(self.root.clone(), String::from("/"))];
         while let Some((dir, rel)) = stack.pop() {
             if let Ok(meta) = std::fs::metadata(&dir) {
-                self.paths.insert(meta.ino(), rel.clone());
+                let known = old.remove(&meta.ino()).filter(|c| c.path == rel);
+                let c = known.unwrap_or_else(|| Arc::new(Cgroup::new(rel.clone())));
+                self.paths.insert(meta.ino(), c);
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -126,6 +170,7 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// The name Kubernetes uses in a container id's scheme (`containerd://ID`).
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Docker => "docker",
@@ -148,6 +193,18 @@ impl Container {
     /// The 12-digit short id `docker ps` and `crictl ps` show.
     pub fn short_id(&self) -> &str {
         &self.id[..12]
+    }
+
+    /// `runtime://short-id`, for columns meant for people.
+    pub fn short(&self) -> String {
+        format!("{}://{}", self.runtime.name(), self.short_id())
+    }
+}
+
+/// `runtime://id`, the form Kubernetes shows in a pod's `containerID`.
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.runtime.name(), self.id)
     }
 }
 
@@ -266,7 +323,10 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(container_of(&path), want, "{path}");
         }
-        assert_eq!(c(Runtime::Docker).unwrap().short_id(), &ID[..12]);
+        let docker = c(Runtime::Docker).unwrap();
+        assert_eq!(docker.short_id(), &ID[..12]);
+        assert_eq!(docker.to_string(), format!("docker://{ID}"));
+        assert_eq!(docker.short(), format!("docker://{}", &ID[..12]));
     }
 
     #[test]
@@ -277,8 +337,18 @@ mod tests {
         let ino = std::fs::metadata(dir.join("system.slice/nginx.service"))
             .unwrap()
             .ino();
+        let docker = dir.join(format!("system.slice/docker-{}.scope", "ab".repeat(32)));
+        std::fs::create_dir_all(&docker).unwrap();
         let mut paths = Paths::at(&dir);
         assert_eq!(paths.path(ino), Some("/system.slice/nginx.service"));
+        assert_eq!(paths.get(ino).unwrap().container, None);
+        let c = paths
+            .get(std::fs::metadata(&docker).unwrap().ino())
+            .unwrap();
+        assert_eq!(
+            c.container.as_ref().map(|c| c.runtime),
+            Some(Runtime::Docker)
+        );
         assert_eq!(paths.path(0), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

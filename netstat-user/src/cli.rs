@@ -158,6 +158,13 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub keep_capabilities: bool,
 
+    /// Run as this user (name or uid), with its groups, instead of root. The daemon switches
+    /// before it loads its programs and keeps only the capabilities it needs; the socket
+    /// stays owned by root. The user must be able to remove the socket: the default
+    /// directory, or one the daemon makes, is given to it.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Also write every transition to PATH as NDJSON (the objects `watch -o json` prints), from
     /// a thread of its own: a slow disk never holds the daemon up (what does not fit in its
     /// queue is counted as dropped, see `stats`).

@@ -23,6 +23,8 @@ pub struct Lifecycle {
     pub remote: Endpoint,
     pub owner: Option<Owner>,
     pub netns: u32,
+    /// cgroup v2 id at the close; 0 if not known.
+    pub cgroup: u64,
     /// Kernel monotonic time of the first transition seen and of the close.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -132,6 +134,7 @@ impl Lives {
                 remote: t.remote,
                 owner: owner.cloned(),
                 netns: t.netns,
+                cgroup: t.cgroup,
                 start_ns: open.start_ns,
                 end_ns: t.ts_ns,
                 connect: open.connect,

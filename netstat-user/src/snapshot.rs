@@ -20,13 +20,14 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::{
+    cgroup,
     clock::monotonic_ns,
     decode::decode_record,
     event::{Cookie, Endpoint, Family, Owner, Record},
     pids::SocketOwners,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
-        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, Title},
+        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow, Title},
         table_data::{self, JsonSnapshot, JsonSocket},
     },
     resolve::Resolver,
@@ -210,6 +211,7 @@ struct View<'a> {
     owners: &'a SocketOwners,
     resolver: &'a mut Resolver,
     users: &'a mut Users,
+    cgroups: &'a mut cgroup::Paths,
     now_ns: u64,
     tracing: bool,
 }
@@ -217,7 +219,7 @@ struct View<'a> {
 /// Prints one snapshot from a single socket dump: no eBPF.
 pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), SnapshotError> {
     let started = monotonic_ns();
-    let mut table = Table::new(opts.limits, None);
+    let mut table = Table::new(opts.limits, own_netns());
     // The dump goes straight into the table: no list of every socket next to it.
     table.seed_with(started, |sink| {
         sockdiag::dump_each(&opts.select.protos, sink)
@@ -229,11 +231,13 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
     };
     let mut resolver = Resolver::new(opts.resolve_budget);
     let mut users = Users::default();
+    let mut cgroups = cgroup::Paths::new();
     let mut view = View {
         opts,
         owners: &owners,
         resolver: &mut resolver,
         users: &mut users,
+        cgroups: &mut cgroups,
         now_ns: monotonic_ns(),
         tracing: false,
     };
@@ -284,6 +288,7 @@ pub async fn continuous(
     let mut owners = SocketOwners::new();
     let mut resolver = Resolver::new(opts.resolve_budget);
     let mut users = Users::default();
+    let mut cgroups = cgroup::Paths::new();
     let mut tick = tokio::time::interval(cont.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = 0u64;
@@ -336,6 +341,7 @@ pub async fn continuous(
             owners: &owners,
             resolver: &mut resolver,
             users: &mut users,
+            cgroups: &mut cgroups,
             now_ns,
             tracing: true,
         };
@@ -498,6 +504,7 @@ fn holders(view: &View<'_>, live: &[&Entry]) -> Vec<(Cookie, Owner)> {
 /// The closed connections `--recent` shows, oldest first.
 fn closed_rows<'t>(view: &View<'_>, table: &'t Table) -> impl Iterator<Item = Row> + 't {
     let opts = view.opts;
+    let netns = table.netns();
     let now_ns = view.now_ns;
     let recent = opts.recent.filter(|_| view.tracing);
     let since = recent.map_or(u64::MAX, |r| now_ns.saturating_sub(r.as_nanos() as u64));
@@ -518,7 +525,7 @@ fn closed_rows<'t>(view: &View<'_>, table: &'t Table) -> impl Iterator<Item = Ro
                 last_state: c.last_state,
                 errno: c.fin.map_or(0, |f| f.errno),
             };
-            row(&c.entry, owner, None, Some(closed))
+            row(&c.entry, netns, owner, None, Some(closed))
         })
 }
 
@@ -531,6 +538,7 @@ fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
         .map(|e| {
             row(
                 e,
+                table.netns(),
                 shown_owner(view, e),
                 e.age_ns(view.now_ns).map(Duration::from_nanos),
                 None,
@@ -547,6 +555,7 @@ fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
 
 fn row(
     e: &Entry,
+    netns: Option<u32>,
     owner: Option<ShownOwner>,
     age: Option<Duration>,
     closed: Option<ClosedInfo>,
@@ -565,6 +574,8 @@ fn row(
         uid: e.uid(),
         inode: e.inode(),
         cookie: e.cookie,
+        netns,
+        cgroup: e.cgroup(),
         age,
         closed,
     }
@@ -603,6 +614,7 @@ fn write_text_streaming(
     for e in &live {
         let r = row(
             e,
+            table.netns(),
             shown_owner(view, e),
             e.age_ns(view.now_ns).map(Duration::from_nanos),
             None,
@@ -627,6 +639,7 @@ struct TextBuffers {
     local: String,
     remote: String,
     user: String,
+    cgroup: String,
     line: String,
 }
 
@@ -663,6 +676,7 @@ fn write_text_row(
         text.remote = endpoint_text(view, r.proto, remote);
     }
     text.user.clear();
+    text.cgroup.clear();
     if cols.extend {
         match r.uid {
             Some(uid) if opts.numeric => {
@@ -672,15 +686,22 @@ fn write_text_row(
             Some(uid) => text.user.push_str(view.users.name(uid)),
             None => text.user.push('-'),
         }
+        match view.cgroups.get(r.cgroup) {
+            Some(c) => match &c.container {
+                Some(container) => text.cgroup.push_str(&container.short()),
+                None => text.cgroup.push_str(&c.path),
+            },
+            None => text.cgroup.push('-'),
+        }
     }
-    netstat::row_line(
-        &mut text.line,
-        r,
-        &text.local,
-        &text.remote,
-        &text.user,
-        cols,
-    );
+    let cells = TextRow {
+        row: r,
+        local: &text.local,
+        remote: &text.remote,
+        user: &text.user,
+        cgroup: &text.cgroup,
+    };
+    netstat::row_line(&mut text.line, &cells, cols);
     out.write_all(text.line.as_bytes())
 }
 
@@ -695,11 +716,13 @@ pub fn traced_rows(
 ) -> Vec<Row> {
     let mut resolver = Resolver::new(Duration::ZERO);
     let mut users = Users::default();
+    let mut cgroups = cgroup::Paths::empty();
     let view = View {
         opts,
         owners,
         resolver: &mut resolver,
         users: &mut users,
+        cgroups: &mut cgroups,
         now_ns,
         tracing: true,
     };
@@ -717,11 +740,13 @@ pub fn render_traced(
     let owners = SocketOwners::new();
     let mut resolver = Resolver::new(opts.resolve_budget);
     let mut users = Users::default();
+    let mut cgroups = cgroup::Paths::new();
     let mut view = View {
         opts,
         owners: &owners,
         resolver: &mut resolver,
         users: &mut users,
+        cgroups: &mut cgroups,
         now_ns: monotonic_ns(),
         tracing: true,
     };
@@ -736,13 +761,20 @@ fn render_rows(
     first: bool,
 ) -> io::Result<()> {
     let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+    let cgroups = match view.opts.format {
+        Format::Json | Format::Csv => cgroups_of(view.cgroups, rows),
+        Format::Text => Default::default(),
+    };
     match view.opts.format {
         Format::Json => table_data::write_json(
             out,
             &JsonSnapshot {
                 time,
                 tracing: view.tracing,
-                sockets: rows.iter().map(JsonSocket::new).collect(),
+                sockets: rows
+                    .iter()
+                    .map(|r| JsonSocket::new(r, cgroups.get(&r.cgroup).map(|c| &**c)))
+                    .collect(),
                 counters: status,
             },
         ),
@@ -751,12 +783,29 @@ fn render_rows(
                 table_data::write_csv_header(out)?;
             }
             for r in rows {
-                table_data::write_csv_row(out, &time, r)?;
+                let cgroup = cgroups.get(&r.cgroup).map(|c| &**c);
+                table_data::write_csv_row(out, &time, r, cgroup)?;
             }
             Ok(())
         }
         Format::Text => write_text(view, rows, status, out),
     }
+}
+
+/// What the rows' cgroups name, looked up once per cgroup.
+fn cgroups_of(
+    paths: &mut cgroup::Paths,
+    rows: &[Row],
+) -> std::collections::HashMap<u64, Arc<cgroup::Cgroup>> {
+    let mut named = std::collections::HashMap::new();
+    for r in rows {
+        if !named.contains_key(&r.cgroup)
+            && let Some(c) = paths.get(r.cgroup)
+        {
+            named.insert(r.cgroup, Arc::clone(c));
+        }
+    }
+    named
 }
 
 fn write_text(
@@ -890,6 +939,7 @@ mod tests {
             send_q: 0,
             uid: 0,
             inode,
+            cgroup: 0,
         }
     }
 
@@ -899,11 +949,13 @@ mod tests {
         let owners = SocketOwners::new();
         let mut resolver = Resolver::new(Duration::ZERO);
         let mut users = Users::default();
+        let mut cgroups = cgroup::Paths::new();
         let mut view = View {
             opts,
             owners: &owners,
             resolver: &mut resolver,
             users: &mut users,
+            cgroups: &mut cgroups,
             now_ns: 0,
             tracing: false,
         };

@@ -55,6 +55,9 @@ pub struct DiagSocket {
     pub uid: u32,
     /// Socket inode; 0 when no file refers to it (TIME_WAIT, SYN_RECV, orphans).
     pub inode: u64,
+    /// cgroup v2 id of the socket (`INET_DIAG_CGROUP_ID`, Linux 5.7+); 0 when the kernel
+    /// did not say (TIME_WAIT and request sockets have none).
+    pub cgroup: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,8 @@ const NLMSG_DONE: u16 = 3;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `struct inet_diag_msg`.
 const INET_DIAG_MSG_LEN: usize = 72;
+/// The attribute carrying a full socket's cgroup id; the kernel adds it unasked.
+const INET_DIAG_CGROUP_ID: u16 = 21;
 
 /// Dumps every socket of the given protocols in this network namespace, handing each to `f`
 /// as it is read: no list of the whole dump is built.
@@ -233,7 +238,23 @@ fn shown(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// One `struct inet_diag_msg` (its attributes, none asked for, are ignored).
+/// The cgroup id among a message's attributes (`struct nlattr`s after the fixed part), or 0.
+fn cgroup_attr(mut attrs: &[u8]) -> u64 {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        if kind == INET_DIAG_CGROUP_ID && len >= 12 {
+            return u64::from_ne_bytes(attrs[4..12].try_into().unwrap());
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    0
+}
+
+/// One `struct inet_diag_msg` and the one attribute read from it (the cgroup id).
 fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
     if p.len() < INET_DIAG_MSG_LEN {
         return Err(SockDiagError::Decode(format!(
@@ -280,6 +301,7 @@ fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
         send_q: u32_at(60),
         uid: u32_at(64),
         inode: u64::from(u32_at(68)),
+        cgroup: cgroup_attr(&p[INET_DIAG_MSG_LEN..]),
     })
 }
 
@@ -304,6 +326,25 @@ mod tests {
     }
 
     #[test]
+    fn the_cgroup_attribute_is_found_among_others() {
+        let mut attrs = Vec::new();
+        // INET_DIAG_SHUTDOWN (u8, padded), then the cgroup id.
+        attrs.extend_from_slice(&5u16.to_ne_bytes());
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&[0, 0, 0, 0]);
+        attrs.extend_from_slice(&12u16.to_ne_bytes());
+        attrs.extend_from_slice(&INET_DIAG_CGROUP_ID.to_ne_bytes());
+        attrs.extend_from_slice(&0x1234_5678_9abcu64.to_ne_bytes());
+        assert_eq!(cgroup_attr(&attrs), 0x1234_5678_9abc);
+        assert_eq!(cgroup_attr(&attrs[..8]), 0);
+        assert_eq!(
+            cgroup_attr(&[0xff, 0xff, 21, 0]),
+            0,
+            "a bad length ends the walk"
+        );
+    }
+
+    #[test]
     fn dumps_a_socket_of_this_process() {
         // Needs no privileges: the kernel shows everyone every socket.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -315,6 +356,9 @@ mod tests {
             .expect("our listener is in the dump");
         assert_eq!(mine.family, Family::Ipv4);
         assert_ne!(mine.inode, 0);
+        if let Some(own) = crate::cgroup::own_id() {
+            assert_eq!(mine.cgroup, own, "the socket is in this process's cgroup");
+        }
         assert_ne!(mine.cookie, Cookie(0));
     }
 }

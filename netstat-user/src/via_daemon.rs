@@ -40,6 +40,17 @@ pub fn socket_for(cli: &Cli) -> Option<PathBuf> {
 
 /// `enetstat daemon`.
 pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
+    // Before the runtime starts a thread: every thread then has the user's ids.
+    if let Some(name) = &args.user {
+        let user = daemon::privilege::RunAs::lookup(name)?;
+        user.switch()?;
+        tracing::info!(
+            "running as {} (uid {}, gid {})",
+            user.name,
+            user.uid,
+            user.gid
+        );
+    }
     let keep_caps = args.keep_capabilities;
     // Capabilities are per thread: the runtime's threads never need more than the daemon
     // keeps; the main thread loads the programs and drops the rest right after.

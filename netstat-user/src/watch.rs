@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::{
+    cgroup,
     clock::WallClock,
     clock::monotonic_ns,
     decode::decode_record,
@@ -136,6 +137,8 @@ pub async fn run(
     let mut summary = Summary::default();
 
     let mut lives = Lives::new(opts.max_sockets);
+    // JSON and CSV name each socket's cgroup and container; text has no column for them.
+    let mut cgroups = (opts.format != Format::Text).then(cgroup::Paths::new);
     let mut latency = opts.measure_latency.then(Latency::new);
     let header = match (opts.mode, opts.format) {
         (Mode::Transitions, Format::Text) => render::text::write_header(out, &opts.text),
@@ -189,6 +192,7 @@ pub async fn run(
                 return;
             }
             let time = clock.wall(t.ts_ns);
+            let cgroup = cgroups.as_mut().and_then(|c| c.get(t.cgroup)).map(|c| &**c);
             io_result = match (opts.mode, life) {
                 (Mode::Transitions, _) => {
                     let line = Line {
@@ -197,6 +201,7 @@ pub async fn run(
                         owner: ctx.owner.as_ref(),
                         in_old: ctx.in_old,
                         end,
+                        cgroup,
                     };
                     match opts.format {
                         Format::Text => render::text::write_line(out, &line, &opts.text),
@@ -206,8 +211,8 @@ pub async fn run(
                 }
                 (Mode::Lifecycles, Some(life)) => match opts.format {
                     Format::Text => render::life::write_text(out, &life),
-                    Format::Json => render::life::write_json(out, &life, time),
-                    Format::Csv => render::life::write_csv(out, &life, time),
+                    Format::Json => render::life::write_json(out, &life, time, cgroup),
+                    Format::Csv => render::life::write_csv(out, &life, time, cgroup),
                 },
                 (Mode::Lifecycles, None) => return,
             };

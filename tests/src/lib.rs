@@ -24,6 +24,7 @@
 
 mod binaries;
 mod bpf;
+mod cgroup;
 pub mod daemon;
 mod expect;
 mod lines;
@@ -38,6 +39,7 @@ mod transition;
 
 pub use binaries::{enetstat_bin, peer_bin};
 pub use bpf::{prog_exists, prog_ids_held_by, wait_progs_gone};
+pub use cgroup::{Cgroup, cgroup2_root};
 pub use expect::{
     ACCEPTED, CLIENT, Checker, Expect, LISTENER, REFUSED, Roles, group_by_cookie, show,
 };

@@ -6,6 +6,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::binaries::peer_bin;
+use crate::cgroup::Cgroup;
 use crate::lines::LineLog;
 
 /// How long a peer may take to say what it is expected to say, or to exit.
@@ -28,9 +29,27 @@ impl Peer {
     ///
     /// When it cannot start.
     pub fn spawn(args: &[&str]) -> Peer {
-        let name = format!("enetstat-peer {}", args.join(" "));
-        let mut child = Command::new(peer_bin())
-            .args(args)
+        let mut cmd = Command::new(peer_bin());
+        cmd.args(args);
+        Peer::start(cmd, format!("enetstat-peer {}", args.join(" ")))
+    }
+
+    /// Starts `enetstat-peer <args>` inside `cgroup`: moved there before it runs, so every
+    /// socket it makes belongs to the cgroup. Its pid is the peer's (the shell `exec`s it).
+    pub fn spawn_in(cgroup: &Cgroup, args: &[&str]) -> Peer {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", r#"echo $$ > "$0" && exec "$@""#])
+            .arg(cgroup.procs())
+            .arg(peer_bin())
+            .args(args);
+        Peer::start(
+            cmd,
+            format!("enetstat-peer {} (in {})", args.join(" "), cgroup.rel()),
+        )
+    }
+
+    fn start(mut cmd: Command, name: String) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -58,7 +58,7 @@ impl fmt::Display for State {
 }
 
 /// Every key the contract promises on every line (values may be null where it says so).
-pub const CONTRACT_KEYS: [&str; 16] = [
+pub const CONTRACT_KEYS: [&str; 18] = [
     "time",
     "ts_ns",
     "cookie",
@@ -75,6 +75,8 @@ pub const CONTRACT_KEYS: [&str; 16] = [
     "netns",
     "end",
     "cgroup",
+    "cgroup_path",
+    "container",
 ];
 
 /// One state transition as printed by `enetstat watch -o json`.
@@ -203,7 +205,7 @@ fn is_rfc3339_utc(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1}"#;
+    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1,"cgroup_path":"/","container":null}"#;
 
     #[test]
     fn parses_the_contract_example() {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use enetstat_tests::{
-    Peer, PortReservation, Signal,
+    Cgroup, Peer, PortReservation, Signal,
     daemon::{Conn, Daemon, TempDir},
     enetstat_bin, peer_bin, prog_ids_held_by, require_root,
     scenario::{Child, Netns},
@@ -36,6 +36,7 @@ struct Ev {
     old: String,
     new: String,
     netns: u64,
+    container: Option<String>,
 }
 
 /// A subscription read on its own thread until `stop` is set and the line stream is idle.
@@ -785,23 +786,49 @@ fn thread_caps(pid: u32) -> Vec<(String, String, String)> {
     out
 }
 
-#[test]
-fn daemon_drops_capabilities_and_still_names_other_users_processes() {
-    if !require_root("daemon_drops_capabilities_and_still_names_other_users_processes") {
-        return;
+/// The ids of every thread of `pid`: the `Uid:` and `Gid:` lines of their status.
+fn thread_ids(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            let line = status.lines().find_map(|l| l.strip_prefix(name));
+            line.unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        out.push((field("Uid:"), field("Gid:")));
     }
-    let daemon = Daemon::start("caps", &[]);
+    out
+}
+
+/// Every thread of the daemon runs as `uid` with only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH,
+/// and `-p` through it still names the owner of a listener run as `peer_uid`.
+fn assert_least_privilege(daemon: &Daemon, uid: u32, peer_uid: u32) {
     // CAP_SYS_PTRACE (19) and CAP_DAC_READ_SEARCH (2), on every thread, in every set.
     let kept = "0000000000080004".to_owned();
     for caps in thread_caps(daemon.pid()) {
         assert_eq!(caps, (kept.clone(), kept.clone(), kept.clone()));
     }
-    // A listener owned by nobody: the daemon, without CAP_SYS_ADMIN, still finds its owner.
+    let ids = format!("{uid} {uid} {uid} {uid}");
+    for (uids, gids) in thread_ids(daemon.pid()) {
+        assert_eq!(uids, ids, "the daemon's threads' uids");
+        assert_eq!(gids, ids, "the daemon's threads' gids");
+    }
+    // A listener owned by another user: the daemon, without CAP_SYS_ADMIN, finds its owner.
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(peer_bin())
-        .args(["serve", "--addr", "127.0.0.1:0", "--accept", "1"]);
-    let mut server = Child::spawn(cmd, "enetstat-peer as nobody");
+    cmd.args([
+        format!("--reuid={peer_uid}"),
+        format!("--regid={peer_uid}"),
+        "--clear-groups".into(),
+    ])
+    .arg(peer_bin())
+    .args(["serve", "--addr", "127.0.0.1:0", "--accept", "1"]);
+    let mut server = Child::spawn(cmd, "enetstat-peer as another user");
     let (_, line) = server.line(Duration::from_secs(30));
     let port = line
         .strip_prefix("listening ")
@@ -821,15 +848,49 @@ fn daemon_drops_capabilities_and_still_names_other_users_processes() {
     assert!(stats(&daemon.socket)["pid"].as_u64().is_some());
 }
 
-/// A cgroup v2 directory, removed on drop (after its processes exit).
-struct Cgroup {
-    path: std::path::PathBuf,
+#[test]
+fn daemon_drops_capabilities_and_still_names_other_users_processes() {
+    if !require_root("daemon_drops_capabilities_and_still_names_other_users_processes") {
+        return;
+    }
+    let daemon = Daemon::start("caps", &[]);
+    assert_least_privilege(&daemon, 0, 65534);
 }
 
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
+#[test]
+fn daemon_runs_as_the_user_it_is_given_and_removes_its_socket_on_exit() {
+    if !require_root("daemon_runs_as_the_user_it_is_given_and_removes_its_socket_on_exit") {
+        return;
     }
+    let dir = TempDir::new("user");
+    // A directory the daemon makes, so it may give it to its user.
+    let socket = dir.path.join("run").join("enetstat.sock");
+    let daemon = Daemon::start_at(dir, socket, &["--user", "nobody"]);
+    let meta = std::fs::metadata(&daemon.socket).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o660), "the socket");
+    // Root's processes are other users' now.
+    assert_least_privilege(&daemon, 65534, 0);
+    let (finished, _dir, socket) = daemon.stop(Signal::Term);
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    assert!(!socket.exists(), "the socket is left behind");
+
+    // A user that does not exist: a clear error, and nothing made.
+    let dir = TempDir::new("nouser");
+    let socket = dir.path.join("enetstat.sock");
+    let out = enetstat(&[
+        "daemon",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--user",
+        "no-such-user-enetstat",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("there is no user \"no-such-user-enetstat\""),
+        "{stderr}"
+    );
+    assert!(!socket.exists());
 }
 
 #[test]
@@ -837,46 +898,45 @@ fn daemon_subscription_filters_by_cgroup_path() {
     if !require_root("daemon_subscription_filters_by_cgroup_path") {
         return;
     }
-    // The cgroup v2 mount: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems.
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let Some(root) = mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
-    }) else {
+    // A podman container's cgroup, as podman names it.
+    let container = format!("{:0>64x}", std::process::id());
+    let rel = format!(
+        "enetstat-test-{}/libpod-{container}.scope",
+        std::process::id()
+    );
+    let Some(cg) = Cgroup::create(&rel) else {
         eprintln!("SKIPPED: daemon_subscription_filters_by_cgroup_path: no cgroup v2 mounted");
         return;
     };
-    let name = format!("enetstat-test-{}", std::process::id());
-    let cg = Cgroup {
-        path: root.join(&name),
-    };
-    std::fs::create_dir(&cg.path).expect("cannot make a cgroup");
-    let id = std::fs::metadata(&cg.path).unwrap().ino();
+    let id = cg.id();
     let daemon = Daemon::start("cgroup", &[]);
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let stop = Arc::new(AtomicBool::new(false));
     // By path; the daemon resolves it to the id.
-    let inside = Reader::start(&daemon.socket, &format!("cgroup /{name}"), stop.clone());
+    let inside = Reader::start(
+        &daemon.socket,
+        &format!("cgroup {}", cg.rel()),
+        stop.clone(),
+    );
     let mut outside = Conn::connect(&daemon.socket);
     let ack = outside.request(&json!({"v":1,"op":"subscribe","filter":format!("port = :{} and not cgroup {id}", reservation.port())}));
     assert_eq!(ack["ok"], true);
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec {} churn --addr {} --connections 5",
-        cg.path.display(),
-        peer_bin().display(),
-        reservation.addr()
-    );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let addr = reservation.addr().to_string();
+    let mut churn = Peer::spawn_in(&cg, &["churn", "--addr", &addr, "--connections", "5"]);
+    churn.wait_success();
     settle(&daemon.socket, Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let (events, _) = inside.finish();
     assert_eq!(events.len(), 5 * 10 + 2, "{events:#?}");
     assert!(events.iter().all(|e| e.cgroup == id));
+    // The daemon names the container from the cgroup's path.
+    let podman = format!("podman://{container}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.container.as_deref() == Some(&podman)),
+        "{events:#?}"
+    );
     // Nothing of the test's port came from another cgroup.
     outside
         .reader

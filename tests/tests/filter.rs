@@ -243,7 +243,9 @@ fn csv_rows_read_back_with_a_csv_reader() {
             "ms_in_old",
             "netns",
             "end",
-            "cgroup"
+            "cgroup",
+            "cgroup_path",
+            "container"
         ],
         "CSV header"
     );

@@ -36,7 +36,7 @@ const EVIL: &str = "ev\x1b[31mil\x07";
 const EVIL_ESCAPED: &str = r"ev\x1b[31mil\x07";
 
 /// Every key a lifecycle object carries.
-const LIFE_KEYS: [&str; 19] = [
+const LIFE_KEYS: [&str; 22] = [
     "time",
     "cookie",
     "pid",
@@ -56,6 +56,9 @@ const LIFE_KEYS: [&str; 19] = [
     "end",
     "complete",
     "netns",
+    "cgroup",
+    "cgroup_path",
+    "container",
 ];
 
 /// One state of a lifecycle.

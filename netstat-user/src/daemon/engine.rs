@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    cgroup::{self, Cgroup},
     clock::{WallClock, monotonic_ns},
     decode::decode_record,
     end::End,
@@ -45,6 +46,8 @@ pub struct Event {
     pub end: Option<End>,
     /// The finished connection, when this transition closed one.
     pub life: Option<Lifecycle>,
+    /// What the socket's cgroup id names (path, container), when it names anything.
+    pub cgroup: Option<Arc<Cgroup>>,
 }
 
 /// A subscriber's end of the fan-out.
@@ -129,6 +132,8 @@ pub struct Engine {
     tracker: Tracker,
     lives: Lives,
     clock: WallClock,
+    /// cgroup ids to paths and containers, for the events handed out.
+    cgroups: cgroup::Paths,
     subscribers: Vec<Subscription>,
     received: u64,
     undecodable: u64,
@@ -149,6 +154,7 @@ impl Engine {
             tracker: Tracker::new(opts.max_sockets),
             lives: Lives::new(opts.max_sockets),
             clock: WallClock::new(),
+            cgroups: cgroup::Paths::new(),
             subscribers: Vec::new(),
             received: 0,
             undecodable: 0,
@@ -323,6 +329,19 @@ impl Engine {
             transition: &t,
             owner: ctx.owner.as_ref(),
         };
+        let clock = &self.clock;
+        let cgroups = &mut self.cgroups;
+        let mut event = |life: Option<Lifecycle>| {
+            Arc::new(Event {
+                transition: t.clone(),
+                time: clock.wall(t.ts_ns),
+                owner: ctx.owner.clone(),
+                in_old: ctx.in_old,
+                end,
+                life,
+                cgroup: cgroups.get(t.cgroup).cloned(),
+            })
+        };
         let mut shared: Option<Arc<Event>> = None;
         let mut drops = 0;
         self.subscribers.retain(|s| {
@@ -332,18 +351,7 @@ impl Engine {
             if !s.filter.matches(&observed) {
                 return true;
             }
-            let event = shared
-                .get_or_insert_with(|| {
-                    Arc::new(Event {
-                        transition: t.clone(),
-                        time: self.clock.wall(t.ts_ns),
-                        owner: ctx.owner.clone(),
-                        in_old: ctx.in_old,
-                        end,
-                        life: life.clone(),
-                    })
-                })
-                .clone();
+            let event = shared.get_or_insert_with(|| event(life.clone())).clone();
             match s.queue.try_send(event) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -356,17 +364,7 @@ impl Engine {
         });
         self.subscriber_drops += drops;
         if let Some(log) = &self.event_log {
-            let event = shared.unwrap_or_else(|| {
-                Arc::new(Event {
-                    transition: t.clone(),
-                    time: self.clock.wall(t.ts_ns),
-                    owner: ctx.owner.clone(),
-                    in_old: ctx.in_old,
-                    end,
-                    life: None,
-                })
-            });
-            log.offer(event);
+            log.offer(shared.unwrap_or_else(|| event(None)));
         }
     }
 }

@@ -154,6 +154,7 @@ fn write_loop(
                 owner: ev.owner.as_ref(),
                 in_old: ev.in_old,
                 end: ev.end,
+                cgroup: ev.cgroup.as_deref(),
             },
         );
         if rendered.is_err() {

@@ -60,6 +60,7 @@ pub fn write_event(
                 owner: ev.owner.as_ref(),
                 in_old: ev.in_old,
                 end: ev.end,
+                cgroup: ev.cgroup.as_deref(),
             };
             match format {
                 WireFormat::Text => render::text::write_line(out, &line, style),
@@ -73,8 +74,12 @@ pub fn write_event(
             };
             match format {
                 WireFormat::Text => render::life::write_text(out, life),
-                WireFormat::Json => render::life::write_json(out, life, ev.time),
-                WireFormat::Csv => render::life::write_csv(out, life, ev.time),
+                WireFormat::Json => {
+                    render::life::write_json(out, life, ev.time, ev.cgroup.as_deref())
+                }
+                WireFormat::Csv => {
+                    render::life::write_csv(out, life, ev.time, ev.cgroup.as_deref())
+                }
             }
         }
     }

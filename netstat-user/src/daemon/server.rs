@@ -55,29 +55,30 @@ impl Drop for SocketFile {
     }
 }
 
-/// The gid of a group given by name or number.
+/// A group's id, by name or number.
 pub fn group_id(group: &str) -> Result<u32, DaemonError> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(gid);
+    super::privilege::group_id(group).ok_or_else(|| DaemonError::Group(group.into()))
+}
+
+/// A daemon running as another user (`--user`) must be able to remove its socket when it
+/// stops, so it owns the socket's directory when the directory is its own: the default
+/// `/run/enetstat`, or one it just made. Elsewhere (`/tmp`) it warns instead.
+fn take_dir(dir: &Path, made: bool) -> io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 || std::fs::metadata(dir)?.uid() == uid {
+        return Ok(());
     }
-    let name = std::ffi::CString::new(group).map_err(|_| DaemonError::Group(group.into()))?;
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(DaemonError::Group(group.into()));
+    let ours = Path::new(super::DEFAULT_SOCKET).parent() == Some(dir);
+    if made || ours {
+        std::os::unix::fs::chown(dir, Some(uid), None)?;
+    } else {
+        tracing::warn!(
+            "{} belongs to another user, so this daemon (uid {uid}) may not be able to remove              its socket there when it stops; give --socket a path in a directory of its own",
+            dir.display()
+        );
     }
-    Ok(grp.gr_gid)
+    Ok(())
 }
 
 /// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
@@ -88,7 +89,9 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let made = !dir.exists();
         std::fs::create_dir_all(dir).map_err(err)?;
+        take_dir(dir, made).map_err(err)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
@@ -115,8 +118,10 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         path: path.to_owned(),
         ino,
     };
-    if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(err)?;
+    // Owned by root even when the daemon runs as another user (`--user`).
+    // SAFETY: geteuid cannot fail.
+    if gid.is_some() || unsafe { libc::geteuid() } != 0 {
+        std::os::unix::fs::chown(path, Some(0), gid).map_err(err)?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use super::{Line, json::JsonTransition};
 
 /// The header row: the JSON field names.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 18] = [
     "time",
     "ts_ns",
     "cookie",
@@ -24,6 +24,8 @@ pub const FIELDS: [&str; 16] = [
     "netns",
     "end",
     "cgroup",
+    "cgroup_path",
+    "container",
 ];
 
 /// A writer whose `flush` does nothing: the csv crate flushes its sink after every record,
@@ -117,6 +119,7 @@ mod tests {
             owner: Some(&owner),
             in_old: None,
             end: None,
+            cgroup: None,
         };
         let second = Line {
             owner: None,
@@ -151,7 +154,9 @@ mod tests {
                 "",
                 "4026531840",
                 "",
-                "0"
+                "0",
+                "",
+                ""
             ]
         );
         assert_eq!(&rows[1][3], "");
@@ -168,6 +173,7 @@ mod tests {
             owner: None,
             in_old: None,
             end: None,
+            cgroup: None,
         };
         let json = serde_json::to_string(&JsonTransition::new(&line)).unwrap();
         // serde_json keeps declaration order with preserve_order off for structs.

@@ -9,6 +9,16 @@ use serde::Serialize;
 use super::{Line, millis};
 use crate::{end::End, event::Family, state::TcpState};
 
+/// The path of a socket's cgroup and its container (`runtime://id`), when known: the JSON
+/// fields `cgroup_path` and `container` of transitions, lifecycles and snapshots.
+pub fn cgroup_fields(c: Option<&crate::cgroup::Cgroup>) -> (Option<&str>, Option<String>) {
+    (
+        c.map(|c| c.path.as_str()),
+        c.and_then(|c| c.container.as_ref())
+            .map(ToString::to_string),
+    )
+}
+
 /// One transition as JSON.
 #[derive(Debug, Serialize)]
 pub struct JsonTransition<'a> {
@@ -34,11 +44,17 @@ pub struct JsonTransition<'a> {
     pub end: Option<End>,
     /// cgroup v2 id of the socket (the inode of its /sys/fs/cgroup directory); 0 if unknown.
     pub cgroup: u64,
+    /// The cgroup's path under the cgroup root, when it (still) exists.
+    pub cgroup_path: Option<&'a str>,
+    /// The container, `runtime://id` as Kubernetes writes a `containerID`, when the cgroup
+    /// path is a known runtime's.
+    pub container: Option<String>,
 }
 
 impl<'a> JsonTransition<'a> {
     pub fn new(line: &Line<'a>) -> Self {
         let t = line.transition;
+        let (cgroup_path, container) = cgroup_fields(line.cgroup);
         Self {
             time: line.time.to_rfc3339_opts(SecondsFormat::Micros, true),
             ts_ns: t.ts_ns,
@@ -56,6 +72,8 @@ impl<'a> JsonTransition<'a> {
             netns: t.netns,
             end: line.end,
             cgroup: t.cgroup,
+            cgroup_path,
+            container,
         }
     }
 }
@@ -107,6 +125,7 @@ mod tests {
             owner: Some(&owner),
             in_old: None,
             end: None,
+            cgroup: None,
         };
         let mut out = Vec::new();
         write_line(&mut out, &line).unwrap();
@@ -135,6 +154,8 @@ mod tests {
                 "netns": 4026531840u32,
                 "end": null,
                 "cgroup": 0,
+                "cgroup_path": null,
+                "container": null,
             })
         );
 

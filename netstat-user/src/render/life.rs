@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{escape_comm, millis, text::short_ms};
-use crate::{end::End, event::Family, life::Lifecycle, state::TcpState};
+use super::{escape_comm, json::cgroup_fields, millis, text::short_ms};
+use crate::{cgroup::Cgroup, end::End, event::Family, life::Lifecycle, state::TcpState};
 
 /// One state of a lifecycle and the milliseconds spent in it.
 #[derive(Debug, Serialize)]
@@ -15,9 +15,11 @@ pub struct JsonState {
     pub ms: f64,
 }
 
-/// A lifecycle as JSON. The field names are a stable interface, documented in the README.
+/// A lifecycle as JSON (`S` = `Vec<JsonState>`) or as a CSV row (`S` = `String`, the states
+/// flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`): one list of fields for both. The field
+/// names are a stable interface, documented in the README.
 #[derive(Debug, Serialize)]
-pub struct JsonLifecycle<'a> {
+pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// When the connection ended: RFC 3339, UTC, microseconds.
     pub time: String,
     pub cookie: u64,
@@ -31,7 +33,7 @@ pub struct JsonLifecycle<'a> {
     pub lifetime_ms: f64,
     /// SYN_SENT -> ESTABLISHED; null for passive sockets.
     pub connect_ms: Option<f64>,
-    pub states: Vec<JsonState>,
+    pub states: S,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub retransmits: u32,
@@ -41,10 +43,18 @@ pub struct JsonLifecycle<'a> {
     /// `states` then start at the first transition seen.
     pub complete: bool,
     pub netns: u32,
+    /// cgroup v2 id at the close; 0 if not known.
+    pub cgroup: u64,
+    /// The cgroup's path under the cgroup root, when it (still) exists.
+    pub cgroup_path: Option<&'a str>,
+    /// The container, `runtime://id`, when the cgroup path is a known runtime's.
+    pub container: Option<String>,
 }
 
 impl<'a> JsonLifecycle<'a> {
-    pub fn new(l: &'a Lifecycle, time: DateTime<Utc>) -> Self {
+    /// `cgroup` is what `l.cgroup` names, looked up by the caller.
+    pub fn new(l: &'a Lifecycle, time: DateTime<Utc>, cgroup: Option<&'a Cgroup>) -> Self {
+        let (cgroup_path, container) = cgroup_fields(cgroup);
         Self {
             time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
             cookie: l.cookie.0,
@@ -72,17 +82,59 @@ impl<'a> JsonLifecycle<'a> {
             end: l.end,
             complete: l.complete,
             netns: l.netns,
+            cgroup: l.cgroup,
+            cgroup_path,
+            container,
+        }
+    }
+
+    /// The same fields with `states` as one CSV cell.
+    fn flattened(self) -> JsonLifecycle<'a, String> {
+        let states = self
+            .states
+            .iter()
+            .map(|s| format!("{}:{}", s.state, s.ms))
+            .collect::<Vec<_>>()
+            .join(";");
+        JsonLifecycle {
+            time: self.time,
+            cookie: self.cookie,
+            pid: self.pid,
+            comm: self.comm,
+            family: self.family,
+            laddr: self.laddr,
+            lport: self.lport,
+            raddr: self.raddr,
+            rport: self.rport,
+            lifetime_ms: self.lifetime_ms,
+            connect_ms: self.connect_ms,
+            states,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            retransmits: self.retransmits,
+            srtt_us: self.srtt_us,
+            end: self.end,
+            complete: self.complete,
+            netns: self.netns,
+            cgroup: self.cgroup,
+            cgroup_path: self.cgroup_path,
+            container: self.container,
         }
     }
 }
 
-pub fn write_json(out: &mut impl Write, l: &Lifecycle, time: DateTime<Utc>) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonLifecycle::new(l, time))?;
+pub fn write_json(
+    out: &mut impl Write,
+    l: &Lifecycle,
+    time: DateTime<Utc>,
+    cgroup: Option<&Cgroup>,
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonLifecycle::new(l, time, cgroup))?;
     out.write_all(b"\n")
 }
 
 /// The CSV columns: the JSON fields, with `states` flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`.
-pub const CSV_FIELDS: [&str; 19] = [
+pub const CSV_FIELDS: [&str; 22] = [
     "time",
     "cookie",
     "pid",
@@ -102,53 +154,33 @@ pub const CSV_FIELDS: [&str; 19] = [
     "end",
     "complete",
     "netns",
+    "cgroup",
+    "cgroup_path",
+    "container",
 ];
 
-pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    w.write_record(CSV_FIELDS).map_err(io::Error::other)?;
-    out.write_all(
-        &w.into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?,
-    )
+fn csv_writer(out: &mut impl Write) -> csv::Writer<&mut impl Write> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out)
 }
 
-pub fn write_csv(out: &mut impl Write, l: &Lifecycle, time: DateTime<Utc>) -> io::Result<()> {
-    let j = JsonLifecycle::new(l, time);
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    let states = j
-        .states
-        .iter()
-        .map(|s| format!("{}:{}", s.state, s.ms))
-        .collect::<Vec<_>>()
-        .join(";");
-    let row = [
-        j.time.clone(),
-        j.cookie.to_string(),
-        opt(j.pid.map(|p| p.to_string())),
-        opt(j.comm.map(str::to_owned)),
-        j.family.to_string(),
-        j.laddr.clone(),
-        opt(j.lport.map(|p| p.to_string())),
-        j.raddr.clone(),
-        opt(j.rport.map(|p| p.to_string())),
-        j.lifetime_ms.to_string(),
-        opt(j.connect_ms.map(|v| v.to_string())),
-        states,
-        j.bytes_sent.to_string(),
-        j.bytes_received.to_string(),
-        j.retransmits.to_string(),
-        j.srtt_us.to_string(),
-        j.end.to_string(),
-        j.complete.to_string(),
-        j.netns.to_string(),
-    ];
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    w.write_record(&row).map_err(io::Error::other)?;
-    out.write_all(
-        &w.into_inner()
-            .map_err(|e| io::Error::other(e.to_string()))?,
-    )
+pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
+    let mut w = csv_writer(out);
+    w.write_record(CSV_FIELDS).map_err(io::Error::other)?;
+    w.flush()
+}
+
+pub fn write_csv(
+    out: &mut impl Write,
+    l: &Lifecycle,
+    time: DateTime<Utc>,
+    cgroup: Option<&Cgroup>,
+) -> io::Result<()> {
+    let mut w = csv_writer(out);
+    w.serialize(JsonLifecycle::new(l, time, cgroup).flattened())
+        .map_err(io::Error::other)?;
+    w.flush()
 }
 
 pub const TEXT_HEADER: &str = "PID     COMM        LOCAL                  REMOTE                 LIFE_MS CONN_MS  TX_BYTES   RX_BYTES RETR RTT_MS END            STATES (ms in each)";
@@ -213,6 +245,7 @@ mod tests {
                 comm: "curl".into(),
             }),
             netns: 1,
+            cgroup: 0,
             start_ns: 0,
             end_ns: 1_200_120_000,
             connect: Some(Duration::from_micros(90)),
@@ -238,7 +271,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_names() {
         let mut out = Vec::new();
-        write_json(&mut out, &lifecycle(), time()).unwrap();
+        write_json(&mut out, &lifecycle(), time(), None).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["lifetime_ms"], json!(1200.12));
         assert_eq!(v["connect_ms"], json!(0.09));
@@ -278,9 +311,20 @@ mod tests {
     fn csv_parses_back() {
         let mut out = Vec::new();
         write_csv_header(&mut out).unwrap();
-        write_csv(&mut out, &lifecycle(), time()).unwrap();
+        let id = "cd".repeat(32);
+        let pod = Cgroup::new(format!("/kubepods/besteffort/pod1/{id}"));
+        write_csv(&mut out, &lifecycle(), time(), Some(&pod)).unwrap();
         let mut r = csv::Reader::from_reader(out.as_slice());
         let headers = r.headers().unwrap().clone();
+        // The header names the serialized fields, in order.
+        let mut named = csv::Writer::from_writer(Vec::new());
+        let l = lifecycle();
+        named
+            .serialize(JsonLifecycle::new(&l, time(), None).flattened())
+            .unwrap();
+        let named = String::from_utf8(named.into_inner().unwrap()).unwrap();
+        assert_eq!(named.lines().next(), Some(CSV_FIELDS.join(",").as_str()));
+        assert_eq!(headers.iter().collect::<Vec<_>>(), CSV_FIELDS);
         let row = r.records().next().unwrap().unwrap();
         let get = |k: &str| {
             row.get(headers.iter().position(|h| h == k).unwrap())
@@ -293,6 +337,9 @@ mod tests {
             "SYN_SENT:0.09;ESTABLISHED:1200;FIN_WAIT1:0.02;FIN_WAIT2:0.01"
         );
         assert_eq!(get("end"), "normal");
+        assert_eq!(get("connect_ms"), "0.09");
+        assert_eq!(get("cgroup_path"), pod.path);
+        assert_eq!(get("container"), format!("kubernetes://{id}"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{end::End, event::Owner, event::Transition};
+use crate::{cgroup::Cgroup, end::End, event::Owner, event::Transition};
 
 /// Everything a renderer shows about one transition.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +26,8 @@ pub struct Line<'a> {
     pub in_old: Option<Duration>,
     /// How the connection ended, on a transition into CLOSE.
     pub end: Option<End>,
+    /// What the socket's cgroup id names, when it names anything.
+    pub cgroup: Option<&'a Cgroup>,
 }
 
 /// Milliseconds with microsecond precision, as the MS column and `ms_in_old` show them.

@@ -1,6 +1,7 @@
 //! Snapshots in netstat's shape: its title, its columns in its order, its address style
 //! (`addr:port`, `*` for no port, truncated to the column unless wide), plus enetstat's
-//! additions: the socket cookie with `-e`, and AGE while tracing.
+//! additions: the socket cookie, network namespace and cgroup (or container) with `-e`, and
+//! AGE while tracing.
 
 use std::{
     io::{self, Write},
@@ -53,6 +54,10 @@ pub struct Row {
     pub uid: Option<u32>,
     pub inode: u64,
     pub cookie: Cookie,
+    /// The network namespace (inode) the socket lives in, when known.
+    pub netns: Option<u32>,
+    /// cgroup v2 id of the socket; 0 when not known.
+    pub cgroup: u64,
     /// Time in the current state, when a transition showed when it began.
     pub age: Option<Duration>,
     /// Present for a connection that has closed (`--recent`).
@@ -86,7 +91,7 @@ impl Row {
 /// Which columns a text snapshot has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Columns {
-    /// `-e`: User, Inode and Cookie.
+    /// `-e`: User, Inode, Cookie, Netns, and Cgroup (last, as it is the widest).
     pub extend: bool,
     /// `-p`: PID/Program name.
     pub programs: bool,
@@ -135,13 +140,19 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// Text for one row, with addresses, user already turned into text by the caller.
+/// Text for one row: the cells that need names, already turned into text by the caller.
 pub struct TextRow<'a> {
     pub row: &'a Row,
-    pub local: String,
-    pub remote: String,
-    pub user: String,
+    pub local: &'a str,
+    pub remote: &'a str,
+    /// `-e` only.
+    pub user: &'a str,
+    /// `-e` only: the container (`docker://4f1e2d3c4b5a`), else the cgroup path, else `-`.
+    pub cgroup: &'a str,
 }
+
+/// AGE's width when a column follows it: the longest [`short_duration`], `999.9ms`.
+const AGE_WIDTH: usize = 7;
 
 pub fn write_title(out: &mut impl Write, title: Title) -> io::Result<()> {
     let which = match title {
@@ -161,20 +172,26 @@ pub fn write_header(out: &mut impl Write, cols: Columns) -> io::Result<()> {
         w = ADDR_WIDTH
     );
     if cols.extend {
-        line.push_str(&format!(" {:<10} {:<10} {:<18}", "User", "Inode", "Cookie"));
+        line.push_str(&format!(
+            " {:<10} {:<10} {:<18} {:<10}",
+            "User", "Inode", "Cookie", "Netns"
+        ));
     }
     if cols.programs {
         line.push_str(&format!(" {:<22}", "PID/Program name"));
     }
     if cols.age {
-        line.push_str(" AGE");
+        line.push_str(&format!(" {:<AGE_WIDTH$}", "AGE"));
+    }
+    if cols.extend {
+        line.push_str(" Cgroup");
     }
     writeln!(out, "{}", line.trim_end())
 }
 
 pub fn write_row(out: &mut impl Write, r: &TextRow<'_>, cols: Columns) -> io::Result<()> {
     let mut line = String::new();
-    row_line(&mut line, r.row, &r.local, &r.remote, &r.user, cols);
+    row_line(&mut line, r, cols);
     out.write_all(line.as_bytes())
 }
 
@@ -216,6 +233,18 @@ fn push_num(line: &mut String, n: u64) {
     push_right(line, n, 0);
 }
 
+/// Appends `n` in decimal left-aligned in `width`, or `-` when there is none.
+fn push_left_num(line: &mut String, n: Option<u64>, width: usize) {
+    let at = line.len();
+    match n {
+        Some(n) => push_num(line, n),
+        None => line.push('-'),
+    }
+    for _ in line.len() - at..width {
+        line.push(' ');
+    }
+}
+
 /// Replaces `buf` with the numeric `addr:port` of an endpoint as [`address`] writes it
 /// (`*` for no port), without allocating once `buf` has room.
 pub fn numeric_address(buf: &mut String, addr: std::net::IpAddr, port: Option<u16>, wide: bool) {
@@ -252,14 +281,8 @@ pub fn numeric_address(buf: &mut String, addr: std::net::IpAddr, port: Option<u1
 
 /// Replaces `line` with one row as text, newline included: netstat's columns, each padded
 /// in place (no string per cell).
-pub fn row_line(
-    line: &mut String,
-    row: &Row,
-    local: &str,
-    remote: &str,
-    user: &str,
-    cols: Columns,
-) {
+pub fn row_line(line: &mut String, text: &TextRow<'_>, cols: Columns) {
+    let row = text.row;
     line.clear();
     push_left(line, row.proto_name(), 5);
     line.push(' ');
@@ -267,26 +290,20 @@ pub fn row_line(
     line.push(' ');
     push_right(line, u64::from(row.send_q), 6);
     line.push(' ');
-    push_left(line, local, ADDR_WIDTH);
+    push_left(line, text.local, ADDR_WIDTH);
     line.push(' ');
-    push_left(line, remote, ADDR_WIDTH);
+    push_left(line, text.remote, ADDR_WIDTH);
     line.push(' ');
     push_left(line, row.state_text(), 11);
     if cols.extend {
         line.push(' ');
-        push_left(line, user, 10);
+        push_left(line, text.user, 10);
         line.push(' ');
-        if row.inode == 0 {
-            push_left(line, "-", 10);
-        } else {
-            let at = line.len();
-            push_num(line, row.inode);
-            for _ in line.len() - at..10 {
-                line.push(' ');
-            }
-        }
+        push_left_num(line, Some(row.inode).filter(|&i| i != 0), 10);
         line.push(' ');
         push_left(line, &format!("{:#x}", row.cookie.0), 18);
+        line.push(' ');
+        push_left_num(line, row.netns.map(u64::from), 10);
     }
     if cols.programs {
         line.push(' ');
@@ -305,14 +322,18 @@ pub fn row_line(
     }
     if cols.age {
         line.push(' ');
-        match (&row.closed, row.age) {
-            (Some(c), _) => match c.lifetime {
-                Some(l) => line.push_str(&short_duration(l)),
-                None => line.push('-'),
-            },
-            (None, Some(a)) => line.push_str(&short_duration(a)),
-            (None, None) => line.push('-'),
+        let age = match (&row.closed, row.age) {
+            (Some(c), _) => c.lifetime,
+            (None, a) => a,
+        };
+        match age {
+            Some(a) => push_left(line, &short_duration(a), AGE_WIDTH),
+            None => push_left(line, "-", AGE_WIDTH),
         }
+    }
+    if cols.extend {
+        line.push(' ');
+        line.push_str(text.cgroup);
     }
     let end = line.trim_end().len();
     line.truncate(end);
@@ -344,6 +365,8 @@ mod tests {
             uid: Some(0),
             inode: 4242,
             cookie: Cookie(0x2a),
+            netns: Some(4026531840),
+            cgroup: 77,
             age: Some(Duration::from_secs(2 * 3600 + 13 * 60)),
             closed: None,
         }
@@ -353,9 +376,10 @@ mod tests {
         let mut out = Vec::new();
         let tr = TextRow {
             row: r,
-            local: local.into(),
-            remote: remote.into(),
-            user: "root".into(),
+            local,
+            remote,
+            user: "root",
+            cgroup: "docker://4f1e2d3c4b5a",
         };
         write_row(&mut out, &tr, cols).unwrap();
         String::from_utf8(out).unwrap()
@@ -405,9 +429,12 @@ mod tests {
         };
         let line = text(&r, "a:1", "b:2", cols);
         assert!(
-            line.contains("TIME_WAIT   root       -          0x2a               812/nginx*"),
+            line.contains(
+                "TIME_WAIT   root       -          0x2a               4026531840 812/nginx*"
+            ),
             "{line}"
         );
+        assert!(line.ends_with(" docker://4f1e2d3c4b5a\n"), "{line}");
         r.closed = Some(ClosedInfo {
             lifetime: Some(Duration::from_micros(420)),
             ago: Duration::from_secs(1),
@@ -416,9 +443,15 @@ mod tests {
         });
         let line = text(&r, "a:1", "b:2", Columns { age: true, ..cols });
         assert!(
-            line.contains("CLOSED") && line.ends_with(" 420us\n"),
+            line.contains("CLOSED") && line.contains(" 420us   docker://"),
             "{line}"
         );
+        let mut out = Vec::new();
+        write_header(&mut out, Columns { age: true, ..cols }).unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert_eq!(head.find("Netns"), line.find("4026531840"));
+        assert_eq!(head.find("AGE"), line.find("420us"));
+        assert_eq!(head.find("Cgroup"), line.find("docker://"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{
     escape_comm, millis,
     netstat::{Row, ShownOwner},
 };
-use crate::{event::Family, sockdiag::Proto, state::TcpState};
+use crate::{cgroup::Cgroup, event::Family, sockdiag::Proto, state::TcpState};
 
 /// One socket as JSON.
 #[derive(Debug, Serialize)]
@@ -43,10 +43,21 @@ pub struct JsonSocket<'a> {
     pub closed_ago_ms: Option<f64>,
     /// For a closed connection: the errno it closed with (0: none).
     pub errno: Option<i32>,
+    /// The network namespace's inode (as `ls -L -i /proc/PID/ns/net` shows it).
+    pub netns: Option<u32>,
+    /// cgroup v2 id (the inode of its /sys/fs/cgroup directory); null when not known.
+    pub cgroup: Option<u64>,
+    /// The cgroup's path under the cgroup root, when it (still) exists.
+    pub cgroup_path: Option<&'a str>,
+    /// The container, `runtime://id` as Kubernetes writes a `containerID`, when the cgroup
+    /// path is a known runtime's.
+    pub container: Option<String>,
 }
 
 impl<'a> JsonSocket<'a> {
-    pub fn new(r: &'a Row) -> Self {
+    /// `cgroup` is what `r.cgroup` names, looked up by the caller.
+    pub fn new(r: &'a Row, cgroup: Option<&'a Cgroup>) -> Self {
+        let (cgroup_path, container) = super::json::cgroup_fields(cgroup);
         Self {
             proto: r.proto_name(),
             transport: r.proto,
@@ -69,6 +80,10 @@ impl<'a> JsonSocket<'a> {
             lifetime_ms: r.closed.and_then(|c| c.lifetime).map(millis),
             closed_ago_ms: r.closed.map(|c| millis(c.ago)),
             errno: r.closed.map(|c| c.errno),
+            netns: r.netns,
+            cgroup: Some(r.cgroup).filter(|&c| c != 0),
+            cgroup_path,
+            container,
         }
     }
 }
@@ -93,7 +108,7 @@ pub fn write_json<C: Serialize>(
     out.write_all(b"\n")
 }
 
-pub const CSV_HEADER: &str = "time,proto,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms";
+pub const CSV_HEADER: &str = "time,proto,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms,netns,cgroup,cgroup_path,container";
 
 pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "{CSV_HEADER}")
@@ -112,8 +127,13 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-pub fn write_csv_row(out: &mut impl Write, time: &str, r: &Row) -> io::Result<()> {
-    let j = JsonSocket::new(r);
+pub fn write_csv_row(
+    out: &mut impl Write,
+    time: &str,
+    r: &Row,
+    cgroup: Option<&Cgroup>,
+) -> io::Result<()> {
+    let j = JsonSocket::new(r, cgroup);
     let (pid, program, holds) = match &r.owner {
         Some(ShownOwner { pid, comm, holds }) => (
             pid.to_string(),
@@ -124,7 +144,7 @@ pub fn write_csv_row(out: &mut impl Write, time: &str, r: &Row) -> io::Result<()
     };
     writeln!(
         out,
-        "{time},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{}",
+        "{time},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{},{},{},{},{}",
         j.proto,
         j.local_addr,
         opt(j.local_port),
@@ -139,6 +159,10 @@ pub fn write_csv_row(out: &mut impl Write, time: &str, r: &Row) -> io::Result<()
         opt(j.age_ms),
         j.closed,
         opt(j.lifetime_ms),
+        opt(j.netns),
+        opt(j.cgroup),
+        j.cgroup_path.map(csv_field).unwrap_or_default(),
+        opt(j.container),
     )
 }
 
@@ -173,6 +197,8 @@ mod tests {
             uid: Some(1000),
             inode: 99,
             cookie: Cookie(5),
+            netns: Some(4026531840),
+            cgroup: 0,
             age: Some(Duration::from_micros(1500)),
             closed: None,
         }
@@ -181,7 +207,7 @@ mod tests {
     #[test]
     fn json_schema() {
         let r = row();
-        let v: Value = serde_json::to_value(JsonSocket::new(&r)).unwrap();
+        let v: Value = serde_json::to_value(JsonSocket::new(&r, None)).unwrap();
         assert_eq!(
             v,
             json!({
@@ -191,9 +217,21 @@ mod tests {
                 "state": "ESTABLISHED", "recv_q": 3, "send_q": 4,
                 "pid": 7, "program": "pg,\"x\"", "holds": true, "uid": 1000,
                 "inode": 99, "cookie": 5, "age_ms": 1.5, "closed": false,
-                "lifetime_ms": null, "closed_ago_ms": null, "errno": null
+                "lifetime_ms": null, "closed_ago_ms": null, "errno": null,
+                "netns": 4026531840u32, "cgroup": null, "cgroup_path": null,
+                "container": null
             })
         );
+        let mut r = row();
+        r.cgroup = 42;
+        let pod = Cgroup::new(format!(
+            "/kubepods.slice/x/cri-containerd-{}.scope",
+            "ab".repeat(32)
+        ));
+        let v: Value = serde_json::to_value(JsonSocket::new(&r, Some(&pod))).unwrap();
+        assert_eq!(v["cgroup"], 42);
+        assert_eq!(v["cgroup_path"], pod.path);
+        assert_eq!(v["container"], format!("containerd://{}", "ab".repeat(32)));
         let mut closed = row();
         closed.closed = Some(ClosedInfo {
             lifetime: Some(Duration::from_micros(250)),
@@ -201,7 +239,7 @@ mod tests {
             last_state: TcpState::LastAck,
             errno: 0,
         });
-        let v: Value = serde_json::to_value(JsonSocket::new(&closed)).unwrap();
+        let v: Value = serde_json::to_value(JsonSocket::new(&closed, None)).unwrap();
         assert_eq!(v["state"], "LAST_ACK");
         assert_eq!(v["closed"], true);
         assert_eq!(v["lifetime_ms"], 0.25);
@@ -210,11 +248,12 @@ mod tests {
     #[test]
     fn csv_quotes_what_needs_quoting() {
         let mut out = Vec::new();
-        write_csv_row(&mut out, "T", &row()).unwrap();
+        write_csv_row(&mut out, "T", &row(), Some(&Cgroup::new("/a,b".into()))).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "T,tcp6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,false,\n"
+            "T,tcp6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,false,,\
+             4026531840,,\"/a,b\",\n"
         );
-        assert_eq!(CSV_HEADER.split(',').count(), 18);
+        assert_eq!(CSV_HEADER.split(',').count(), 22);
     }
 }

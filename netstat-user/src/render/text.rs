@@ -295,6 +295,7 @@ mod tests {
             owner: None,
             in_old,
             end: None,
+            cgroup: None,
         }
     }
 
@@ -402,6 +403,7 @@ mod tests {
             owner: Some(&owner),
             in_old: Some(Duration::from_micros(12087)),
             end: None,
+            cgroup: None,
         };
         assert_eq!(
             render(&line),
@@ -421,6 +423,7 @@ mod tests {
             owner: None,
             in_old: None,
             end: None,
+            cgroup: None,
         };
         let text = render(&line);
         assert!(
@@ -443,6 +446,7 @@ mod tests {
             owner: Some(&owner),
             in_old: None,
             end: None,
+            cgroup: None,
         };
         let text = render(&line);
         assert!(!text.contains('\x1b'));

@@ -24,7 +24,7 @@ use crate::{
     state::TcpState,
 };
 
-/// One socket. Kept small (120 bytes): the table holds one per socket of the host.
+/// One socket. Kept small (128 bytes): the table holds one per socket of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub cookie: Cookie,
@@ -40,6 +40,8 @@ pub struct Entry {
     uid: u32,
     /// Socket inode from the dump (the kernel's is 32 bits); 0 when no file refers to it.
     inode: u32,
+    /// cgroup v2 id, from a transition or the dump; 0: not known.
+    cgroup: u64,
     /// When the socket entered its current state, if a transition showed it; 0: not known.
     since_ns: u64,
     /// When the socket was born (connect, listen or accept), if a transition showed it; 0:
@@ -79,6 +81,11 @@ impl Entry {
     /// Socket inode from the dump; 0 when no file refers to the socket.
     pub fn inode(&self) -> u64 {
         u64::from(self.inode)
+    }
+
+    /// cgroup v2 id of the socket; 0 when neither a transition nor a dump showed it.
+    pub fn cgroup(&self) -> u64 {
+        self.cgroup
     }
 
     /// When the socket entered its current state, if a transition showed it.
@@ -140,7 +147,8 @@ pub struct Table {
     history: History,
     listeners: Listeners,
     limits: Limits,
-    /// Only transitions of this network namespace (inode) are applied; `None` takes all.
+    /// The network namespace (inode) the table holds: only its transitions are applied.
+    /// `None` takes all.
     netns: Option<u32>,
     seeded: bool,
     counters: Counters,
@@ -158,6 +166,11 @@ impl Table {
             seeded: false,
             counters: Counters::default(),
         }
+    }
+
+    /// The network namespace (inode) whose sockets the table holds, when it was given one.
+    pub fn netns(&self) -> Option<u32> {
+        self.netns
     }
 
     pub fn counters(&self) -> Counters {
@@ -291,6 +304,9 @@ impl Table {
             e.since_ns = t.ts_ns;
             e.last_event_ns = t.ts_ns;
             e.owner = owner;
+            if t.cgroup != 0 {
+                e.cgroup = t.cgroup;
+            }
             fill(&mut e.local, t.local);
             fill(&mut e.remote, t.remote);
             return;
@@ -376,6 +392,7 @@ fn from_transition(t: &Transition, state: TcpState, owner: Option<Box<Owner>>) -
         send_q: 0,
         uid: NO_UID,
         inode: 0,
+        cgroup: t.cgroup,
         since_ns: 0,
         opened_ns: 0,
         owner,
@@ -397,4 +414,4 @@ fn fill(known: &mut Endpoint, new: Endpoint) {
 #[cfg(test)]
 mod tests;
 
-const _: () = assert!(std::mem::size_of::<Entry>() <= 120);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 128);

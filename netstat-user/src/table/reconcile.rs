@@ -168,6 +168,9 @@ impl Table {
             e.send_q = d.send_q;
             e.uid = d.uid;
             e.inode = inode32(d.inode);
+            if d.cgroup != 0 {
+                e.cgroup = d.cgroup;
+            }
             e.family = d.family;
             e.local = d.local;
             e.remote = d.remote;
@@ -236,6 +239,7 @@ fn from_dump(d: &DiagSocket, started_ns: u64) -> Entry {
         send_q: d.send_q,
         uid: d.uid,
         inode: inode32(d.inode),
+        cgroup: d.cgroup,
         since_ns: 0,
         opened_ns: 0,
         owner: None,

@@ -52,6 +52,7 @@ fn d(cookie: u64, proto: Proto, state: TcpState, ports: (u16, u16), inode: u64) 
         send_q: 2,
         uid: 0,
         inode,
+        cgroup: 0,
     }
 }
 
