@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use crate::snapshot_args::SnapshotArgs;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+    error::ErrorKind, parser::ValueSource,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,8 +22,7 @@ really owns each socket.\n\nNeeds root (or CAP_BPF and CAP_PERFMON) and a kernel
 enetstat watch -o json --port 443   NDJSON, connections to or from port 443\n  \
 enetstat watch --count 10 -6        the next ten IPv6 transitions\n  \
 enetstat -tanp                      a netstat-style snapshot of every TCP socket, with owners\n  \
-enetstat -c 1 --recent 10s          live, with connections closed in the last 10 s",
-    args_conflicts_with_subcommands = true
+enetstat -c 1 --recent 10s          live, with connections closed in the last 10 s"
 )]
 pub struct Cli {
     /// More log output on stderr (-v: info, -vv: debug). ENETSTAT_LOG overrides.
@@ -46,6 +48,48 @@ pub struct Cli {
     pub snapshot: SnapshotArgs,
 }
 
+impl Cli {
+    /// Parses the command line. The global flags (`-v`, `--socket`, `--standalone`) go
+    /// anywhere; the snapshot flags only without a subcommand, where they mean something.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        if let Some(sub) = matches.subcommand_name() {
+            let snapshot = SnapshotArgs::augment_args(clap::Command::new("snapshot"));
+            let given = snapshot.get_arguments().find(|a| {
+                matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+            });
+            if let Some(arg) = given {
+                let name = match (arg.get_short(), arg.get_long()) {
+                    (Some(s), Some(l)) => format!("-{s}/--{l}"),
+                    (None, Some(l)) => format!("--{l}"),
+                    (Some(s), None) => format!("-{s}"),
+                    (None, None) => arg.get_id().to_string(),
+                };
+                return Err(cmd.error(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "{name} is a snapshot flag (for `enetstat` with no subcommand), not one \
+                         of `{sub}`. A subcommand's own flags go after it: `enetstat {sub} \
+                         --help` lists them"
+                    ),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+
+    /// [`Cli::try_parse_args`] on this process's arguments; on error, prints it and exits
+    /// as clap does.
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print every TCP state transition as it happens, one line each, until Ctrl-C.
@@ -63,7 +107,7 @@ sport|dport|port OP PORT    local/remote/either port; OP: = != < > <= >= (eq ne 
                             PORT: 443, :443, :https\n  \
 src|dst ADDR                10.0.0.0/8, 10.0.0.1:80, ::1, [::1]:443, [fe80::]/10, *:80\n  \
 pid N | comm NAME           the owner; NAME may use * and ? (quote names with spaces)\n  \
-family ipv4|ipv6 | netns N | cookie N\n  \
+family ipv4|ipv6 | netns N | cookie N | cgroup PATH|ID\n  \
 and (&&, or just a space), or (||), not (!), ( )\n\n\
 Examples:\n  enetstat watch\n  enetstat watch 'dport = :443 and (state syn-sent or state \
 established) and not dst 10.0.0.0/8'\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
@@ -370,18 +414,42 @@ mod tests {
 
     #[test]
     fn comma_separated_ports() {
-        let cli = Cli::try_parse_from(["enetstat", "watch", "--lport", "80,443", "-4"]).unwrap();
+        let cli = Cli::try_parse_args(["enetstat", "watch", "--lport", "80,443", "-4"]).unwrap();
         let Some(Command::Watch(w)) = cli.command else {
             panic!("not watch")
         };
         assert_eq!(w.lport, vec![80, 443]);
         assert!(w.ipv4);
-        assert!(Cli::try_parse_from(["enetstat", "watch", "-4", "-6"]).is_err());
+        assert!(Cli::try_parse_args(["enetstat", "watch", "-4", "-6"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_snapshot_flags_only_without_a_subcommand() {
+        for args in [
+            &["enetstat", "-v", "--socket", "/s", "watch"][..],
+            &["enetstat", "watch", "-v", "--socket", "/s"],
+            &["enetstat", "--socket", "/s", "watch", "-v"],
+        ] {
+            let cli = Cli::try_parse_args(args).unwrap();
+            assert_eq!(cli.verbose, 1, "{args:?}");
+            assert_eq!(cli.socket.as_deref(), Some(std::path::Path::new("/s")));
+            assert!(matches!(cli.command, Some(Command::Watch(_))));
+        }
+        let cli = Cli::try_parse_args(["enetstat", "--standalone", "-tan"]).unwrap();
+        assert!(cli.standalone && cli.snapshot.tcp && cli.command.is_none());
+        let err = Cli::try_parse_args(["enetstat", "-t", "watch"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let text = err.to_string();
+        assert!(
+            text.contains("-t/--tcp is a snapshot flag") && text.contains("enetstat watch --help"),
+            "{text}"
+        );
+        assert!(Cli::try_parse_args(["enetstat", "-o", "json", "life"]).is_err());
     }
 
     #[test]
     fn expression_words_formats_and_times() {
-        let cli = Cli::try_parse_from([
+        let cli = Cli::try_parse_args([
             "enetstat",
             "watch",
             "-o",
@@ -403,7 +471,7 @@ mod tests {
         assert_eq!(w.output, Output::Csv);
         assert_eq!(w.time, TimeArg::Relative);
         assert!(w.wide);
-        let cli = Cli::try_parse_from(["enetstat", "watch"]).unwrap();
+        let cli = Cli::try_parse_args(["enetstat", "watch"]).unwrap();
         let Some(Command::Watch(w)) = cli.command else {
             panic!("not watch")
         };

@@ -9,7 +9,6 @@ mod via_daemon;
 use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
-use clap::Parser as _;
 use enetstat::{
     clock::monotonic_ns,
     event::Family,
@@ -25,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, Output, TimeArg, WatchArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => code,
