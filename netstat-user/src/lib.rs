@@ -18,6 +18,7 @@ pub mod event;
 pub mod filter;
 pub mod latency;
 pub mod life;
+pub mod mem;
 pub mod owner;
 pub mod pids;
 pub mod probe;

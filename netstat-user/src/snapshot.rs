@@ -24,6 +24,7 @@ use crate::{
     clock::monotonic_ns,
     decode::decode_record,
     event::{Cookie, Endpoint, Family, Owner, Record},
+    mem,
     pids::SocketOwners,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
@@ -282,7 +283,7 @@ pub async fn continuous(
     table.seed_with(started, |sink| {
         sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
     })?;
-    trim();
+    mem::trim();
     let mut last_reconcile = tokio::time::Instant::now();
 
     let mut owners = SocketOwners::new();
@@ -318,7 +319,7 @@ pub async fn continuous(
             if c.total() > 0 {
                 tracing::debug!(?c, "reconciliation corrected the table");
             }
-            trim();
+            mem::trim();
             last_reconcile = tokio::time::Instant::now();
         }
         if opts.programs {
@@ -349,7 +350,7 @@ pub async fn continuous(
             render(&mut view, &mut table, Some(&status), out, first).and_then(|()| out.flush());
         first = false;
         // A refresh's transient memory (the sorted list, names) goes back to the system.
-        trim();
+        mem::trim();
         match written {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::ClosedOutput,
@@ -361,13 +362,6 @@ pub async fn continuous(
         }
     };
     Ok((end, status))
-}
-
-/// Gives the heap's free memory back to the system: after a dump or a refresh of a large
-/// table, glibc would otherwise keep its peak for the process's lifetime.
-fn trim() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
 }
 
 /// The inode of this process's network namespace: the table holds that namespace's sockets.

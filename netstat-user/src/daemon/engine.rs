@@ -24,6 +24,7 @@ use crate::{
     event::{Cookie, Endpoint, Family, Owner, Record, Transition},
     filter::{Filter, Observed, Subject},
     life::{Lifecycle, Lives},
+    mem,
     pids::SocketOwners,
     probe::{EventStream, KernelCounters, ProbeError},
     render::netstat::Row,
@@ -125,10 +126,18 @@ pub enum EngineError {
     SockDiag(#[from] SockDiagError),
 }
 
-/// The engine's state.
+/// The engine's state: the table, and the flow of events around it.
 pub struct Engine {
     opts: EngineOptions,
     table: Table,
+    flow: Flow,
+    started: std::time::Instant,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Everything an event passes through besides the table: kept apart from it, so the table
+/// can be reconciled against a dump streamed into it while events keep flowing.
+struct Flow {
     tracker: Tracker,
     lives: Lives,
     clock: WallClock,
@@ -138,7 +147,6 @@ pub struct Engine {
     received: u64,
     undecodable: u64,
     subscriber_drops: u64,
-    started: std::time::Instant,
     metrics: Option<Arc<Metrics>>,
     event_log: Option<EventLog>,
 }
@@ -151,17 +159,20 @@ impl Engine {
     ) -> Self {
         Self {
             table: Table::new(opts.limits, snapshot::own_netns()),
-            tracker: Tracker::new(opts.max_sockets),
-            lives: Lives::new(opts.max_sockets),
-            clock: WallClock::new(),
-            cgroups: cgroup::Paths::new(),
-            subscribers: Vec::new(),
-            received: 0,
-            undecodable: 0,
-            subscriber_drops: 0,
+            flow: Flow {
+                tracker: Tracker::new(opts.max_sockets),
+                lives: Lives::new(opts.max_sockets),
+                clock: WallClock::new(),
+                cgroups: cgroup::Paths::new(),
+                subscribers: Vec::new(),
+                received: 0,
+                undecodable: 0,
+                subscriber_drops: 0,
+                metrics: metrics.clone(),
+                event_log,
+            },
             started: std::time::Instant::now(),
             metrics,
-            event_log,
             opts,
         }
     }
@@ -179,10 +190,11 @@ impl Engine {
         // Tracing is on before the seed, so nothing falls between the dump and the events.
         self.drain(stream);
         let started = monotonic_ns();
-        let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
-        self.table.seed(&dump, started);
-        drop(dump);
-        trim();
+        // Straight from the dump into the table: no list of every socket next to it.
+        self.table.seed_with(started, |sink| {
+            sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
+        })?;
+        mem::trim();
         if let Some(m) = &self.metrics {
             m.observe_table(&self.table, counters()?);
         }
@@ -216,19 +228,23 @@ impl Engine {
 
     fn reconcile(&mut self, stream: &mut EventStream) -> Result<(), EngineError> {
         let started = monotonic_ns();
-        let dump = sockdiag::dump(&[Proto::Tcp, Proto::Udp])?;
-        self.drain(stream);
-        let c = self
-            .table
-            .reconcile(&dump, started, &[Proto::Tcp, Proto::Udp]);
+        let both = [Proto::Tcp, Proto::Udp];
+        let flow = &mut self.flow;
+        // The dump is merged a chunk at a time; the events that came meanwhile are handled
+        // (fanned out, logged) before each chunk, as everywhere else.
+        let c = self.table.reconcile_with(
+            started,
+            &both,
+            |sink| sockdiag::dump_each(&both, sink),
+            |table| flow.drain(stream, table),
+        )?;
         if c.total() > 0 {
             tracing::debug!(?c, "reconciliation corrected the table");
         }
-        drop(dump);
         let keep = self.opts.keep_closed.as_nanos() as u64;
         self.table
             .expire_closed(monotonic_ns().saturating_sub(keep));
-        trim();
+        mem::trim();
         Ok(())
     }
 
@@ -236,7 +252,7 @@ impl Engine {
         Status {
             table: self.table.counters(),
             lost: kernel.ringbuf_full,
-            undecodable: self.undecodable,
+            undecodable: self.flow.undecodable,
             live: self.table.len(),
             closed: self.table.history().len(),
         }
@@ -249,7 +265,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         match cmd {
             Command::Subscribe(s) => {
-                self.subscribers.push(s.subscription);
+                self.flow.subscribers.push(s.subscription);
                 let _ = s.registered.send(());
             }
             Command::Snapshot {
@@ -262,21 +278,21 @@ impl Engine {
             }
             Command::Stats { reply } => {
                 let k = counters()?;
-                self.subscribers.retain(|s| !s.queue.is_closed());
+                self.flow.subscribers.retain(|s| !s.queue.is_closed());
                 let _ = reply.send(Stats {
                     pid: std::process::id(),
                     uptime_s: self.started.elapsed().as_secs_f64(),
-                    received: self.received,
-                    undecodable: self.undecodable,
+                    received: self.flow.received,
+                    undecodable: self.flow.undecodable,
                     kernel_seen: k.seen,
                     kernel_ringbuf_full: k.ringbuf_full,
                     kernel_recursion_misses: k.recursion_misses,
                     table: self.table.counters(),
                     live: self.table.len(),
                     closed: self.table.history().len(),
-                    subscribers: self.subscribers.len(),
-                    subscriber_drops: self.subscriber_drops,
-                    untracked: self.tracker.overflow + self.lives.overflow,
+                    subscribers: self.flow.subscribers.len(),
+                    subscriber_drops: self.flow.subscriber_drops,
+                    untracked: self.flow.tracker.overflow + self.flow.lives.overflow,
                     event_log_written: self.log_counter(|c| &c.written),
                     event_log_dropped: self.log_counter(|c| &c.dropped),
                     event_log_rotations: self.log_counter(|c| &c.rotations),
@@ -290,18 +306,27 @@ impl Engine {
         &self,
         which: impl Fn(&super::event_log::EventLogCounters) -> &AtomicU64,
     ) -> u64 {
-        self.event_log
+        self.flow
+            .event_log
             .as_ref()
             .map_or(0, |l| which(&l.counters).load(Ordering::Relaxed))
     }
 
     fn drain(&mut self, stream: &mut EventStream) {
+        self.flow.drain(stream, &mut self.table);
+    }
+}
+
+impl Flow {
+    /// Handles every record waiting in the ring.
+    fn drain(&mut self, stream: &mut EventStream, table: &mut Table) {
         self.clock.refresh();
-        stream.drain(|bytes| self.record(bytes));
+        stream.drain(|bytes| self.record(bytes, table));
     }
 
-    /// Applies one record and hands it to every subscriber whose filter it matches.
-    pub fn record(&mut self, bytes: &[u8]) {
+    /// Applies one record to the table and hands it to every subscriber whose filter it
+    /// matches.
+    fn record(&mut self, bytes: &[u8], table: &mut Table) {
         self.received += 1;
         let mut t = match decode_record(bytes) {
             Ok(Record::Transition(t)) => t,
@@ -315,7 +340,7 @@ impl Engine {
                 return;
             }
         };
-        self.table.apply(&t);
+        table.apply(&t);
         let ctx = self.tracker.apply(&mut t);
         let end = self.lives.end_of(&t);
         let life = self.lives.on_transition(&t, ctx.owner.as_ref());
@@ -414,11 +439,4 @@ impl Subject for EntrySubject<'_> {
     fn cookie(&self) -> Option<Cookie> {
         Some(self.entry.cookie)
     }
-}
-
-/// Gives the heap's free memory back to the system after a dump: the daemon runs for months,
-/// and glibc would otherwise keep each dump's peak for good.
-fn trim() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
 }

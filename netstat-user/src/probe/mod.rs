@@ -155,9 +155,8 @@ impl Probe {
             }
         }
         // Parsing the kernel's BTF (twice: for offsets, and by aya for the tracepoints) leaves
-        // tens of MiB of freed heap that malloc keeps; give it back, as a daemon runs for months.
-        // SAFETY: malloc_trim has no preconditions.
-        unsafe { libc::malloc_trim(0) };
+        // tens of MiB of freed heap behind.
+        crate::mem::trim();
         Ok(Self {
             ebpf,
             options,
