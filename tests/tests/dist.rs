@@ -2,19 +2,46 @@
 //! runs, its man pages, completions and systemd unit are where Debian expects them, and it
 //! removes cleanly.
 //!
-//! The package is `$ENETSTAT_DEB`, else `<target>/dist/enetstat_*.deb` next to the binary under
-//! test; without one the test says SKIPPED (build it with `cargo xtask dist`).
+//! The package is `$ENETSTAT_DEB` (`cargo xtask test` builds it from the binary under test and
+//! sets it), else `<target>/dist/enetstat_*.deb` next to the binary under test. Without one the
+//! test says SKIPPED, except under CI (`CI=true`), where it must run and fails instead.
+//!
+//! It installs into the real system, so it takes care not to clash: two runs on one machine
+//! take turns (a lock file), an `enetstat` it did not install is left alone (the test skips, or
+//! fails under CI), dpkg's own lock held by apt is waited for, and the package is purged on every
+//! path, with the `enetstat` group too when the package made it.
 
 use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
     path::{Path, PathBuf},
     process::Command,
+    thread,
+    time::{Duration, Instant},
 };
 
 use enetstat_tests::{enetstat_bin, require_root};
 
+const TEST: &str = "debian_package_installs_runs_and_removes";
+
+/// True under CI, which sets `CI=true`.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1")
+}
+
+/// Says loudly that the test cannot run here, and why; under CI, where it must run, fails.
+fn skip(why: &str) {
+    assert!(!under_ci(), "{TEST} must run under CI, but {why}");
+    // Straight to the stderr file descriptor, which the test harness does not capture.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {TEST}: {why}");
+}
+
+/// The package under test, if there is one.
 fn find_deb() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ENETSTAT_DEB") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "ENETSTAT_DEB={} does not exist", p.display());
+        return Some(p);
     }
     let bin = enetstat_bin();
     let dist = bin.parent()?.parent()?.join("dist");
@@ -41,36 +68,102 @@ fn run(program: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Purges the package on drop, so a failing test leaves nothing installed.
-struct Installed;
+/// `dpkg ARGS`, waiting up to a minute while apt or another dpkg holds dpkg's lock.
+fn dpkg(args: &[&str]) -> (bool, String) {
+    let started = Instant::now();
+    loop {
+        let (ok, text) = run("dpkg", args);
+        let locked = text.contains("frontend lock") || text.contains("database is locked");
+        if ok || !locked || started.elapsed() > Duration::from_secs(60) {
+            return (ok, text);
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// What dpkg says of the enetstat package: `install ok installed`, `unknown ok not-installed`,
+/// `deinstall ok config-files`...; empty when it has never heard of it.
+fn package_status() -> String {
+    let (_, status) = run("dpkg-query", &["-W", "-f=${Status}", "enetstat"]);
+    if status.contains("no packages found") {
+        return String::new();
+    }
+    status.trim().to_owned()
+}
+
+/// Holds an exclusive lock while alive, so that two test runs on one machine (two checkouts, say)
+/// never install and purge the package at the same time.
+struct MachineLock {
+    _file: File,
+}
+
+impl MachineLock {
+    fn take() -> Self {
+        let dir = Path::new("/run/lock");
+        let dir = if dir.is_dir() {
+            dir.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join("enetstat-dist-test.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        Self { _file: file }
+    }
+}
+
+/// Purges the package on drop, and the `enetstat` group if the package made it, so a failing
+/// test leaves nothing installed.
+struct Installed {
+    group_was_there: bool,
+}
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = Command::new("dpkg").args(["--purge", "enetstat"]).output();
+        let _ = dpkg(&["--purge", "enetstat"]);
+        if !self.group_was_there {
+            let _ = Command::new("groupdel").arg("enetstat").output();
+        }
     }
 }
 
 #[test]
 fn debian_package_installs_runs_and_removes() {
-    if !require_root("debian_package_installs_runs_and_removes") {
+    if !require_root(TEST) {
         return;
     }
     let Some(deb) = find_deb() else {
-        eprintln!(
-            "SKIPPED: debian_package_installs_runs_and_removes: no package; build one with \
-             `cargo xtask dist` (or name it in ENETSTAT_DEB)"
+        return skip(
+            "no package; `cargo xtask test` builds one, else build it with `cargo xtask dist` \
+             (or name it in ENETSTAT_DEB)",
         );
-        return;
     };
-    if Path::new("/usr/bin/enetstat").exists() && !run("dpkg", &["-s", "enetstat"]).0 {
-        eprintln!(
-            "SKIPPED: debian_package_installs_runs_and_removes: /usr/bin/enetstat exists and \
-             belongs to no enetstat package; not overwriting it"
-        );
-        return;
+    // Dropped last: the package is purged before another run may install it.
+    let _lock = MachineLock::take();
+    let status = package_status();
+    let installed = !status.is_empty()
+        && !status.ends_with("not-installed")
+        && !status.ends_with("config-files");
+    if installed {
+        return skip(&format!(
+            "an enetstat package is installed already ({status}); not replacing it. Remove it \
+             with `dpkg --purge enetstat` to run this test"
+        ));
     }
-    let (ok, text) = run("dpkg", &["-i", deb.to_str().unwrap()]);
-    let _installed = Installed;
+    if Path::new("/usr/bin/enetstat").exists() {
+        return skip(
+            "/usr/bin/enetstat exists and belongs to no enetstat package; not overwriting it",
+        );
+    }
+    let group_was_there = run("getent", &["group", "enetstat"]).0;
+    let _installed = Installed { group_was_there };
+    let (ok, text) = dpkg(&["-i", deb.to_str().unwrap()]);
     assert!(ok, "dpkg -i {}: {text}", deb.display());
 
     let (ok, version) = run("/usr/bin/enetstat", &["--version"]);
@@ -113,11 +206,16 @@ fn debian_package_installs_runs_and_removes() {
         bash.contains("daemon") && bash.contains("--socket"),
         "{bash}"
     );
-    // The postinst made the socket's group.
+    // The postinst made the socket's group (or found it there).
     assert!(run("getent", &["group", "enetstat"]).0, "no enetstat group");
 
-    let (ok, text) = run("dpkg", &["--purge", "enetstat"]);
+    let (ok, text) = dpkg(&["--purge", "enetstat"]);
     assert!(ok, "dpkg --purge: {text}");
     assert!(!Path::new("/usr/bin/enetstat").exists());
     assert!(!Path::new("/lib/systemd/system/enetstat.service").exists());
+    let status = package_status();
+    assert!(
+        status.is_empty() || status.ends_with("not-installed"),
+        "after dpkg --purge, dpkg says the package is {status:?}"
+    );
 }

@@ -66,9 +66,14 @@ fn arch() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Builds the package and returns its path.
+/// Builds the release binary, then the package; returns the package's path.
 pub fn dist() -> Result<PathBuf> {
     let bin = build::build(Profile::Release)?;
+    package(&bin)
+}
+
+/// Packages `bin`, the release binary [`build::build`] built, and returns the package's path.
+pub fn package(bin: &Path) -> Result<PathBuf> {
     let version = env!("CARGO_PKG_VERSION");
     let arch = arch()?;
     let out_dir = cargo::target_dir().join("dist");
@@ -76,10 +81,10 @@ pub fn dist() -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&root);
     let docs = out_dir.join("docs");
     let _ = fs::remove_dir_all(&docs);
-    cmd::run(cmd::new(&bin).arg("generate-docs").arg(&docs))?;
+    cmd::run(cmd::new(bin).arg("generate-docs").arg(&docs))?;
 
     let ws = cargo::workspace_root();
-    copy(&bin, &root.join("usr/bin/enetstat"), 0o755)?;
+    copy(bin, &root.join("usr/bin/enetstat"), 0o755)?;
     copy(
         &ws.join("dist/enetstat.service"),
         &root.join("lib/systemd/system/enetstat.service"),
@@ -112,7 +117,7 @@ pub fn dist() -> Result<PathBuf> {
     ] {
         copy(&completions.join(file), &root.join(dest), 0o644)?;
     }
-    let size_kib = fs::metadata(&bin)?.len() / 1024 + 64;
+    let size_kib = fs::metadata(bin)?.len() / 1024 + 64;
     let control = format!(
         "Package: enetstat\nVersion: {version}\nSection: net\nPriority: optional\n\
          Architecture: {arch}\nMaintainer: enetstat maintainers <enetstat@users.noreply.github.com>\n\

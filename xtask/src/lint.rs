@@ -2,6 +2,10 @@
 //!
 //! The eBPF crate is linted on its own, the way aya-template does it: it is `no_std` with its
 //! own panic handler, so its test harness must be built with `panic=abort`.
+//!
+//! The cargo-fuzz crate (`fuzz/`, outside the workspace) gets rustfmt only: clippy would have to
+//! build all of enetstat's dependencies (and the eBPF programs) once more, in its own workspace,
+//! for one short file that `cargo xtask test` compiles anyway.
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -14,8 +18,12 @@ pub struct Options {}
 impl Options {
     pub fn run(self) -> Result<()> {
         setup::ensure()?;
-        let checks: [(&str, &[&str]); 3] = [
+        let checks: [(&str, &[&str]); 4] = [
             ("rustfmt", &["fmt", "--all", "--", "--check"]),
+            (
+                "rustfmt (fuzz)",
+                &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+            ),
             (
                 "clippy (workspace)",
                 &[

@@ -20,6 +20,7 @@ mod build;
 mod cargo;
 mod cmd;
 mod dist;
+mod fuzz;
 mod lint;
 mod pins;
 mod privilege;
@@ -35,7 +36,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
-    about = "enetstat's set-up, build, run, test and lint tasks"
+    about = "enetstat's set-up, build, run, test, fuzz and lint tasks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,14 +45,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build needs (pinned nightly, system packages, bpf-linker); idempotent.
+    /// Install what the build and tests need (pinned nightly, system packages, bpf-linker,
+    /// cargo-fuzz); idempotent.
     Setup(setup::Options),
     /// Build the `enetstat` binary (and, through its build script, the eBPF programs).
     Build(build::Options),
     /// Build and run `enetstat` as root: `cargo xtask run -- ARGS...`.
     Run(run::Options),
-    /// Build, then run all tests; end-to-end tests run only as root.
+    /// Build, then run all tests (end-to-end ones only as root), then fuzz briefly.
     Test(test::Options),
+    /// Fuzz the daemon's request parser with cargo-fuzz (installed if missing).
+    Fuzz(fuzz::Options),
     /// Check formatting and run clippy on every crate, warnings denied.
     Lint(lint::Options),
     /// Run every benchmark (overhead, lossless, replay, latency, scale) and write the results.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Task::Build(options) => options.run(),
         Task::Run(options) => options.run(),
         Task::Test(options) => options.run(),
+        Task::Fuzz(options) => options.run(),
         Task::Lint(options) => options.run(),
         Task::Bench(options) => options.run(),
         Task::Dist(options) => options.run(),

@@ -21,3 +21,7 @@ pub const BPF_LINKER_SERIES: &str = "0.13.";
 
 /// The exact bpf-linker release `setup` installs.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The exact cargo-fuzz release `cargo xtask fuzz` installs (built with the default stable, like
+/// bpf-linker); it builds the fuzz targets with [`NIGHTLY`], as sanitizers need a nightly.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";

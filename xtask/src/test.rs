@@ -1,15 +1,25 @@
 //! `cargo xtask test`: every test in the workspace, including the end-to-end tests, which drive
-//! the real release binary named by `ENETSTAT_BIN` and need root.
+//! the real release binary named by `ENETSTAT_BIN` and need root, and the Debian-package test,
+//! which installs the package named by `ENETSTAT_DEB`, built here from that same binary. Then
+//! the fuzz target runs briefly (`cargo xtask fuzz` runs it longer).
 
-use std::ffi::OsString;
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build, cargo, cargo::Profile, cmd, privilege::is_root, setup};
+use crate::{build, cargo, cargo::Profile, cmd, dist, fuzz, privilege::is_root, setup};
 
 #[derive(Args)]
 pub struct Options {
+    /// Seconds to run the fuzz target for, after the tests; 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    fuzz_seconds: u64,
+
     /// Extra arguments for `cargo test` (put them after `--`; test-binary arguments after a
     /// second `--`, e.g. `cargo xtask test -- -- --nocapture`).
     #[arg(
@@ -22,8 +32,13 @@ pub struct Options {
 
 impl Options {
     pub fn run(self) -> Result<()> {
-        setup::ensure()?;
+        if self.fuzz_seconds > 0 {
+            setup::ensure_with_fuzzing()?;
+        } else {
+            setup::ensure()?;
+        }
         let bin = build::build(Profile::Release)?;
+        let deb = package(&bin)?;
 
         if is_root() {
             say!("running as root: the end-to-end tests will run");
@@ -41,8 +56,28 @@ impl Options {
             "netstat-ebpf",
         ]);
         command.args(&self.args).env("ENETSTAT_BIN", &bin);
-        cmd::run(&mut command)
+        if let Some(deb) = &deb {
+            command.env("ENETSTAT_DEB", deb);
+        }
+        cmd::run(&mut command)?;
+
+        if self.fuzz_seconds > 0 {
+            fuzz::fuzz(Duration::from_secs(self.fuzz_seconds))?;
+        }
+        Ok(())
     }
+}
+
+/// The Debian package of `bin` for the package test, where dpkg-deb can build one.
+fn package(bin: &Path) -> Result<Option<PathBuf>> {
+    if which::which("dpkg-deb").is_err() {
+        say!(
+            "no dpkg-deb: the Debian-package test will be SKIPPED (and fail under CI=true), \
+             as there is no package to install"
+        );
+        return Ok(None);
+    }
+    dist::package(bin).map(Some)
 }
 
 #[cfg(test)]
@@ -66,5 +101,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(options.args, ["-p", "enetstat-tests", "--", "--nocapture"]);
+        assert_eq!(options.fuzz_seconds, 20);
+    }
+
+    #[test]
+    fn fuzzing_can_be_skipped() {
+        let line = ["xtask", "test", "--fuzz-seconds", "0", "--", "--lib"];
+        let Task::Test(options) = Cli::parse_from(line).task else {
+            unreachable!()
+        };
+        assert_eq!(options.fuzz_seconds, 0);
+        assert_eq!(options.args, ["--lib"]);
     }
 }

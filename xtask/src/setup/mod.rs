@@ -3,6 +3,7 @@
 //! machine is quick and changes nothing; every other task runs it first.
 
 mod bpf_linker;
+mod cargo_fuzz;
 mod kernel;
 mod packages;
 mod toolchain;
@@ -27,13 +28,18 @@ impl Options {
         } else {
             Mode::Install
         };
-        setup(mode)
+        setup(mode, &[STEPS, FUZZ_STEPS])
     }
 }
 
 /// Installs whatever is missing; for tasks that need a ready machine.
 pub fn ensure() -> Result<()> {
-    setup(Mode::Install)
+    setup(Mode::Install, &[STEPS])
+}
+
+/// [`ensure`], and what fuzzing needs too; for `cargo xtask fuzz` and `cargo xtask test`.
+pub fn ensure_with_fuzzing() -> Result<()> {
+    setup(Mode::Install, &[STEPS, FUZZ_STEPS])
 }
 
 /// Whether a step may install what it finds missing.
@@ -47,17 +53,22 @@ enum Mode {
 /// the thing is ready; errors when installing fails or is impossible here.
 type Step = fn(Mode) -> Result<bool>;
 
-/// In order: the packages provide the LLVM that bpf-linker is built against.
+/// What building enetstat needs. In order: the packages provide the LLVM that bpf-linker is
+/// built against.
 const STEPS: &[(&str, Step)] = &[
     ("the pinned nightly toolchain", toolchain::ensure),
     ("system packages", packages::ensure),
     ("bpf-linker", bpf_linker::ensure),
 ];
 
-fn setup(mode: Mode) -> Result<()> {
+/// What only fuzzing needs, after [`STEPS`] (the packages provide the C++ compiler that
+/// libFuzzer is built with).
+const FUZZ_STEPS: &[(&str, Step)] = &[("cargo-fuzz", cargo_fuzz::ensure)];
+
+fn setup(mode: Mode, steps: &[&[(&str, Step)]]) -> Result<()> {
     let started = Instant::now();
     let mut not_ready = Vec::new();
-    for (name, step) in STEPS {
+    for (name, step) in steps.iter().copied().flatten() {
         if !step(mode)? {
             not_ready.push(*name);
         }

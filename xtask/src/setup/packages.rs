@@ -46,6 +46,10 @@ pub const PACKAGES: &[Package] = &[
         why: "`ps` and `pgrep` for the end-to-end tests",
     },
     Package {
+        name: "g++",
+        why: "libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`",
+    },
+    Package {
         name: "prometheus",
         why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
     },
