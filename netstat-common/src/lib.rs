@@ -261,9 +261,9 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 2;
     /// Kernel memory reads that failed (the record was still sent, with zeroes there).
     pub const READ_ERRORS: u32 = 3;
-    /// Calls of the nested copy that ran inside the primary program (so the primary, guarded
-    /// against recursion, skipped them). The primary's `recursion_misses` minus this is what
-    /// neither program recorded: lost.
+    /// Calls the nested copy recorded because the primary program, guarded against
+    /// recursion, skipped them. The primary's `recursion_misses` minus this is what neither
+    /// program recorded: lost.
     pub const NESTED_CALLS: u32 = 4;
     /// Number of counters.
     pub const COUNT: u32 = 5;

@@ -49,9 +49,28 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Per-CPU flag: 1 while `inet_sock_set_state` runs on this CPU. See [`inet_sock_set_state_nested`].
+/// How many calls [`HANDLED`] can hold: one per level of nesting (process context, softirq)
+/// and then some, for entries a skipped nested copy leaves behind.
+const HANDLED_DEPTH: u32 = 8;
+
+/// Per-CPU stack of the calls the primary program is handling or has handled and its nested
+/// copy has not yet seen: `[cookie, states]` pairs. See [`inet_sock_set_state_nested`].
 #[map]
-static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static HANDLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * HANDLED_DEPTH, 0);
+
+/// Per-CPU: the depth of [`HANDLED`], and whether the nested copy is running.
+#[map]
+static HANDLED_LEN: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+const LEN: u32 = 0;
+const NESTED_RUNNING: u32 = 1;
+
+#[inline(always)]
+fn set_nested_running(value: u32) {
+    if let Some(slot) = HANDLED_LEN.get_ptr_mut(NESTED_RUNNING) {
+        // SAFETY: a valid per-CPU slot, written only by the nested copy on this CPU.
+        unsafe { core::ptr::write_volatile(slot, value) };
+    }
+}
 
 /// Counter banks, one per program that may interrupt another on the same CPU.
 const BANK_PRIMARY: u32 = 0;
@@ -67,19 +86,107 @@ fn count(bank: u32, index: u32) {
     }
 }
 
+/// What identifies one tracepoint call: the socket's cookie, and the transition.
 #[inline(always)]
-fn set_busy(value: u32) {
-    if let Some(slot) = BUSY.get_ptr_mut(0) {
-        // SAFETY: a valid per-CPU slot, written only by the primary program on this CPU.
-        unsafe { core::ptr::write_volatile(slot, value) };
+fn call_id(ctx: &BtfTracePointContext) -> (u64, u64) {
+    let sk: *const u8 = ctx.arg(0);
+    let old_state: i32 = ctx.arg(1);
+    let new_state: i32 = ctx.arg(2);
+    // SAFETY: `sk` is the tracepoint's own BTF-typed socket pointer, as the helper requires.
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    // Never 0, so an empty slot matches nothing.
+    let states = 1 << 16 | ((old_state as u64) & 0xff) << 8 | (new_state as u64) & 0xff;
+    (cookie, states)
+}
+
+/// The low bits of a note's second word say which transition; the high bits when it was made,
+/// in units of 1024 ns.
+const NOTE_ID_BITS: u64 = 20;
+const NOTE_ID_MASK: u64 = (1 << NOTE_ID_BITS) - 1;
+/// A note older than this (in units of 1024 ns: 10 ms) was left by a nested copy the kernel
+/// skipped: no call is interrupted that long (the kernel hands softirq work over to
+/// ksoftirqd after 2 ms).
+const NOTE_MAX_AGE: u64 = 10_000;
+
+#[inline(always)]
+fn slot(index: u32) -> Option<*mut u64> {
+    HANDLED.get_ptr_mut(index)
+}
+
+/// The primary program notes the call it is handling, unless it interrupted the nested copy:
+/// then the kernel skips that copy for this call, and the note would never be taken off.
+#[inline(always)]
+fn push_handled(id: (u64, u64)) {
+    let (Some(len), Some(nested)) = (
+        HANDLED_LEN.get_ptr_mut(LEN),
+        HANDLED_LEN.get_ptr_mut(NESTED_RUNNING),
+    ) else {
+        return;
+    };
+    // SAFETY: a valid per-CPU slot.
+    if unsafe { core::ptr::read_volatile(nested) } != 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() } >> 10;
+    // SAFETY: valid per-CPU slots; this CPU runs nothing else while we touch them but what
+    // interrupts us, and that leaves the stack as it found it (see the nested program).
+    unsafe {
+        let mut n = core::ptr::read_volatile(len);
+        // Notes left by skipped nested copies go once they are old.
+        let mut i = HANDLED_DEPTH;
+        while i > 0 {
+            i -= 1;
+            if i + 1 != n {
+                continue;
+            }
+            let Some(top) = slot(2 * i + 1) else { break };
+            if now.wrapping_sub(core::ptr::read_volatile(top) >> NOTE_ID_BITS) <= NOTE_MAX_AGE {
+                break;
+            }
+            n = i;
+        }
+        if n >= HANDLED_DEPTH {
+            // Full of recent notes: a burst of calls interrupting the nested copy, which the
+            // kernel skipped for them. The note on top is one of those; a call in progress
+            // is further down, so replace the top.
+            n = HANDLED_DEPTH - 1;
+        }
+        if let (Some(cookie), Some(states)) = (slot(2 * n), slot(2 * n + 1)) {
+            core::ptr::write_volatile(cookie, id.0);
+            core::ptr::write_volatile(states, now << NOTE_ID_BITS | id.1);
+            core::ptr::write_volatile(len, n + 1);
+        }
     }
 }
 
+/// The nested copy looks for its call among those the primary noted. Found: the primary
+/// handles it; the entry goes, with any above it (left by nested copies that were skipped).
 #[inline(always)]
-fn busy() -> bool {
-    // SAFETY: a valid per-CPU slot.
-    BUSY.get_ptr_mut(0)
-        .is_some_and(|slot| unsafe { core::ptr::read_volatile(slot) } != 0)
+fn pop_handled(id: (u64, u64)) -> bool {
+    let Some(len) = HANDLED_LEN.get_ptr_mut(LEN) else {
+        return false;
+    };
+    // SAFETY: as in `push_handled`.
+    unsafe {
+        let n = core::ptr::read_volatile(len);
+        let mut i = HANDLED_DEPTH;
+        while i > 0 {
+            i -= 1;
+            if i >= n {
+                continue;
+            }
+            let (Some(cookie), Some(states)) = (slot(2 * i), slot(2 * i + 1)) else {
+                return false;
+            };
+            if core::ptr::read_volatile(cookie) == id.0
+                && core::ptr::read_volatile(states) & NOTE_ID_MASK == id.1
+            {
+                core::ptr::write_volatile(len, i);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Reads a `T` at `offset` bytes into the kernel object at `base`; a failed read counts and
@@ -183,29 +290,36 @@ fn wakeup_flags(config: &Config, now: u64) -> u64 {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    set_busy(1);
+    push_handled(call_id(&ctx));
     on_state_change(&ctx, BANK_PRIMARY);
-    set_busy(0);
     0
 }
 
 /// A second program on the same tracepoint that handles only what the first must miss.
 ///
 /// The kernel never runs a tracing program inside itself on one CPU: when an interrupt lands
-/// while `inet_sock_set_state` runs and its softirq processes (say, loopback) packets that
-/// change another socket's state, that nested call is skipped and only counted in the
-/// program's `recursion_misses`. Under heavy churn that loses real transitions. This copy has
-/// its own recursion guard, so it runs in that nested call, sees the first program's BUSY
-/// flag, and records the transition; at all other times it returns at once. An interrupt that
-/// lands in the few instructions around the flag (before it is set or after it is cleared, e.g.
-/// the self-IPI of our own ring-buffer wakeup) escapes both; userspace counts those as lost:
-/// the primary's misses minus this program's NESTED_CALLS.
+/// while `inet_sock_set_state` runs (or is about to, or has just finished, inside the
+/// kernel's own wrapper) and its softirq processes packets that change another socket's
+/// state, that nested call is skipped and only counted in the program's `recursion_misses`.
+/// Under heavy churn that loses real transitions.
+///
+/// The tracepoint runs this copy right after the primary on every call, and it has its own
+/// recursion guard, so it runs in those nested calls too. The primary notes each call it
+/// takes (its socket cookie and transition) on a per-CPU stack as it starts; this copy takes
+/// the note off, and records the transition itself when there is none: the primary was
+/// skipped. A call that finds both programs busy (this copy was interrupted while it ran) is
+/// lost; userspace counts it: the primary's misses minus this copy's rescues (NESTED_CALLS).
+/// When the primary interrupts this copy it notes nothing, as this copy will be skipped; a
+/// note left in the instants around that (when the flag saying so is not yet or no longer
+/// set) is dropped once it is old.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
-    if busy() {
+    set_nested_running(1);
+    if !pop_handled(call_id(&ctx)) {
         count(BANK_NESTED, counter::NESTED_CALLS);
         on_state_change(&ctx, BANK_NESTED);
     }
+    set_nested_running(0);
     0
 }
 

@@ -214,7 +214,10 @@ impl Probe {
 
     /// Events the kernel skipped because a program was already running on that CPU and that
     /// nobody recorded: the primary state program's misses not rescued by its nested copy,
-    /// plus the other programs' misses.
+    /// plus the reset programs' misses. The nested copy's own misses are not events lost: it
+    /// is skipped when it interrupts itself, and either the primary was not running then (and
+    /// recorded the event) or it was, and the miss is already one of the primary's unrescued
+    /// ones.
     fn recursion_misses(&self, nested_calls: u64) -> u64 {
         let misses = |name: &str| -> u64 {
             let Some(program) = self.ebpf.program(name) else {
@@ -230,7 +233,7 @@ impl Probe {
             .ebpf
             .programs()
             .map(|(name, _)| name)
-            .filter(|name| *name != TRACEPOINT)
+            .filter(|name| *name != TRACEPOINT && *name != NESTED.0)
             .map(misses)
             .sum();
         misses(TRACEPOINT).saturating_sub(nested_calls) + others
