@@ -46,7 +46,6 @@ static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 const SOCK_DONE: u64 = 1;
 
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// How many calls [`HANDLED`] can hold: one per level of nesting (process context, softirq)
@@ -267,8 +266,11 @@ fn wanted(filter: &KernelFilter, family: u16, lport: u16, rport: u16) -> bool {
     true
 }
 
-/// Wake the reader when enough time has passed since the last wakeup or enough bytes wait;
-/// otherwise let the record sit, saving a wakeup per event under load.
+/// Wake the reader when enough time has passed since the last wakeup or enough bytes wait.
+/// Otherwise let the kernel decide (flags 0): it wakes the reader only when the reader had
+/// read everything before this record, so it may be asleep; a reader that is behind is awake
+/// and will get to the record, which saves a wakeup per event under load. (Never wake it
+/// would strand a record that lands just after the reader found the ring empty.)
 #[inline(always)]
 fn wakeup_flags(config: &Config, now: u64) -> u64 {
     if config.wakeup_interval_ns == 0 {
@@ -284,7 +286,7 @@ fn wakeup_flags(config: &Config, now: u64) -> u64 {
         unsafe { *last = now };
         BPF_RB_FORCE_WAKEUP
     } else {
-        BPF_RB_NO_WAKEUP
+        0
     }
 }
 

@@ -152,10 +152,12 @@ pub async fn run(
         .map_err(WatchError::Output)?;
 
     let end = 'outer: loop {
+        // Stopping still drains what the ring holds: those transitions happened.
+        let mut ending = None;
         tokio::select! {
             r = stream.ready() => r?,
-            () = &mut stop => break End::Stopped,
-            () = &mut sleep => break End::Duration,
+            () = &mut stop => ending = Some(End::Stopped),
+            () = &mut sleep => ending = Some(End::Duration),
         }
         clock.refresh();
         let mut io_result = Ok(());
@@ -228,6 +230,9 @@ pub async fn run(
         }
         if reached_count {
             break End::Count;
+        }
+        if let Some(end) = ending {
+            break end;
         }
     };
     summary.kernel = counters()?;

@@ -1,10 +1,11 @@
 //! The ring buffer as an async source of records.
 //!
-//! The kernel program wakes us at most once per wakeup interval while events keep coming
-//! (see `wakeup_flags` in the kernel crate), so a record can sit in the ring unannounced. After
-//! every drain that found something we therefore poll once more after `poll_interval`; when a
-//! poll finds the ring empty we go back to sleeping until the kernel wakes us. An idle host
-//! costs no wakeups at all, a busy one costs about one per interval instead of one per event.
+//! While we are behind, the kernel program wakes us at most once per wakeup interval (see
+//! `wakeup_flags` in the kernel crate); a record that finds we had read everything wakes us at
+//! once, as we may be asleep. After every drain that found something we also poll once more
+//! after `poll_interval`, to pick up what came while we were draining without waiting for a
+//! wakeup; when a poll finds the ring empty we sleep until the kernel wakes us. An idle host
+//! costs no wakeups at all, a busy one about one per interval instead of one per event.
 
 use std::time::Duration;
 
