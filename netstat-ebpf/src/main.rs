@@ -292,8 +292,9 @@ fn wakeup_flags(config: &Config, now: u64) -> u64 {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    push_handled(call_id(&ctx));
-    on_state_change(&ctx, BANK_PRIMARY);
+    let id = call_id(&ctx);
+    push_handled(id);
+    on_state_change(&ctx, BANK_PRIMARY, id.0);
     0
 }
 
@@ -317,16 +318,18 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: BtfTracePointContext) -> i32 {
     set_nested_running(1);
-    if !pop_handled(call_id(&ctx)) {
+    let id = call_id(&ctx);
+    if !pop_handled(id) {
         count(BANK_NESTED, counter::NESTED_CALLS);
-        on_state_change(&ctx, BANK_NESTED);
+        on_state_change(&ctx, BANK_NESTED, id.0);
     }
     set_nested_running(0);
     0
 }
 
 #[inline(always)]
-fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
+/// Records the call's transition; `cookie` is the socket's, from [`call_id`].
+fn on_state_change(ctx: &BtfTracePointContext, bank: u32, cookie: u64) {
     let config = CONFIG.load();
     let off = &config.offsets;
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
@@ -353,8 +356,6 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32) {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: `sk` is the tracepoint's own BTF-typed socket pointer, as the helper requires.
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
 
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];

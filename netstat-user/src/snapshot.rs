@@ -210,11 +210,37 @@ pub struct Status {
 struct View<'a> {
     opts: &'a SnapshotOptions,
     owners: &'a SocketOwners,
-    resolver: &'a mut Resolver,
-    users: &'a mut Users,
-    cgroups: &'a mut cgroup::Paths,
+    names: &'a mut Names,
     now_ns: u64,
     tracing: bool,
+}
+
+/// Where numbers get their names: hosts and services, users, cgroups. Cached per snapshot
+/// (or, with `-c`, for the whole run).
+struct Names {
+    resolver: Resolver,
+    users: Users,
+    cgroups: cgroup::Paths,
+}
+
+impl Names {
+    /// Looks names up, spending at most `budget` on host names.
+    fn new(budget: Duration) -> Self {
+        Self {
+            resolver: Resolver::new(budget),
+            users: Users::default(),
+            cgroups: cgroup::Paths::new(),
+        }
+    }
+
+    /// Looks nothing up (for callers that only pick rows).
+    fn none() -> Self {
+        Self {
+            resolver: Resolver::new(Duration::ZERO),
+            users: Users::default(),
+            cgroups: cgroup::Paths::empty(),
+        }
+    }
 }
 
 /// Prints one snapshot from a single socket dump: no eBPF.
@@ -230,15 +256,11 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
     } else {
         SocketOwners::new()
     };
-    let mut resolver = Resolver::new(opts.resolve_budget);
-    let mut users = Users::default();
-    let mut cgroups = cgroup::Paths::new();
+    let mut names = Names::new(opts.resolve_budget);
     let mut view = View {
         opts,
         owners: &owners,
-        resolver: &mut resolver,
-        users: &mut users,
-        cgroups: &mut cgroups,
+        names: &mut names,
         now_ns: monotonic_ns(),
         tracing: false,
     };
@@ -287,9 +309,7 @@ pub async fn continuous(
     let mut last_reconcile = tokio::time::Instant::now();
 
     let mut owners = SocketOwners::new();
-    let mut resolver = Resolver::new(opts.resolve_budget);
-    let mut users = Users::default();
-    let mut cgroups = cgroup::Paths::new();
+    let mut names = Names::new(opts.resolve_budget);
     let mut tick = tokio::time::interval(cont.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = 0u64;
@@ -340,9 +360,7 @@ pub async fn continuous(
         let mut view = View {
             opts,
             owners: &owners,
-            resolver: &mut resolver,
-            users: &mut users,
-            cgroups: &mut cgroups,
+            names: &mut names,
             now_ns,
             tracing: true,
         };
@@ -677,10 +695,10 @@ fn write_text_row(
                 use std::fmt::Write as _;
                 let _ = write!(text.user, "{uid}");
             }
-            Some(uid) => text.user.push_str(view.users.name(uid)),
+            Some(uid) => text.user.push_str(view.names.users.name(uid)),
             None => text.user.push('-'),
         }
-        match view.cgroups.get(r.cgroup) {
+        match view.names.cgroups.get(r.cgroup) {
             Some(c) => match &c.container {
                 Some(container) => text.cgroup.push_str(&container.short()),
                 None => text.cgroup.push_str(&c.path),
@@ -708,15 +726,11 @@ pub fn traced_rows(
     owners: &SocketOwners,
     now_ns: u64,
 ) -> Vec<Row> {
-    let mut resolver = Resolver::new(Duration::ZERO);
-    let mut users = Users::default();
-    let mut cgroups = cgroup::Paths::empty();
+    let mut names = Names::none();
     let view = View {
         opts,
         owners,
-        resolver: &mut resolver,
-        users: &mut users,
-        cgroups: &mut cgroups,
+        names: &mut names,
         now_ns,
         tracing: true,
     };
@@ -732,15 +746,11 @@ pub fn render_traced(
     first: bool,
 ) -> io::Result<()> {
     let owners = SocketOwners::new();
-    let mut resolver = Resolver::new(opts.resolve_budget);
-    let mut users = Users::default();
-    let mut cgroups = cgroup::Paths::new();
+    let mut names = Names::new(opts.resolve_budget);
     let mut view = View {
         opts,
         owners: &owners,
-        resolver: &mut resolver,
-        users: &mut users,
-        cgroups: &mut cgroups,
+        names: &mut names,
         now_ns: monotonic_ns(),
         tracing: true,
     };
@@ -756,7 +766,7 @@ fn render_rows(
 ) -> io::Result<()> {
     let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let cgroups = match view.opts.format {
-        Format::Json | Format::Csv => cgroups_of(view.cgroups, rows),
+        Format::Json | Format::Csv => cgroups_of(&mut view.names.cgroups, rows),
         Format::Text => Default::default(),
     };
     match view.opts.format {
@@ -810,7 +820,7 @@ fn write_text(
 ) -> io::Result<()> {
     let opts = view.opts;
     if !opts.numeric {
-        view.resolver.prepare(
+        view.names.resolver.prepare(
             rows.iter().flat_map(|r| [r.local_addr, r.remote_addr]),
             rows.iter().flat_map(|r| {
                 [r.local_port, r.remote_port]
@@ -871,13 +881,13 @@ fn write_text_footer(
 
 fn endpoint_text(view: &View<'_>, proto: Proto, e: Endpoint) -> String {
     let numeric = view.opts.numeric;
-    let host = match view.resolver.host(e.addr) {
+    let host = match view.names.resolver.host(e.addr) {
         Some(name) if !numeric => name.to_owned(),
         _ => e.addr.to_string(),
     };
     let port = match e.port {
         None => "*".to_owned(),
-        Some(p) => match view.resolver.service(p, proto) {
+        Some(p) => match view.names.resolver.service(p, proto) {
             Some(name) if !numeric => name.to_owned(),
             _ => p.to_string(),
         },
@@ -941,15 +951,11 @@ mod tests {
         let mut table = Table::new(Limits::default(), None);
         table.seed(dump, 0);
         let owners = SocketOwners::new();
-        let mut resolver = Resolver::new(Duration::ZERO);
-        let mut users = Users::default();
-        let mut cgroups = cgroup::Paths::new();
+        let mut names = Names::new(Duration::ZERO);
         let mut view = View {
             opts,
             owners: &owners,
-            resolver: &mut resolver,
-            users: &mut users,
-            cgroups: &mut cgroups,
+            names: &mut names,
             now_ns: 0,
             tracing: false,
         };

@@ -27,24 +27,34 @@ fn stop(tracer: Tracer, lines: usize) -> Vec<Transition> {
     finished.transitions()
 }
 
-#[test]
-fn lport_keeps_the_server_side() {
-    if !require_root("lport_keeps_the_server_side") {
-        return;
-    }
-    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let server = reservation.addr();
-    let tracer = Tracer::watch_json(&["--lport", &server.port().to_string()]);
-    let (server_pid, client_pid) = one_connection(server);
-    let transitions = stop(tracer, 7);
-
-    let mut check = Checker::new(Expect {
+/// A checker for the connection to `server` the two peers made.
+fn checker(server: SocketAddr, (server_pid, client_pid): (u32, u32)) -> Checker {
+    Checker::new(Expect {
         server,
         netns: current_netns(),
         server_pid,
         client_pid,
         comm: "enetstat-peer",
-    });
+    })
+}
+
+/// One connection to a reserved IPv4 port, traced by `watch -o json FLAG PORT` until
+/// `lines` transitions came: what it printed, a checker, and the reservation.
+fn traced_with(flag: &str, lines: usize) -> (Vec<Transition>, Checker, PortReservation) {
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let tracer = Tracer::watch_json(&[flag, &server.port().to_string()]);
+    let pids = one_connection(server);
+    (stop(tracer, lines), checker(server, pids), reservation)
+}
+
+#[test]
+fn lport_keeps_the_server_side() {
+    if !require_root("lport_keeps_the_server_side") {
+        return;
+    }
+    let (transitions, mut check, reservation) = traced_with("--lport", 7);
+    let server = reservation.addr();
     let roles = check.sort(&transitions);
     check.check(
         roles.listeners.len() == 1 && roles.accepted.len() == 1 && roles.clients.is_empty(),
@@ -74,19 +84,8 @@ fn rport_keeps_the_client_side() {
     if !require_root("rport_keeps_the_client_side") {
         return;
     }
-    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (transitions, mut check, reservation) = traced_with("--rport", 5);
     let server = reservation.addr();
-    let tracer = Tracer::watch_json(&["--rport", &server.port().to_string()]);
-    let (server_pid, client_pid) = one_connection(server);
-    let transitions = stop(tracer, 5);
-
-    let mut check = Checker::new(Expect {
-        server,
-        netns: current_netns(),
-        server_pid,
-        client_pid,
-        comm: "enetstat-peer",
-    });
     let roles = check.sort(&transitions);
     check.check(
         roles.clients.len() == 1 && roles.listeners.is_empty() && roles.accepted.is_empty(),
@@ -118,22 +117,15 @@ fn family(test: &str, flag: &str, keep_v6: bool) {
     let v6 = PortReservation::new(IpAddr::V6(Ipv6Addr::LOCALHOST));
     let ports = format!("{},{}", v4.port(), v6.port());
     let tracer = Tracer::watch_json(&[flag, "--port", &ports]);
-    let (v4_server, v4_client) = one_connection(v4.addr());
-    let (v6_server, v6_client) = one_connection(v6.addr());
+    let v4_pids = one_connection(v4.addr());
+    let v6_pids = one_connection(v6.addr());
     let transitions = stop(tracer, 12);
 
-    let (server, server_pid, client_pid) = if keep_v6 {
-        (v6.addr(), v6_server, v6_client)
+    let mut check = if keep_v6 {
+        checker(v6.addr(), v6_pids)
     } else {
-        (v4.addr(), v4_server, v4_client)
+        checker(v4.addr(), v4_pids)
     };
-    let mut check = Checker::new(Expect {
-        server,
-        netns: current_netns(),
-        server_pid,
-        client_pid,
-        comm: "enetstat-peer",
-    });
     check.connections(&transitions, 1);
     check.finish();
     v4.release();

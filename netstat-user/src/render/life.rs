@@ -54,6 +54,38 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
 impl<'a> JsonLifecycle<'a> {
     /// `cgroup` is what `l.cgroup` names, looked up by the caller.
     pub fn new(l: &'a Lifecycle, time: DateTime<Utc>, cgroup: Option<&'a Cgroup>) -> Self {
+        let states = l
+            .states
+            .iter()
+            .map(|(state, d)| JsonState {
+                state: *state,
+                ms: millis(*d),
+            })
+            .collect();
+        JsonLifecycle::with_states(l, time, cgroup, states)
+    }
+}
+
+impl<'a> JsonLifecycle<'a, String> {
+    /// The CSV row: the same fields, `states` as one cell.
+    fn csv(l: &'a Lifecycle, time: DateTime<Utc>, cgroup: Option<&'a Cgroup>) -> Self {
+        let states = l
+            .states
+            .iter()
+            .map(|(state, d)| format!("{state}:{}", millis(*d)))
+            .collect::<Vec<_>>()
+            .join(";");
+        JsonLifecycle::with_states(l, time, cgroup, states)
+    }
+}
+
+impl<'a, S> JsonLifecycle<'a, S> {
+    fn with_states(
+        l: &'a Lifecycle,
+        time: DateTime<Utc>,
+        cgroup: Option<&'a Cgroup>,
+        states: S,
+    ) -> Self {
         let (cgroup_path, container) = cgroup_fields(cgroup);
         Self {
             time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -67,14 +99,7 @@ impl<'a> JsonLifecycle<'a> {
             rport: l.remote.port,
             lifetime_ms: millis(l.lifetime()),
             connect_ms: l.connect.map(millis),
-            states: l
-                .states
-                .iter()
-                .map(|(state, d)| JsonState {
-                    state: *state,
-                    ms: millis(*d),
-                })
-                .collect(),
+            states,
             bytes_sent: l.bytes_sent,
             bytes_received: l.bytes_received,
             retransmits: l.retransmits,
@@ -85,40 +110,6 @@ impl<'a> JsonLifecycle<'a> {
             cgroup: l.cgroup,
             cgroup_path,
             container,
-        }
-    }
-
-    /// The same fields with `states` as one CSV cell.
-    fn flattened(self) -> JsonLifecycle<'a, String> {
-        let states = self
-            .states
-            .iter()
-            .map(|s| format!("{}:{}", s.state, s.ms))
-            .collect::<Vec<_>>()
-            .join(";");
-        JsonLifecycle {
-            time: self.time,
-            cookie: self.cookie,
-            pid: self.pid,
-            comm: self.comm,
-            family: self.family,
-            laddr: self.laddr,
-            lport: self.lport,
-            raddr: self.raddr,
-            rport: self.rport,
-            lifetime_ms: self.lifetime_ms,
-            connect_ms: self.connect_ms,
-            states,
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            retransmits: self.retransmits,
-            srtt_us: self.srtt_us,
-            end: self.end,
-            complete: self.complete,
-            netns: self.netns,
-            cgroup: self.cgroup,
-            cgroup_path: self.cgroup_path,
-            container: self.container,
         }
     }
 }
@@ -178,7 +169,7 @@ pub fn write_csv(
     cgroup: Option<&Cgroup>,
 ) -> io::Result<()> {
     let mut w = csv_writer(out);
-    w.serialize(JsonLifecycle::new(l, time, cgroup).flattened())
+    w.serialize(JsonLifecycle::csv(l, time, cgroup))
         .map_err(io::Error::other)?;
     w.flush()
 }
@@ -320,7 +311,7 @@ mod tests {
         let mut named = csv::Writer::from_writer(Vec::new());
         let l = lifecycle();
         named
-            .serialize(JsonLifecycle::new(&l, time(), None).flattened())
+            .serialize(JsonLifecycle::csv(&l, time(), None))
             .unwrap();
         let named = String::from_utf8(named.into_inner().unwrap()).unwrap();
         assert_eq!(named.lines().next(), Some(CSV_FIELDS.join(",").as_str()));
