@@ -196,6 +196,48 @@ pub struct KernelFilter {
     pub ports: [u16; MAX_FILTER_PORTS],
 }
 
+impl KernelFilter {
+    /// Whether the kernel keeps a transition of a socket of `family` with these ports (host
+    /// order). The kernel programs call this, and the filter's property test checks it against
+    /// the whole filter, so the two cannot drift apart.
+    ///
+    /// An AF_INET6 socket may carry v4-mapped addresses, which userspace shows as IPv4, so only
+    /// "IPv6 only" can drop by family.
+    #[inline(always)]
+    pub fn keeps(&self, family: u16, lport: u16, rport: u16) -> bool {
+        if self.family == AF_INET6 && family == AF_INET {
+            return false;
+        }
+        if self.n_lports != 0 && !port_in(lport, &self.lports, self.n_lports) {
+            return false;
+        }
+        if self.n_rports != 0 && !port_in(rport, &self.rports, self.n_rports) {
+            return false;
+        }
+        if self.n_ports != 0
+            && !port_in(lport, &self.ports, self.n_ports)
+            && !port_in(rport, &self.ports, self.n_ports)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether `port` is among the first `n` of `ports`. A fixed-bound loop, which the verifier
+/// accepts on every kernel (no bounded-loop support needed once unrolled).
+#[inline(always)]
+fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
+    let mut i = 0;
+    while i < MAX_FILTER_PORTS {
+        if (i as u16) < n && ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Everything the kernel programs take at load time (the `CONFIG` global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use netstat_common::{
-    AF_INET, AF_INET6, Config, IPPROTO_TCP, KernelFilter, MAX_FILTER_PORTS, Reset, StateChange,
-    counter, record_kind, reset_direction, tcp_state,
+    AF_INET, AF_INET6, Config, IPPROTO_TCP, Reset, StateChange, counter, record_kind,
+    reset_direction, tcp_state,
 };
 
 /// Load-time configuration: field offsets from BTF, the kernel-side filter, wakeup policy.
@@ -231,41 +231,6 @@ fn socket_cgroup(bank: u32, sk: *const u8, off: &netstat_common::Offsets) -> u64
     read(bank, kn, off.kernfs_node_id)
 }
 
-#[inline(always)]
-fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
-    let mut i = 0;
-    while i < MAX_FILTER_PORTS {
-        if (i as u16) < n && ports[i] == port {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-/// The kernel half of the user's filter. Only ever errs on the side of keeping an event.
-#[inline(always)]
-fn wanted(filter: &KernelFilter, family: u16, lport: u16, rport: u16) -> bool {
-    // An AF_INET6 socket may carry v4-mapped addresses, which userspace shows as IPv4, so
-    // only "IPv6 only" can drop by family here.
-    if filter.family == AF_INET6 && family == AF_INET {
-        return false;
-    }
-    if filter.n_lports != 0 && !port_in(lport, &filter.lports, filter.n_lports) {
-        return false;
-    }
-    if filter.n_rports != 0 && !port_in(rport, &filter.rports, filter.n_rports) {
-        return false;
-    }
-    if filter.n_ports != 0
-        && !port_in(lport, &filter.ports, filter.n_ports)
-        && !port_in(rport, &filter.ports, filter.n_ports)
-    {
-        return false;
-    }
-    true
-}
-
 /// Wake the reader when enough time has passed since the last wakeup or enough bytes wait.
 /// Otherwise let the kernel decide (flags 0): it wakes the reader only when the reader had
 /// read everything before this record, so it may be asleep; a reader that is behind is awake
@@ -345,7 +310,7 @@ fn on_state_change(ctx: &BtfTracePointContext, bank: u32, cookie: u64) {
     let family: u16 = read(bank, sk, off.skc_family);
     let lport = local_port(bank, sk, off);
     let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
-    if !wanted(&config.filter, family, lport, rport) {
+    if !config.filter.keeps(family, lport, rport) {
         count(bank, counter::FILTERED);
         return;
     }
@@ -446,7 +411,7 @@ fn on_reset(ctx: &BtfTracePointContext, direction: u8) {
     let family: u16 = read(bank, sk, off.skc_family);
     let lport = local_port(bank, sk, off);
     let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
-    if !wanted(&config.filter, family, lport, rport) {
+    if !config.filter.keeps(family, lport, rport) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Reset>(0) else {

@@ -540,20 +540,14 @@ impl T {
     }
 }
 
-/// The kernel program's test (netstat-ebpf `wanted`), restated.
+/// The kernel program's own test, shared from netstat-common.
 fn kernel_keeps(k: &KernelFilter, s: &Sample) -> bool {
     let family = if s.v6 || s.kernel_af6 {
         AF_INET6
     } else {
         AF_INET
     };
-    let has = |list: &[u16], n: u16, p: u16| list[..usize::from(n)].contains(&p);
-    !(k.family == AF_INET6 && family == AF_INET)
-        && (k.n_lports == 0 || has(&k.lports, k.n_lports, s.lport))
-        && (k.n_rports == 0 || has(&k.rports, k.n_rports, s.rport))
-        && (k.n_ports == 0
-            || has(&k.ports, k.n_ports, s.lport)
-            || has(&k.ports, k.n_ports, s.rport))
+    k.keeps(family, s.lport, s.rport)
 }
 
 proptest! {
