@@ -45,6 +45,14 @@ pub mod reset_direction {
     pub const RECEIVED: u8 = 2;
 }
 
+/// Bits of a record's `flags`: what the kernel could not give for it.
+pub mod record_flags {
+    /// The record was made without the socket's kernel structures (the classic tracepoint on
+    /// a kernel without BTF): the network namespace, cgroup and the counters at CLOSE are
+    /// unknown, not zero.
+    pub const NO_SOCKET_FIELDS: u16 = 1;
+}
+
 /// A TCP reset sent or received on a socket. It explains how a connection ended: a reset
 /// sent on abort (`SO_LINGER` 0) is traced just *after* the socket's transition into CLOSE.
 #[repr(C)]
@@ -59,11 +67,13 @@ pub struct Reset {
     pub _pad: u32,
     /// Kernel monotonic time, `bpf_ktime_get_ns()`.
     pub ts_ns: u64,
-    /// Socket cookie.
+    /// Socket cookie; 0 when the kernel cannot give it (see [`StateChange::cookie`]).
     pub cookie: u64,
+    /// Kernel address of the socket: its identity where the cookie is unknown.
+    pub skaddr: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Reset>() == 24);
+const _: () = assert!(core::mem::size_of::<Reset>() == 32);
 
 /// One TCP state transition, as the `inet_sock_set_state` program writes it.
 #[repr(C)]
@@ -80,15 +90,20 @@ pub struct StateChange {
     pub lport: u16,
     /// Remote port, host byte order.
     pub rport: u16,
-    pub _pad0: u16,
+    /// [`record_flags`].
+    pub flags: u16,
     /// Thread-group id (the userspace "pid") of the task on the CPU when the tracepoint fired.
     /// Only some transitions run in the socket owner's context; userspace decides which.
     pub pid: u32,
     /// Kernel monotonic time of the transition, `bpf_ktime_get_ns()`.
     pub ts_ns: u64,
     /// `bpf_get_socket_cookie(sk)`: the socket's never-reused id, the same as sock_diag's.
+    /// Kernels before 5.12 lack that helper for tracing programs; there this is the cookie
+    /// field as it stands (set once anything, such as a sock_diag dump, asked for it), and 0
+    /// when nothing has yet. The classic tracepoint has no cookie at all: 0.
     pub cookie: u64,
-    /// Kernel address of the socket, for diagnostics only.
+    /// Kernel address of the socket: the socket's identity while it lives where the cookie
+    /// is unknown (userspace never shows it as a cookie).
     pub skaddr: u64,
     /// Thread id of the task on the CPU.
     pub tid: u32,
@@ -172,6 +187,27 @@ pub struct Offsets {
     pub kernfs_node_id: u32,
     /// `struct sock`: `sk_flags` (unsigned long); bit `SOCK_DONE` says a FIN arrived.
     pub sk_flags: u32,
+    /// `struct sock`: `__sk_common.skc_cookie` (atomic64), read where the cookie helper is
+    /// missing.
+    pub skc_cookie: u32,
+}
+
+/// Byte offsets of the fields of the classic `sock/inet_sock_set_state` tracepoint's record,
+/// from its tracefs `format` file: the fallback for kernels without BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
 }
 
 /// The most ports each kernel-side port filter holds; longer lists are filtered in userspace only.
@@ -243,6 +279,8 @@ fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: Offsets,
+    /// Only for the classic tracepoint (no BTF).
+    pub tracepoint: TracepointOffsets,
     pub filter: KernelFilter,
     /// Wake the reader at most this often while events keep coming (0: on every event). The
     /// reader polls on its own timer too, so a quiet period never strands an event.
@@ -278,6 +316,20 @@ impl Config {
             cgroup_kn: 0,
             kernfs_node_id: 0,
             sk_flags: 0,
+            skc_cookie: 0,
+        },
+        tracepoint: TracepointOffsets {
+            skaddr: 0,
+            oldstate: 0,
+            newstate: 0,
+            sport: 0,
+            dport: 0,
+            family: 0,
+            protocol: 0,
+            saddr: 0,
+            daddr: 0,
+            saddr_v6: 0,
+            daddr_v6: 0,
         },
         filter: KernelFilter {
             family: 0,
@@ -321,6 +373,7 @@ mod pod {
     unsafe impl aya::Pod for super::StateChange {}
     unsafe impl aya::Pod for super::Reset {}
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::KernelFilter {}
     unsafe impl aya::Pod for super::Config {}
 }

@@ -109,6 +109,7 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
         kernfs_node_id: at("kernfs_node", "id").unwrap_or(0),
         // Moved into sock_common (as skc_flags) in Linux 6.x; `struct sock` had it before.
         sk_flags: at("sock", "__sk_common.skc_flags").or_else(|_| at("sock", "sk_flags"))?,
+        skc_cookie: at("sock", "__sk_common.skc_cookie")?,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netstat_common::{
-    AF_INET, AF_INET6, Reset, StateChange, record_kind, reset_direction, tcp_state,
+    AF_INET, AF_INET6, Reset, StateChange, record_flags, record_kind, reset_direction, tcp_state,
 };
 
 use crate::{
@@ -48,7 +48,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
             let raw: Reset = read(bytes)?;
             Ok(Record::Reset(ResetEvent {
                 ts_ns: raw.ts_ns,
-                cookie: Cookie(raw.cookie),
+                cookie: identity(raw.cookie, raw.skaddr),
                 direction: match raw.direction {
                     reset_direction::SENT => ResetDirection::Sent,
                     reset_direction::RECEIVED => ResetDirection::Received,
@@ -69,13 +69,24 @@ pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
     }
 }
 
+/// The socket's id: its cookie, or where the kernel could not give one (0), its address.
+pub fn identity(cookie: u64, skaddr: u64) -> Cookie {
+    if cookie == 0 {
+        Cookie::of_address(skaddr)
+    } else {
+        Cookie(cookie)
+    }
+}
+
 /// Converts an already-copied record.
 pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
     let (family, laddr, raddr) = addresses(raw)?;
     let new = TcpState::from_kernel(raw.new_state);
+    // The classic tracepoint cannot reach the socket's counters: unknown, not zero.
+    let socket_fields = raw.flags & record_flags::NO_SOCKET_FIELDS == 0;
     Ok(Transition {
         ts_ns: raw.ts_ns,
-        cookie: Cookie(raw.cookie),
+        cookie: identity(raw.cookie, raw.skaddr),
         family,
         local: Endpoint::new(laddr, raw.lport),
         remote: Endpoint::new(raddr, raw.rport),
@@ -88,7 +99,7 @@ pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
             tid: raw.tid,
             comm: comm(&raw.comm),
         },
-        fin: (raw.new_state == tcp_state::CLOSE).then(|| Final {
+        fin: (socket_fields && raw.new_state == tcp_state::CLOSE).then(|| Final {
             errno: raw.sk_err.unsigned_abs() as i32,
             bytes_sent: raw.bytes_sent,
             bytes_received: raw.bytes_received,
@@ -134,7 +145,7 @@ fn comm(raw: &[u8; 16]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const RECORD_LEN: usize = size_of::<StateChange>();
@@ -148,7 +159,7 @@ mod tests {
             new_state: new,
             lport: 40000,
             rport: 8080,
-            _pad0: 0,
+            flags: 0,
             pid: 42,
             ts_ns: 1_000_000,
             cookie: 7,
@@ -262,6 +273,7 @@ mod tests {
             _pad: 0,
             ts_ns: 9,
             cookie: 77,
+            skaddr: 0xffff_8880_0000_1000,
         };
         // SAFETY: Reset is repr(C) plain data without implicit padding.
         let raw = unsafe {

@@ -11,9 +11,29 @@ use crate::state::TcpState;
 
 /// A socket cookie: the kernel's never-reused 64-bit socket id, the same one netlink
 /// sock_diag reports (`ss -e` prints it as `sk:`), so events and dumps join on it.
+///
+/// Where the kernel cannot give the cookie (see [`crate::probe::Mode`]), a socket is known by
+/// its kernel address while it lives. Such an id has the top bit set, as every kernel address
+/// does and no cookie (a counter) ever will; [`Cookie::known`] tells the two apart, and
+/// output shows an unknown cookie as null, never the address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Cookie(pub u64);
+
+impl Cookie {
+    /// The id of a socket whose cookie is unknown: its kernel address.
+    pub fn of_address(skaddr: u64) -> Self {
+        Self(skaddr | ADDRESS_BIT)
+    }
+
+    /// The cookie, unless this is a stand-in for an unknown one.
+    pub fn known(self) -> Option<u64> {
+        (self.0 & ADDRESS_BIT == 0).then_some(self.0)
+    }
+}
+
+/// The bit that marks an id made from a socket's address.
+const ADDRESS_BIT: u64 = 1 << 63;
 
 /// Address family as shown to the user: a v4-mapped IPv6 socket shows as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -2,10 +2,11 @@
 //!
 //! Data flows one way: the kernel program writes a record per TCP state transition into a
 //! ring buffer; [`probe`] (the only module that touches aya) loads and attaches the program
-//! and turns records into plain [`event::Transition`]s via [`decode`]; [`tracker`] remembers
-//! per socket what a single record cannot tell (time in the previous state, the owner);
-//! [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat` binary wires
-//! these together.
+//! and hands records on through [`identity`], which joins the records of one socket where
+//! the kernel could not; [`decode`] turns them into plain [`event::Transition`]s; [`tracker`]
+//! remembers per socket what a single record cannot tell (time in the previous state, the
+//! owner); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
+//! binary wires these together.
 
 pub mod btf;
 pub mod cgroup;
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod end;
 pub mod event;
 pub mod filter;
+pub mod identity;
 pub mod latency;
 pub mod life;
 pub mod mem;

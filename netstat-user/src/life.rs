@@ -39,6 +39,8 @@ pub struct Lifecycle {
     pub bytes_received: u64,
     pub retransmits: u32,
     pub srtt_us: u32,
+    /// Whether the kernel gave the counters above (it cannot without BTF).
+    pub counters: bool,
     pub end: End,
 }
 
@@ -144,10 +146,16 @@ impl Lives {
                 bytes_received: fin.bytes_received.saturating_sub(u64::from(peer_fin)),
                 retransmits: fin.retransmits,
                 srtt_us: fin.srtt_us,
+                counters: t.fin.is_some(),
                 end,
             });
         }
         if let Some(open) = self.open.get_mut(&t.cookie) {
+            // A state set again (FIN_WAIT1 -> FIN_WAIT1 when a FIN is re-sent, Linux 6.12+)
+            // is one stay in that state, not two.
+            if t.old == t.new && open.state == t.new {
+                return None;
+            }
             let spent = Duration::from_nanos(t.ts_ns.saturating_sub(open.since_ns));
             open.states.push((open.state, spent));
             if (t.old, t.new) == (SynSent, Established) {

@@ -77,7 +77,10 @@ impl Tracker {
             self.sockets.get_mut(&t.cookie).map(|memo| {
                 let in_old = Duration::from_nanos(t.ts_ns.saturating_sub(memo.since_ns));
                 t.local.port = t.local.port.or(memo.lport);
-                memo.since_ns = t.ts_ns;
+                // A state set again (FIN_WAIT1 -> FIN_WAIT1) does not restart its clock.
+                if t.old != t.new {
+                    memo.since_ns = t.ts_ns;
+                }
                 memo.lport = t.local.port;
                 if let Some(owner) = &from_task {
                     memo.owner = Some(owner.clone());

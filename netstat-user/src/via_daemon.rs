@@ -82,6 +82,7 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             max_sockets: args.max_sockets,
             reconcile: args.reconcile,
             keep_closed: args.keep_closed,
+            mode: None,
         },
         queue_len: args.client_queue,
         drop_capabilities: !args.keep_capabilities,

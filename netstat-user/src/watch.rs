@@ -162,7 +162,7 @@ pub async fn run(
         clock.refresh();
         let mut io_result = Ok(());
         let mut reached_count = false;
-        stream.drain(|bytes| {
+        let mut handle = |bytes: &[u8]| {
             summary.received += 1;
             if reached_count || io_result.is_err() {
                 return;
@@ -220,7 +220,12 @@ pub async fn run(
             };
             summary.shown += 1;
             reached_count = opts.count.is_some_and(|n| summary.shown >= n);
-        });
+        };
+        if ending.is_some() {
+            stream.drain_to_end(&mut handle);
+        } else {
+            stream.drain(&mut handle);
+        }
         let flushed = io_result.and_then(|()| out.flush());
         summary.untracked = tracker.overflow + lives.overflow;
         match flushed {

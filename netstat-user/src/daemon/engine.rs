@@ -26,7 +26,7 @@ use crate::{
     life::{Lifecycle, Lives},
     mem,
     pids::SocketOwners,
-    probe::{EventStream, KernelCounters, ProbeError},
+    probe::{EventStream, KernelCounters, Mode, ProbeError},
     render::netstat::Row,
     snapshot::{self, SnapshotOptions, Status},
     sockdiag::{self, Proto, SockDiagError},
@@ -84,6 +84,8 @@ pub enum Command {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     pub pid: u32,
+    /// How the kernel programs trace on this kernel (see [`crate::probe::Mode`]).
+    pub mode: Option<Mode>,
     pub uptime_s: f64,
     /// Records received from the kernel.
     pub received: u64,
@@ -116,6 +118,8 @@ pub struct EngineOptions {
     pub reconcile: Duration,
     /// Keep closed connections this long (for `--recent`).
     pub keep_closed: Duration,
+    /// How the kernel programs trace, once they are attached.
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +285,7 @@ impl Engine {
                 self.flow.subscribers.retain(|s| !s.queue.is_closed());
                 let _ = reply.send(Stats {
                     pid: std::process::id(),
+                    mode: self.opts.mode,
                     uptime_s: self.started.elapsed().as_secs_f64(),
                     received: self.flow.received,
                     undecodable: self.flow.undecodable,

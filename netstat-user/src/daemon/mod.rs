@@ -172,7 +172,11 @@ pub async fn run(
         .clone()
         .map(event_log::EventLog::start)
         .transpose()?;
-    let engine = engine::Engine::new(opts.engine.clone(), metrics, log);
+    let engine_opts = engine::EngineOptions {
+        mode: Some(probe.mode()),
+        ..opts.engine.clone()
+    };
+    let engine = engine::Engine::new(engine_opts, metrics, log);
     let result = engine
         .run(&mut stream, rx, stop, || probe.counters(), ready)
         .await;

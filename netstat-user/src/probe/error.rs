@@ -15,8 +15,18 @@ pub enum ProbeError {
     Btf(#[from] BtfError),
 
     #[error(
+        "{0}. Without BTF enetstat traces with the classic tracepoint, which it could not use; \
+         the snapshot (`enetstat -tan`) needs neither and still works"
+    )]
+    Tracefs(#[from] super::TracefsError),
+
+    #[error("{0}")]
+    Mode(String),
+
+    #[error(
         "this kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF, added in Linux 5.8): {detail}. \
-         enetstat needs kernel 5.8 or newer"
+         Tracing (watch, life, -c, the daemon) needs Linux 5.8 or newer; the snapshot \
+         (`enetstat -tan`) needs no eBPF and still works"
     )]
     NoRingBuffer { detail: String },
 
@@ -32,8 +42,8 @@ pub enum ProbeError {
     },
 
     #[error(
-        "cannot attach to the `{tracepoint}` tracepoint: {source}. enetstat needs a kernel (5.8+) \
-         with BTF tracepoints (tp_btf) and that tracepoint"
+        "cannot attach to the `{tracepoint}` tracepoint: {source}. Tracing needs Linux 5.8+ with \
+         that tracepoint; the snapshot (`enetstat -tan`) needs no eBPF and still works"
     )]
     Attach {
         tracepoint: &'static str,

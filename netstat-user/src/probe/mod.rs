@@ -7,40 +7,34 @@
 
 mod error;
 mod misses;
+mod mode;
 mod preflight;
 mod stream;
 mod timer;
+mod tracefs;
 
-use std::{os::fd::AsFd as _, time::Duration};
+use std::{os::fd::AsFd as _, path::Path, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use netstat_common::{Config, KernelFilter, counter};
 
 pub use error::ProbeError;
+pub use mode::{FORCE_ENV, Mode};
 pub use preflight::kernel_release;
 pub use stream::EventStream;
+pub use tracefs::TracefsError;
 
 use crate::btf;
 
 /// The kernel object, built by `build.rs` with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netstat"));
 
-const TRACEPOINT: &str = "inet_sock_set_state";
-/// The same tracepoint again, for the events the first program's recursion guard drops.
-const NESTED: (&str, &str) = ("inet_sock_set_state_nested", "inet_sock_set_state");
-const RESET_TRACEPOINTS: [&str; 2] = ["tcp_send_reset", "tcp_receive_reset"];
-
-/// Loads the BTF tracepoint program named after `tracepoint` and attaches it.
-fn attach(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &'static str) -> Result<(), ProbeError> {
-    attach_named(ebpf, btf, tracepoint, tracepoint)
-}
-
 /// Loads the BTF tracepoint program `name` and attaches it to `tracepoint`.
-fn attach_named(
+fn attach_btf(
     ebpf: &mut Ebpf,
     btf: &Btf,
     name: &'static str,
@@ -59,6 +53,29 @@ fn attach_named(
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach()
+        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+    Ok(())
+}
+
+/// Loads the classic tracepoint program `name` and attaches it to `sock:<tracepoint>`.
+fn attach_classic(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbeError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+    program
+        .load()
+        .map_err(|e| classify_program_error(name, e))?;
+    program
+        .attach("sock", tracepoint)
         .map_err(|source| ProbeError::Attach { tracepoint, source })?;
     Ok(())
 }
@@ -111,57 +128,126 @@ impl KernelCounters {
 pub struct Probe {
     ebpf: Ebpf,
     options: ProbeOptions,
+    mode: Mode,
     resets: bool,
 }
 
 impl Probe {
-    /// Loads and attaches the programs.
+    /// Loads and attaches the programs, in the best mode the running kernel supports.
     pub fn start(options: ProbeOptions) -> Result<Self, ProbeError> {
         preflight::check_privileges()?;
-        preflight::check_btf()?;
         if options.ring_size < 4096 || !options.ring_size.is_power_of_two() {
             return Err(ProbeError::RingSize(options.ring_size));
         }
         preflight::raise_memlock();
+        let forced = Mode::forced().map_err(ProbeError::Mode)?;
+        let has_btf = Path::new(btf::VMLINUX_BTF).exists();
+        let probe = if forced == Some(Mode::Tracepoint) || !has_btf {
+            Self::start_classic(options)?
+        } else {
+            Self::start_btf(options, forced)?
+        };
+        tracing::info!("tracing in mode {}", probe.mode);
+        if let Some(lacks) = probe.mode.lacks() {
+            tracing::warn!("{lacks}");
+        }
+        // Parsing the kernel's BTF (twice: for offsets, and by aya for the tracepoints) leaves
+        // tens of MiB of freed heap behind.
+        crate::mem::trim();
+        Ok(probe)
+    }
 
-        let offsets = btf::offsets()?;
-        let wakeup_ns = options.wakeup_interval.as_nanos() as u64;
-        let config = Config {
-            offsets,
+    fn config(options: &ProbeOptions) -> Config {
+        Config {
             filter: options.filter,
-            wakeup_interval_ns: wakeup_ns,
+            wakeup_interval_ns: options.wakeup_interval.as_nanos() as u64,
             // A burst must not fill the ring while we sleep between wakeups.
             wakeup_bytes: u64::from(options.ring_size / 8),
-        };
+            ..Config::ZERO
+        }
+    }
+
+    fn load(options: &ProbeOptions, config: &Config) -> Result<Ebpf, ProbeError> {
         tracing::debug!(?config, "loading the kernel programs");
-        let mut ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &config, true)
+        EbpfLoader::new()
+            .override_global("CONFIG", config, true)
             .map_max_entries("EVENTS", options.ring_size)
             .load(OBJECT)
-            .map_err(classify_load_error)?;
+            .map_err(classify_load_error)
+    }
 
+    /// BTF tracepoints. The cookie helper's presence is probed by loading the program that
+    /// calls it: a kernel without it (before 5.12) refuses it as an unknown function.
+    fn start_btf(options: ProbeOptions, forced: Option<Mode>) -> Result<Self, ProbeError> {
+        let config = Config {
+            offsets: btf::offsets()?,
+            ..Self::config(&options)
+        };
+        let mut ebpf = Self::load(&options, &config)?;
         let kernel_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-        attach(&mut ebpf, &kernel_btf, TRACEPOINT)?;
-        attach_named(&mut ebpf, &kernel_btf, NESTED.0, NESTED.1)?;
+        let mut mode = forced.unwrap_or(Mode::TpBtf);
+        let mut programs = mode.programs().iter();
+        if let Some(&(name, tracepoint)) = programs.next() {
+            match attach_btf(&mut ebpf, &kernel_btf, name, tracepoint) {
+                Ok(()) => {}
+                Err(ProbeError::Verifier { ref log_tail, .. })
+                    if mode == Mode::TpBtf && lacks_cookie_helper(log_tail) =>
+                {
+                    tracing::debug!("no bpf_get_socket_cookie for tracing programs:\n{log_tail}");
+                    mode = Mode::TpBtfCookieField;
+                    programs = mode.programs().iter();
+                    if let Some(&(name, tracepoint)) = programs.next() {
+                        attach_btf(&mut ebpf, &kernel_btf, name, tracepoint)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for &(name, tracepoint) in programs {
+            attach_btf(&mut ebpf, &kernel_btf, name, tracepoint)?;
+        }
         // The reset tracepoints only refine how connections ended; without them enetstat
         // still traces every transition, so a kernel lacking them is a warning, not an error.
         let mut resets = true;
-        for tracepoint in RESET_TRACEPOINTS {
-            if let Err(e) = attach(&mut ebpf, &kernel_btf, tracepoint) {
+        for &(name, tracepoint) in mode.reset_programs() {
+            if let Err(e) = attach_btf(&mut ebpf, &kernel_btf, name, tracepoint) {
                 tracing::warn!(
                     "{e}; connection endings by reset will be inferred from socket errors only"
                 );
                 resets = false;
             }
         }
-        // Parsing the kernel's BTF (twice: for offsets, and by aya for the tracepoints) leaves
-        // tens of MiB of freed heap behind.
-        crate::mem::trim();
         Ok(Self {
             ebpf,
             options,
+            mode,
             resets,
         })
+    }
+
+    /// The classic tracepoint, with its record layout from tracefs.
+    fn start_classic(options: ProbeOptions) -> Result<Self, ProbeError> {
+        let root = tracefs::root()?;
+        let config = Config {
+            tracepoint: tracefs::offsets(&root)?,
+            ..Self::config(&options)
+        };
+        let mut ebpf = Self::load(&options, &config)?;
+        let mode = Mode::Tracepoint;
+        for &(name, tracepoint) in mode.programs() {
+            attach_classic(&mut ebpf, name, tracepoint)?;
+        }
+        Ok(Self {
+            ebpf,
+            options,
+            mode,
+            resets: false,
+        })
+    }
+
+    /// How the programs trace on this kernel.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Whether the TCP reset tracepoints are attached.
@@ -229,15 +315,27 @@ impl Probe {
                 0
             })
         };
+        let state_programs: Vec<&str> =
+            self.mode.programs().iter().map(|(name, _)| *name).collect();
+        let state_programs = state_programs.as_slice();
         let others: u64 = self
             .ebpf
             .programs()
             .map(|(name, _)| name)
-            .filter(|name| *name != TRACEPOINT && *name != NESTED.0)
+            .filter(|name| !state_programs.contains(name))
             .map(misses)
             .sum();
-        misses(TRACEPOINT).saturating_sub(nested_calls) + others
+        // The nested copy's own misses are not events lost (see above).
+        let primary = state_programs.first().map_or(0, |name| misses(name));
+        primary.saturating_sub(nested_calls) + others
     }
+}
+
+/// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
+/// program type (5.10: `unknown func bpf_get_socket_cookie#46`).
+fn lacks_cookie_helper(log: &str) -> bool {
+    log.contains("unknown func") && log.contains("bpf_get_socket_cookie")
+        || log.contains("unknown func") && log.contains("#46")
 }
 
 fn is_eperm(e: &std::io::Error) -> bool {
@@ -261,7 +359,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
                 detail: io_error.to_string(),
             }
         }
-        aya::EbpfError::ProgramError(p) => classify_program_error(TRACEPOINT, p),
+        aya::EbpfError::ProgramError(p) => classify_program_error("inet_sock_set_state", p),
         other => ProbeError::Load(other),
     }
 }

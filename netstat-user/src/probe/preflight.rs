@@ -1,12 +1,9 @@
 //! Checks made before loading anything, so the common failures get a clear message instead
 //! of a raw `EPERM` from deep inside a syscall.
 
-use std::path::Path;
-
 use caps::{CapSet, Capability};
 
 use super::ProbeError;
-use crate::btf::{BtfError, VMLINUX_BTF};
 
 /// Root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN (kernels before 5.8 had no CAP_BPF).
 pub fn check_privileges() -> Result<(), ProbeError> {
@@ -30,18 +27,6 @@ pub fn check_privileges() -> Result<(), ProbeError> {
     Err(ProbeError::NotPermitted {
         detail: format!("not root, and missing {}", missing.join(" and ")),
     })
-}
-
-/// The kernel must publish BTF: the tracepoint is a BTF one and offsets come from it.
-pub fn check_btf() -> Result<(), ProbeError> {
-    if Path::new(VMLINUX_BTF).exists() {
-        Ok(())
-    } else {
-        Err(BtfError::Missing {
-            path: VMLINUX_BTF.into(),
-        }
-        .into())
-    }
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps against it. Newer

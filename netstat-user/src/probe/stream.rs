@@ -13,9 +13,12 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{ProbeError, timer::Timer};
+use crate::identity::{Identities, PENDING_MAX_NS};
 
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Joins the records of one socket where the kernel could not (see [`crate::identity`]).
+    identities: Identities,
     poll_interval: Duration,
     /// Fires the follow-up poll; armed after every drain that found records.
     timer: Timer,
@@ -30,6 +33,7 @@ impl EventStream {
             .map_err(|e| ProbeError::Poll(e.into()))?;
         Ok(Self {
             ring,
+            identities: Identities::new(),
             poll_interval,
             timer: Timer::new().map_err(ProbeError::Poll)?,
             poll_armed: false,
@@ -64,17 +68,42 @@ impl EventStream {
     /// Hands every waiting record to `f`, until the ring is empty. Returns how many there were.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
         let ring = self.ring.get_mut();
+        let identities = &mut self.identities;
         let mut n = 0;
         while let Some(item) = ring.next() {
-            f(&item);
+            identities.feed(&item, &mut f);
             n += 1;
         }
-        if n > 0 && !self.poll_interval.is_zero() {
-            match self.timer.arm(self.poll_interval) {
+        if identities.has_pending() {
+            identities.expire(crate::clock::monotonic_ns(), &mut f);
+        }
+        // A record waiting for its socket's next one needs us back soon, even from an idle ring.
+        let pending = identities.has_pending();
+        let interval = if pending && self.poll_interval.is_zero() {
+            Duration::from_nanos(PENDING_MAX_NS)
+        } else {
+            self.poll_interval
+        };
+        if (n > 0 || pending) && !interval.is_zero() {
+            match self.timer.arm(interval) {
                 Ok(()) => self.poll_armed = true,
                 Err(e) => tracing::warn!("cannot arm the ring-buffer poll timer: {e}"),
             }
         }
         n
+    }
+
+    /// [`drain`](Self::drain), then hands on every record still waiting for its socket's next
+    /// one: for the last read before stopping.
+    pub fn drain_to_end(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let n = self.drain(&mut f);
+        self.identities.expire(u64::MAX, &mut f);
+        n
+    }
+
+    /// Records of accepted sockets that went out without their own identity (see
+    /// [`crate::identity`]), and sockets without a cookie beyond what can be followed.
+    pub fn identity_counters(&self) -> (u64, u64) {
+        (self.identities.unmatched, self.identities.overflow)
     }
 }

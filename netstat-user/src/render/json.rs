@@ -26,7 +26,8 @@ pub struct JsonTransition<'a> {
     pub time: String,
     /// Kernel monotonic nanoseconds (`bpf_ktime_get_ns`), for exact ordering and deltas.
     pub ts_ns: u64,
-    pub cookie: u64,
+    /// The socket cookie; null where the kernel cannot give it.
+    pub cookie: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<&'a str>,
     pub family: Family,
@@ -38,7 +39,8 @@ pub struct JsonTransition<'a> {
     pub new: TcpState,
     /// Milliseconds spent in `old`; null on the first transition seen for the socket.
     pub ms_in_old: Option<f64>,
-    pub netns: u32,
+    /// Network namespace inode; null where the kernel cannot give it.
+    pub netns: Option<u32>,
     /// How the connection ended (`normal`, `refused`, `timeout`, `reset_received`,
     /// `reset_sent`, `aborted`) on a transition into CLOSE; null otherwise.
     pub end: Option<End>,
@@ -58,7 +60,7 @@ impl<'a> JsonTransition<'a> {
         Self {
             time: line.time.to_rfc3339_opts(SecondsFormat::Micros, true),
             ts_ns: t.ts_ns,
-            cookie: t.cookie.0,
+            cookie: t.cookie.known(),
             pid: line.owner.map(|o| o.pid),
             comm: line.owner.map(|o| o.comm.as_str()),
             family: t.family,
@@ -69,7 +71,7 @@ impl<'a> JsonTransition<'a> {
             old: t.old,
             new: t.new,
             ms_in_old: line.in_old.map(millis),
-            netns: t.netns,
+            netns: (t.netns != 0).then_some(t.netns),
             end: line.end,
             cgroup: t.cgroup,
             cgroup_path,
@@ -100,7 +102,7 @@ mod tests {
     fn schema_has_the_documented_fields_and_types() {
         let t = Transition {
             ts_ns: 5_000,
-            cookie: Cookie(u64::MAX),
+            cookie: Cookie(i64::MAX as u64),
             family: Family::Ipv6,
             local: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
             remote: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
@@ -140,7 +142,7 @@ mod tests {
             json!({
                 "time": "2026-11-26T09:09:47.000001Z",
                 "ts_ns": 5000,
-                "cookie": u64::MAX,
+                "cookie": i64::MAX as u64,
                 "pid": 4410,
                 "comm": "psql\n",
                 "family": "ipv6",
@@ -171,5 +173,39 @@ mod tests {
         assert_eq!(v["pid"], Value::Null);
         assert_eq!(v["comm"], Value::Null);
         assert_eq!(v["ms_in_old"], json!(12.087));
+    }
+
+    #[test]
+    fn an_unknown_cookie_and_netns_are_null_never_the_address() {
+        let t = Transition {
+            ts_ns: 1,
+            cookie: Cookie::of_address(0xffff_8880_1234_5678),
+            family: Family::Ipv4,
+            local: Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 80),
+            remote: Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9),
+            old: TcpState::Established,
+            new: TcpState::FinWait1,
+            netns: 0,
+            cgroup: 0,
+            task: Task {
+                pid: 1,
+                tid: 1,
+                comm: "x".into(),
+            },
+            fin: None,
+        };
+        let line = Line {
+            transition: &t,
+            time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap(),
+            owner: None,
+            in_old: None,
+            end: None,
+            cgroup: None,
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &line).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["cookie"], Value::Null);
+        assert_eq!(v["netns"], Value::Null);
     }
 }

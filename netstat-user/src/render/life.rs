@@ -22,7 +22,8 @@ pub struct JsonState {
 pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// When the connection ended: RFC 3339, UTC, microseconds.
     pub time: String,
-    pub cookie: u64,
+    /// The socket cookie; null where the kernel cannot give it.
+    pub cookie: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<&'a str>,
     pub family: Family,
@@ -34,10 +35,11 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// SYN_SENT -> ESTABLISHED; null for passive sockets.
     pub connect_ms: Option<f64>,
     pub states: S,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub retransmits: u32,
-    pub srtt_us: u32,
+    /// The counters at CLOSE; null where the kernel cannot give them (no BTF).
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    pub retransmits: Option<u32>,
+    pub srtt_us: Option<u32>,
     pub end: End,
     /// False when the connection was already open when tracing began: `lifetime_ms` and
     /// `states` then start at the first transition seen.
@@ -89,7 +91,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
         let (cgroup_path, container) = cgroup_fields(cgroup);
         Self {
             time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
-            cookie: l.cookie.0,
+            cookie: l.cookie.known(),
             pid: l.owner.as_ref().map(|o| o.pid),
             comm: l.owner.as_ref().map(|o| o.comm.as_str()),
             family: l.family,
@@ -100,10 +102,10 @@ impl<'a, S> JsonLifecycle<'a, S> {
             lifetime_ms: millis(l.lifetime()),
             connect_ms: l.connect.map(millis),
             states,
-            bytes_sent: l.bytes_sent,
-            bytes_received: l.bytes_received,
-            retransmits: l.retransmits,
-            srtt_us: l.srtt_us,
+            bytes_sent: l.counters.then_some(l.bytes_sent),
+            bytes_received: l.counters.then_some(l.bytes_received),
+            retransmits: l.counters.then_some(l.retransmits),
+            srtt_us: l.counters.then_some(l.srtt_us),
             end: l.end,
             complete: l.complete,
             netns: l.netns,
@@ -198,10 +200,10 @@ pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
         local = l.local.to_string(),
         remote = l.remote.to_string(),
         lifetime = short_ms(millis(l.lifetime())),
-        tx = l.bytes_sent,
-        rx = l.bytes_received,
-        retr = l.retransmits,
-        rtt = short_ms(f64::from(l.srtt_us) / 1000.0),
+        tx = known(l, l.bytes_sent.to_string()),
+        rx = known(l, l.bytes_received.to_string()),
+        retr = known(l, l.retransmits.to_string()),
+        rtt = known(l, short_ms(f64::from(l.srtt_us) / 1000.0)),
         end = l.end,
         partial = if l.complete {
             ""
@@ -209,6 +211,11 @@ pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
             "(open before tracing) "
         },
     )
+}
+
+/// A counter's text, or `-` where the kernel could not give the counters.
+fn known(l: &Lifecycle, text: String) -> String {
+    if l.counters { text } else { "-".to_owned() }
 }
 
 #[cfg(test)]
@@ -251,6 +258,7 @@ mod tests {
             bytes_received: 1_048_576,
             retransmits: 0,
             srtt_us: 52,
+            counters: true,
             end: End::Normal,
         }
     }

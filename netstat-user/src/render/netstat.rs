@@ -301,7 +301,8 @@ pub fn row_line(line: &mut String, text: &TextRow<'_>, cols: Columns) {
         line.push(' ');
         push_left_num(line, Some(row.inode).filter(|&i| i != 0), 10);
         line.push(' ');
-        push_left(line, &format!("{:#x}", row.cookie.0), 18);
+        let cookie = row.cookie.known().map(|c| format!("{c:#x}"));
+        push_left(line, cookie.as_deref().unwrap_or("-"), 18);
         line.push(' ');
         push_left_num(line, row.netns.map(u64::from), 10);
     }

@@ -33,7 +33,8 @@ pub struct JsonSocket<'a> {
     pub holds: Option<bool>,
     pub uid: Option<u32>,
     pub inode: u64,
-    pub cookie: u64,
+    /// The socket cookie; null where the kernel cannot give it.
+    pub cookie: Option<u64>,
     /// Milliseconds in the current state, when a transition showed when it began.
     pub age_ms: Option<f64>,
     pub closed: bool,
@@ -74,7 +75,7 @@ impl<'a> JsonSocket<'a> {
             holds: r.owner.as_ref().map(|o| o.holds),
             uid: r.uid,
             inode: r.inode,
-            cookie: r.cookie.0,
+            cookie: r.cookie.known(),
             age_ms: r.age.map(millis),
             closed: r.closed.is_some(),
             lifetime_ms: r.closed.and_then(|c| c.lifetime).map(millis),
@@ -155,7 +156,7 @@ pub fn write_csv_row(
         j.send_q,
         opt(j.uid),
         j.inode,
-        j.cookie,
+        opt(j.cookie),
         opt(j.age_ms),
         j.closed,
         opt(j.lifetime_ms),

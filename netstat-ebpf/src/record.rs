@@ -1,0 +1,140 @@
+//! Building the ring-buffer records from a socket the kernel hands us.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use netstat_common::{
+    AF_INET, AF_INET6, Config, IPPROTO_TCP, Reset, StateChange, counter, record_kind, tcp_state,
+};
+
+use crate::{
+    EVENTS,
+    counters::count,
+    read::{cookie, local_port, read, socket_cgroup},
+    wakeup,
+};
+
+/// `enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1 (stable since Linux 2.6).
+const SOCK_DONE: u64 = 1;
+
+/// Records the transition `old -> new` of the BTF-typed socket `sk`. `HELPER`: whether this
+/// kernel has the cookie helper for tracing programs (see [`cookie`]).
+#[inline(always)]
+pub fn state_change<const HELPER: bool>(
+    config: &Config,
+    bank: u32,
+    sk: *const u8,
+    old_state: i32,
+    new_state: i32,
+) {
+    let off = &config.offsets;
+    if read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP {
+        return;
+    }
+    count(bank, counter::SEEN);
+
+    let family: u16 = read(bank, sk, off.skc_family);
+    let lport = local_port(bank, sk, off);
+    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    if !config.filter.keeps(family, lport, rport) {
+        count(bank, counter::FILTERED);
+        return;
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
+        count(bank, counter::RINGBUF_FULL);
+        return;
+    };
+    let now = wakeup::now();
+    let pid_tgid = bpf_get_current_pid_tgid();
+
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET6 {
+        saddr = read(bank, sk, off.skc_v6_rcv_saddr);
+        daddr = read(bank, sk, off.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = read(bank, sk, off.skc_rcv_saddr);
+        let d: [u8; 4] = read(bank, sk, off.skc_daddr);
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
+    let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
+    let netns: u32 = if net.is_null() {
+        0
+    } else {
+        read(bank, net, off.net_ns_inum)
+    };
+
+    let cgroup = socket_cgroup(bank, sk, off);
+    let new = new_state as u8;
+    let (mut sk_err, mut retransmits, mut srtt_us, mut bytes_sent, mut bytes_received) =
+        (0, 0, 0, 0, 0);
+    let mut fin_received = 0;
+    if new == tcp_state::CLOSE {
+        sk_err = read(bank, sk, off.sk_err);
+        retransmits = read(bank, sk, off.tcp_total_retrans);
+        srtt_us = read::<u32>(bank, sk, off.tcp_srtt_us) >> 3;
+        let sent: u64 = read(bank, sk, off.tcp_bytes_sent);
+        bytes_sent = sent.saturating_sub(read(bank, sk, off.tcp_bytes_retrans));
+        bytes_received = read(bank, sk, off.tcp_bytes_received);
+        // SOCK_DONE is bit 1 of sk_flags, set by tcp_fin() when the peer's FIN arrives.
+        fin_received = ((read::<u64>(bank, sk, off.sk_flags) >> SOCK_DONE) & 1) as u32;
+    }
+
+    entry.write(StateChange {
+        kind: record_kind::STATE_CHANGE,
+        family,
+        old_state: old_state as u8,
+        new_state: new,
+        lport,
+        rport,
+        flags: 0,
+        pid: (pid_tgid >> 32) as u32,
+        ts_ns: now,
+        cookie: cookie::<HELPER>(bank, sk, off),
+        skaddr: sk as u64,
+        tid: pid_tgid as u32,
+        netns,
+        sk_err,
+        retransmits,
+        srtt_us,
+        fin_received,
+        bytes_sent,
+        bytes_received,
+        cgroup,
+        saddr,
+        daddr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(wakeup::flags(config, now));
+}
+
+/// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
+/// segments that match no socket: those belong to no connection and are skipped).
+#[inline(always)]
+pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, direction: u8) {
+    if sk.is_null() {
+        return;
+    }
+    let off = &config.offsets;
+    let family: u16 = read(bank, sk, off.skc_family);
+    let lport = local_port(bank, sk, off);
+    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    if !config.filter.keeps(family, lport, rport) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Reset>(0) else {
+        count(bank, counter::RINGBUF_FULL);
+        return;
+    };
+    let now = wakeup::now();
+    entry.write(Reset {
+        kind: record_kind::RESET,
+        direction,
+        state: read(bank, sk, off.skc_state),
+        _pad: 0,
+        ts_ns: now,
+        cookie: cookie::<HELPER>(bank, sk, off),
+        skaddr: sk as u64,
+    });
+    entry.submit(wakeup::flags(config, now));
+}
