@@ -12,28 +12,39 @@ use crate::state::TcpState;
 /// A socket cookie: the kernel's never-reused 64-bit socket id, the same one netlink
 /// sock_diag reports (`ss -e` prints it as `sk:`), so events and dumps join on it.
 ///
-/// Where the kernel cannot give the cookie (see [`crate::probe::Mode`]), a socket is known by
-/// its kernel address while it lives. Such an id has the top bit set, as every kernel address
-/// does and no cookie (a counter) ever will; [`Cookie::known`] tells the two apart, and
-/// output shows an unknown cookie as null, never the address.
+/// Where the kernel cannot give the cookie (see [`crate::probe::Mode`]), a socket gets an id
+/// of enetstat's own while it lives ([`crate::identity`]). Such an id has the top bit set,
+/// which no cookie (a counter) ever has; [`Cookie::known`] tells the two apart, and output
+/// shows an unknown cookie as null. The id is never the socket's kernel address, which
+/// would tell unprivileged readers where the kernel's memory lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Cookie(pub u64);
 
 impl Cookie {
-    /// The id of a socket whose cookie is unknown: its kernel address.
+    /// The `n`th id given to a socket whose cookie is unknown.
+    pub fn stand_in(n: u64) -> Self {
+        Self(n | STAND_IN_BIT)
+    }
+
+    /// A stand-in id for a socket whose cookie is unknown and that nothing else knows by an
+    /// id: a scramble of its kernel address (which it does not reveal).
     pub fn of_address(skaddr: u64) -> Self {
-        Self(skaddr | ADDRESS_BIT)
+        // splitmix64's finalizer: a bijection, so distinct addresses stay distinct.
+        let mut z = skaddr;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Self::stand_in((z ^ (z >> 31)) >> 1)
     }
 
     /// The cookie, unless this is a stand-in for an unknown one.
     pub fn known(self) -> Option<u64> {
-        (self.0 & ADDRESS_BIT == 0).then_some(self.0)
+        (self.0 & STAND_IN_BIT == 0).then_some(self.0)
     }
 }
 
-/// The bit that marks an id made from a socket's address.
-const ADDRESS_BIT: u64 = 1 << 63;
+/// The bit that marks a stand-in id.
+const STAND_IN_BIT: u64 = 1 << 63;
 
 /// Address family as shown to the user: a v4-mapped IPv6 socket shows as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -6,8 +6,9 @@
 //! - **No cookie.** Kernels before 5.12 have no `bpf_get_socket_cookie` for tracing programs,
 //!   and the classic tracepoint (no BTF) has no cookie at all. There a record carries the
 //!   cookie field as it stands, 0 until something (a sock_diag dump) asks for it. A socket
-//!   first seen without a cookie is known by its kernel address ([`Cookie::of_address`]) until
-//!   it closes, even after a dump gives it a cookie, so its records stay one socket.
+//!   first seen without a cookie gets a stand-in id ([`Cookie::stand_in`]), found by its
+//!   kernel address until it closes, even after a dump gives it a cookie, so its records
+//!   stay one socket.
 //! - **Accepted sockets on Linux 6.1 to 6.12.** `inet_csk_clone_lock()` sets SYN_RECV on the
 //!   new socket before it copies the ports, addresses and cookie in, so the LISTEN -> SYN_RECV
 //!   record carries the listener's identity (remote port 0). The same softirq goes on to the
@@ -38,6 +39,8 @@ pub const PENDING_MAX_NS: u64 = 20_000_000;
 pub struct Identities {
     /// Sockets first seen without a cookie: kernel address -> id, until CLOSE.
     by_address: FxHashMap<u64, u64>,
+    /// Stand-in ids given so far.
+    stand_ins: u64,
     /// LISTEN -> SYN_RECV records still carrying their listener's identity.
     pending: Vec<StateChange>,
     /// Sockets without a cookie not followed because [`CAPACITY`] was reached.
@@ -134,7 +137,8 @@ impl Identities {
                 id
             }
             None if r.cookie == 0 => {
-                let id = Cookie::of_address(r.skaddr).0;
+                self.stand_ins += 1;
+                let id = Cookie::stand_in(self.stand_ins).0;
                 if !closing {
                     if self.by_address.len() < CAPACITY {
                         self.by_address.insert(r.skaddr, id);
@@ -222,8 +226,9 @@ mod tests {
         let mut c = record(tcp_state::ESTABLISHED, tcp_state::CLOSE);
         c.cookie = 99;
         let got = run(&mut ids, &[a, b, c]);
-        let id = Cookie::of_address(a.skaddr);
+        let id = Cookie(got[0].cookie);
         assert_eq!(id.known(), None);
+        assert_ne!(id.0 & !(1 << 63), a.skaddr & !(1 << 63), "not the address");
         assert!(got.iter().all(|r| r.cookie == id.0), "{got:?}");
         assert!(ids.by_address.is_empty());
     }

@@ -58,7 +58,7 @@ impl fmt::Display for State {
 }
 
 /// Every key the contract promises on every line (values may be null where it says so).
-pub const CONTRACT_KEYS: [&str; 18] = [
+pub const CONTRACT_KEYS: [&str; 19] = [
     "time",
     "ts_ns",
     "cookie",
@@ -77,6 +77,7 @@ pub const CONTRACT_KEYS: [&str; 18] = [
     "cgroup",
     "cgroup_path",
     "container",
+    "id",
 ];
 
 /// One state transition as printed by `enetstat watch -o json`.
@@ -86,8 +87,13 @@ pub struct Transition {
     pub time: String,
     /// Kernel timestamp in nanoseconds.
     pub ts_ns: u64,
-    /// The socket cookie: one socket, one cookie.
+    /// The socket's id (`id`): its cookie where the kernel gives one, else enetstat's own
+    /// number. One socket, one id; tests group lines by it.
+    #[serde(rename = "id")]
     pub cookie: u64,
+    /// The cookie itself: null where the kernel cannot give it.
+    #[serde(rename = "cookie")]
+    pub real_cookie: Option<u64>,
     /// The socket's owner, when known.
     pub pid: Option<u32>,
     /// The owner's command name, when known.
@@ -134,6 +140,14 @@ impl Transition {
             .map_err(|e| format!("does not match the contract ({e}): {line}"))?;
         if !is_rfc3339_utc(&transition.time) {
             return Err(format!("`time` is not RFC 3339 UTC: {line}"));
+        }
+        if transition
+            .real_cookie
+            .is_some_and(|cookie| cookie != transition.cookie)
+        {
+            return Err(format!(
+                "`id` is not the cookie where the cookie is known: {line}"
+            ));
         }
         if transition.family != "ipv4" && transition.family != "ipv6" {
             return Err(format!("`family` is neither ipv4 nor ipv6: {line}"));
@@ -205,7 +219,7 @@ fn is_rfc3339_utc(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1,"cgroup_path":"/","container":null}"#;
+    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1,"cgroup_path":"/","container":null,"id":4242}"#;
 
     #[test]
     fn parses_the_contract_example() {

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use super::{Line, json::JsonTransition};
 
 /// The header row: the JSON field names.
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     "time",
     "ts_ns",
     "cookie",
@@ -26,6 +26,7 @@ pub const FIELDS: [&str; 18] = [
     "cgroup",
     "cgroup_path",
     "container",
+    "id",
 ];
 
 /// A writer whose `flush` does nothing: the csv crate flushes its sink after every record,
@@ -156,7 +157,8 @@ mod tests {
                 "",
                 "0",
                 "",
-                ""
+                "",
+                "42"
             ]
         );
         assert_eq!(&rows[1][3], "");

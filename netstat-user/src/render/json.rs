@@ -51,6 +51,9 @@ pub struct JsonTransition<'a> {
     /// The container, `runtime://id` as Kubernetes writes a `containerID`, when the cgroup
     /// path is a known runtime's.
     pub container: Option<String>,
+    /// The socket's id in this run: its cookie where known, else a number enetstat gave it
+    /// (with the top bit set, so never a cookie). Lines of one socket share it.
+    pub id: u64,
 }
 
 impl<'a> JsonTransition<'a> {
@@ -76,6 +79,7 @@ impl<'a> JsonTransition<'a> {
             cgroup: t.cgroup,
             cgroup_path,
             container,
+            id: t.cookie.0,
         }
     }
 }
@@ -158,6 +162,7 @@ mod tests {
                 "cgroup": 0,
                 "cgroup_path": null,
                 "container": null,
+                "id": i64::MAX as u64,
             })
         );
 

@@ -44,13 +44,16 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// False when the connection was already open when tracing began: `lifetime_ms` and
     /// `states` then start at the first transition seen.
     pub complete: bool,
-    pub netns: u32,
+    /// Network namespace inode; null where the kernel cannot give it.
+    pub netns: Option<u32>,
     /// cgroup v2 id at the close; 0 if not known.
     pub cgroup: u64,
     /// The cgroup's path under the cgroup root, when it (still) exists.
     pub cgroup_path: Option<&'a str>,
     /// The container, `runtime://id`, when the cgroup path is a known runtime's.
     pub container: Option<String>,
+    /// The socket's id in this run, as in `watch -o json`: its cookie where known.
+    pub id: u64,
 }
 
 impl<'a> JsonLifecycle<'a> {
@@ -108,10 +111,11 @@ impl<'a, S> JsonLifecycle<'a, S> {
             srtt_us: l.counters.then_some(l.srtt_us),
             end: l.end,
             complete: l.complete,
-            netns: l.netns,
+            netns: (l.netns != 0).then_some(l.netns),
             cgroup: l.cgroup,
             cgroup_path,
             container,
+            id: l.cookie.0,
         }
     }
 }
@@ -127,7 +131,7 @@ pub fn write_json(
 }
 
 /// The CSV columns: the JSON fields, with `states` flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`.
-pub const CSV_FIELDS: [&str; 22] = [
+pub const CSV_FIELDS: [&str; 23] = [
     "time",
     "cookie",
     "pid",
@@ -150,6 +154,7 @@ pub const CSV_FIELDS: [&str; 22] = [
     "cgroup",
     "cgroup_path",
     "container",
+    "id",
 ];
 
 fn csv_writer(out: &mut impl Write) -> csv::Writer<&mut impl Write> {
