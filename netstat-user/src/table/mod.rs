@@ -17,6 +17,8 @@ use serde::Serialize;
 pub use history::{Closed, History};
 pub use reconcile::Corrections;
 
+use std::collections::HashMap;
+
 use crate::{
     event::{Cookie, Endpoint, Family, Final, Owner, Transition},
     owner::{Listeners, in_owner_context},
@@ -152,6 +154,11 @@ pub struct Table {
     netns: Option<u32>,
     seeded: bool,
     counters: Counters,
+    /// Whether any transition came with a stand-in id (the kernel gave no cookie): then a
+    /// dump, which always has cookies, must find those sockets by their addresses.
+    has_stand_ins: bool,
+    /// Stand-in ids by (protocol, local, remote), rebuilt for each dump merge.
+    stand_ins: HashMap<(Proto, Endpoint, Endpoint), Cookie>,
 }
 
 impl Table {
@@ -165,6 +172,8 @@ impl Table {
             netns,
             seeded: false,
             counters: Counters::default(),
+            has_stand_ins: false,
+            stand_ins: HashMap::new(),
         }
     }
 
@@ -261,11 +270,13 @@ impl Table {
 
     /// Applies one TCP transition.
     pub fn apply(&mut self, t: &Transition) {
-        if self.netns.is_some_and(|n| n != t.netns) {
+        // netns 0: the mode cannot tell (no BTF); the socket may be ours.
+        if t.netns != 0 && self.netns.is_some_and(|n| n != t.netns) {
             self.counters.other_netns += 1;
             return;
         }
         self.counters.transitions += 1;
+        self.has_stand_ins |= t.cookie.known().is_none();
         let known = self
             .index
             .get(&self.live, t.cookie.0)

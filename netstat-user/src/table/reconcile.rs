@@ -65,6 +65,7 @@ impl Table {
     ) -> Result<(), E> {
         let closed_since = self.closed_since(started_ns);
         let mut c = Corrections::default();
+        self.index_stand_ins();
         dump(&mut |d| self.merge_one(&d, started_ns, &closed_since, &mut c))?;
         self.sweep(started_ns, &[Proto::Tcp, Proto::Udp], &mut c);
         self.seeded = true;
@@ -103,6 +104,7 @@ impl Table {
         let mut merge_chunk =
             |table: &mut Table, chunk: &mut Vec<DiagSocket>, c: &mut Corrections| {
                 catch_up(table);
+                table.index_stand_ins();
                 let closed_since = table.closed_since(started_ns);
                 for d in chunk.drain(..) {
                     table.merge_one(&d, started_ns, &closed_since, c);
@@ -130,6 +132,19 @@ impl Table {
         }
     }
 
+    /// Indexes the live sockets known by stand-in ids by their addresses, for a dump merge.
+    fn index_stand_ins(&mut self) {
+        if !self.has_stand_ins {
+            return;
+        }
+        self.stand_ins = self
+            .live
+            .iter()
+            .filter(|e| e.cookie.known().is_none())
+            .map(|e| ((e.proto, e.local, e.remote), e.cookie))
+            .collect();
+    }
+
     /// Closed by a transition after the dump started: the dump's copy is older news.
     fn closed_since(&self, started_ns: u64) -> HashSet<Cookie> {
         self.history
@@ -146,6 +161,7 @@ impl Table {
     ) -> Corrections {
         let mut c = Corrections::default();
         let closed_since = self.closed_since(started_ns);
+        self.index_stand_ins();
         for d in dump {
             self.merge_one(&d, started_ns, &closed_since, &mut c);
         }
@@ -163,7 +179,14 @@ impl Table {
         closed_since: &HashSet<Cookie>,
         c: &mut Corrections,
     ) {
-        if let Some(e) = self.get_mut(d.cookie) {
+        // A socket the transitions knew without a cookie (see `identity`) is the one with
+        // its addresses; it keeps its stand-in id, which its transitions carry.
+        let stand_in = self.stand_ins.get(&(d.proto, d.local, d.remote)).copied();
+        let key = match stand_in {
+            Some(id) if self.get(d.cookie).is_none() => id,
+            _ => d.cookie,
+        };
+        if let Some(e) = self.get_mut(key) {
             e.recv_q = d.recv_q;
             e.send_q = d.send_q;
             e.uid = d.uid;

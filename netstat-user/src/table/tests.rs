@@ -348,3 +348,37 @@ fn the_index_finds_every_socket_through_inserts_and_removals() {
         assert_eq!(tb.get(Cookie(c)).map(|e| e.cookie.0), Some(c));
     }
 }
+
+#[test]
+fn a_socket_known_by_a_stand_in_id_is_found_in_a_dump_by_its_addresses() {
+    // Linux 5.8-5.11 or no BTF: the transitions carry no cookie (see `identity`).
+    let id = Cookie::stand_in(1).0;
+    let mut tb = table();
+    tb.seed(&[], 0);
+    tb.apply(&t(id, 100, Close, SynSent, (0, 80), 500));
+    tb.apply(&t(id, 200, SynSent, Established, (40000, 80), 9));
+    // The dump gives the socket a cookie; it is the same socket, not a new one.
+    let c = tb.reconcile(
+        &[d(77, Proto::Tcp, Established, (40000, 80), 1234)],
+        1_000,
+        &[Proto::Tcp],
+    );
+    assert_eq!(c, Corrections::default());
+    assert_eq!(tb.len(), 1);
+    let e = tb.get(Cookie(id)).expect("still known by its stand-in id");
+    assert_eq!(e.inode(), 1234);
+    assert_eq!(e.owner.as_ref().unwrap().pid, 500);
+    // Its close (still carrying the stand-in id) ends it.
+    tb.apply(&t(id, 2_000, Established, Close, (40000, 80), 9));
+    assert_eq!(tb.len(), 0);
+}
+
+#[test]
+fn a_transition_without_a_netns_is_applied() {
+    let mut tb = table();
+    tb.seed(&[], 0);
+    let mut syn = t(Cookie::stand_in(2).0, 100, Close, SynSent, (0, 80), 500);
+    syn.netns = 0;
+    tb.apply(&syn);
+    assert_eq!(tb.len(), 1);
+}
