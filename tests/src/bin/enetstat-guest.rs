@@ -84,6 +84,11 @@ fn main() -> ExitCode {
     }));
 
     let mut report = Report::default();
+    // The programs loaded before any enetstat runs: none of the others may outlive the checks.
+    let baseline: BTreeSet<u64> = bpftool_progs()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
     report.run("modules", check_modules);
 
     // One watch and one life tracer for every scenario.
@@ -110,17 +115,24 @@ fn main() -> ExitCode {
                     finished.assert_success();
                 });
             } else {
-                report.skip_after("daemon_snapshot", "the daemon did not start");
-                report.skip_after("daemon_watch", "the daemon did not start");
+                for name in ["daemon_snapshot", "daemon_watch", "daemon_stop"] {
+                    report.skip_after(name, "the daemon did not start");
+                }
             }
             drop(sockets);
         }
         Err(_) => {
-            report.skip_after("daemon_snapshot", "the snapshot scenario failed");
-            report.skip_after("daemon_watch", "the snapshot scenario failed");
+            for name in [
+                "daemon_start",
+                "daemon_snapshot",
+                "daemon_watch",
+                "daemon_stop",
+            ] {
+                report.skip_after(name, "the snapshot scenario failed");
+            }
         }
     }
-    report.run("detached", || check_detached(&held));
+    report.run("detached", || check_detached(&held, &baseline));
 
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -202,10 +214,21 @@ fn one_line(message: &str) -> String {
         .copied()
         .filter(|l| l.starts_with('[') && l.contains("x] "))
         .collect();
-    let mut out = if kinds.is_empty() {
-        lines.join(" ")
-    } else {
+    let stderr = quoted_lines(&lines);
+    let mut out = if !kinds.is_empty() {
         format!("{} {}", lines[0], kinds.join(" "))
+    } else if let Some(error) = stderr.iter().find(|l| l.starts_with("enetstat: error:")) {
+        // A tracer that did not start: its error, and the verifier's verdict if it gave one
+        // (the line before its statistics).
+        let verdict = stderr
+            .iter()
+            .position(|l| l.starts_with("verification time"))
+            .and_then(|i| i.checked_sub(1))
+            .map(|i| format!(" [verifier: {}]", stderr[i]))
+            .unwrap_or_default();
+        format!("{error}{verdict}")
+    } else {
+        lines.join(" ")
     };
     const MAX: usize = 500;
     if out.len() > MAX {
@@ -223,11 +246,20 @@ fn one_line(message: &str) -> String {
     }
 }
 
+/// The lines of a `{:#?}`-printed list of strings (a tracer's stderr in its panic message).
+fn quoted_lines(lines: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix('"'))
+        .filter_map(|l| l.strip_suffix("\",").or_else(|| l.strip_suffix('"')))
+        .map(|l| l.replace("\\\"", "\"").replace("\\\\", "\\"))
+        .collect()
+}
+
 /// The eBPF programs held by the enetstat processes the checks started.
 #[derive(Default)]
 struct Progs {
     ids: BTreeSet<u32>,
-    names: BTreeSet<String>,
     holders: Vec<String>,
 }
 
@@ -238,15 +270,6 @@ impl Progs {
             !ids.is_empty(),
             "{who} (pid {pid}) holds no eBPF program while it traces"
         );
-        for id in &ids {
-            if let Some(name) = bpftool_progs()
-                .iter()
-                .find(|p| p["id"].as_u64() == Some(u64::from(*id)))
-                .and_then(|p| p["name"].as_str())
-            {
-                self.names.insert(name.to_owned());
-            }
-        }
         self.ids.extend(ids);
         self.holders.push(format!("{who} (pid {pid})"));
     }
@@ -846,27 +869,22 @@ fn connection_on(reservation: PortReservation) -> (Connection, PortReservation) 
     (c, reservation)
 }
 
-/// Every program the tracers and the daemon held is gone, and no program of theirs (by name)
-/// is left in the kernel.
-fn check_detached(held: &Progs) {
-    assert!(
-        !held.ids.is_empty(),
-        "no tracer ran, so there is nothing to check"
-    );
+/// Every program the tracers and the daemon held is gone, and no program that was not there
+/// before the checks is left (this holds, and is checked, even where nothing could load).
+fn check_detached(held: &Progs, baseline: &BTreeSet<u64>) {
     let left = wait_progs_gone(&held.ids, Duration::from_secs(10));
     assert!(
         left.is_empty(),
         "eBPF programs {left:?} of {} still exist after they exited",
         held.holders.join(", ")
     );
-    let ours: Vec<String> = bpftool_progs()
+    let new: Vec<String> = bpftool_progs()
         .iter()
-        .filter_map(|p| p["name"].as_str())
-        .filter(|name| held.names.contains(*name))
-        .map(str::to_owned)
+        .filter(|p| p["id"].as_u64().is_some_and(|id| !baseline.contains(&id)))
+        .map(|p| format!("{} ({})", p["name"], p["type"]))
         .collect();
     assert!(
-        ours.is_empty(),
-        "programs named like enetstat's are still loaded: {ours:?}"
+        new.is_empty(),
+        "programs loaded during the checks are still there: {new:?}"
     );
 }

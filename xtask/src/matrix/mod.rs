@@ -232,13 +232,7 @@ impl Options {
 /// naming it; elsewhere the matrix is skipped with a line saying why.
 pub fn run_in_tests() -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let skip = |why: String| -> Result<()> {
-        if ci {
-            bail!("the kernel matrix cannot run under CI=true: {why}");
-        }
-        say!("SKIPPED: the kernel matrix (cargo xtask matrix): {why}");
-        Ok(())
-    };
+    let skip = |why: String| skip_or_fail(ci, &why);
     if let Err(missing) = prerequisites() {
         return skip(missing);
     }
@@ -249,6 +243,16 @@ pub fn run_in_tests() -> Result<()> {
         return skip(format!("{error:#}"));
     }
     options.matrix()
+}
+
+/// Under CI a prerequisite that is missing fails the run; elsewhere the matrix is skipped,
+/// loudly.
+fn skip_or_fail(ci: bool, why: &str) -> Result<()> {
+    if ci {
+        bail!("the kernel matrix cannot run under CI=true: {why}");
+    }
+    say!("SKIPPED: the kernel matrix (cargo xtask matrix): {why}");
+    Ok(())
 }
 
 /// What the matrix needs on the host, or a message naming what is missing.
@@ -336,4 +340,17 @@ fn build_programs() -> Result<Vec<Binary>> {
         });
     }
     Ok(programs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_prerequisite_fails_under_ci_and_is_skipped_elsewhere() {
+        let why = "missing qemu-system-x86_64 (Debian package qemu-system-x86)";
+        let error = skip_or_fail(true, why).unwrap_err().to_string();
+        assert!(error.contains("CI=true") && error.contains(why), "{error}");
+        assert!(skip_or_fail(false, why).is_ok());
+    }
 }

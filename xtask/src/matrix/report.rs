@@ -125,14 +125,16 @@ fn parse_check(line: &str) -> Option<(String, Outcome)> {
 /// The table: a grid of kernels × checks (`ok`, `FAIL`, or `-` for not reported), the
 /// failures' first lines, and where each guest's whole output is.
 pub fn table(rows: &[Row]) -> String {
+    // In the order the guests ran them, `guest` (how the guest ended) last.
     let mut columns: Vec<&str> = Vec::new();
     for row in rows {
         for (name, _) in &row.checks {
-            if !columns.contains(&name.as_str()) {
+            if !columns.contains(&name.as_str()) && name != "guest" {
                 columns.push(name);
             }
         }
     }
+    columns.push("guest");
     let mut out = String::new();
     let kernel_width = rows
         .iter()
