@@ -12,9 +12,13 @@
 //! Each check prints one line on stdout, which the host parses into its table:
 //!
 //! ```text
+//! PLAN <name> <name> ...
 //! CHECK <name> ok
 //! CHECK <name> FAIL <first line of the reason>
 //! ```
+//!
+//! The `PLAN` line comes first and names every check, so the host can tell a check that
+//! printed nothing (the guest crashed or hung) from one that does not exist.
 //!
 //! The whole reason (a failed assertion's message) goes to stderr, which the guest's init sends
 //! to the serial console too, so the host's log of the guest has it. The exit status is 0 when
@@ -61,7 +65,23 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Quiet time after the traffic, for lines still on their way.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// The message of the last panic, taken by [`run`].
+/// Every check, in the order they run.
+const PLAN: [&str; 12] = [
+    "modules",
+    "tracing",
+    "watch_ipv4",
+    "watch_ipv6",
+    "refused",
+    "life",
+    "snapshot",
+    "daemon_start",
+    "daemon_snapshot",
+    "daemon_watch",
+    "daemon_stop",
+    "detached",
+];
+
+/// The message of the last panic, taken by [`Report::run_value`].
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
@@ -83,6 +103,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
     }));
 
+    print_line(&format!("PLAN {}", PLAN.join(" ")));
     let mut report = Report::default();
     // The programs loaded before any enetstat runs: none of the others may outlive the checks.
     let baseline: BTreeSet<u64> = bpftool_progs()
@@ -194,15 +215,22 @@ impl Report {
     }
 
     fn line(&self, name: &str, result: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "CHECK {name} {result}");
-        let _ = out.flush();
+        debug_assert!(PLAN.contains(&name), "{name} is not in PLAN");
+        print_line(&format!("CHECK {name} {result}"));
     }
 }
 
+/// One line on stdout in one write, so that the helpers' output echoed on the same console
+/// cannot land inside it.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{line}\n").as_bytes());
+    let _ = out.flush();
+}
+
 /// A failure message on one line: for a [`Checker`]'s report its headline and the headline
-/// of each kind of problem, else the whole message with its line breaks collapsed (a tracer
-/// that did not start lists its stderr after the first line).
+/// of each kind of problem; for a tracer that did not start its error and the verifier's
+/// verdict; else the first line, with the list it opens if it ends with `[`.
 fn one_line(message: &str) -> String {
     let lines: Vec<&str> = message
         .lines()
@@ -227,8 +255,11 @@ fn one_line(message: &str) -> String {
             .map(|i| format!(" [verifier: {}]", stderr[i]))
             .unwrap_or_default();
         format!("{error}{verdict}")
+    } else if lines.first().is_some_and(|l| l.ends_with('[')) {
+        // `...; stderr: [` then the lines of a `{:#?}` list.
+        format!("{} {}]", lines[0], stderr.join(" | "))
     } else {
-        lines.join(" ")
+        lines.first().copied().unwrap_or_default().to_owned()
     };
     const MAX: usize = 500;
     if out.len() > MAX {
@@ -588,7 +619,13 @@ fn check_life(traced: &Traced) {
             ));
         }
         if !wrong.is_empty() {
-            problems.push(format!("{}: {}", wrong.join(", "), life.raw));
+            problems.push(format!(
+                "{}:{} -> {}: {}",
+                life.laddr,
+                life.lport.unwrap_or(0),
+                w.remote,
+                wrong.join(", ")
+            ));
         }
     };
     for c in [&traced.v4, &traced.v6] {

@@ -1,9 +1,10 @@
 //! Reading a guest's console into check results, and the kernel × check table.
 //!
-//! The guest prints `=== ENETSTAT-MATRIX BEGIN <uname -r> ===`, then one `CHECK <name> ok`
-//! or `CHECK <name> FAIL <reason>` line per check, then `=== ENETSTAT-MATRIX END rc=N ===`.
-//! Anything missing is a failure of its own: `boot` (no BEGIN: the kernel or init never got
-//! there), `guest` (no END: the guest crashed or hung).
+//! The guest prints `=== ENETSTAT-MATRIX BEGIN <uname -r> ===`, a `PLAN <name>...` line naming
+//! every check, one `CHECK <name> ok` or `CHECK <name> FAIL <reason>` line per check, then
+//! `=== ENETSTAT-MATRIX END rc=N ===`. Anything missing is a failure of its own: `boot` (no
+//! BEGIN: the kernel or init never got there), a planned check without its line, `guest` (no
+//! END: the guest crashed or hung).
 
 use std::fmt::Write as _;
 
@@ -75,13 +76,28 @@ pub fn parse(kernel: &str, boot: &Boot, log: &str) -> Row {
         .nth(1)
         .map(|r| r.trim_end_matches(" ===").trim().to_owned());
     let mut end = None;
+    let mut plan: Vec<String> = Vec::new();
     for line in &lines[begin + 1..] {
         if let Some(rc) = line.split(END).nth(1) {
             end = Some(rc.trim_end_matches(" ===").trim().to_owned());
             break;
         }
-        if let Some((name, outcome)) = parse_check(line) {
+        if let Some(names) = line.strip_prefix("PLAN ") {
+            plan = names.split_whitespace().map(str::to_owned).collect();
+        } else if let Some((name, outcome)) = parse_check(line) {
             row.checks.push((name, outcome));
+        }
+    }
+    if plan.is_empty() {
+        row.checks.push((
+            "plan".to_owned(),
+            Outcome::Fail("the guest never said which checks it would run".to_owned()),
+        ));
+    }
+    for name in plan {
+        if !row.checks.iter().any(|(n, _)| *n == name) {
+            let why = "no result line from the guest (it stopped first, see `guest`)";
+            row.checks.push((name, Outcome::Fail(why.to_owned())));
         }
     }
     let guest = match (end, &boot.ended) {
@@ -213,6 +229,7 @@ mod tests {
     fn checks_between_the_markers_become_the_row() {
         let console = "[    0.1] booting\r\n\
                        === ENETSTAT-MATRIX BEGIN 6.1.0-57-cloud-amd64 ===\n\
+                       PLAN modules watch_ipv4\n\
                        noise\n\
                        CHECK modules ok\n\
                        CHECK watch_ipv4 FAIL 2 problem(s) [1x] listener: transitions\n\
