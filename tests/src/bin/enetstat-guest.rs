@@ -62,6 +62,9 @@ const ACTIVE_CLOSE: [State; 4] = [SynSent, Established, FinWait1, FinWait2];
 const PASSIVE_CLOSE: [State; 4] = [SynRecv, Established, CloseWait, LastAck];
 /// How long a helper may take to say its next line (TCG is slow).
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for lines the traffic should have made (they come within milliseconds;
+/// when some never come, the check fails after this).
+const LINES_TIMEOUT: Duration = Duration::from_secs(15);
 /// Quiet time after the traffic, for lines still on their way.
 const SETTLE: Duration = Duration::from_secs(1);
 
@@ -106,10 +109,8 @@ fn main() -> ExitCode {
     print_line(&format!("PLAN {}", PLAN.join(" ")));
     let mut report = Report::default();
     // The programs loaded before any enetstat runs: none of the others may outlive the checks.
-    let baseline: BTreeSet<u64> = bpftool_progs()
-        .iter()
-        .filter_map(|p| p["id"].as_u64())
-        .collect();
+    let baseline: Result<BTreeSet<u64>, String> =
+        bpftool_progs().map(|progs| progs.iter().filter_map(|p| p["id"].as_u64()).collect());
     report.run("modules", check_modules);
 
     // One watch and one life tracer for every scenario.
@@ -120,40 +121,33 @@ fn main() -> ExitCode {
     report.after("refused", &traced, check_refused);
     report.after("life", &traced, check_life);
 
-    let sockets = report.run_value("snapshot", snapshot_standalone);
-    match sockets {
-        Ok(sockets) => {
-            let daemon = report.run_value("daemon_start", || Daemon::start("guest", &[]));
-            if let Ok(daemon) = daemon {
-                held.add("enetstat daemon", daemon.pid());
-                let socket = daemon.socket.to_str().expect("UTF-8 path").to_owned();
-                report.run("daemon_snapshot", || {
-                    snapshot_via_daemon(&socket, &sockets);
-                });
-                report.run("daemon_watch", || daemon_watch(&socket));
-                report.run("daemon_stop", || {
-                    let (finished, _dir, _socket) = daemon.stop(Signal::Term);
-                    finished.assert_success();
-                });
-            } else {
-                for name in ["daemon_snapshot", "daemon_watch", "daemon_stop"] {
-                    report.skip_after(name, "the daemon did not start");
-                }
-            }
-            drop(sockets);
+    // The snapshot's sockets stay up for the daemon's snapshot.
+    let mut sockets = None;
+    report.run("snapshot", || snapshot_standalone(&mut sockets));
+    let daemon = report.run_value("daemon_start", || {
+        let daemon = Daemon::start("guest", &[]);
+        held.add("enetstat daemon", daemon.pid());
+        daemon
+    });
+    match (&daemon, &sockets) {
+        (Ok(daemon), Some(_)) => report.run("daemon_snapshot", || snapshot_via_daemon(daemon)),
+        (Ok(_), None) => {
+            report.skip_after("daemon_snapshot", "the snapshot's sockets are not there")
         }
-        Err(_) => {
-            for name in [
-                "daemon_start",
-                "daemon_snapshot",
-                "daemon_watch",
-                "daemon_stop",
-            ] {
-                report.skip_after(name, "the snapshot scenario failed");
-            }
-        }
+        (Err(_), _) => report.skip_after("daemon_snapshot", "the daemon did not start"),
     }
-    report.run("detached", || check_detached(&held, &baseline));
+    report.after("daemon_watch", &daemon, daemon_watch);
+    match daemon {
+        Ok(daemon) => report.run("daemon_stop", || {
+            let (finished, _dir, _socket) = daemon.stop(Signal::Term);
+            finished.assert_success();
+        }),
+        Err(_) => report.skip_after("daemon_stop", "the daemon did not start"),
+    }
+    drop(sockets);
+    report.run("detached", || {
+        check_detached(&held, baseline.as_ref().unwrap_or_else(|e| panic!("{e}")));
+    });
 
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -307,19 +301,20 @@ impl Progs {
 }
 
 /// `bpftool -j prog show`: every eBPF program loaded.
-fn bpftool_progs() -> Vec<Value> {
+fn bpftool_progs() -> Result<Vec<Value>, String> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run bpftool: {e}"));
-    assert!(
-        out.status.success(),
-        "`bpftool -j prog show` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("cannot run bpftool: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`bpftool -j prog show` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let progs: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("`bpftool -j prog show` printed no JSON: {e}"));
-    progs.as_array().cloned().unwrap_or_default()
+        .map_err(|e| format!("`bpftool -j prog show` printed no JSON: {e}"))?;
+    Ok(progs.as_array().cloned().unwrap_or_default())
 }
 
 fn check_modules() {
@@ -469,8 +464,8 @@ fn trace_scenarios(progs: &mut Progs) -> Traced {
 
     // 12 lines per connection (the transfer too), 2 for the refused connect; a lifecycle
     // per connected socket and one for the refused one.
-    watch.wait_for_lines(3 * 12 + 2, Duration::from_secs(30));
-    life.wait_for_lines(3 * 2 + 1, Duration::from_secs(30));
+    watch.wait_for_lines(3 * 12 + 2, LINES_TIMEOUT);
+    life.wait_for_lines(3 * 2 + 1, LINES_TIMEOUT);
     let mut finished = Vec::new();
     for tracer in [watch, life] {
         tracer.settle(SETTLE);
@@ -831,9 +826,9 @@ fn assert_owners(what: &str, snapshot: &Value, sockets: &mut Sockets) {
 }
 
 /// A one-shot snapshot equal to `ss`, with the right owner for every held socket. The sockets
-/// stay up for the daemon's checks.
-fn snapshot_standalone() -> Sockets {
-    let mut sockets = Sockets::start();
+/// are left in `keep` for the daemon's snapshot.
+fn snapshot_standalone(keep: &mut Option<Sockets>) {
+    let sockets = keep.insert(Sockets::start());
     let (theirs, snapshot) = stable(|| enetstat_json(&["-tuanp", "-o", "json", "--standalone"]));
     assert!(
         theirs.len() >= 40,
@@ -841,17 +836,17 @@ fn snapshot_standalone() -> Sockets {
         theirs.len()
     );
     assert_same("enetstat -tuanp", &enetstat_rows(&snapshot), &theirs);
-    assert_owners("enetstat -tuanp", &snapshot, &mut sockets);
-    sockets
+    assert_owners("enetstat -tuanp", &snapshot, sockets);
 }
 
-fn snapshot_via_daemon(socket: &str, sockets: &Sockets) {
+/// The daemon's snapshot (`enetstat --socket S`) equal to `ss`.
+fn snapshot_via_daemon(daemon: &Daemon) {
+    let socket = daemon.socket.to_str().expect("a UTF-8 path");
     let (theirs, snapshot) = stable(|| enetstat_json(&["-tuan", "-o", "json", "--socket", socket]));
     assert_eq!(
         snapshot["tracing"], true,
         "the snapshot did not come from the daemon"
     );
-    assert!(!sockets.children.is_empty());
     assert_same(
         "enetstat --socket ... -tuan",
         &enetstat_rows(&snapshot),
@@ -861,12 +856,13 @@ fn snapshot_via_daemon(socket: &str, sockets: &Sockets) {
 
 /// A subscription through the daemon: `enetstat --socket S watch -o json --port P` sees one
 /// connection's exact transitions.
-fn daemon_watch(socket: &str) {
+fn daemon_watch(daemon: &Daemon) {
+    let socket = daemon.socket.to_str().expect("a UTF-8 path");
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = reservation.port().to_string();
     let tracer = Tracer::watch_json(&["--port", &port, "--socket", socket]);
     let (c, inner) = connection_on(reservation);
-    tracer.wait_for_lines(12, Duration::from_secs(30));
+    tracer.wait_for_lines(12, LINES_TIMEOUT);
     tracer.settle(SETTLE);
     let finished = tracer.stop(Signal::Int);
     finished.assert_success();
@@ -916,6 +912,7 @@ fn check_detached(held: &Progs, baseline: &BTreeSet<u64>) {
         held.holders.join(", ")
     );
     let new: Vec<String> = bpftool_progs()
+        .unwrap_or_else(|e| panic!("{e}"))
         .iter()
         .filter(|p| p["id"].as_u64().is_some_and(|id| !baseline.contains(&id)))
         .map(|p| format!("{} ({})", p["name"], p["type"]))

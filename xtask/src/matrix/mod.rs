@@ -92,15 +92,16 @@ impl Options {
         if let Err(missing) = prerequisites() {
             bail!("cannot run the kernel matrix: {missing}");
         }
-        self.matrix()
+        let apt = Apt::new(&matrix_dir().join("apt"))?;
+        apt.update(self.refresh)?;
+        self.matrix(&apt)
     }
 
-    fn matrix(&self) -> Result<()> {
+    /// Everything after the package indexes are there.
+    fn matrix(&self, apt: &Apt) -> Result<()> {
         let started = Instant::now();
-        let dir = cargo::target_dir().join("matrix");
-        let apt = Apt::new(&dir.join("apt"))?;
-        apt.update(self.refresh)?;
-        let kernels = kernels::resolve(&apt, &self.kernels)?;
+        let dir = matrix_dir();
+        let kernels = kernels::resolve(apt, &self.kernels)?;
         if self.list {
             for k in &kernels {
                 println!(
@@ -127,7 +128,7 @@ impl Options {
                 kernel.version,
                 kernel.suite
             );
-            let unpacked = unpack::unpack(&apt, kernel, &dir.join("kernels"))?;
+            let unpacked = unpack::unpack(apt, kernel, &dir.join("kernels"))?;
             let modules = modules::resolve(&unpacked.modules, modules::WANTED)
                 .with_context(|| format!("kernel {}", kernel.release))?;
             let mut initrd = common.clone();
@@ -236,13 +237,16 @@ pub fn run_in_tests() -> Result<()> {
     if let Err(missing) = prerequisites() {
         return skip(missing);
     }
-    let options = Options::default();
-    let dir = cargo::target_dir().join("matrix");
-    let apt = Apt::new(&dir.join("apt"))?;
+    let apt = Apt::new(&matrix_dir().join("apt"))?;
     if let Err(error) = apt.update(false) {
         return skip(format!("{error:#}"));
     }
-    options.matrix()
+    Options::default().matrix(&apt)
+}
+
+/// Where the matrix keeps everything: `target/matrix`.
+fn matrix_dir() -> PathBuf {
+    cargo::target_dir().join("matrix")
 }
 
 /// Under CI a prerequisite that is missing fails the run; elsewhere the matrix is skipped,
