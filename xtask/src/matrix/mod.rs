@@ -105,8 +105,13 @@ impl Options {
         if self.list {
             for k in &kernels {
                 println!(
-                    "{:<7} {:<32} {:<22} {:<18} {}",
-                    k.name, k.release, k.version, k.suite, k.about
+                    "{:<7} {:<28} {:<18} {:<18} {} ({})",
+                    k.name,
+                    k.release,
+                    k.version,
+                    k.suite,
+                    k.packages.join(" "),
+                    k.about
                 );
             }
             return Ok(());

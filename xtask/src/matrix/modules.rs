@@ -170,3 +170,80 @@ fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<&'a [u8]> {
     }
     bail!("no {wanted} section")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal 64-bit little-endian ELF file with a `.shstrtab` and a `.modinfo` section.
+    fn elf_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
+        let names = b"\0.shstrtab\0.modinfo\0";
+        let names_at = 64;
+        let modinfo_at = names_at + names.len();
+        let shoff = modinfo_at + modinfo.len();
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        elf.extend_from_slice(names);
+        elf.extend_from_slice(modinfo);
+        let header = |name: u32, offset: usize, size: usize| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&(offset as u64).to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            h
+        };
+        elf.extend(header(0, 0, 0));
+        elf.extend(header(1, names_at, names.len()));
+        elf.extend(header(11, modinfo_at, modinfo.len()));
+        elf
+    }
+
+    #[test]
+    fn depends_come_from_the_modinfo_section() {
+        let elf = elf_with_modinfo(b"license=GPL\0depends=inet_diag,sock-diag\0name=tcp_diag\0");
+        assert_eq!(depends(&elf).unwrap(), ["inet_diag", "sock-diag"]);
+        let none = elf_with_modinfo(b"license=GPL\0depends=\0name=inet_diag\0");
+        assert!(depends(&none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_elf64_is_refused() {
+        assert!(depends(b"\x7fELF\x01\x01rest").is_err());
+        assert!(depends(&elf_with_modinfo(b"x")[..80]).is_err());
+    }
+
+    #[test]
+    fn dependencies_load_first_and_builtins_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
+        let net = dir.join("kernel/net/ipv4");
+        fs::create_dir_all(&net).unwrap();
+        let module = |name: &str, deps: &str| {
+            let info = format!("depends={deps}\0name={name}\0");
+            fs::write(
+                net.join(format!("{name}.ko")),
+                elf_with_modinfo(info.as_bytes()),
+            )
+            .unwrap();
+        };
+        module("tcp_diag", "inet_diag");
+        module("udp_diag", "inet_diag");
+        module("inet_diag", "sock_diag");
+        module("sock_diag", "");
+        fs::write(
+            dir.join("modules.builtin"),
+            "kernel/net/core/sock_diag.ko\n",
+        )
+        .unwrap();
+        let order: Vec<String> = resolve(&dir, &["tcp_diag", "udp_diag"])
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(order, ["inet_diag", "tcp_diag", "udp_diag"]);
+    }
+}
