@@ -3,7 +3,7 @@
 //! Each kernel of [`kernels::KERNELS`] is a Debian cloud kernel, fetched with a private apt
 //! ([`apt`]), unpacked ([`unpack`]), given an initramfs with busybox, the release `enetstat`,
 //! the test helpers and the sock_diag modules ([`initramfs`], [`modules`]), and booted under
-//! QEMU ([`boot`]). In the guest, `enetstat-guest` (tests/src/bin) runs the checks with the
+//! QEMU ([`boot`]). In the guest, `enetstat-guest` (tests/src/bin/enetstat-guest/) runs the checks with the
 //! end-to-end suite's own definition of correct and prints one line per check; [`report`]
 //! turns those into a kernel × check table. Everything lives under `target/matrix/`; the
 //! downloads are kept, so a second run fetches nothing.
