@@ -27,6 +27,7 @@ mod bpf;
 mod cgroup;
 pub mod daemon;
 mod expect;
+pub mod life;
 mod lines;
 mod netns;
 mod peer;

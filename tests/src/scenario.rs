@@ -293,7 +293,22 @@ pub fn ss(ns: &Netns) -> Vec<Full> {
         .output()
         .expect("cannot run ss");
     assert!(out.status.success(), "ss failed");
-    let mut rows: Vec<Full> = String::from_utf8_lossy(&out.stdout)
+    ss_rows(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `ss -tuanH` in this process's own network namespace.
+pub fn ss_here() -> Vec<Full> {
+    let out = Command::new("ss")
+        .arg("-tuanH")
+        .output()
+        .expect("cannot run ss");
+    assert!(out.status.success(), "ss failed");
+    ss_rows(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The sockets in `ss -tuanH` output, sorted.
+pub fn ss_rows(stdout: &str) -> Vec<Full> {
+    let mut rows: Vec<Full> = stdout
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

@@ -22,6 +22,7 @@ mod cmd;
 mod dist;
 mod fuzz;
 mod lint;
+mod matrix;
 mod pins;
 mod privilege;
 mod run;
@@ -62,6 +63,9 @@ enum Task {
     Bench(bench::Options),
     /// Build a Debian package (binary, systemd unit, man pages, completions) with dpkg-deb.
     Dist(dist::Options),
+    /// Boot Debian's kernels (5.10 to the newest) under QEMU and run the end-to-end checks in
+    /// each; print a kernel x check table.
+    Matrix(matrix::Options),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Task::Lint(options) => options.run(),
         Task::Bench(options) => options.run(),
         Task::Dist(options) => options.run(),
+        Task::Matrix(options) => options.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test in the workspace, including the end-to-end tests, which drive
 //! the real release binary named by `ENETSTAT_BIN` and need root, and the Debian-package test,
 //! which installs the package named by `ENETSTAT_DEB`, built here from that same binary. Then
-//! the fuzz target runs briefly (`cargo xtask fuzz` runs it longer).
+//! the fuzz target runs briefly (`cargo xtask fuzz` runs it longer), and the kernel matrix
+//! (`cargo xtask matrix`) runs the end-to-end checks on Debian's kernels under QEMU.
 
 use std::{
     ffi::OsString,
@@ -9,16 +10,20 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::{build, cargo, cargo::Profile, cmd, dist, fuzz, privilege::is_root, setup};
+use crate::{build, cargo, cargo::Profile, cmd, dist, fuzz, matrix, privilege::is_root, setup};
 
 #[derive(Args)]
 pub struct Options {
     /// Seconds to run the fuzz target for, after the tests; 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 20)]
     fuzz_seconds: u64,
+
+    /// Do not run the kernel matrix after the tests (not allowed under CI=true).
+    #[arg(long)]
+    no_matrix: bool,
 
     /// Extra arguments for `cargo test` (put them after `--`; test-binary arguments after a
     /// second `--`, e.g. `cargo xtask test -- -- --nocapture`).
@@ -63,6 +68,15 @@ impl Options {
 
         if self.fuzz_seconds > 0 {
             fuzz::fuzz(Duration::from_secs(self.fuzz_seconds))?;
+        }
+
+        if self.no_matrix {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                bail!("--no-matrix under CI=true: CI must run the kernel matrix");
+            }
+            say!("SKIPPED: the kernel matrix (cargo xtask matrix): --no-matrix was given");
+        } else {
+            matrix::run_in_tests()?;
         }
         Ok(())
     }

@@ -50,6 +50,14 @@ pub const PACKAGES: &[Package] = &[
         why: "libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`",
     },
     Package {
+        name: "qemu-system-x86",
+        why: "`cargo xtask matrix` boots Debian's kernels under QEMU",
+    },
+    Package {
+        name: "busybox-static",
+        why: "the shell and tools inside `cargo xtask matrix`'s guests",
+    },
+    Package {
         name: "prometheus",
         why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
     },

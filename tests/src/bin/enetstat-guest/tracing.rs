@@ -1,0 +1,317 @@
+//! `watch` and `life` on every scenario of [`crate::traffic`], checked with the end-to-end
+//! suite's [`Checker`]; and a subscription through the daemon, checked the same way.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use enetstat_tests::daemon::Daemon;
+use enetstat_tests::life::Life;
+use enetstat_tests::{
+    Checker, Expect, PortReservation, REFUSED, Signal, State, Tracer, Transition, current_netns,
+};
+
+use State::{CloseWait, Established, FinWait1, FinWait2, LastAck, SynRecv, SynSent};
+
+use crate::progs::Progs;
+use crate::traffic::{
+    Connection, MIB, Refused, Transfer, connection, connection_on, refused, transfer,
+};
+
+/// The states a client that closes first leaves, in order.
+const ACTIVE_CLOSE: [State; 4] = [SynSent, Established, FinWait1, FinWait2];
+
+/// The states the accepted socket of such a client leaves, in order.
+const PASSIVE_CLOSE: [State; 4] = [SynRecv, Established, CloseWait, LastAck];
+
+/// How long to wait for lines the traffic should have made (they come within milliseconds;
+/// when some never come, the check fails after this).
+const LINES_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Quiet time after the traffic, for lines still on their way.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What the watch and life tracers printed while every scenario ran.
+pub(crate) struct Traced {
+    transitions: Vec<Transition>,
+    lives: Vec<Life>,
+    netns: u64,
+    pub(crate) v4: Connection,
+    pub(crate) v6: Connection,
+    pub(crate) refused: Refused,
+    pub(crate) transfer: Transfer,
+}
+
+/// Starts `watch -o json` and `life -o json`, runs every scenario, stops both tracers and
+/// checks they exited cleanly, printed their summary and lost nothing.
+pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
+    let watch = Tracer::watch_json(&[]);
+    progs.add("enetstat watch", watch.pid());
+    let life = Tracer::start(&["life", "-o", "json"]);
+    progs.add("enetstat life", life.pid());
+
+    let (v4, r1) = connection(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (v6, r2) = connection(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let (refused, r3) = refused(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (transfer, r4) = transfer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    // 12 lines per connection (the transfer too), 2 for the refused connect; a lifecycle
+    // per connected socket and one for the refused one.
+    watch.wait_for_lines(3 * 12 + 2, LINES_TIMEOUT);
+    life.wait_for_lines(3 * 2 + 1, LINES_TIMEOUT);
+    let mut finished = Vec::new();
+    for tracer in [watch, life] {
+        tracer.settle(SETTLE);
+        let done = tracer.stop(Signal::Int);
+        done.assert_success();
+        let summary = done.summary();
+        assert_eq!(
+            summary.lost, 0,
+            "`{}` lost records: {summary:?}",
+            done.command
+        );
+        finished.push(done);
+    }
+    for reservation in [r1, r2, r3, r4] {
+        reservation.release();
+    }
+    let lives = finished[1]
+        .stdout
+        .iter()
+        .map(|l| Life::parse(l))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    Traced {
+        transitions: finished[0].transitions(),
+        lives,
+        netns: current_netns(),
+        v4,
+        v6,
+        refused,
+        transfer,
+    }
+}
+
+/// The transitions on `port` (either end), as a `--port` filter would show them.
+fn on_port(transitions: &[Transition], port: u16) -> Vec<Transition> {
+    transitions
+        .iter()
+        .filter(|t| t.lport == Some(port) || t.rport == Some(port))
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn check_lifecycle(traced: &Traced, c: &Connection) {
+    let transitions = on_port(&traced.transitions, c.server.port());
+    let mut check = Checker::new(Expect {
+        server: c.server,
+        netns: traced.netns,
+        server_pid: c.server_pid,
+        client_pid: c.client_pid,
+        comm: "enetstat-peer",
+    });
+    let ports = check.connections(&transitions, 1);
+    check.check(ports == [c.client_port], || {
+        format!(
+            "the client's port should be {} (what connect() got), got {ports:?}",
+            c.client_port
+        )
+    });
+    check.finish();
+}
+
+pub(crate) fn check_refused(traced: &Traced) {
+    let r = &traced.refused;
+    let transitions = on_port(&traced.transitions, r.closed.port());
+    let mut check = Checker::new(Expect {
+        server: r.closed,
+        netns: traced.netns,
+        server_pid: 0,
+        client_pid: r.client_pid,
+        comm: "enetstat-peer",
+    });
+    check.check(transitions.len() == REFUSED.len(), || {
+        format!(
+            "expected exactly {} transitions, got {}",
+            REFUSED.len(),
+            transitions.len()
+        )
+    });
+    let roles = check.sort(&transitions);
+    check.check(
+        roles.clients.len() == 1 && roles.listeners.is_empty() && roles.accepted.is_empty(),
+        || "expected one client socket and nothing else".to_owned(),
+    );
+    for seq in &roles.clients {
+        check.client(seq, &REFUSED);
+    }
+    check.finish();
+}
+
+/// What one lifecycle must say.
+struct Want<'a> {
+    local_port: Option<u16>,
+    remote: SocketAddr,
+    pub(crate) pid: u32,
+    comm: &'a str,
+    states: &'a [State],
+    end: &'a str,
+    bytes: u64,
+}
+
+pub(crate) fn check_life(traced: &Traced) {
+    let mut problems = Vec::new();
+    let mut want = |w: Want<'_>| {
+        let found: Vec<&Life> = traced
+            .lives
+            .iter()
+            .filter(|l| {
+                l.raddr == w.remote.ip()
+                    && l.rport == Some(w.remote.port())
+                    && w.local_port.is_none_or(|p| l.lport == Some(p))
+            })
+            .collect();
+        let [life] = found.as_slice() else {
+            problems.push(format!(
+                "expected one lifecycle to {} (local port {:?}), got {}",
+                w.remote,
+                w.local_port,
+                found.len()
+            ));
+            return;
+        };
+        let family = if w.remote.is_ipv4() { "ipv4" } else { "ipv6" };
+        let mut wrong = Vec::new();
+        if life.family != family {
+            wrong.push(format!("family should be {family}"));
+        }
+        if life.pid != Some(w.pid) || life.comm.as_deref() != Some(w.comm) {
+            wrong.push(format!("owner should be pid {} comm {}", w.pid, w.comm));
+        }
+        if life.netns != traced.netns {
+            wrong.push(format!("netns should be {}", traced.netns));
+        }
+        if life.state_names() != w.states {
+            wrong.push(format!("states should be {:?}", w.states));
+        }
+        if life.end != w.end {
+            wrong.push(format!("end should be {}", w.end));
+        }
+        if !life.complete {
+            wrong.push("complete should be true".to_owned());
+        }
+        if life.bytes_sent != w.bytes || life.bytes_received != w.bytes {
+            wrong.push(format!(
+                "bytes_sent and bytes_received should be {}",
+                w.bytes
+            ));
+        }
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "{}:{} -> {}: {}",
+                life.laddr,
+                life.lport.unwrap_or(0),
+                w.remote,
+                wrong.join(", ")
+            ));
+        }
+    };
+    for c in [&traced.v4, &traced.v6] {
+        want(Want {
+            local_port: Some(c.client_port),
+            remote: c.server,
+            pid: c.client_pid,
+            comm: "enetstat-peer",
+            states: &ACTIVE_CLOSE,
+            end: "normal",
+            bytes: 0,
+        });
+        want(Want {
+            local_port: Some(c.server.port()),
+            remote: SocketAddr::new(c.server.ip(), c.client_port),
+            pid: c.server_pid,
+            comm: "enetstat-peer",
+            states: &PASSIVE_CLOSE,
+            end: "normal",
+            bytes: 0,
+        });
+    }
+    let t = &traced.transfer;
+    want(Want {
+        local_port: Some(t.client_port),
+        remote: t.server,
+        pid: t.client_pid,
+        comm: "enetstat-ender",
+        states: &ACTIVE_CLOSE,
+        end: "normal",
+        bytes: MIB,
+    });
+    want(Want {
+        local_port: Some(t.server.port()),
+        remote: SocketAddr::new(t.server.ip(), t.client_port),
+        pid: t.server_pid,
+        comm: "enetstat-ender",
+        states: &PASSIVE_CLOSE,
+        end: "normal",
+        bytes: MIB,
+    });
+    let r = &traced.refused;
+    want(Want {
+        local_port: None,
+        remote: r.closed,
+        pid: r.client_pid,
+        comm: "enetstat-peer",
+        states: &[SynSent],
+        end: "refused",
+        bytes: 0,
+    });
+    let expected = 7;
+    if traced.lives.len() != expected {
+        problems.push(format!(
+            "expected {expected} lifecycles, got {}",
+            traced.lives.len()
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s) with `life -o json`: {}\nall lifecycles:\n{}",
+        problems.len(),
+        problems.join("; "),
+        traced
+            .lives
+            .iter()
+            .map(|l| l.raw.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A subscription through the daemon: `enetstat --socket S watch -o json --port P` sees one
+/// connection's exact transitions.
+pub(crate) fn daemon_watch(daemon: &Daemon) {
+    let socket = daemon.socket.to_str().expect("a UTF-8 path");
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = reservation.port().to_string();
+    let tracer = Tracer::watch_json(&["--port", &port, "--socket", socket]);
+    let (c, inner) = connection_on(reservation);
+    tracer.wait_for_lines(12, LINES_TIMEOUT);
+    tracer.settle(SETTLE);
+    let finished = tracer.stop(Signal::Int);
+    finished.assert_success();
+    let transitions = finished.transitions();
+    let mut check = Checker::new(Expect {
+        server: c.server,
+        netns: current_netns(),
+        server_pid: c.server_pid,
+        client_pid: c.client_pid,
+        comm: "enetstat-peer",
+    });
+    let ports = check.connections(&transitions, 1);
+    check.check(ports == [c.client_port], || {
+        format!(
+            "the client's port should be {}, got {ports:?}",
+            c.client_port
+        )
+    });
+    check.finish();
+    inner.release();
+}

@@ -1,0 +1,92 @@
+//! One line of `enetstat life -o json`, parsed and checked against the output contract.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::transition::State;
+
+/// Every key a lifecycle object carries.
+pub const LIFE_KEYS: [&str; 22] = [
+    "time",
+    "cookie",
+    "pid",
+    "comm",
+    "family",
+    "laddr",
+    "lport",
+    "raddr",
+    "rport",
+    "lifetime_ms",
+    "connect_ms",
+    "states",
+    "bytes_sent",
+    "bytes_received",
+    "retransmits",
+    "srtt_us",
+    "end",
+    "complete",
+    "netns",
+    "cgroup",
+    "cgroup_path",
+    "container",
+];
+
+/// One state of a lifecycle and the milliseconds spent in it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StateMs {
+    pub state: State,
+    pub ms: f64,
+}
+
+/// One line of `enetstat life -o json`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Life {
+    pub time: String,
+    pub cookie: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub family: String,
+    pub laddr: IpAddr,
+    pub lport: Option<u16>,
+    pub raddr: IpAddr,
+    pub rport: Option<u16>,
+    pub lifetime_ms: f64,
+    pub connect_ms: Option<f64>,
+    pub states: Vec<StateMs>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u32,
+    pub srtt_us: u32,
+    pub end: String,
+    pub complete: bool,
+    pub netns: u64,
+    /// The line as printed, for messages.
+    #[serde(skip)]
+    pub raw: String,
+}
+
+impl Life {
+    /// Parses one stdout line, checking that every contract key is present.
+    pub fn parse(line: &str) -> Result<Life, String> {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("a `life -o json` line is not JSON ({e}): {line}"))?;
+        let missing: Vec<&str> = LIFE_KEYS
+            .iter()
+            .copied()
+            .filter(|k| value.get(k).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("missing keys {missing:?}: {line}"));
+        }
+        let mut life: Life = serde_json::from_value(value)
+            .map_err(|e| format!("a lifecycle breaks the schema ({e}): {line}"))?;
+        line.clone_into(&mut life.raw);
+        Ok(life)
+    }
+
+    /// The states in order.
+    pub fn state_names(&self) -> Vec<State> {
+        self.states.iter().map(|s| s.state).collect()
+    }
+}
