@@ -41,7 +41,8 @@ pub struct Lifecycle {
     pub srtt_us: u32,
     /// Whether the kernel gave the counters above (it cannot without BTF).
     pub counters: bool,
-    pub end: End,
+    /// How it ended; `None` where the kernel cannot say (no BTF: no socket error or resets).
+    pub end: Option<End>,
 }
 
 impl Lifecycle {
@@ -108,7 +109,7 @@ impl Lives {
             return None;
         }
         if t.new == Close {
-            let end = self.end_of(t).unwrap_or(End::Normal);
+            let end = self.end_of(t);
             let mut open = self.open.remove(&t.cookie).unwrap_or_else(|| Open {
                 start_ns: t.ts_ns,
                 since_ns: t.ts_ns,
@@ -263,7 +264,7 @@ mod tests {
         assert_eq!(l.connect, Some(Duration::from_micros(90)));
         assert_eq!(l.lifetime(), Duration::from_micros(1_200_120));
         assert!(l.complete);
-        assert_eq!(l.end, End::Normal);
+        assert_eq!(l.end, Some(End::Normal));
         // The kernel counted 20 received, one of them the peer's FIN.
         assert_eq!(
             (l.bytes_sent, l.bytes_received, l.retransmits, l.srtt_us),
@@ -283,7 +284,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(l.end, End::Refused);
+        assert_eq!(l.end, Some(End::Refused));
         assert_eq!(l.connect, None);
 
         let l = run(
@@ -336,7 +337,7 @@ mod tests {
         let l = lives
             .on_transition(&t(2, FinWait2, Close, 0), None)
             .unwrap();
-        assert_eq!(l.end, End::ResetReceived);
+        assert_eq!(l.end, Some(End::ResetReceived));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::transition::State;
 
 /// Every key a lifecycle object carries.
-pub const LIFE_KEYS: [&str; 22] = [
+pub const LIFE_KEYS: [&str; 23] = [
     "time",
     "cookie",
     "pid",
@@ -30,6 +30,7 @@ pub const LIFE_KEYS: [&str; 22] = [
     "cgroup",
     "cgroup_path",
     "container",
+    "id",
 ];
 
 /// One state of a lifecycle and the milliseconds spent in it.
@@ -43,7 +44,12 @@ pub struct StateMs {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Life {
     pub time: String,
+    /// The socket's id (`id`): its cookie where the kernel gives one.
+    #[serde(rename = "id")]
     pub cookie: u64,
+    /// The cookie itself: null where the kernel cannot give it.
+    #[serde(rename = "cookie")]
+    pub real_cookie: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub family: String,
@@ -54,13 +60,16 @@ pub struct Life {
     pub lifetime_ms: f64,
     pub connect_ms: Option<f64>,
     pub states: Vec<StateMs>,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub retransmits: u32,
-    pub srtt_us: u32,
-    pub end: String,
+    /// The counters at CLOSE: null where the kernel cannot give them (no BTF).
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    pub retransmits: Option<u32>,
+    pub srtt_us: Option<u32>,
+    /// How it ended: null where the kernel cannot say (no BTF).
+    pub end: Option<String>,
     pub complete: bool,
-    pub netns: u64,
+    /// Null where the kernel cannot give it (no BTF).
+    pub netns: Option<u64>,
     /// The line as printed, for messages.
     #[serde(skip)]
     pub raw: String,

@@ -255,7 +255,9 @@ impl Metrics {
         }
         if let Some(l) = life {
             self.closed
-                .get_or_create(&EndLabel { end: l.end.name() })
+                .get_or_create(&EndLabel {
+                    end: l.end.map_or("unknown", End::name),
+                })
                 .inc();
             self.lifetime.observe(l.lifetime().as_secs_f64());
         }

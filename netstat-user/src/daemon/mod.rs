@@ -155,10 +155,7 @@ pub async fn run(
     let mut probe = Probe::start(opts.probe.clone())?;
     let mut stream = probe.events()?;
     if opts.drop_capabilities {
-        privilege::drop_capabilities()?;
-        tracing::info!(
-            "attached; dropped every capability but CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
-        );
+        drop_capabilities(&probe)?;
     }
     let (commands, rx) = mpsc::channel(256);
     let shared = server::Shared {
@@ -192,3 +189,29 @@ pub async fn run(
 
 /// Default for how long closed connections are kept for `--recent`.
 pub const DEFAULT_KEEP_CLOSED: Duration = Duration::from_secs(3600);
+
+/// Drops every capability the daemon no longer needs once attached. Whether reading its own
+/// maps still needs CAP_BPF depends on the kernel: older ones (5.8 to 5.1x, with
+/// `kernel.unprivileged_bpf_disabled` set, as Debian sets it) check it on every bpf() call,
+/// newer ones only when creating programs and maps. So it is tried, not assumed: the engine
+/// (on this thread) reads the counters without CAP_BPF once, and keeps it only if that fails.
+fn drop_capabilities(probe: &Probe) -> Result<(), privilege::PrivilegeError> {
+    use caps::Capability::CAP_BPF;
+    privilege::drop_capabilities_but(&[CAP_BPF])?;
+    let has_bpf = caps::has_cap(None, caps::CapSet::Permitted, CAP_BPF).unwrap_or(false);
+    if has_bpf {
+        privilege::set_effective(CAP_BPF, false)?;
+        if let Err(e) = probe.counters() {
+            privilege::set_effective(CAP_BPF, true)?;
+            tracing::info!(
+                "attached; this kernel checks CAP_BPF on every bpf() call ({e}), so the daemon \
+                 keeps it to read its maps, and drops every other capability but \
+                 CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+            );
+            return Ok(());
+        }
+    }
+    privilege::drop_capabilities()?;
+    tracing::info!("attached; dropped every capability but CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH");
+    Ok(())
+}

@@ -52,7 +52,12 @@ pub enum PrivilegeError {
 
 /// Drops every capability but [`KEPT`] from the calling thread.
 pub fn drop_capabilities() -> Result<(), PrivilegeError> {
-    let kept: CapsHashSet = KEPT.into_iter().collect();
+    drop_capabilities_but(&[])
+}
+
+/// Drops every capability but [`KEPT`] and `extra` from the calling thread.
+pub fn drop_capabilities_but(extra: &[Capability]) -> Result<(), PrivilegeError> {
+    let kept: CapsHashSet = KEPT.into_iter().chain(extra.iter().copied()).collect();
     let permitted = caps::read(None, CapSet::Permitted)?;
     // The bounding set first, while CAP_SETPCAP is still there.
     if permitted.contains(&Capability::CAP_SETPCAP) {
@@ -67,6 +72,17 @@ pub fn drop_capabilities() -> Result<(), PrivilegeError> {
     let keep: CapsHashSet = permitted.intersection(&kept).copied().collect();
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
+    Ok(())
+}
+
+/// Takes `cap` out of the calling thread's effective set, or puts it back (it must still be
+/// permitted): for trying whether something works without it.
+pub fn set_effective(cap: Capability, on: bool) -> Result<(), PrivilegeError> {
+    if on {
+        caps::raise(None, CapSet::Effective, cap)?;
+    } else {
+        caps::drop(None, CapSet::Effective, cap)?;
+    }
     Ok(())
 }
 

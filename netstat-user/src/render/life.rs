@@ -40,7 +40,8 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     pub bytes_received: Option<u64>,
     pub retransmits: Option<u32>,
     pub srtt_us: Option<u32>,
-    pub end: End,
+    /// Null where the kernel cannot say (no BTF).
+    pub end: Option<End>,
     /// False when the connection was already open when tracing began: `lifetime_ms` and
     /// `states` then start at the first transition seen.
     pub complete: bool,
@@ -209,7 +210,7 @@ pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
         rx = known(l, l.bytes_received.to_string()),
         retr = known(l, l.retransmits.to_string()),
         rtt = known(l, short_ms(f64::from(l.srtt_us) / 1000.0)),
-        end = l.end,
+        end = l.end.map_or("-", End::name),
         partial = if l.complete {
             ""
         } else {
@@ -264,7 +265,7 @@ mod tests {
             retransmits: 0,
             srtt_us: 52,
             counters: true,
-            end: End::Normal,
+            end: Some(End::Normal),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Guest<'a> {
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub log: PathBuf,
+    /// Hide the kernel's BTF and leave tracefs unmounted (see `Kernel::no_btf`).
+    pub no_btf: bool,
 }
 
 /// How a guest ended.
@@ -72,10 +74,11 @@ pub fn boot(guest: &Guest<'_>, accel: Accel, smp: usize, timeout: Duration) -> R
         .arg(guest.vmlinuz)
         .arg("-initrd")
         .arg(guest.initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off{}",
+            if guest.no_btf { " enetstat.nobtf" } else { "" }
+        ))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

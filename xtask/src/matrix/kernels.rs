@@ -21,6 +21,9 @@ pub struct Kernel {
     suites: &'static [&'static str],
     /// Which ABI names (`5.10.0-46`, `6.12.118+deb13`) belong to the row.
     series: fn(&str) -> bool,
+    /// Boot with the kernel's BTF hidden and tracefs unmounted: a kernel built without
+    /// CONFIG_DEBUG_INFO_BTF, as custom and embedded kernels often are.
+    pub no_btf: bool,
 }
 
 /// Every row, oldest first.
@@ -30,30 +33,42 @@ pub const KERNELS: &[Kernel] = &[
         about: "bullseye (Debian 11); Amazon Linux 2's series",
         suites: &["bullseye", "bullseye-security"],
         series: |abi| numbered(abi, "5.10.0-"),
+        no_btf: false,
     },
     Kernel {
         name: "6.1",
         about: "bookworm (Debian 12)",
         suites: &["bookworm", "bookworm-security", "bookworm-updates"],
         series: |abi| numbered(abi, "6.1.0-"),
+        no_btf: false,
     },
     Kernel {
         name: "6.12",
         about: "trixie (Debian 13)",
         suites: &["trixie", "trixie-security", "trixie-updates"],
         series: |abi| abi.starts_with("6.12."),
+        no_btf: false,
+    },
+    Kernel {
+        name: "6.12-nobtf",
+        about: "trixie's kernel with its BTF hidden: the classic-tracepoint fallback",
+        suites: &["trixie", "trixie-security", "trixie-updates"],
+        series: |abi| abi.starts_with("6.12."),
+        no_btf: true,
     },
     Kernel {
         name: "6.16",
         about: "trixie-backports",
         suites: &["trixie-backports"],
         series: |abi| abi.starts_with("6.16."),
+        no_btf: false,
     },
     Kernel {
         name: "newest",
         about: "trixie-backports' newest",
         suites: &["trixie-backports"],
         series: |_| true,
+        no_btf: false,
     },
 ];
 
@@ -74,6 +89,8 @@ pub struct Resolved {
     /// The package version (`6.1.192-3`).
     pub version: String,
     pub suite: String,
+    /// See [`Kernel::no_btf`].
+    pub no_btf: bool,
     /// What to download: the image, and for the split kernels (6.19+) the packages holding
     /// the kernel binary and the modules.
     pub packages: Vec<String>,
@@ -134,6 +151,7 @@ fn resolved(kernel: &Kernel, best: &Candidate, names: &[String]) -> Resolved {
         release,
         version: best.version.clone(),
         suite: best.suite.clone(),
+        no_btf: kernel.no_btf,
         packages,
     }
 }

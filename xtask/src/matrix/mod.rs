@@ -214,6 +214,7 @@ impl Options {
             vmlinuz,
             initrd,
             log: log.clone(),
+            no_btf: kernel.no_btf,
         };
         let booted = boot::boot(
             &guest,

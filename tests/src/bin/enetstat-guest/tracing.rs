@@ -83,7 +83,8 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
     Traced {
         transitions: finished[0].transitions(),
         lives,
-        netns: current_netns(),
+        // Without BTF enetstat cannot read the socket's namespace: every line says null.
+        netns: if no_btf() { 0 } else { current_netns() },
         v4,
         v6,
         refused,
@@ -187,23 +188,24 @@ pub(crate) fn check_life(traced: &Traced) {
         if life.pid != Some(w.pid) || life.comm.as_deref() != Some(w.comm) {
             wrong.push(format!("owner should be pid {} comm {}", w.pid, w.comm));
         }
-        if life.netns != traced.netns {
+        let classic = no_btf();
+        if life.netns != (traced.netns != 0).then_some(traced.netns) {
             wrong.push(format!("netns should be {}", traced.netns));
         }
         if life.state_names() != w.states {
             wrong.push(format!("states should be {:?}", w.states));
         }
-        if life.end != w.end {
-            wrong.push(format!("end should be {}", w.end));
+        // Without BTF there is no socket error nor reset to tell how it ended.
+        let end = (!classic).then_some(w.end);
+        if life.end.as_deref() != end {
+            wrong.push(format!("end should be {end:?}"));
         }
         if !life.complete {
             wrong.push("complete should be true".to_owned());
         }
-        if life.bytes_sent != w.bytes || life.bytes_received != w.bytes {
-            wrong.push(format!(
-                "bytes_sent and bytes_received should be {}",
-                w.bytes
-            ));
+        let bytes = (!classic).then_some(w.bytes);
+        if life.bytes_sent != bytes || life.bytes_received != bytes {
+            wrong.push(format!("bytes_sent and bytes_received should be {bytes:?}"));
         }
         if !wrong.is_empty() {
             problems.push(format!(
@@ -300,7 +302,7 @@ pub(crate) fn daemon_watch(daemon: &Daemon) {
     let transitions = finished.transitions();
     let mut check = Checker::new(Expect {
         server: c.server,
-        netns: current_netns(),
+        netns: if no_btf() { 0 } else { current_netns() },
         server_pid: c.server_pid,
         client_pid: c.client_pid,
         comm: "enetstat-peer",
@@ -314,4 +316,10 @@ pub(crate) fn daemon_watch(daemon: &Daemon) {
     });
     check.finish();
     inner.release();
+}
+
+/// Whether this guest runs without BTF (`enetstat.nobtf` on the kernel command line): then
+/// enetstat traces with the classic tracepoint and has no namespaces, counters or endings.
+pub(crate) fn no_btf() -> bool {
+    std::env::var_os("ENETSTAT_GUEST_NOBTF").is_some()
 }
