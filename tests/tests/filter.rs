@@ -245,7 +245,8 @@ fn csv_rows_read_back_with_a_csv_reader() {
             "end",
             "cgroup",
             "cgroup_path",
-            "container"
+            "container",
+            "id"
         ],
         "CSV header"
     );

@@ -36,7 +36,7 @@ const EVIL: &str = "ev\x1b[31mil\x07";
 const EVIL_ESCAPED: &str = r"ev\x1b[31mil\x07";
 
 /// Every key a lifecycle object carries.
-const LIFE_KEYS: [&str; 22] = [
+const LIFE_KEYS: [&str; 23] = [
     "time",
     "cookie",
     "pid",
@@ -59,6 +59,7 @@ const LIFE_KEYS: [&str; 22] = [
     "cgroup",
     "cgroup_path",
     "container",
+    "id",
 ];
 
 /// One state of a lifecycle.

@@ -196,13 +196,15 @@ pub const DEFAULT_KEEP_CLOSED: Duration = Duration::from_secs(3600);
 /// newer ones only when creating programs and maps. So it is tried, not assumed: the engine
 /// (on this thread) reads the counters without CAP_BPF once, and keeps it only if that fails.
 fn drop_capabilities(probe: &Probe) -> Result<(), privilege::PrivilegeError> {
-    use caps::Capability::CAP_BPF;
-    privilege::drop_capabilities_but(&[CAP_BPF])?;
+    use caps::Capability::{CAP_BPF, CAP_SETPCAP};
+    // CAP_SETPCAP stays until the end, to take CAP_BPF out of the bounding set too.
+    privilege::drop_capabilities_but(&[CAP_BPF, CAP_SETPCAP])?;
     let has_bpf = caps::has_cap(None, caps::CapSet::Permitted, CAP_BPF).unwrap_or(false);
     if has_bpf {
         privilege::set_effective(CAP_BPF, false)?;
         if let Err(e) = probe.counters() {
             privilege::set_effective(CAP_BPF, true)?;
+            privilege::drop_capabilities_but(&[CAP_BPF])?;
             tracing::info!(
                 "attached; this kernel checks CAP_BPF on every bpf() call ({e}), so the daemon \
                  keeps it to read its maps, and drops every other capability but \
