@@ -52,10 +52,16 @@ impl Tracer {
     ///
     /// When the binary is missing, fails to start, exits, or is not ready in time.
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with_env(args, &[])
+    }
+
+    /// [`Tracer::start`] with extra environment variables (`TZ`, for one).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let bin = enetstat_bin();
         let command = format!("{} {}", bin.display(), args.join(" "));
         let mut child = Command::new(&bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
