@@ -215,7 +215,9 @@ fn refuse_tracing_flags(args: &WatchArgs, path: &Path) -> Result<()> {
     let defaults = crate::cli::WatchArgs::tracing_defaults();
     if (args.ring_size, args.wakeup_us) != defaults {
         anyhow::bail!(
-            "--ring-size and --wakeup-us set up in-process tracing, but the daemon at {} traces              for this command with its own settings (see `enetstat daemon --help`). Add              --standalone to trace in-process with them",
+            "--ring-size and --wakeup-us set up in-process tracing, but the daemon at {} traces \
+             for this command with its own settings (see `enetstat daemon --help`). Add \
+             --standalone to trace in-process with them",
             path.display()
         );
     }

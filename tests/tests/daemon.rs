@@ -258,7 +258,10 @@ fn daemon_cuts_off_a_slow_client_and_the_others_complete() {
     const CONNECTIONS: u64 = 3_000;
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = reservation.port();
-    let daemon = Daemon::start("slow", &["--client-queue", "10000"]);
+    // The slow client is cut off once 20,000 of the 30,002 events wait for it; the fast one
+    // would have to fall as far behind, which a loaded 2-core machine has been seen to make
+    // it do at 10,000.
+    let daemon = Daemon::start("slow", &["--client-queue", "20000"]);
     let filter = format!("port = :{port}");
     // The slow client subscribes and reads nothing until the churn is over.
     let mut slow = Conn::connect(&daemon.socket);
@@ -274,13 +277,23 @@ fn daemon_cuts_off_a_slow_client_and_the_others_complete() {
     let lost =
         s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
     assert_eq!(lost, 0, "the kernel lost events: {s}");
+    // As in the fifty-subscriber test: sockets the kernel took from FIN_WAIT1 on untraced
+    // (corrected by reconciliation, counted) miss at most two transitions each.
+    let vanished =
+        s["corrections"]["removed"].as_u64().unwrap() + s["corrections"]["state"].as_u64().unwrap();
     let expected = CONNECTIONS * 10 + 2;
-    let (all, errors) = fast.finish(usize::try_from(expected).unwrap());
+    let floor = expected.saturating_sub(2 * vanished);
+    let (all, errors) = fast.finish(usize::try_from(floor).unwrap());
     assert!(
         errors.is_empty(),
         "the fast client was cut off too: {errors:?}"
     );
-    assert_eq!(all.len() as u64, expected, "the fast client; daemon: {s}");
+    let n = all.len() as u64;
+    assert!(
+        (floor..=expected).contains(&n),
+        "the fast client got {n} events, want {expected} ({vanished} sockets corrected by \
+         reconciliation); daemon: {s}"
+    );
 
     let rest = slow.rest();
     let lines: Vec<&str> = rest.lines().collect();
