@@ -902,7 +902,11 @@ fn assert_least_privilege(daemon: &Daemon, uid: u32, peer_uid: u32) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["local_port"].to_string() == port)
+        .find(|s| {
+            s["local_port"]
+                .as_u64()
+                .is_some_and(|p| p.to_string() == port)
+        })
         .unwrap_or_else(|| panic!("no socket for port {port}: {snapshot}"));
     assert_eq!(socket["pid"], server.pid(), "{socket}");
     assert_eq!(socket["program"], "enetstat-peer", "{socket}");

@@ -406,7 +406,7 @@ fn the_kernel_filter_drops_exactly_what_the_expression_drops() {
         seen - filtered
     );
     assert!(
-        finished.stderr.iter().any(|l| *l == line),
+        finished.stderr.contains(&line),
         "-v printed no `{line}`; stderr: {:#?}",
         finished.stderr
     );
