@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn resolves_socket_offsets_from_the_running_kernel() {
         if !Path::new(VMLINUX_BTF).exists() {
-            eprintln!("SKIPPED: {VMLINUX_BTF} is missing on this machine");
+            crate::test_skip::skip(
+                "resolves_socket_offsets_from_the_running_kernel",
+                &format!("{VMLINUX_BTF} is missing on this machine"),
+            );
             return;
         }
         let o = offsets().expect("offsets from this kernel's BTF");

@@ -97,8 +97,10 @@ pub enum Command {
         after_help = "Columns: TIME, PID/COMM of the socket's owner (\"-\" when unknown), \
 LPORT (LOCAL with -w) and REMOTE endpoints (\"*\" for a port not yet assigned), OLD>NEW \
 state, and MS, the milliseconds the socket spent in OLD (blank on the first transition seen \
-for a socket). The default layout fits 80 columns (ESTABLISHED shows as ESTAB, long names and \
-IPv6 endpoints are shortened with \"…\"); -w shows everything.\n\n\
+for a socket), then how the connection ended when it was not an orderly close (refused, \
+timeout, reset_received, reset_sent, aborted). The default layout fits 80 columns before that \
+ending (ESTABLISHED shows as ESTAB, long names and IPv6 endpoints are shortened with \"…\"); \
+-w shows everything.\n\n\
 Filter EXPRESSION (ss-like; the words are joined with spaces):\n  \
 state NAME | from NAME      the new state (from: the old state) is NAME or in group NAME:\n  \
                             established, syn-sent, ..., connected, synchronized, bucket,\n  \
@@ -166,13 +168,13 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
     pub ring_size: u32,
 
-    /// Compare the table with the kernel's socket dump every SECS seconds (and refresh the
-    /// metrics' gauges).
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    /// Compare the table with the kernel's socket dump this often (and refresh the metrics'
+    /// gauges): 500ms, 2s, 1m; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::duration_arg::parse)]
     pub reconcile: Duration,
 
     /// Keep closed connections this long, for `enetstat --recent` (e.g. 10m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::snapshot_args::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::duration_arg::parse)]
     pub keep_closed: Duration,
 
     /// Most live sockets in the table (and sockets followed for durations and lifecycles).
@@ -274,29 +276,31 @@ pub struct WatchArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 
-    /// Text output: the full layout (microsecond times, both full endpoints, whole names)
-    /// instead of the one that fits 80 columns.
+    /// `watch` text output: the full layout (microsecond times, both full endpoints, whole
+    /// names) instead of the one that fits 80 columns. (`life` lines are always full; it
+    /// refuses -w.)
     #[arg(short, long)]
     pub wide: bool,
 
-    /// Text output: what the TIME column shows. JSON and CSV always carry `time` and `ts_ns`.
+    /// `watch` text output: what the TIME column shows. JSON and CSV always carry `time` and
+    /// `ts_ns`. (`life` text has no TIME column; it refuses --time.)
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = TimeArg::Wall)]
     pub time: TimeArg,
 
-    /// Exit after printing N transitions.
+    /// Exit after printing N lines: N transitions for `watch`, N connections for `life`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Exit after SECS seconds (fractions allowed, e.g. 0.5).
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    /// Exit after this long: 500ms, 2s, 5m, 1h; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration_arg::parse)]
     pub duration: Option<Duration>,
 
     /// Only IPv4 sockets (v4-mapped IPv6 sockets count as IPv4).
-    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    #[arg(short = '4', long = "ipv4", alias = "inet", conflicts_with = "ipv6")]
     pub ipv4: bool,
 
     /// Only IPv6 sockets.
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(short = '6', long = "ipv6", alias = "inet6")]
     pub ipv6: bool,
 
     /// Only sockets whose local port is one of these (comma-separated).
@@ -342,19 +346,18 @@ pub struct WatchArgs {
     pub stats_json: Option<std::path::PathBuf>,
 }
 
+impl WatchArgs {
+    /// The defaults of `--ring-size` and `--wakeup-us`.
+    pub fn tracing_defaults() -> (u32, u64) {
+        (8 << 20, 250)
+    }
+}
+
 fn parse_port(s: &str) -> Result<u16, String> {
     match s.trim().parse::<u16>() {
         Ok(0) | Err(_) => Err(format!("{s:?} is not a port number (1-65535)")),
         Ok(p) => Ok(p),
     }
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (e.g. 10 or 0.5)"))
 }
 
 /// `4096`, `64K`, `8M`, `1G` (binary units; a trailing `B`/`iB` is allowed).
@@ -402,8 +405,6 @@ mod tests {
         assert_eq!(parse_port("443"), Ok(443));
         assert!(parse_port("0").is_err());
         assert!(parse_port("70000").is_err());
-        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_seconds("-1").is_err());
     }
 
     #[test]
@@ -421,6 +422,47 @@ mod tests {
         assert_eq!(w.lport, vec![80, 443]);
         assert!(w.ipv4);
         assert!(Cli::try_parse_args(["enetstat", "watch", "-4", "-6"]).is_err());
+    }
+
+    /// One spelling per flag in every command; the old ones still parse, unlisted.
+    #[test]
+    fn one_spelling_per_flag_with_the_old_ones_as_hidden_aliases() {
+        for args in [
+            &["enetstat", "-tn", "--ipv4"][..],
+            &["enetstat", "-tn", "--inet"],
+            &["enetstat", "-tn", "-4"],
+        ] {
+            let cli = Cli::try_parse_args(args).unwrap();
+            assert!(cli.snapshot.inet && !cli.snapshot.inet6, "{args:?}");
+        }
+        for args in [
+            &["enetstat", "watch", "--ipv6"][..],
+            &["enetstat", "watch", "--inet6"],
+            &["enetstat", "life", "-6"],
+        ] {
+            let cli = Cli::try_parse_args(args).unwrap();
+            let (Some(Command::Watch(w)) | Some(Command::Life(w))) = cli.command else {
+                panic!("{args:?}")
+            };
+            assert!(w.ipv6 && !w.ipv4, "{args:?}");
+        }
+        for flag in ["--ring-size", "--trace-ring-size"] {
+            let cli = Cli::try_parse_args(["enetstat", "-tn", "-c", "1", flag, "16M"]).unwrap();
+            assert_eq!(cli.snapshot.ring_size, 16 << 20, "{flag}");
+        }
+        let cli = Cli::try_parse_args(["enetstat", "watch", "--ring-size", "16M"]).unwrap();
+        let Some(Command::Watch(w)) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(w.ring_size, 16 << 20);
+        // The help lists one spelling.
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd.render_long_help().to_string();
+        assert!(
+            help.contains("--ipv4") && !help.contains("--inet"),
+            "{help}"
+        );
+        assert!(!help.contains("--trace-ring-size"), "{help}");
     }
 
     #[test]

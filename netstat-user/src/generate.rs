@@ -40,9 +40,40 @@ pub fn docs(dir: &Path) -> Result<()> {
         (Shell::Fish, "enetstat.fish"),
     ] {
         let mut out = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "enetstat", &mut out);
+        clap_complete::generate(shell, &mut for_completion(), "enetstat", &mut out);
         let path = completions.join(file);
         std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The command line as completions offer it: without hidden subcommands (`generate-docs`),
+/// which the shells' generators would otherwise list.
+fn for_completion() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("enetstat")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().cloned());
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_offer_the_commands_but_not_the_hidden_one() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut for_completion(), "enetstat", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("generate-docs"), "{shell}");
+            for word in ["watch", "life", "daemon", "socket", "ipv4", "recent"] {
+                assert!(text.contains(word), "{shell}: no {word}");
+            }
+        }
+    }
 }

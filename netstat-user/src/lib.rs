@@ -30,5 +30,7 @@ pub mod snapshot;
 pub mod sockdiag;
 pub mod state;
 pub mod table;
+#[cfg(test)]
+mod test_skip;
 pub mod tracker;
 pub mod watch;

@@ -2,6 +2,7 @@
 //! into one clear paragraph on stderr (no backtraces).
 
 mod cli;
+mod duration_arg;
 mod generate;
 mod snapshot_args;
 mod via_daemon;
@@ -70,6 +71,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let socket = via_daemon::socket_for(&cli);
+    if let Some(Command::Life(args)) = &cli.command {
+        refuse_watch_only_flags(args)?;
+    }
     match (cli.command, socket) {
         (Some(Command::Daemon(args)), _) => via_daemon::daemon(args, cli.socket),
         (Some(Command::GenerateDocs { dir }), _) => {
@@ -82,11 +86,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         (Some(Command::Life(args)), Some(path)) => {
             runtime.block_on(via_daemon::watch(&path, args, Mode::Lifecycles))
         }
-        (None, Some(path)) => runtime.block_on(via_daemon::snapshot(&path, cli.snapshot)),
-        (Some(Command::Watch(args)), None) => runtime.block_on(watch(args, Mode::Transitions)),
-        (Some(Command::Life(args)), None) => runtime.block_on(watch(args, Mode::Lifecycles)),
-        (None, None) => runtime.block_on(snapshot(cli.snapshot)),
+        // A plain snapshot reads the kernel's socket dump itself: its output never depends
+        // on whether a daemon runs, and a stale or foreign daemon socket never blocks it.
+        // Only the live table (`-c`, `--recent`) is worth asking a daemon for.
+        (None, Some(path)) if cli.snapshot.needs_tracing() => {
+            runtime.block_on(via_daemon::snapshot(&path, cli.snapshot))
+        }
+        (None, _) => runtime.block_on(snapshot(cli.snapshot)),
+        (Some(Command::Watch(args)), None) => {
+            runtime.block_on(watch(args, Mode::Transitions, cli.verbose))
+        }
+        (Some(Command::Life(args)), None) => {
+            runtime.block_on(watch(args, Mode::Lifecycles, cli.verbose))
+        }
     }
+}
+
+/// `life` prints every line in full and has no TIME column: `-w` and `--time` would do
+/// nothing, so they are refused rather than silently ignored.
+fn refuse_watch_only_flags(args: &WatchArgs) -> Result<()> {
+    if args.wide {
+        anyhow::bail!("`life` lines always show full endpoints and times; -w is for `watch`");
+    }
+    if args.time != TimeArg::Wall {
+        anyhow::bail!(
+            "`life` text has no TIME column (JSON and CSV carry `time`); --time is for `watch`"
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -101,7 +128,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn watch(args: WatchArgs, mode: Mode) -> Result<ExitCode> {
+async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
     // A bad expression is reported before anything needs root.
     let filter = watch_filter(&args)?;
     // Signals are handled before anything is attached, so no exit path skips the detach.
@@ -144,6 +171,9 @@ async fn watch(args: WatchArgs, mode: Mode) -> Result<ExitCode> {
     drop(stream);
     drop(probe);
     eprintln!("enetstat: {summary}");
+    if verbose > 0 {
+        eprintln!("enetstat: {}", kernel_filter_line(&summary.kernel));
+    }
     if let Some(path) = &args.stats_json {
         write_stats(path, &summary)?;
     }
@@ -164,12 +194,23 @@ async fn watch(args: WatchArgs, mode: Mode) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the kernel-side filter did, for `-v`: `seen - filtered` records reached userspace.
+fn kernel_filter_line(kernel: &enetstat::probe::KernelCounters) -> String {
+    format!(
+        "kernel filter: {} of {} transitions left out in the kernel, {} passed to userspace",
+        kernel.filtered,
+        kernel.seen,
+        kernel.seen.saturating_sub(kernel.filtered)
+    )
+}
+
 /// The machine-readable summary for `--stats-json`.
 fn write_stats(path: &std::path::Path, summary: &watch::Summary) -> Result<()> {
     let stats = serde_json::json!({
         "received": summary.received,
         "shown": summary.shown,
         "seen": summary.kernel.seen,
+        "filtered": summary.kernel.filtered,
         "lost": summary.kernel.lost(),
         "ringbuf_full": summary.kernel.ringbuf_full,
         "recursion_misses": summary.kernel.recursion_misses,
@@ -231,7 +272,7 @@ async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
     if status.lost > 0 {
         eprintln!(
             "enetstat: warning: {} transitions were lost because the ring buffer was full; \
-             the table was corrected by reconciliation; raise --trace-ring-size (now {} bytes)",
+             the table was corrected by reconciliation; raise --ring-size (now {} bytes)",
             status.lost, args.ring_size
         );
     }

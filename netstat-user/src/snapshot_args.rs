@@ -54,26 +54,27 @@ pub struct SnapshotArgs {
     pub extend: bool,
 
     /// Only IPv4 sockets (v4-mapped IPv6 sockets count as IPv4).
-    #[arg(short = '4', long = "inet", conflicts_with = "inet6")]
+    #[arg(short = '4', long = "ipv4", alias = "inet", conflicts_with = "inet6")]
     pub inet: bool,
 
     /// Only IPv6 sockets.
-    #[arg(short = '6', long = "inet6")]
+    #[arg(short = '6', long = "ipv6", alias = "inet6")]
     pub inet6: bool,
 
     /// Wide: never truncate addresses.
     #[arg(short = 'w', long = "wide", short_alias = 'W')]
     pub wide: bool,
 
-    /// Trace and refresh every SECS seconds (default 1) until Ctrl-C. Needs root (eBPF):
+    /// Trace and refresh this often (default 1s; 500ms, 2s; a bare number is seconds) until
+    /// Ctrl-C. Needs root (eBPF):
     /// adds AGE, the time each socket has been in its state (when its change was seen).
     #[arg(
         short = 'c',
         long = "continuous",
-        value_name = "SECS",
+        value_name = "DURATION",
         num_args = 0..=1,
         default_missing_value = "1",
-        value_parser = parse_seconds
+        value_parser = crate::duration_arg::parse
     )]
     pub continuous: Option<Duration>,
 
@@ -89,13 +90,13 @@ pub struct SnapshotArgs {
     /// With -c, or through a daemon: also show connections that closed in the last DURATION
     /// (e.g. 10s, 500ms, 5m, 1h), with their lifetimes, marked CLOSED: the ones a poller
     /// never sees.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration_arg::parse)]
     pub recent: Option<Duration>,
 
-    /// With -c: compare the table with the kernel's socket dump every SECS seconds, and
+    /// With -c: compare the table with the kernel's socket dump this often (1s, 500ms), and
     /// count every correction. The dump also brings what no transition announces: UDP
     /// sockets, queue lengths, and a timewait socket turning from FIN_WAIT2 to TIME_WAIT.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::duration_arg::parse)]
     pub reconcile: Duration,
 
     /// With -c: stop after N refreshes.
@@ -121,7 +122,7 @@ pub struct SnapshotArgs {
     pub max_closed: usize,
 
     /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...).
-    #[arg(long = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::cli::parse_size, hide_short_help = true)]
+    #[arg(long = "ring-size", alias = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::cli::parse_size, hide_short_help = true)]
     pub ring_size: u32,
 }
 
@@ -166,56 +167,17 @@ impl SnapshotArgs {
         }
     }
 
+    /// Whether this snapshot needs the live table (`-c`, `--recent`), which only tracing
+    /// (in-process or a daemon's) keeps.
+    pub fn needs_tracing(&self) -> bool {
+        self.continuous.is_some() || self.recent.is_some()
+    }
+
     pub fn continuous(&self) -> Option<Continuous> {
         self.continuous.map(|interval| Continuous {
             interval,
             reconcile: self.reconcile,
             count: self.refreshes,
         })
-    }
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds (e.g. 1 or 0.5)"))
-}
-
-/// `500ms`, `10s`, `5m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => f64::NAN,
-    };
-    num.parse::<f64>()
-        .ok()
-        .map(|n| n * scale)
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a duration; use e.g. 500ms, 10s, 5m or 2h"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("0s").is_err());
     }
 }

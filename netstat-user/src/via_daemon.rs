@@ -122,8 +122,12 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
 /// prints, rendered by the daemon.
 pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode> {
     let filter = crate::watch_filter(&args)?;
+    refuse_tracing_flags(&args, path)?;
     let stop = crate::stop_signal()?;
     let mut client = Client::connect(path).await?;
+    // The daemon's kernel counters before and after, for the summary.
+    let mut counters = Client::connect(path).await?;
+    let before = counters.stats().await?;
     let stream = match mode {
         Mode::Transitions => Stream::Transitions,
         Mode::Lifecycles => Stream::Lifecycles,
@@ -189,15 +193,36 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
         }
     }
     let _ = out.flush();
-    let what = match mode {
-        Mode::Transitions => "transitions",
-        Mode::Lifecycles => "connections",
+    let after = counters.stats().await?;
+    let delta = |key: &str| {
+        let n = |v: &serde_json::Value| v[key].as_u64().unwrap_or(0);
+        n(&after).saturating_sub(n(&before))
     };
+    // The standalone summary's shape: seen and lost are the daemon's kernel counters over
+    // this run (every client's, as one tracer sees them all).
     eprintln!(
-        "enetstat: {shown} {what} shown (through the daemon at {})",
-        path.display()
+        "enetstat: {} transitions seen, {shown} shown, {} lost, {} undecodable",
+        delta("kernel_seen"),
+        delta("kernel_ringbuf_full") + delta("kernel_recursion_misses"),
+        delta("undecodable"),
     );
+    eprintln!("enetstat: served by the daemon at {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--ring-size` and `--wakeup-us` shape in-process tracing; the daemon traces with its own
+/// settings, so giving them here would do nothing: refused, naming the way out.
+fn refuse_tracing_flags(args: &WatchArgs, path: &Path) -> Result<()> {
+    let defaults = crate::cli::WatchArgs::tracing_defaults();
+    if (args.ring_size, args.wakeup_us) != defaults {
+        anyhow::bail!(
+            "--ring-size and --wakeup-us set up in-process tracing, but the daemon at {} traces \
+             for this command with its own settings (see `enetstat daemon --help`). Add \
+             --standalone to trace in-process with them",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The snapshot request for the snapshot flags.

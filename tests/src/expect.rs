@@ -182,9 +182,10 @@ impl Checker {
     /// (loopback) and one remote port on every line, the listener's owner. Returns its remote
     /// port (the client's port).
     ///
-    /// This holds on LISTEN->SYN_RECV too: kernels since 6.x give the new socket its addresses
-    /// and ports before setting SYN_RECV (older ones set the state first, in
-    /// `inet_csk_clone_lock()`, and would show the listener's unset remote there).
+    /// This holds on LISTEN->SYN_RECV only on kernels that give the new socket its addresses,
+    /// ports and cookie before setting SYN_RECV: 6.16 and later (checked on 6.16, 6.18 and
+    /// 7.3). Debian's 6.1 and 6.12 set the state first, in `inet_csk_clone_lock()`, so there
+    /// that line carries the listener's cookie and unset remote, and this check fails on it.
     pub fn accepted(&mut self, seq: &[&Transition]) -> Option<u16> {
         self.sequence("accepted", seq, &ACCEPTED);
         self.common("accepted", seq);

@@ -10,8 +10,9 @@
 //! of traffic: it reserves its own port, filters the tracer by it, and checks only its own
 //! sockets.
 //!
-//! When not run as root, every test prints a `SKIPPED (needs root)` line and passes; see
-//! [`require_root`].
+//! When not run as root, or when a tool a test needs is missing, the test prints a `SKIPPED`
+//! line naming what is missing and passes; under CI (`CI=true`) it fails instead. See
+//! [`require_root`] and [`skip`].
 //!
 //! Run them with `cargo xtask test` (as root), which builds the release binary and names it in
 //! `ENETSTAT_BIN`; or by hand:
@@ -47,7 +48,7 @@ pub use expect::{
 pub use netns::current_netns;
 pub use peer::Peer;
 pub use port::PortReservation;
-pub use root::require_root;
+pub use root::{require_program, require_root, skip, under_ci};
 pub use summary::Summary;
 pub use tracer::{Finished, READY_PREFIX, Signal, Tracer};
 pub use transition::{State, Transition};

@@ -60,6 +60,20 @@ impl Netns {
         c.args(["netns", "exec", &self.name]).arg(program.into());
         c
     }
+
+    /// Writes `/etc/netns/NAME/<file>`, which `ip netns exec` mounts over `/etc/<file>` for
+    /// the commands it runs in the namespace (a hosts file of the test's own, for one).
+    /// Removed with the namespace.
+    pub fn etc_file(&self, file: &str, content: &str) {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir).expect("cannot create /etc/netns/NAME");
+        std::fs::write(dir.join(file), content)
+            .unwrap_or_else(|e| panic!("cannot write {}/{file}: {e}", dir.display()));
+    }
+
+    fn etc_dir(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.name)
+    }
 }
 
 impl Drop for Netns {
@@ -67,6 +81,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 
@@ -343,7 +358,7 @@ pub fn enetstat_rows(snapshot: &Value) -> Vec<Full> {
             let port = |k: &str| s[k].as_u64().unwrap_or(0) as u16;
             (
                 (
-                    s["transport"].as_str().unwrap().to_owned(),
+                    transport(s),
                     norm_endpoint(ip("local_addr"), port("local_port")),
                     norm_endpoint(ip("remote_addr"), port("remote_port")),
                 ),
@@ -524,11 +539,12 @@ impl Scenario {
     }
 }
 
-/// How many held sockets the snapshot names the right process for: (right, total), with
-/// up to 10 wrong ones for the log.
+/// How many held sockets the snapshot names the right process for (its pid and its program,
+/// which is the holder's `comm`, and `holds: true`): (right, total), with up to 10 wrong ones
+/// for the log.
 pub fn owners_right(snapshot: &Value, holders: &[Holder]) -> (usize, usize, Vec<String>) {
-    // (pid, holds) of every row with the key.
-    type Shown = Vec<(Option<u64>, Option<bool>)>;
+    // (pid, program, holds) of every row with the key.
+    type Shown = Vec<(Option<u64>, Option<String>, Option<bool>)>;
     let mut by_key: BTreeMap<Key, Shown> = BTreeMap::new();
     for s in snapshot["sockets"].as_array().unwrap() {
         if s["closed"] == true {
@@ -537,29 +553,95 @@ pub fn owners_right(snapshot: &Value, holders: &[Holder]) -> (usize, usize, Vec<
         let ip = |k: &str| s[k].as_str().unwrap().parse::<IpAddr>().unwrap();
         let port = |k: &str| s[k].as_u64().unwrap_or(0) as u16;
         let key = (
-            s["transport"].as_str().unwrap().to_owned(),
+            transport(s),
             norm_endpoint(ip("local_addr"), port("local_port")),
             norm_endpoint(ip("remote_addr"), port("remote_port")),
         );
-        by_key
-            .entry(key)
-            .or_default()
-            .push((s["pid"].as_u64(), s["holds"].as_bool()));
+        by_key.entry(key).or_default().push((
+            s["pid"].as_u64(),
+            s["program"].as_str().map(str::to_owned),
+            s["holds"].as_bool(),
+        ));
     }
     let (mut right, mut total, mut wrong) = (0, 0, Vec::new());
     for h in holders {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", h.pid))
+            .unwrap_or_else(|e| panic!("the holder {} is gone: {e}", h.pid));
+        let comm = comm.trim_end();
         for key in &h.held {
             total += 1;
             let found = by_key.get(key).cloned().unwrap_or_default();
-            if found
-                .iter()
-                .any(|(pid, holds)| *pid == Some(u64::from(h.pid)) && *holds == Some(true))
-            {
+            if found.iter().any(|(pid, program, holds)| {
+                *pid == Some(u64::from(h.pid))
+                    && program.as_deref() == Some(comm)
+                    && *holds == Some(true)
+            }) {
                 right += 1;
             } else if wrong.len() < 10 {
-                wrong.push(format!("{key:?}: expected pid {}, shown {found:?}", h.pid));
+                wrong.push(format!(
+                    "{key:?}: expected pid {} ({comm}), shown {found:?}",
+                    h.pid
+                ));
             }
         }
     }
     (right, total, wrong)
+}
+
+/// The Unix time in seconds of an RFC 3339 UTC timestamp as enetstat prints it
+/// (`2026-11-26T09:09:47.000001Z`). Panics on anything else.
+pub fn unix_seconds(time: &str) -> f64 {
+    fn bad(time: &str) -> ! {
+        panic!("not an RFC 3339 UTC time: {time:?}")
+    }
+    let num = |s: &str| s.parse::<i64>().unwrap_or_else(|_| bad(time));
+    let t = time.strip_suffix('Z').unwrap_or_else(|| bad(time));
+    let (date, clock) = t.split_once('T').unwrap_or_else(|| bad(time));
+    let d: Vec<i64> = date.split('-').map(num).collect();
+    let c: Vec<&str> = clock.split(':').collect();
+    let (&[y, m, day], &[hh, mm, ss]) = (&d[..], &c[..]) else {
+        bad(time)
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs: f64 = ss.parse().unwrap_or_else(|_| bad(time));
+    (days * 86_400 + num(hh) * 3600 + num(mm) * 60) as f64 + secs
+}
+
+/// `tcp` or `udp` from a snapshot socket's documented `proto` (`tcp`, `tcp6`, `udp`, `udp6`),
+/// checked against its `transport`.
+fn transport(s: &Value) -> String {
+    let proto = s["proto"].as_str().expect("every socket has a proto");
+    let transport = proto.trim_end_matches('6');
+    assert_eq!(
+        s["transport"], transport,
+        "proto and transport disagree: {s}"
+    );
+    transport.to_owned()
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_reads_as_unix_time() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), 0.0);
+        assert_eq!(unix_seconds("2000-03-01T00:00:01.5Z"), 951_868_801.5);
+        let t = unix_seconds("2026-11-26T09:09:47.000001Z");
+        assert!((t - 1_795_684_187.000_001).abs() < 1e-5, "{t}");
+    }
 }

@@ -55,7 +55,7 @@ impl Tracer {
         Tracer::start_with_env(args, &[])
     }
 
-    /// [`Tracer::start`] with extra environment variables.
+    /// [`Tracer::start`] with extra environment variables (`TZ`, or `ENETSTAT_PROBE_MODE`).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let bin = enetstat_bin();
         let command = format!("{} {}", bin.display(), args.join(" "));

@@ -10,7 +10,7 @@ use std::{
 };
 
 use enetstat_tests::{
-    Cgroup, Peer, PortReservation, Signal, Tracer, current_netns, enetstat_bin, require_root,
+    Cgroup, Peer, PortReservation, Signal, Tracer, current_netns, enetstat_bin, require_root, skip,
 };
 use serde_json::Value;
 
@@ -51,7 +51,10 @@ fn a_containers_sockets_name_it_in_snapshots_events_and_lifecycles() {
     let id = container_id();
     let rel = format!("enetstat-test-{}/docker-{id}.scope", std::process::id());
     let Some(cg) = Cgroup::create(&rel) else {
-        eprintln!("SKIPPED: no cgroup v2 mounted");
+        skip(
+            "a_containers_sockets_name_it_in_snapshots_events_and_lifecycles",
+            "no cgroup v2 is mounted",
+        );
         return;
     };
     let docker = format!("docker://{id}");

@@ -7,10 +7,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::Path,
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -18,9 +15,9 @@ use std::{
 use enetstat_tests::{
     Cgroup, Peer, PortReservation, Signal,
     daemon::{Conn, Daemon, TempDir},
-    enetstat_bin, peer_bin, prog_ids_held_by, require_root,
+    enetstat_bin, peer_bin, prog_ids_held_by, require_program, require_root,
     scenario::{Child, Netns},
-    wait_progs_gone,
+    skip, wait_progs_gone,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -39,13 +36,20 @@ struct Ev {
     container: Option<String>,
 }
 
-/// A subscription read on its own thread until `stop` is set and the line stream is idle.
+/// A subscription read on its own thread until it has as many events as the test expects
+/// (told by [`Reader::finish`]), and then until the stream pauses, so an extra event still on
+/// its way shows up as a wrong count. A reader that never gets its count gives up after a
+/// minute without data, and the count check then fails.
 struct Reader {
     handle: thread::JoinHandle<(Vec<Ev>, Vec<String>)>,
+    expected: Arc<Mutex<Option<usize>>>,
 }
 
+/// How long a reader that has not got its events waits for more before it gives up.
+const READER_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Reader {
-    fn start(socket: &Path, filter: &str, stop: Arc<AtomicBool>) -> Reader {
+    fn start(socket: &Path, filter: &str) -> Reader {
         let mut conn = Conn::connect(socket);
         let ack =
             conn.request(&json!({"v":1,"op":"subscribe","stream":"transitions","filter":filter}));
@@ -58,12 +62,12 @@ impl Reader {
             .set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let filter = filter.to_owned();
+        let expected = Arc::new(Mutex::new(None::<usize>));
+        let want = expected.clone();
         let handle = thread::spawn(move || {
             let mut events = Vec::new();
             let mut other = Vec::new();
             let mut buf = String::new();
-            // Under load the daemon's writers may lag the engine by more than one timeout:
-            // stop only after `stop` is set and the stream has been quiet for a while.
             let mut last_data = Instant::now();
             loop {
                 match conn.reader.read_line(&mut buf) {
@@ -85,10 +89,11 @@ impl Reader {
                             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                         ) =>
                     {
-                        if stop.load(Ordering::Relaxed)
-                            && buf.is_empty()
-                            && last_data.elapsed() > Duration::from_secs(3)
-                        {
+                        let done = want
+                            .lock()
+                            .unwrap()
+                            .is_some_and(|n| events.len() >= n && buf.is_empty());
+                        if done || last_data.elapsed() > READER_PATIENCE {
                             break;
                         }
                     }
@@ -97,10 +102,12 @@ impl Reader {
             }
             (events, other)
         });
-        Reader { handle }
+        Reader { handle, expected }
     }
 
-    fn finish(self) -> (Vec<Ev>, Vec<String>) {
+    /// Waits until the reader has `expected` events (or gives up), and returns what it got.
+    fn finish(self, expected: usize) -> (Vec<Ev>, Vec<String>) {
+        *self.expected.lock().unwrap() = Some(expected);
         self.handle.join().expect("reader thread")
     }
 }
@@ -174,13 +181,12 @@ fn daemon_fifty_subscribers_under_20000_connections_get_exactly_their_events() {
         "fifty",
         &["--client-queue", "4000000", "--ring-size", "64M"],
     );
-    let stop = Arc::new(AtomicBool::new(false));
     let base = format!("port = :{port}");
-    let reference = Reader::start(&daemon.socket, &base, stop.clone());
+    let reference = Reader::start(&daemon.socket, &base);
     let filters = fifty_filters(port);
     let readers: Vec<_> = filters
         .iter()
-        .map(|(f, _)| Reader::start(&daemon.socket, &format!("{base} and ({f})"), stop.clone()))
+        .map(|(f, _)| Reader::start(&daemon.socket, &format!("{base} and ({f})")))
         .collect();
     assert_eq!(stats(&daemon.socket)["subscribers"], 51);
 
@@ -189,45 +195,43 @@ fn daemon_fifty_subscribers_under_20000_connections_get_exactly_their_events() {
     churn.wait_line("done ");
     churn.wait_success();
     settle(&daemon.socket, Duration::from_secs(2));
-    thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-
-    let (all, errors) = reference.finish();
-    assert!(errors.is_empty(), "reference: {errors:?}");
     let s = stats(&daemon.socket);
     let lost =
         s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
+    assert_eq!(lost, 0, "the 64 MiB ring lost events: {s}");
     // Every connection makes 10 transitions, the listener 2.
-    // Under heavy load the kernel has been seen to end a few orphaned FIN_WAIT1 sockets with
-    // no traced transition at all (reconciliation then removes them, counted); that is the
-    // tracer's fidelity, which the churn tests check, not the fan-out checked here.
-    let vanished = s["corrections"]["removed"].as_u64().unwrap_or(0);
-    if lost == 0 && vanished == 0 {
-        let mut by_change = std::collections::BTreeMap::new();
-        for e in &all {
-            *by_change
-                .entry((e.old.clone(), e.new.clone()))
-                .or_insert(0u64) += 1;
-        }
-        assert_eq!(
-            all.len() as u64,
-            CONNECTIONS * 10 + 2,
-            "reference subscription: {by_change:?}; daemon: {s}"
-        );
-    } else {
-        eprintln!(
-            "note: the kernel lost {lost} records and {vanished} sockets closed untraced; \
-             comparing with what arrived"
-        );
+    // Under heavy load the kernel has been seen to take a few orphaned FIN_WAIT1 sockets on
+    // with no traced transition at all (kernel_seen is short by as many, with nothing lost;
+    // reconciliation then corrects their state, or removes them, counted); each such socket
+    // misses at most its last two transitions (FIN_WAIT1 -> FIN_WAIT2 -> CLOSE). Without any
+    // correction, the count is exact. That is the tracer's fidelity, which the churn tests
+    // check; the fan-out is checked here.
+    let vanished =
+        s["corrections"]["removed"].as_u64().unwrap() + s["corrections"]["state"].as_u64().unwrap();
+    let expected = CONNECTIONS * 10 + 2;
+    let floor = expected.saturating_sub(2 * vanished);
+    let (all, errors) = reference.finish(usize::try_from(floor).unwrap());
+    assert!(errors.is_empty(), "reference: {errors:?}");
+    let mut by_change = std::collections::BTreeMap::new();
+    for e in &all {
+        *by_change
+            .entry((e.old.clone(), e.new.clone()))
+            .or_insert(0u64) += 1;
     }
+    let n = all.len() as u64;
+    assert!(
+        (floor..=expected).contains(&n),
+        "reference subscription: {n} events, want {expected} ({vanished} sockets corrected by \
+         reconciliation); {by_change:?}; daemon: {s}"
+    );
     assert!(
         all.windows(2)
             .all(|w| w[0].ts_ns <= w[1].ts_ns || w[0].cookie != w[1].cookie)
     );
     let mut problems = Vec::new();
     for ((filter, test), reader) in filters.iter().zip(readers) {
-        let (got, errors) = reader.finish();
         let want: Vec<Ev> = all.iter().filter(|e| test(e)).cloned().collect();
+        let (got, errors) = reader.finish(want.len());
         if !errors.is_empty() {
             problems.push(format!("{filter}: {errors:?}"));
         }
@@ -254,35 +258,42 @@ fn daemon_cuts_off_a_slow_client_and_the_others_complete() {
     const CONNECTIONS: u64 = 3_000;
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = reservation.port();
-    let daemon = Daemon::start("slow", &["--client-queue", "10000"]);
+    // The slow client is cut off once 20,000 of the 30,002 events wait for it; the fast one
+    // would have to fall as far behind, which a loaded 2-core machine has been seen to make
+    // it do at 10,000.
+    let daemon = Daemon::start("slow", &["--client-queue", "20000"]);
     let filter = format!("port = :{port}");
     // The slow client subscribes and reads nothing until the churn is over.
     let mut slow = Conn::connect(&daemon.socket);
     let ack = slow.request(&json!({"v":1,"op":"subscribe","filter":filter}));
     assert_eq!(ack["ok"], true);
-    let stop = Arc::new(AtomicBool::new(false));
-    let fast = Reader::start(&daemon.socket, &filter, stop.clone());
+    let fast = Reader::start(&daemon.socket, &filter);
 
     let (mut churn, _) = Peer::churn(reservation.addr(), CONNECTIONS);
     churn.wait_line("done ");
     churn.wait_success();
     settle(&daemon.socket, Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let (all, errors) = fast.finish();
+    let s = stats(&daemon.socket);
+    let lost =
+        s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
+    assert_eq!(lost, 0, "the kernel lost events: {s}");
+    // As in the fifty-subscriber test: sockets the kernel took from FIN_WAIT1 on untraced
+    // (corrected by reconciliation, counted) miss at most two transitions each.
+    let vanished =
+        s["corrections"]["removed"].as_u64().unwrap() + s["corrections"]["state"].as_u64().unwrap();
+    let expected = CONNECTIONS * 10 + 2;
+    let floor = expected.saturating_sub(2 * vanished);
+    let (all, errors) = fast.finish(usize::try_from(floor).unwrap());
     assert!(
         errors.is_empty(),
         "the fast client was cut off too: {errors:?}"
     );
-    let s = stats(&daemon.socket);
-    let lost =
-        s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
-    if lost == 0 {
-        assert_eq!(
-            all.len() as u64,
-            CONNECTIONS * 10 + 2,
-            "the fast client; daemon: {s}"
-        );
-    }
+    let n = all.len() as u64;
+    assert!(
+        (floor..=expected).contains(&n),
+        "the fast client got {n} events, want {expected} ({vanished} sockets corrected by \
+         reconciliation); daemon: {s}"
+    );
 
     let rest = slow.rest();
     let lines: Vec<&str> = rest.lines().collect();
@@ -392,8 +403,13 @@ fn daemon_socket_admits_its_group_and_refuses_everyone_else() {
     if !require_root("daemon_socket_admits_its_group_and_refuses_everyone_else") {
         return;
     }
-    if which("setpriv").is_none() {
-        eprintln!("SKIPPED: setpriv (util-linux) is missing");
+    if require_program(
+        "daemon_socket_admits_its_group_and_refuses_everyone_else",
+        "setpriv",
+        "util-linux",
+    )
+    .is_none()
+    {
         return;
     }
     // gid 4 (adm on Debian): nobody is not in it.
@@ -403,14 +419,16 @@ fn daemon_socket_admits_its_group_and_refuses_everyone_else() {
     assert_eq!((meta.uid(), meta.gid()), (0, 4));
     let socket = daemon.socket.to_str().unwrap();
 
-    let out = as_nobody("", &["--socket", socket, "-tan"]);
+    // `--recent` needs the daemon's live table (a plain snapshot reads the kernel's dump
+    // itself and needs no daemon, see below).
+    let out = as_nobody("", &["--socket", socket, "-tan", "--recent", "1m"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an outsider got in: {stderr}");
     assert!(stderr.contains("permission denied"), "{stderr}");
     assert!(stderr.contains("usermod -aG"), "{stderr}");
 
     // A member of the group needs no root: the same snapshot works.
-    let out = as_nobody("4", &["--socket", socket, "-tan"]);
+    let out = as_nobody("4", &["--socket", socket, "-tan", "--recent", "1m"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -422,14 +440,18 @@ fn daemon_socket_admits_its_group_and_refuses_everyone_else() {
         "{stdout}"
     );
     assert!(stdout.contains("-- tracing:"), "{stdout}");
-}
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
+    // A plain snapshot never depends on the daemon: the outsider gets it from the kernel's
+    // socket dump, exactly as without a daemon.
+    let through = as_nobody("", &["--socket", socket, "-tan"]);
+    assert!(
+        through.status.success(),
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    let text = String::from_utf8_lossy(&through.stdout);
+    assert!(text.starts_with("Active Internet connections"), "{text}");
+    assert!(!text.contains("-- tracing:"), "{text}");
 }
 
 fn enetstat(args: &[&str]) -> std::process::Output {
@@ -455,13 +477,21 @@ fn daemon_killed_with_sigkill_leaves_no_program_and_restarts_on_its_stale_socket
     assert!(left.is_empty(), "programs left attached: {left:?}");
     assert!(socket.exists(), "kill -9 cannot remove the socket");
     let s = socket.to_str().unwrap();
-    let out = enetstat(&["--socket", s, "-tan"]);
+    // The live table needs a daemon: a stale socket is named.
+    let out = enetstat(&["--socket", s, "-tan", "--recent", "1m"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("no daemon answers"), "{stderr}");
+    // A plain snapshot is not blocked by the stale socket.
+    let out = enetstat(&["--socket", s, "-tan"]);
+    assert!(
+        out.status.success(),
+        "a stale socket blocked a plain snapshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let daemon = Daemon::start_at(dir, socket.clone(), &[]);
-    let out = enetstat(&["--socket", s, "-tan"]);
+    let out = enetstat(&["--socket", s, "-tan", "--recent", "1m"]);
     assert!(
         out.status.success(),
         "{}",
@@ -515,10 +545,11 @@ fn daemon_metrics_pass_promtool_and_a_real_prometheus_sees_connections_rise() {
     if !require_root("daemon_metrics_pass_promtool_and_a_real_prometheus_sees_connections_rise") {
         return;
     }
-    let (Some(promtool), Some(prometheus)) = (which("promtool"), which("prometheus")) else {
-        eprintln!(
-            "SKIPPED: promtool/prometheus missing (Debian package `prometheus`; cargo xtask setup installs it)"
-        );
+    const TEST: &str = "daemon_metrics_pass_promtool_and_a_real_prometheus_sees_connections_rise";
+    let (Some(promtool), Some(prometheus)) = (
+        require_program(TEST, "promtool", "prometheus"),
+        require_program(TEST, "prometheus", "prometheus"),
+    ) else {
         return;
     };
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -636,9 +667,8 @@ fn daemon_tells_two_network_namespaces_apart() {
     let (a, b) = (Netns::new("da"), Netns::new("db"));
     let (ia, ib) = (netns_inode(&a), netns_inode(&b));
     assert_ne!(ia, ib);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ra = Reader::start(&daemon.socket, &format!("netns {ia}"), stop.clone());
-    let rb = Reader::start(&daemon.socket, &format!("netns {ib}"), stop.clone());
+    let ra = Reader::start(&daemon.socket, &format!("netns {ia}"));
+    let rb = Reader::start(&daemon.socket, &format!("netns {ib}"));
     for (ns, n) in [(&a, 10), (&b, 20)] {
         let out = ns
             .command(peer_bin())
@@ -657,10 +687,8 @@ fn daemon_tells_two_network_namespaces_apart() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    settle(&daemon.socket, Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (ea, _) = ra.finish();
-    let (eb, _) = rb.finish();
+    let (ea, _) = ra.finish(10 * 10 + 2);
+    let (eb, _) = rb.finish(20 * 10 + 2);
     assert_eq!(ea.len(), 10 * 10 + 2, "namespace a: {ea:#?}");
     assert_eq!(eb.len(), 20 * 10 + 2, "namespace b");
     assert!(ea.iter().all(|e| e.netns == ia));
@@ -834,16 +862,56 @@ fn assert_least_privilege(daemon: &Daemon, uid: u32, peer_uid: u32) {
         .strip_prefix("listening ")
         .expect("listening PORT")
         .to_owned();
-    let out = enetstat(&["--socket", daemon.socket.to_str().unwrap(), "-tlnp"]);
+    // The socket's inode and uid come with the next dump (a transition carries neither):
+    // wait, by the daemon's own counter, for a reconciliation that started after the listen.
+    let at = stats(&daemon.socket)["reconciliations"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats(&daemon.socket)["reconciliations"].as_u64().unwrap() < at + 2 {
+        assert!(Instant::now() < deadline, "no reconciliation in 30 s");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Served by the daemon (`--recent` needs its live table).
+    let out = enetstat(&[
+        "--socket",
+        daemon.socket.to_str().unwrap(),
+        "-tlnp",
+        "--recent",
+        "1s",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
         .lines()
         .find(|l| l.contains(&format!("127.0.0.1:{port} ")))
         .unwrap_or_else(|| panic!("no row for port {port}:\n{text}"));
     assert!(
-        row.contains(&format!("{}/enetstat-peer", server.pid())) || row.contains("/enetstat-peer"),
-        "{row}"
+        row.contains(&format!(" {}/enetstat-peer", server.pid())),
+        "the row names the listener's pid and program: {row}"
     );
+    // The same in JSON: the exact pid, program and uid.
+    let out = enetstat(&[
+        "--socket",
+        daemon.socket.to_str().unwrap(),
+        "-tlnp",
+        "--recent",
+        "1s",
+        "-o",
+        "json",
+    ]);
+    let snapshot: Value = serde_json::from_slice(&out.stdout).expect("-o json");
+    let socket = snapshot["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["local_port"]
+                .as_u64()
+                .is_some_and(|p| p.to_string() == port)
+        })
+        .unwrap_or_else(|| panic!("no socket for port {port}: {snapshot}"));
+    assert_eq!(socket["pid"], server.pid(), "{socket}");
+    assert_eq!(socket["program"], "enetstat-peer", "{socket}");
+    assert_eq!(socket["uid"], peer_uid, "{socket}");
+    assert_eq!(socket["holds"], true, "{socket}");
     // Subscriptions and stats keep working too.
     assert!(stats(&daemon.socket)["pid"].as_u64().is_some());
 }
@@ -905,28 +973,25 @@ fn daemon_subscription_filters_by_cgroup_path() {
         std::process::id()
     );
     let Some(cg) = Cgroup::create(&rel) else {
-        eprintln!("SKIPPED: daemon_subscription_filters_by_cgroup_path: no cgroup v2 mounted");
+        skip(
+            "daemon_subscription_filters_by_cgroup_path",
+            "no cgroup v2 is mounted",
+        );
         return;
     };
     let id = cg.id();
     let daemon = Daemon::start("cgroup", &[]);
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let stop = Arc::new(AtomicBool::new(false));
     // By path; the daemon resolves it to the id.
-    let inside = Reader::start(
+    let inside = Reader::start(&daemon.socket, &format!("cgroup {}", cg.rel()));
+    let outside = Reader::start(
         &daemon.socket,
-        &format!("cgroup {}", cg.rel()),
-        stop.clone(),
+        &format!("port = :{} and not cgroup {id}", reservation.port()),
     );
-    let mut outside = Conn::connect(&daemon.socket);
-    let ack = outside.request(&json!({"v":1,"op":"subscribe","filter":format!("port = :{} and not cgroup {id}", reservation.port())}));
-    assert_eq!(ack["ok"], true);
     let addr = reservation.addr().to_string();
     let mut churn = Peer::spawn_in(&cg, &["churn", "--addr", &addr, "--connections", "5"]);
     churn.wait_success();
-    settle(&daemon.socket, Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (events, _) = inside.finish();
+    let (events, _) = inside.finish(5 * 10 + 2);
     assert_eq!(events.len(), 5 * 10 + 2, "{events:#?}");
     assert!(events.iter().all(|e| e.cgroup == id));
     // The daemon names the container from the cgroup's path.
@@ -937,20 +1002,46 @@ fn daemon_subscription_filters_by_cgroup_path() {
             .all(|e| e.container.as_deref() == Some(&podman)),
         "{events:#?}"
     );
-    // Nothing of the test's port came from another cgroup.
-    outside
-        .reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut line = String::new();
-    let more = outside.reader.read_line(&mut line);
+    // Then one connection on the same port from outside the cgroup: the outside subscription
+    // gets exactly its 12 transitions, and nothing of the 52 made inside, which came first.
+    let (mut other, _) = Peer::churn(reservation.addr(), 1);
+    other.wait_success();
+    let (events, _) = outside.finish(12);
+    assert_eq!(events.len(), 12, "outside the cgroup: {events:#?}");
     assert!(
-        more.is_err() || line.is_empty(),
-        "outside the cgroup: {line}"
+        events.iter().all(|e| e.cgroup != id),
+        "outside the cgroup: {events:#?}"
     );
     drop(daemon);
     reservation.release();
+}
+
+/// The event-log files under `dir`, sorted, each checked to be at most `max` bytes of NDJSON
+/// transitions, with the transitions of `port` counted.
+fn event_log_files(dir: &Path, max: u64, port: u16) -> (Vec<String>, u64) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut ours = 0u64;
+    for f in &files {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(size <= max, "{} is {size} bytes", f.display());
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let ev: Ev = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a transition ({e}): {line}", f.display()));
+            if ev.lport == Some(port) || ev.rport == Some(port) {
+                ours += 1;
+            }
+        }
+    }
+    let names = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    (names, ours)
 }
 
 #[test]
@@ -961,15 +1052,16 @@ fn daemon_event_log_is_ndjson_rotated_by_size_and_loses_nothing() {
     const CONNECTIONS: u64 = 1_000;
     let logs = TempDir::new("evlog");
     let log = logs.path.join("events.ndjson");
+    // 10,002 lines of ~300 bytes make a dozen 256 KiB files: all kept.
     let daemon = Daemon::start(
         "evlog",
         &[
             "--event-log",
             log.to_str().unwrap(),
             "--event-log-size",
-            "1M",
+            "256K",
             "--event-log-keep",
-            "100",
+            "1000",
         ],
     );
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -978,50 +1070,231 @@ fn daemon_event_log_is_ndjson_rotated_by_size_and_loses_nothing() {
     churn.wait_line("done ");
     churn.wait_success();
     settle(&daemon.socket, Duration::from_secs(1));
+    // Stopping the daemon flushes the log.
     let s = stats(&daemon.socket);
     let (finished, _dir, _) = daemon.stop(Signal::Term);
     finished.assert_success();
-    // Other tests (and whatever else runs here) make transitions too, so what the log holds
-    // beyond this test's port, and whether the writer kept up, depend on the machine's load.
     let rotations = s["event_log_rotations"].as_u64().unwrap();
-    let dropped = s["event_log_dropped"].as_u64().unwrap();
     let lost =
         s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
-    assert!(rotations >= 1, "{s}");
-    let mut files: Vec<_> = std::fs::read_dir(&logs.path)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    let mut ours = 0u64;
-    let mut total = 0u64;
-    for f in &files {
-        let size = std::fs::metadata(f).unwrap().len();
-        assert!(size <= 1 << 20, "{} is {size} bytes", f.display());
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            let ev: Ev = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}: not a transition ({e}): {line}", f.display()));
-            total += 1;
-            if ev.lport == Some(port) || ev.rport == Some(port) {
-                ours += 1;
-            }
-        }
-    }
-    assert!(files.len() <= 101, "{} files kept", files.len());
-    if rotations <= 100 {
-        // Nothing rotated away: everything written is there (more may have been written
-        // between the stats and the stop).
-        assert!(
-            total >= s["event_log_written"].as_u64().unwrap(),
-            "{total}; {s}"
-        );
-        if dropped == 0 && lost == 0 {
-            assert_eq!(ours, CONNECTIONS * 10 + 2, "{} files; {s}", files.len());
-        } else {
-            eprintln!("note: the event log dropped {dropped} and the kernel lost {lost} events");
-            assert!(ours + dropped + lost >= CONNECTIONS * 10 + 2, "{ours}; {s}");
-        }
-    }
+    assert_eq!(lost, 0, "the kernel lost events: {s}");
+    assert_eq!(
+        s["event_log_dropped"], 0,
+        "the event log dropped events: {s}"
+    );
+    assert!(rotations >= 5, "{s}");
+    let (files, ours) = event_log_files(&logs.path, 256 << 10, port);
+    // More may have rotated between the stats and the stop, never fewer.
+    assert!(
+        files.len() as u64 > rotations,
+        "the log and every rotated file are kept: {files:?}; {s}"
+    );
+    assert_eq!(ours, CONNECTIONS * 10 + 2, "{files:?}; {s}");
     reservation.release();
+}
+
+/// `--event-log-keep N` keeps exactly N rotated files: the oldest go.
+#[test]
+fn daemon_event_log_keeps_only_event_log_keep_rotated_files() {
+    if !require_root("daemon_event_log_keeps_only_event_log_keep_rotated_files") {
+        return;
+    }
+    let logs = TempDir::new("evkeep");
+    let log = logs.path.join("events.ndjson");
+    let daemon = Daemon::start(
+        "evkeep",
+        &[
+            "--event-log",
+            log.to_str().unwrap(),
+            "--event-log-size",
+            "16K",
+            "--event-log-keep",
+            "2",
+        ],
+    );
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // 2,002 lines of ~300 bytes: about 40 files' worth.
+    let (mut churn, _) = Peer::churn(reservation.addr(), 200);
+    churn.wait_line("done ");
+    churn.wait_success();
+    settle(&daemon.socket, Duration::from_secs(1));
+    let s = stats(&daemon.socket);
+    let (finished, _dir, _) = daemon.stop(Signal::Term);
+    finished.assert_success();
+    assert!(s["event_log_rotations"].as_u64().unwrap() > 2, "{s}");
+    let (files, _) = event_log_files(&logs.path, 16 << 10, reservation.port());
+    assert_eq!(
+        files,
+        ["events.ndjson", "events.ndjson.1", "events.ndjson.2"],
+        "{s}"
+    );
+    reservation.release();
+}
+
+/// The sum of the samples of `name` whose labels include every pair of `labels`, in a
+/// Prometheus or OpenMetrics text body; `None` when there is no such sample.
+fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        if series_name != name
+            || !labels
+                .iter()
+                .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad sample: {line}"));
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+/// GET /metrics with `accept` (if any): the Content-Type and the body.
+fn get_metrics(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
+    let mut s =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET /metrics: {head}");
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-type:")
+                .then(|| l["content-type:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Content-Type: {head}"));
+    (ctype, body.to_owned())
+}
+
+/// Every metric the README lists is served, with its label values, and counts what the test
+/// did (at least: the daemon sees the whole host); OpenMetrics is served when asked for.
+#[test]
+fn daemon_metrics_serve_every_readme_metric_and_openmetrics_when_asked() {
+    if !require_root("daemon_metrics_serve_every_readme_metric_and_openmetrics_when_asked") {
+        return;
+    }
+    const CONNECTIONS: f64 = 20.0;
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let metrics_port = PortReservation::new(lo);
+    let addr = metrics_port.addr();
+    let daemon = Daemon::start("metricnames", &["--metrics", &addr.to_string()]);
+    let (_, before) = get_metrics(addr, None);
+    let value = |body: &str, name: &str, labels: &[(&str, &str)]| {
+        metric(body, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}:\n{body}"))
+    };
+    let opened = |body: &str| {
+        value(
+            body,
+            "enetstat_connections_opened_total",
+            &[("direction", "active")],
+        )
+    };
+
+    let target = PortReservation::new(lo);
+    let (mut churn, _) = Peer::churn(target.addr(), CONNECTIONS as u64);
+    churn.wait_line("done ");
+    churn.wait_success();
+    // One refused connection: nothing listens on a released port.
+    let refused = PortReservation::new(lo);
+    let refused_addr = refused.addr();
+    refused.release();
+    let err = TcpStream::connect(refused_addr).expect_err("nothing listens there");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    settle(&daemon.socket, Duration::from_secs(1));
+    // The gauges follow the reconciliation tick (1 s): wait for the counters, then one tick.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let (_, body) = get_metrics(addr, None);
+        if opened(&body) >= opened(&before) + CONNECTIONS + 1.0 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics never counted the churn:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let grew = |name: &str, labels: &[(&str, &str)], by: f64| {
+        let (b, a) = (
+            metric(&before, name, labels).unwrap_or(0.0),
+            value(&after, name, labels),
+        );
+        assert!(a >= b + by, "{name} {labels:?}: {b} -> {a}, want +{by}");
+    };
+    grew(
+        "enetstat_connections_opened_total",
+        &[("direction", "passive")],
+        CONNECTIONS,
+    );
+    grew(
+        "enetstat_connections_closed_total",
+        &[("end", "normal")],
+        2.0 * CONNECTIONS,
+    );
+    grew(
+        "enetstat_connections_closed_total",
+        &[("end", "refused")],
+        1.0,
+    );
+    grew(
+        "enetstat_transitions_total",
+        &[("old", "SYN_SENT"), ("new", "ESTABLISHED")],
+        CONNECTIONS,
+    );
+    grew("enetstat_connect_latency_seconds_count", &[], CONNECTIONS);
+    grew(
+        "enetstat_connection_lifetime_seconds_count",
+        &[],
+        2.0 * CONNECTIONS,
+    );
+    for end in ["timeout", "reset_received", "reset_sent", "aborted"] {
+        value(&after, "enetstat_connections_closed_total", &[("end", end)]);
+    }
+    for kind in ["added", "removed", "state"] {
+        value(
+            &after,
+            "enetstat_reconciliation_corrections_total",
+            &[("kind", kind)],
+        );
+    }
+    for table in ["sockets", "history"] {
+        value(&after, "enetstat_table_overflow_total", &[("table", table)]);
+    }
+    for name in [
+        "enetstat_table_sockets",
+        "enetstat_history_connections",
+        "enetstat_ringbuf_drops_total",
+        "enetstat_kernel_recursion_misses_total",
+    ] {
+        value(&after, name, &[]);
+    }
+    assert!(value(&after, "enetstat_sockets", &[("state", "LISTEN")]) >= 1.0);
+
+    // Content negotiation: OpenMetrics when asked (it ends with `# EOF`), else Prometheus text.
+    let (ctype, body) = get_metrics(addr, Some("application/openmetrics-text; version=1.0.0"));
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let (ctype, body) = get_metrics(addr, None);
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    assert!(!body.contains("# EOF"), "{body}");
+    drop(daemon);
+    target.release();
+    metrics_port.release();
 }

@@ -312,3 +312,105 @@ fn a_malformed_expression_fails_with_a_caret() {
          `dport =`, found `and`\n  dport = and state established\n          ^^^\n"
     );
 }
+
+/// Every transition of one connection, by socket, the client closing first.
+fn whole_connection() -> Seen {
+    use Role::*;
+    vec![
+        (Listener, Close, Listen),
+        (Listener, Listen, Close),
+        (Client, Close, SynSent),
+        (Client, SynSent, Established),
+        (Client, Established, FinWait1),
+        (Client, FinWait1, FinWait2),
+        (Client, FinWait2, Close),
+        (Accepted, Listen, SynRecv),
+        (Accepted, SynRecv, Established),
+        (Accepted, Established, CloseWait),
+        (Accepted, CloseWait, LastAck),
+        (Accepted, LastAck, Close),
+    ]
+}
+
+/// The kernel-side filter leaves out in the kernel what the expression drops, and nothing it
+/// keeps: every record that reaches userspace is shown (`seen - filtered - lost == shown`), a
+/// connection on another port is counted as filtered, and every transition on the watched
+/// port is there (none wrongly dropped). A kernel filter that keeps everything fails here.
+#[test]
+fn the_kernel_filter_drops_exactly_what_the_expression_drops() {
+    if !require_root("the_kernel_filter_drops_exactly_what_the_expression_drops") {
+        return;
+    }
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let watched = PortReservation::new(lo);
+    let other = PortReservation::new(lo);
+    let server = watched.addr();
+    let dir = enetstat_tests::daemon::TempDir::new("kfilter");
+    let stats_path = dir.path.join("stats.json");
+    let expr = format!("port = :{}", server.port());
+    let tracer = Tracer::start(&[
+        "-v",
+        "watch",
+        "-o",
+        "json",
+        "--stats-json",
+        stats_path.to_str().unwrap(),
+        &expr,
+    ]);
+    // Twelve transitions on another port, which the kernel must leave out, then the watched
+    // connection.
+    one_connection(other.addr());
+    one_connection(server);
+    let want = whole_connection();
+    let finished = finish(tracer, want.len());
+    let summary = finished.summary();
+    let got: Seen = finished
+        .transitions()
+        .iter()
+        .map(|t| (role(server, t.lport, t.rport), t.old, t.new))
+        .collect();
+    assert_eq!(
+        sorted(got),
+        sorted(want),
+        "the watched connection's transitions (none may be dropped); lines: {:#?}",
+        finished.stdout
+    );
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_path).expect("--stats-json file"))
+            .expect("--stats-json writes JSON");
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k} in {stats}"))
+    };
+    let (seen, filtered, lost, received) = (n("seen"), n("filtered"), n("lost"), n("received"));
+    assert_eq!(seen, summary.seen, "--stats-json and the summary disagree");
+    assert_eq!(lost, 0, "events lost: {stats}");
+    assert!(
+        filtered >= 12,
+        "the other port's 12 transitions were not left out in the kernel: {stats}"
+    );
+    assert_eq!(
+        seen - filtered,
+        received,
+        "every record the kernel kept reached userspace: {stats}"
+    );
+    assert_eq!(
+        received, summary.shown,
+        "the kernel passed records the expression drops (it should have left them out): {stats}"
+    );
+    // `-v` says the same.
+    let line = format!(
+        "enetstat: kernel filter: {filtered} of {seen} transitions left out in the kernel, {} \
+         passed to userspace",
+        seen - filtered
+    );
+    assert!(
+        finished.stderr.contains(&line),
+        "-v printed no `{line}`; stderr: {:#?}",
+        finished.stderr
+    );
+    watched.release();
+    other.release();
+}

@@ -90,8 +90,10 @@ pub struct Stats {
     /// Records received from the kernel.
     pub received: u64,
     pub undecodable: u64,
-    /// Kernel: transitions seen, lost to a full ring, lost to recursion.
+    /// Kernel: transitions seen, left out by the kernel-side filter, lost to a full ring, lost
+    /// to recursion.
     pub kernel_seen: u64,
+    pub kernel_filtered: u64,
     pub kernel_ringbuf_full: u64,
     pub kernel_recursion_misses: u64,
     #[serde(flatten)]
@@ -290,6 +292,7 @@ impl Engine {
                     received: self.flow.received,
                     undecodable: self.flow.undecodable,
                     kernel_seen: k.seen,
+                    kernel_filtered: k.filtered,
                     kernel_ringbuf_full: k.ringbuf_full,
                     kernel_recursion_misses: k.recursion_misses,
                     table: self.table.counters(),

@@ -52,7 +52,7 @@ pub enum WireServers {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnapshotRequest {
     /// A filter expression (the `watch` language) every socket must match; empty for all.
     pub filter: String,
@@ -115,7 +115,7 @@ pub enum WireTime {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubscribeRequest {
     pub stream: Stream,
     /// A filter expression; empty for everything.
@@ -127,7 +127,8 @@ pub struct SubscribeRequest {
     pub time: WireTime,
     /// Text: UTC instead of local time.
     pub utc: bool,
-    /// Text with `time: relative`: the kernel monotonic time (ns) that is time zero.
+    /// Text with `time: relative`: the kernel monotonic time (ns) that is time zero; 0 (the
+    /// default) counts from the subscription.
     pub start_ns: u64,
     /// Text and CSV: send the header line first (`enetstat watch` writes its own).
     pub header: bool,
@@ -171,14 +172,23 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         return Err(RequestError::TooLong);
     }
     let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
-    let Some(obj) = value.as_object() else {
+    let Some(obj) = value.as_object_mut() else {
         return Err(RequestError::Malformed("not a JSON object".into()));
     };
-    match obj.get("v") {
+    // A field the daemon does not know is refused, not ignored: a misspelt option would
+    // otherwise silently do nothing. `v` is checked here; the rest by serde.
+    if obj.get("op").and_then(|op| op.as_str()) == Some("stats")
+        && let Some(extra) = obj.keys().find(|k| !matches!(k.as_str(), "v" | "op"))
+    {
+        return Err(RequestError::Malformed(format!(
+            "unknown field `{extra}`: `stats` takes none"
+        )));
+    }
+    match obj.remove("v") {
         None => return Err(RequestError::NoVersion),
-        Some(v) => match v.as_u64() {
+        Some(ref v) => match v.as_u64() {
             Some(n) if n == u64::from(VERSION) => {}
             Some(n) => return Err(RequestError::Version(n)),
             None => return Err(RequestError::Malformed("\"v\" is not a number".into())),
@@ -318,6 +328,29 @@ mod tests {
         );
         let lag: serde_json::Value = serde_json::from_str(&lagged_line(7)).unwrap();
         assert_eq!(lag["error"], "lagged: 7 events dropped");
+        // Unknown fields are refused, naming the field, in every op.
+        for line in [
+            &br#"{"v":1,"op":"snapshot","fliter":"port = :22"}"#[..],
+            br#"{"v":1,"op":"subscribe","fromat":"text"}"#,
+            br#"{"v":1,"op":"stats","verbose":true}"#,
+        ] {
+            let Err(RequestError::Malformed(why)) = parse_request(line) else {
+                panic!("accepted {}", String::from_utf8_lossy(line))
+            };
+            assert!(why.contains("unknown field"), "{why}");
+        }
+        // `servers` takes netstat's three choices.
+        for (word, servers) in [
+            ("exclude", WireServers::Exclude),
+            ("only", WireServers::Only),
+            ("include", WireServers::Include),
+        ] {
+            let line = format!(r#"{{"v":1,"op":"snapshot","servers":"{word}"}}"#);
+            let Ok(Request::Snapshot(r)) = parse_request(line.as_bytes()) else {
+                panic!("{line}")
+            };
+            assert_eq!(r.servers, servers);
+        }
         assert_eq!(lag["lagged"], 7);
     }
 

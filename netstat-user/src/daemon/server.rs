@@ -364,9 +364,13 @@ async fn subscribe(
     rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut OwnedWriteHalf,
     shared: &Shared,
-    r: SubscribeRequest,
+    mut r: SubscribeRequest,
     filter: Filter,
 ) -> io::Result<()> {
+    // `"time":"relative"` without a `start_ns` counts from the subscription, not from boot.
+    if r.start_ns == 0 {
+        r.start_ns = crate::clock::monotonic_ns();
+    }
     let (queue, mut rx) = mpsc::channel(shared.queue_len.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let sub = Subscription {

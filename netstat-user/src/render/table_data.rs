@@ -109,7 +109,8 @@ pub fn write_json<C: Serialize>(
     out.write_all(b"\n")
 }
 
-pub const CSV_HEADER: &str = "time,proto,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms,netns,cgroup,cgroup_path,container";
+/// The JSON socket's fields, in its order, after the snapshot's `time`.
+pub const CSV_HEADER: &str = "time,proto,transport,family,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms,closed_ago_ms,errno,netns,cgroup,cgroup_path,container";
 
 pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "{CSV_HEADER}")
@@ -145,8 +146,10 @@ pub fn write_csv_row(
     };
     writeln!(
         out,
-        "{time},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{},{},{},{},{}",
+        "{time},{},{},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{},{},{},{},{},{},{}",
         j.proto,
+        j.transport,
+        j.family,
         j.local_addr,
         opt(j.local_port),
         j.remote_addr,
@@ -160,6 +163,8 @@ pub fn write_csv_row(
         opt(j.age_ms),
         j.closed,
         opt(j.lifetime_ms),
+        opt(j.closed_ago_ms),
+        opt(j.errno),
         opt(j.netns),
         opt(j.cgroup),
         j.cgroup_path.map(csv_field).unwrap_or_default(),
@@ -252,9 +257,20 @@ mod tests {
         write_csv_row(&mut out, "T", &row(), Some(&Cgroup::new("/a,b".into()))).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "T,tcp6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,false,,\
-             4026531840,,\"/a,b\",\n"
+            "T,tcp6,tcp,ipv6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,\
+             false,,,,4026531840,,\"/a,b\",\n"
         );
-        assert_eq!(CSV_HEADER.split(',').count(), 22);
+    }
+
+    /// CSV has JSON's columns, in JSON's order (after the snapshot's `time`).
+    #[test]
+    fn csv_has_the_json_columns() {
+        let v: Value = serde_json::to_value(JsonSocket::new(&row(), None)).unwrap();
+        let json: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut csv: Vec<&str> = CSV_HEADER.split(',').skip(1).collect();
+        let mut sorted_json = json.clone();
+        sorted_json.sort_unstable();
+        csv.sort_unstable();
+        assert_eq!(csv, sorted_json);
     }
 }

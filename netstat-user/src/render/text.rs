@@ -1,6 +1,7 @@
 //! The human-readable event log, one aligned line per transition.
 //!
-//! Two layouts. The default fits 80 columns: seconds-resolution time, the local port only
+//! Two layouts. The default fits 80 columns (then, on a transition into CLOSE that was not an
+//! orderly close, how it ended: at most 95 columns in all): seconds-resolution time, the local port only
 //! (the local address is nearly always this host's), the remote endpoint shortened from the
 //! left when it is longer than an IPv4 one (IPv6), ESTABLISHED shortened to ESTAB, process
 //! names cut at 8 characters and a compact MS. `--wide` shows everything: microsecond time,

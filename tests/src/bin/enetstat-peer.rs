@@ -76,6 +76,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         accept: u64,
     },
+    /// Bind a UDP socket and never answer what arrives (a DNS server that does not reply),
+    /// until stdin closes.
+    Mute {
+        /// Address to bind.
+        #[arg(long)]
+        addr: SocketAddr,
+    },
     /// Connect and close at once, COUNT times in sequence.
     Connect {
         /// Address to connect to.
@@ -141,6 +148,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { addr, accept } => serve(addr, accept),
+        Command::Mute { addr } => mute(addr),
         Command::Connect {
             addr,
             count,
@@ -199,6 +207,16 @@ fn serve(addr: SocketAddr, accept: u64) -> Result<(), Failure> {
     }
     drop(listener);
     say(&format!("done {accept}"))
+}
+
+fn mute(addr: SocketAddr) -> Result<(), Failure> {
+    let socket = std::net::UdpSocket::bind(addr)
+        .map_err(|e| Failure::io(&format!("cannot bind {addr}"), &e))?;
+    say(&format!("bound {}", local_port(&socket.local_addr())?))?;
+    // Whatever arrives stays unread; stdin closing (the test dropping us) ends it.
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    drop(socket);
+    Ok(())
 }
 
 fn connect(addr: SocketAddr, count: u64, timeout: Duration) -> Result<(), Failure> {

@@ -46,6 +46,10 @@ pub const PACKAGES: &[Package] = &[
         why: "`ps` and `pgrep` for the end-to-end tests",
     },
     Package {
+        name: "util-linux",
+        why: "`setpriv`: the daemon tests run clients as another user",
+    },
+    Package {
         name: "g++",
         why: "libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`",
     },
