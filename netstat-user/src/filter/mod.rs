@@ -32,6 +32,7 @@ pub use self::{
     error::{ParseError, Problem},
     eval::{Observed, Subject},
     groups::{Group, StateSel},
+    parser::{MAX_DEPTH, MAX_LEN},
 };
 use crate::event::Family;
 
