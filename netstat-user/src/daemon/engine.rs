@@ -35,7 +35,12 @@ use crate::{
     tracker::Tracker,
 };
 
-use super::{event_log::EventLog, metrics::Metrics, protocol::Stream};
+use super::{
+    event_log::EventLog,
+    limits::{GuardStats, Guards},
+    metrics::Metrics,
+    protocol::Stream,
+};
 
 /// One transition with everything the renderers need, shared by every subscriber it matches.
 #[derive(Clone, Debug)]
@@ -105,6 +110,11 @@ pub struct Stats {
     pub event_log_written: u64,
     pub event_log_dropped: u64,
     pub event_log_rotations: u64,
+    /// Reconciliations (socket dumps) that failed; each is retried at the next tick.
+    pub reconcile_failures: u64,
+    /// Connections, subscribers and filters: open, allowed, refused (see `--max-clients`).
+    #[serde(flatten)]
+    pub guards: GuardStats,
 }
 
 /// How the engine runs.
@@ -133,6 +143,10 @@ pub struct Engine {
     flow: Flow,
     started: std::time::Instant,
     metrics: Option<Arc<Metrics>>,
+    guards: Arc<Guards>,
+    reconcile_failures: u64,
+    /// The kernel's counters as last read (kept when a read fails).
+    kernel: KernelCounters,
 }
 
 /// Everything an event passes through besides the table: kept apart from it, so the table
@@ -156,6 +170,7 @@ impl Engine {
         opts: EngineOptions,
         metrics: Option<Arc<Metrics>>,
         event_log: Option<EventLog>,
+        guards: Arc<Guards>,
     ) -> Self {
         Self {
             table: Table::new(opts.limits, snapshot::own_netns()),
@@ -173,6 +188,9 @@ impl Engine {
             },
             started: std::time::Instant::now(),
             metrics,
+            guards,
+            reconcile_failures: 0,
+            kernel: KernelCounters::default(),
             opts,
         }
     }
@@ -195,9 +213,7 @@ impl Engine {
             sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
         })?;
         mem::trim();
-        if let Some(m) = &self.metrics {
-            m.observe_table(&self.table, counters()?);
-        }
+        self.observe(&counters);
         ready();
         let mut tick = tokio::time::interval(self.opts.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -212,18 +228,47 @@ impl Engine {
                 }
                 Some(cmd) = commands.recv() => {
                     self.drain(stream);
-                    self.command(cmd, &counters)?;
+                    self.command(cmd, &counters);
                 }
                 _ = tick.tick() => {
                     self.drain(stream);
-                    self.reconcile(stream)?;
-                    if let Some(m) = &self.metrics {
-                        m.observe_table(&self.table, counters()?);
+                    // A failed dump (out of file descriptors, a kernel hiccup) is counted and
+                    // tried again at the next tick; the events keep the table live meanwhile.
+                    if let Err(e) = self.reconcile(stream) {
+                        self.reconcile_failures += 1;
+                        if let Some(m) = &self.metrics {
+                            m.reconcile_failed();
+                        }
+                        tracing::warn!(
+                            "reconciliation failed (retrying in {:?}): {e}",
+                            self.opts.reconcile
+                        );
                     }
+                    self.observe(&counters);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The kernel's counters, or the last ones read when reading fails.
+    fn kernel_counters(
+        &mut self,
+        counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
+    ) -> KernelCounters {
+        match counters() {
+            Ok(k) => self.kernel = k,
+            Err(e) => tracing::warn!("cannot read the kernel's counters: {e}"),
+        }
+        self.kernel
+    }
+
+    /// Refreshes the metrics' gauges and mirrored counters.
+    fn observe(&mut self, counters: &impl Fn() -> Result<KernelCounters, ProbeError>) {
+        let k = self.kernel_counters(counters);
+        if let Some(m) = &self.metrics {
+            m.observe_table(&self.table, k);
+        }
     }
 
     fn reconcile(&mut self, stream: &mut EventStream) -> Result<(), EngineError> {
@@ -262,7 +307,7 @@ impl Engine {
         &mut self,
         cmd: Command,
         counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
-    ) -> Result<(), EngineError> {
+    ) {
         match cmd {
             Command::Subscribe(s) => {
                 self.flow.subscribers.push(s.subscription);
@@ -274,10 +319,11 @@ impl Engine {
                 reply,
             } => {
                 let rows = snapshot::traced_rows(&opts, &mut self.table, &owners, monotonic_ns());
-                let _ = reply.send((rows, self.status(counters()?)));
+                let k = self.kernel_counters(counters);
+                let _ = reply.send((rows, self.status(k)));
             }
             Command::Stats { reply } => {
-                let k = counters()?;
+                let k = self.kernel_counters(counters);
                 self.flow.subscribers.retain(|s| !s.queue.is_closed());
                 let _ = reply.send(Stats {
                     pid: std::process::id(),
@@ -296,10 +342,11 @@ impl Engine {
                     event_log_written: self.log_counter(|c| &c.written),
                     event_log_dropped: self.log_counter(|c| &c.dropped),
                     event_log_rotations: self.log_counter(|c| &c.rotations),
+                    reconcile_failures: self.reconcile_failures,
+                    guards: self.guards.snapshot(),
                 });
             }
         }
-        Ok(())
     }
 
     fn log_counter(

@@ -54,6 +54,7 @@
 pub mod engine;
 pub mod event_log;
 pub mod http;
+pub mod limits;
 pub mod lines;
 pub mod metrics;
 pub mod privilege;
@@ -83,6 +84,8 @@ pub struct DaemonOptions {
     pub engine: EngineOptions,
     /// Most events waiting for one subscriber before it is cut off.
     pub queue_len: usize,
+    /// Caps on clients, subscribers and metrics connections.
+    pub connections: limits::ConnectionLimits,
     /// Drop every capability but [`privilege::KEPT`] once the programs are attached.
     pub drop_capabilities: bool,
     /// Write every transition to this NDJSON log.
@@ -140,13 +143,20 @@ pub async fn run(
         .as_deref()
         .map(server::group_id)
         .transpose()?;
-    let metrics = opts.metrics.map(|_| Arc::new(metrics::Metrics::new()));
+    let guards = limits::Guards::new(opts.connections);
+    let metrics = opts
+        .metrics
+        .map(|_| Arc::new(metrics::Metrics::new().with_guards(guards.clone())));
     let http = match (opts.metrics, &metrics) {
         (Some(addr), Some(m)) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| DaemonError::Metrics { addr, source })?;
-            Some(tokio::spawn(http::serve(listener, m.clone())))
+            Some(tokio::spawn(http::serve(
+                listener,
+                m.clone(),
+                guards.metrics.clone(),
+            )))
         }
         _ => None,
     };
@@ -165,6 +175,7 @@ pub async fn run(
         commands,
         queue_len: opts.queue_len,
         limits: opts.engine.limits,
+        guards: guards.clone(),
     };
     let serving = tokio::spawn(server::serve(listener, shared));
     let log = opts
@@ -172,7 +183,7 @@ pub async fn run(
         .clone()
         .map(event_log::EventLog::start)
         .transpose()?;
-    let engine = engine::Engine::new(opts.engine.clone(), metrics, log);
+    let engine = engine::Engine::new(opts.engine.clone(), metrics, log, guards);
     let result = engine
         .run(&mut stream, rx, stop, || probe.counters(), ready)
         .await;
