@@ -212,6 +212,13 @@ pub struct DaemonArgs {
           value_parser = at_least_one)]
     pub max_metrics_connections: usize,
 
+    /// Filter work per second all subscribers share, in units of one condition tested per
+    /// event; a subscriber whose filter does more than its share (this divided among the
+    /// subscribers, checked every --reconcile) is cut off, so it slows nobody else down.
+    #[arg(long, value_name = "UNITS", default_value_t = enetstat::daemon::engine::DEFAULT_FILTER_BUDGET,
+          hide_short_help = true)]
+    pub filter_budget: u64,
+
     /// Longest time (microseconds) a record may wait in the ring before the daemon reads it.
     #[arg(
         long,

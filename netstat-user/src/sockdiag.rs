@@ -401,6 +401,73 @@ mod tests {
         );
     }
 
+    /// A netlink message: header (length, type) and payload.
+    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(payload);
+        m.resize(align4(len), 0);
+        m
+    }
+
+    #[test]
+    fn datagrams_are_read_with_every_length_checked() {
+        let mut msg = vec![0u8; INET_DIAG_MSG_LEN];
+        msg[0] = AF_INET;
+        msg[1] = 10; // LISTEN
+        msg[4..6].copy_from_slice(&8080u16.to_be_bytes());
+        msg[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        let mut d = message(SOCK_DIAG_BY_FAMILY, &msg);
+        let mut got = Vec::new();
+        let more = parse_datagram(&d, Proto::Tcp, AF_INET, &mut |s| got.push(s)).unwrap();
+        assert_eq!(more, Datagram::More);
+        assert_eq!(got[0].local.port, Some(8080));
+        assert_eq!(got[0].state, TcpState::Listen);
+        d.extend(message(NLMSG_DONE, &[0; 4]));
+        let done = parse_datagram(&d, Proto::Tcp, AF_INET, &mut |_| {}).unwrap();
+        assert_eq!(done, Datagram::Done);
+        // Cut short anywhere: an error or fewer sockets, never a panic.
+        for cut in 0..d.len() {
+            let _ = parse_datagram(&d[..cut], Proto::Tcp, AF_INET, &mut |_| {});
+        }
+        // A header claiming more than the datagram holds; an inet_diag_msg too short.
+        let mut bad = message(SOCK_DIAG_BY_FAMILY, &msg);
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(matches!(
+            parse_datagram(&bad, Proto::Tcp, AF_INET, &mut |_| {}),
+            Err(SockDiagError::Decode(_))
+        ));
+        let short = message(SOCK_DIAG_BY_FAMILY, &msg[..40]);
+        assert!(parse_datagram(&short, Proto::Tcp, AF_INET, &mut |_| {}).is_err());
+        // An error code of i32::MIN (no errno has it) is refused, not negated into a panic.
+        let e = message(NLMSG_ERROR, &i32::MIN.to_ne_bytes());
+        assert!(matches!(
+            parse_datagram(&e, Proto::Udp, AF_INET, &mut |_| {}),
+            Err(SockDiagError::Refused { .. })
+        ));
+        let no_v6 = message(NLMSG_ERROR, &(-libc::EAFNOSUPPORT).to_ne_bytes());
+        assert_eq!(
+            parse_datagram(&no_v6, Proto::Tcp, AF_INET6, &mut |_| {}).unwrap(),
+            Datagram::Done
+        );
+    }
+
+    #[test]
+    fn a_socket_that_will_not_open_is_blamed_on_its_real_cause() {
+        let emfile = SockDiagError::Open(io::Error::from_raw_os_error(libc::EMFILE)).to_string();
+        assert!(
+            emfile.contains("open-file limit (RLIMIT_NOFILE"),
+            "{emfile}"
+        );
+        assert!(!emfile.contains("lack"), "{emfile}");
+        let missing =
+            SockDiagError::Open(io::Error::from_raw_os_error(libc::EPROTONOSUPPORT)).to_string();
+        assert!(missing.contains("lacks NETLINK_SOCK_DIAG"), "{missing}");
+    }
+
     #[test]
     fn dumps_a_socket_of_this_process() {
         // Needs no privileges: the kernel shows everyone every socket.

@@ -101,6 +101,7 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             },
             max_sockets: args.max_sockets,
             reconcile: args.reconcile,
+            filter_budget: args.filter_budget,
             keep_closed: args.keep_closed,
         },
         queue_len: args.client_queue,

@@ -605,3 +605,54 @@ fn watch_through_the_daemon_into_head_counts_what_was_shown() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stderr.contains("enetstat: 1 transitions shown"), "{stderr}");
 }
+
+#[test]
+fn a_subscriber_whose_filter_costs_more_than_its_share_is_cut_off_not_the_others() {
+    if !require_root(
+        "a_subscriber_whose_filter_costs_more_than_its_share_is_cut_off_not_the_others",
+    ) {
+        return;
+    }
+    let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let p = port.port();
+    port.release();
+    // 4M units a second for all: a 2-subscriber share is 1M per half-second check. The costly
+    // filter is ~680 units an event (cut off past ~1,500 events in a check); the cheap one is
+    // 6 units (fine up to ~330,000 events a second, whatever else the host does).
+    let daemon = Daemon::start(
+        "budget",
+        &["--filter-budget", "4000000", "--reconcile", "0.5"],
+    );
+    let costly = format!("pid 1 {}", "pid 1 ".repeat(675));
+    assert!(costly.len() < 4096);
+    let mut heavy = daemon.connect();
+    assert_eq!(
+        heavy.request(&json!({"v":1,"op":"subscribe","filter":costly}))["ok"],
+        true
+    );
+    let mut good = daemon.connect();
+    let filter = format!("dport = :{p} and from close and state syn-sent");
+    assert_eq!(
+        good.request(&json!({"v":1,"op":"subscribe","filter":filter}))["ok"],
+        true
+    );
+    let n = 2000;
+    let reader = thread::spawn(move || {
+        let mut got = 0;
+        while got < n {
+            let line = good.line().expect("the cheap subscriber is never cut off");
+            assert!(!line.starts_with("{\"error\""), "{line}");
+            got += 1;
+        }
+        (got, good)
+    });
+    churn(p, n);
+    let (got, _good) = reader.join().unwrap();
+    assert_eq!(got, n, "every event");
+    let line = heavy.line().expect("an explanation before the close");
+    assert!(line.contains("more than its share"), "{line}");
+    assert_eq!(heavy.line(), None);
+    let s = stats(&daemon.socket);
+    assert_eq!(s["subscribers_cut_off"], 1, "{s}");
+    assert_eq!(s["subscribers"], 1, "{s}");
+}

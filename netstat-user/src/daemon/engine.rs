@@ -63,6 +63,13 @@ pub struct Subscription {
     pub queue: mpsc::Sender<Arc<Event>>,
     /// Events that did not fit in `queue`; the client task cuts the client off when non-zero.
     pub dropped: Arc<AtomicU64>,
+    /// What one evaluation of `filter` may cost ([`Filter::cost`]).
+    pub cost: u64,
+    /// Set, with the reason, when the engine cut the subscriber off for taking more than its
+    /// share of the filter budget; the client task tells the client.
+    pub cut: Arc<std::sync::OnceLock<String>>,
+    /// Work charged since the last check.
+    pub work: u64,
 }
 
 /// A subscription, and the signal that it is in place: every event after that reaches it.
@@ -126,7 +133,13 @@ pub struct EngineOptions {
     pub reconcile: Duration,
     /// Keep closed connections this long (for `--recent`).
     pub keep_closed: Duration,
+    /// Filter work per second (in [`Filter::cost`] units) all subscribers share; each may do
+    /// its share (this divided among them), checked at every `reconcile` tick.
+    pub filter_budget: u64,
 }
+
+/// Default filter work per second: about a tenth of a core at a few nanoseconds a unit.
+pub const DEFAULT_FILTER_BUDGET: u64 = 50_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -232,6 +245,7 @@ impl Engine {
                 }
                 _ = tick.tick() => {
                     self.drain(stream);
+                    self.flow.police(self.opts.filter_budget, self.opts.reconcile);
                     // A failed dump (out of file descriptors, a kernel hiccup) is counted and
                     // tried again at the next tick; the events keep the table live meanwhile.
                     if let Err(e) = self.reconcile(stream) {
@@ -365,6 +379,27 @@ impl Engine {
 }
 
 impl Flow {
+    /// Cuts off every subscriber whose filter did more work since the last check than its
+    /// share of the budget for `window`, so one costly filter slows nobody else down.
+    fn police(&mut self, budget: u64, window: Duration) {
+        let n = self.subscribers.len().max(1) as u128;
+        let share = (u128::from(budget) * window.as_millis() / 1000 / n) as u64;
+        self.subscribers.retain_mut(|s| {
+            let work = std::mem::take(&mut s.work);
+            if work <= share {
+                return true;
+            }
+            let _ = s.cut.set(format!(
+                "cut off: this subscription's filter cost {work} units of work in {window:?} \
+                 (a unit per condition tested per event, {} per event), more than its share of \
+                 {share} (--filter-budget, shared by {n} subscribers). Narrow or simplify the filter",
+                s.cost
+            ));
+            tracing::info!("a subscriber's filter took more than its share; cutting it off");
+            false
+        });
+    }
+
     /// Handles every record waiting in the ring.
     fn drain(&mut self, stream: &mut EventStream, table: &mut Table) {
         self.clock.refresh();
@@ -416,10 +451,11 @@ impl Flow {
         };
         let mut shared: Option<Arc<Event>> = None;
         let mut drops = 0;
-        self.subscribers.retain(|s| {
+        self.subscribers.retain_mut(|s| {
             if s.stream == Stream::Lifecycles && life.is_none() {
                 return true;
             }
+            s.work += s.cost;
             if !s.filter.matches(&observed) {
                 return true;
             }

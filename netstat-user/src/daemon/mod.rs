@@ -115,7 +115,15 @@ pub enum DaemonError {
          daemon (`usermod -aG {0} USER`), or name another --socket-group"
     )]
     Group(String),
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error(
+        "cannot serve metrics on {addr}: {source}{hint}",
+        hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            ". Another process (another enetstat daemon?) serves on that address; stop it, or \
+             give --metrics another ADDR"
+        } else {
+            ""
+        }
+    )]
     Metrics {
         addr: SocketAddr,
         #[source]
@@ -147,6 +155,10 @@ pub async fn run(
     let metrics = opts
         .metrics
         .map(|_| Arc::new(metrics::Metrics::new().with_guards(guards.clone())));
+    // The socket file is removed when `_file` drops: on return, error or panic.
+    // First, so a second daemon on the same socket says so (not that its metrics port is
+    // taken).
+    let (listener, _file) = server::bind(&opts.socket, gid)?;
     let http = match (opts.metrics, &metrics) {
         (Some(addr), Some(m)) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -160,8 +172,6 @@ pub async fn run(
         }
         _ => None,
     };
-    // The socket file is removed when `_file` drops: on return, error or panic.
-    let (listener, _file) = server::bind(&opts.socket, gid)?;
     let mut probe = Probe::start(opts.probe.clone())?;
     let mut stream = probe.events()?;
     if opts.drop_capabilities {

@@ -505,11 +505,15 @@ async fn subscribe(
 ) -> io::Result<()> {
     let (queue, mut rx) = mpsc::channel(shared.queue_len.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(std::sync::OnceLock::new());
     let sub = Subscription {
         stream: r.stream,
+        cost: filter.cost(),
         filter,
         queue,
         dropped: dropped.clone(),
+        cut: cut.clone(),
+        work: 0,
     };
     let (registered, done) = oneshot::channel();
     let cmd = Command::Subscribe(Subscribe {
@@ -543,8 +547,15 @@ async fn subscribe(
                     return Ok(());
                 }
                 if n == 0 {
-                    // The engine stopped.
-                    return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
+                    // The engine cut this subscriber off, or stopped.
+                    let Some(why) = cut.get() else {
+                        return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
+                    };
+                    shared.guards.subscribers_cut_off.fetch_add(1, Ordering::Relaxed);
+                    let line = protocol::error_line(why);
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(line.as_bytes()))
+                        .await;
+                    return Ok(());
                 }
                 for ev in batch.drain(..) {
                     lines::write_event(&mut buf, &ev, r.stream, r.format, &style)?;
