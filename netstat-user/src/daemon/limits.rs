@@ -10,7 +10,7 @@
 //! | metrics connections at once | 16 | `--max-metrics-connections` |
 //! | events queued for one subscriber | 65,536 | `--client-queue` |
 //! | seconds one write to a subscriber may block | 10 | (fixed) |
-//! | filter work a second, shared by the subscribers | 50,000,000 units | `--filter-budget` |
+//! | filter work a second, shared by the subscribers | 500,000,000 units | `--filter-budget` |
 //! | filter length | 4,096 bytes | (fixed, [`crate::filter::MAX_LEN`]) |
 //! | filter nesting of `(`, `not`, `!` | 64 | (fixed, [`crate::filter::MAX_DEPTH`]) |
 //! | request line | 64 KiB | (fixed, [`super::protocol::MAX_REQUEST`]) |
