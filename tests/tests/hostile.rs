@@ -656,3 +656,64 @@ fn a_subscriber_whose_filter_costs_more_than_its_share_is_cut_off_not_the_others
     assert_eq!(s["subscribers_cut_off"], 1, "{s}");
     assert_eq!(s["subscribers"], 1, "{s}");
 }
+
+#[test]
+fn a_hostile_process_name_reaches_no_output_raw() {
+    if !require_root("a_hostile_process_name_reaches_no_output_raw") {
+        return;
+    }
+    let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let p = port.port();
+    port.release();
+    let daemon = Daemon::start("comm", &[]);
+    let filter = format!("dport = :{p}");
+    let mut subs: Vec<(String, Conn)> = [
+        ("transitions", "csv"),
+        ("transitions", "text"),
+        ("transitions", "json"),
+        ("lifecycles", "csv"),
+        ("lifecycles", "text"),
+        ("lifecycles", "json"),
+    ]
+    .into_iter()
+    .map(|(stream, format)| {
+        let mut c = daemon.connect();
+        let ack = c.request(
+            &json!({"v":1,"op":"subscribe","stream":stream,"format":format,
+                                    "filter":filter}),
+        );
+        assert_eq!(ack["ok"], true, "{ack}");
+        (format!("{stream} {format}"), c)
+    })
+    .collect();
+    // A thread named with an escape sequence, a bell, a carriage return and a bidi override
+    // (15 bytes at most) connects, so it owns the socket.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+    thread::spawn(move || {
+        let name = std::ffi::CString::new("\u{1b}[2J\u{7}\r\u{202e}x").unwrap();
+        // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap();
+        drop(s);
+    })
+    .join()
+    .unwrap();
+    let (s, _) = listener.accept().unwrap();
+    drop(s);
+    for (what, conn) in &mut subs {
+        conn.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        // Until a line names the process (text keeps the start of a long name only).
+        loop {
+            let line = conn.line().expect("the stream goes on");
+            assert_eq!(raw_controls(&line), Vec::<char>::new(), "{what}: {line:?}");
+            let full = line.contains("\\x1b[2J\\x07\\x0d\\u{202e}x")
+                || line.contains("\\u001b[2J\\u0007\\r\\u202ex");
+            if full || (what.ends_with("text") && line.contains("\\x1b[2J")) {
+                break;
+            }
+        }
+    }
+}
