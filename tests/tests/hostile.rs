@@ -717,3 +717,32 @@ fn a_hostile_process_name_reaches_no_output_raw() {
         }
     }
 }
+
+#[test]
+fn a_client_blocked_by_a_directory_is_told_which_one() {
+    if !require_root("a_client_blocked_by_a_directory_is_told_which_one") {
+        return;
+    }
+    // What a unit's UMask=0077 used to make: a 0700 directory around a 0660 socket. A member
+    // of the socket's group was told to join the group it was already in.
+    let dir = TempDir::new("blocked");
+    let run = dir.path.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = run.join("enetstat.sock");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--groups=0"])
+        .arg(enetstat_bin())
+        .args(["--socket", socket.to_str().unwrap(), "-tn"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the directory {} (mode 0700", run.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("usermod"), "{stderr}");
+}
