@@ -746,3 +746,62 @@ fn a_client_blocked_by_a_directory_is_told_which_one() {
     );
     assert!(!stderr.contains("usermod"), "{stderr}");
 }
+
+/// File descriptors `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named() {
+    if !require_root("a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named") {
+        return;
+    }
+    let dir = TempDir::new("emfile");
+    let socket = dir.path.join("enetstat.sock");
+    let args = [
+        "--reconcile",
+        "0.2",
+        "--max-clients",
+        "1",
+        "--max-metrics-connections",
+        "1",
+    ];
+    // How many descriptors the daemon holds when idle, here.
+    let probe = Spawned::daemon(daemon_command(&socket, &args));
+    thread::sleep(Duration::from_secs(1));
+    let idle = open_fds(probe.pid());
+    drop(probe);
+    let _ = std::fs::remove_file(&socket);
+    // Exactly that: a client connected takes the descriptor a reconcile's netlink socket
+    // needs.
+    let limit = format!("--nofile={idle}:{idle}");
+    let mut cmd = Command::new("prlimit");
+    cmd.args([limit.as_str(), "--"])
+        .arg(enetstat_bin())
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .args(args);
+    let d = Spawned::daemon(cmd);
+    let mut client = Conn::connect(&socket);
+    thread::sleep(Duration::from_secs(2));
+    let s = client.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
+    assert!(s["reconcile_failures"].as_u64().unwrap() > 0, "{s}");
+    drop(client);
+    // With the client gone, the next reconciliations work again.
+    thread::sleep(Duration::from_secs(1));
+    let before = stats(&socket)["reconciliations"].as_u64().unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let s = stats(&socket);
+    assert!(s["reconciliations"].as_u64().unwrap() > before, "{s}");
+    let stderr = d.stderr();
+    assert!(stderr.contains("reconciliation failed"), "{stderr}");
+    assert!(
+        stderr.contains("open-file limit (RLIMIT_NOFILE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lack"), "the cause is named: {stderr}");
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "the daemon never exits over it: {stderr}");
+}
