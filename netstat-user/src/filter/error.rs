@@ -79,12 +79,14 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 ///           ^^^
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid filter: {}\n  {}\n  {}", .0.problem, .0.shown, .0.caret)]
+#[error("invalid filter: {}\n  {}\n  {}", .0.said, .0.shown, .0.caret)]
 pub struct ParseError(Box<Details>);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Details {
     problem: Problem,
+    /// The problem in words, escaped (it may quote the expression's characters).
+    said: String,
     expression: String,
     span: Range<usize>,
     shown: String,
@@ -124,7 +126,9 @@ impl ParseError {
         let column = lead.chars().count() + expression[from..start].chars().count();
         let width = expression[start..marked].chars().count().max(1);
         let caret = format!("{}{}", " ".repeat(column), "^".repeat(width));
+        let said = crate::render::escape::escape_comm(&problem.to_string()).into_owned();
         Self(Box::new(Details {
+            said,
             problem,
             expression: expression.to_owned(),
             span: start..end,

@@ -620,9 +620,16 @@ mod limits {
 
     #[test]
     fn errors_show_no_control_or_bidi_characters() {
-        let e = Filter::parse_with("comm \u{202e}x\u{1b} banana", &|_| None).unwrap_err();
-        let shown = e.to_string();
-        assert!(!shown.contains(['\u{202e}', '\u{1b}']), "{shown:?}");
+        for text in ["comm \u{202e}x\u{1b} banana", "state syn-sen\u{7}\u{1}te"] {
+            let e = Filter::parse_with(text, &|_| None).unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                !shown
+                    .chars()
+                    .any(|c| c != '\n' && crate::render::escape::needs_escape(c)),
+                "{shown:?}"
+            );
+        }
     }
 
     #[test]
