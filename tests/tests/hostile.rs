@@ -811,3 +811,27 @@ fn a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named() {
     let (status, stderr) = d.stop();
     assert!(status.success(), "the daemon never exits over it: {stderr}");
 }
+
+#[test]
+fn a_daemon_that_cannot_remove_its_socket_says_so_at_start_and_at_stop() {
+    if !require_root("a_daemon_that_cannot_remove_its_socket_says_so_at_start_and_at_stop") {
+        return;
+    }
+    // Root's directory, with something else in it: not the daemon's to take.
+    let dir = TempDir::new("noremove");
+    std::fs::write(dir.path.join("other"), "").unwrap();
+    let socket = dir.path.join("enetstat.sock");
+    let d = Spawned::daemon(daemon_command(&socket, &["--user", "nobody"]));
+    assert!(
+        d.stderr().contains("will not be able to remove its socket"),
+        "{}",
+        d.stderr()
+    );
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("cannot remove the socket"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("rm {}", socket.display())),
+        "{stderr}"
+    );
+}
