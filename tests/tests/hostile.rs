@@ -835,3 +835,55 @@ fn a_daemon_that_cannot_remove_its_socket_says_so_at_start_and_at_stop() {
         "{stderr}"
     );
 }
+
+#[test]
+fn two_daemons_racing_for_one_socket_never_print_a_raw_errno() {
+    if !require_root("two_daemons_racing_for_one_socket_never_print_a_raw_errno") {
+        return;
+    }
+    for round in 0..5 {
+        let dir = TempDir::new("race");
+        let socket = dir.path.join("enetstat.sock");
+        let mut both: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                daemon_command(&socket, &[])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // One of them loses at once; the winner serves until stopped.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let loser = loop {
+            if let Some(i) = both
+                .iter_mut()
+                .position(|c| c.try_wait().unwrap().is_some())
+            {
+                break i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: neither daemon gave way"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut lost = both.remove(loser);
+        let mut stderr = String::new();
+        lost.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let mut winner = both.pop().unwrap();
+        let _ = winner.kill();
+        let _ = winner.wait();
+        assert!(!lost.wait().unwrap().success(), "round {round}: {stderr}");
+        assert!(
+            stderr.contains("already serving"),
+            "round {round}: {stderr}"
+        );
+        assert!(!stderr.contains("os error"), "round {round}: {stderr}");
+    }
+}
