@@ -6,8 +6,16 @@
 //!
 //! Default `/run/enetstat/enetstat.sock` (`--socket PATH`), mode 0660, owner root, group from
 //! `--socket-group GROUP`: members of that group can use every client command without root.
+//! The directories it makes for the socket are mode 0750 with that group, whatever the umask.
 //! A socket file left by a daemon that was killed is replaced at start; if a live daemon
-//! answers on it, the new one refuses to start. The file is removed on every orderly exit.
+//! answers on it, the new one refuses to start. The file is removed on every orderly exit; a
+//! daemon that cannot remove it (its directory belongs to someone else) says so at start and
+//! at exit.
+//!
+//! # Limits
+//!
+//! What clients may take (connections, subscribers, filter size and work, queues) is capped,
+//! each refusal a clear error and a counter in `stats` and the metrics: see [`limits`].
 //!
 //! # The protocol (version 1)
 //!
@@ -48,8 +56,11 @@
 //!   the connection stays usable except after a truncated request.
 //! - A subscriber that reads too slowly (more than `--client-queue` events waiting) is cut off
 //!   with `{"error":"lagged: N events dropped","lagged":N}` and the connection is closed; the
-//!   engine and the other clients never wait for it. Error lines always start `{"error"`,
-//!   which no text or CSV line does.
+//!   engine and the other clients never wait for it. One that stops reading altogether is cut
+//!   off once a write to it has waited 10 s, and one whose filter does more than its share of
+//!   `--filter-budget` with an error saying so. Error lines always start `{"error"`, which no
+//!   text or CSV line does.
+//! - A JSON object with a key twice is refused (parsers disagree on which one wins).
 
 pub mod engine;
 pub mod event_log;
