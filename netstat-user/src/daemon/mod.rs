@@ -71,6 +71,7 @@ pub mod metrics;
 pub mod privilege;
 pub mod protocol;
 pub mod server;
+pub mod socket;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -160,7 +161,7 @@ pub async fn run(
     let gid = opts
         .socket_group
         .as_deref()
-        .map(server::group_id)
+        .map(socket::group_id)
         .transpose()?;
     let guards = limits::Guards::new(opts.connections);
     let metrics = opts
@@ -169,7 +170,7 @@ pub async fn run(
     // The socket file is removed when `_file` drops: on return, error or panic.
     // First, so a second daemon on the same socket says so (not that its metrics port is
     // taken).
-    let (listener, _file) = server::bind(&opts.socket, gid)?;
+    let (listener, _file) = socket::bind(&opts.socket, gid)?;
     let http = match (opts.metrics, &metrics) {
         (Some(addr), Some(m)) => {
             let listener = tokio::net::TcpListener::bind(addr)
