@@ -110,7 +110,8 @@ sport|dport|port OP PORT    local/remote/either port; OP: = != < > <= >= (eq ne 
 src|dst ADDR                10.0.0.0/8, 10.0.0.1:80, ::1, [::1]:443, [fe80::]/10, *:80\n  \
 pid N | comm NAME           the owner; NAME may use * and ? (quote names with spaces)\n  \
 family ipv4|ipv6 | netns N | cookie N | cgroup PATH|ID\n  \
-and (&&, or just a space), or (||), not (!), ( )\n\n\
+and (&&, or just a space), or (||), not (!), ( )\n\
+A filter is at most 4096 bytes and nests (, not and ! at most 64 deep.\n\n\
 Examples:\n  enetstat watch\n  enetstat watch 'dport = :443 and (state syn-sent or state \
 established) and not dst 10.0.0.0/8'\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
 enetstat watch -o csv --time none state close > closes.csv\n  \
@@ -139,6 +140,10 @@ Examples:
         after_help = "The socket (--socket, default /run/enetstat/enetstat.sock) is mode 0660, owner root, \
 group --socket-group: its members can run `enetstat`, `enetstat watch` and `enetstat life` without \
 root. The protocol (NDJSON) is described in the README.\n\n\
+Limits: a subscriber that falls --client-queue events behind, or does not read for 10 s, is \
+cut off; a filter is at most 4096 bytes and nests (, not and ! at most 64 deep; a request line \
+is at most 64 KiB; a metrics request head at most 16 KiB, sent within 10 s. Every refusal is \
+counted in `stats` and the metrics.\n\n\
 Examples:\n  enetstat daemon --socket-group enetstat\n  \
 enetstat daemon --metrics 127.0.0.1:9977 --keep-closed 1h"
     )]
@@ -190,6 +195,32 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     pub client_queue: usize,
 
+    /// Most Unix-socket clients served at once; one more gets "too many clients" and is
+    /// closed (counted as clients_refused in `stats`). The daemon raises its open-file limit
+    /// to the hard limit at start, and lowers this (saying so) if even that is too small.
+    #[arg(long, value_name = "N", default_value_t = enetstat::daemon::limits::DEFAULT_MAX_CLIENTS,
+          value_parser = at_least_one)]
+    pub max_clients: usize,
+
+    /// Most subscribers (`watch`, `life`) served at once, among those clients; one more gets
+    /// "too many subscribers" (subscribers_refused in `stats`).
+    #[arg(long, value_name = "N", default_value_t = enetstat::daemon::limits::DEFAULT_MAX_SUBSCRIBERS,
+          value_parser = at_least_one)]
+    pub max_subscribers: usize,
+
+    /// Most metrics connections at once; one more gets HTTP 503 (metrics_connections_refused
+    /// in `stats`). Each may take 10 s and send a 16 KiB request head at most.
+    #[arg(long, value_name = "N", default_value_t = enetstat::daemon::limits::DEFAULT_MAX_METRICS_CONNECTIONS,
+          value_parser = at_least_one)]
+    pub max_metrics_connections: usize,
+
+    /// Filter work per second all subscribers share, in units of one condition tested per
+    /// event; a subscriber whose filter does more than its share (this divided among the
+    /// subscribers, checked every --reconcile) is cut off, so it slows nobody else down.
+    #[arg(long, value_name = "UNITS", default_value_t = enetstat::daemon::engine::DEFAULT_FILTER_BUDGET,
+          hide_short_help = true)]
+    pub filter_budget: u64,
+
     /// Longest time (microseconds) a record may wait in the ring before the daemon reads it.
     #[arg(
         long,
@@ -224,6 +255,14 @@ pub struct DaemonArgs {
     /// Rotated event logs kept.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub event_log_keep: u32,
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
 }
 
 /// A size like `64M` or `1G` (binary units), or bytes.

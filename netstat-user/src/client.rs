@@ -35,6 +35,26 @@ pub enum ClientError {
     )]
     Permission { path: PathBuf, group: String },
     #[error(
+        "cannot reach {path}: the directory {dir} ({detail}) does not let this user through. \
+         The daemon makes the directories it creates mode 0750 with the socket's group; ask an \
+         administrator to give {dir} that mode and group, or run as root with --standalone"
+    )]
+    Blocked {
+        path: PathBuf,
+        dir: PathBuf,
+        detail: String,
+    },
+    #[error(
+        "permission denied on {path}, although this user is in its group ({group}): the \
+         socket's mode ({mode:04o}) does not let the group connect. The daemon makes it 0660; \
+         ask an administrator to restart the daemon, or run as root with --standalone"
+    )]
+    GroupDenied {
+        path: PathBuf,
+        group: String,
+        mode: u32,
+    },
+    #[error(
         "{0} exists but no daemon answers on it: a daemon was stopped without cleaning up, or \
          was killed. Start it again (it replaces the stale file), or use --standalone"
     )]
@@ -89,6 +109,43 @@ fn group_name(gid: u32) -> String {
         .into_owned()
 }
 
+/// Whether this process has `gid` as its group or one of its supplementary groups.
+fn in_group(gid: u32) -> bool {
+    nix::unistd::getegid().as_raw() == gid
+        || nix::unistd::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
+/// The first directory on the way to `path` this process may not pass through, with its
+/// mode, owner and group.
+fn blocking_dir(path: &Path) -> Option<(PathBuf, String)> {
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find(|d| {
+            use std::os::unix::ffi::OsStrExt;
+            let Ok(c) = std::ffi::CString::new(d.as_os_str().as_bytes()) else {
+                return false;
+            };
+            // SAFETY: a NUL-terminated path that lives across the call.
+            unsafe { libc::access(c.as_ptr(), libc::X_OK) != 0 }
+        })
+        .map(|d| {
+            let detail = std::fs::metadata(d).map_or_else(
+                |e| e.to_string(),
+                |m| {
+                    format!(
+                        "mode {:04o}, owner uid {}, group {}",
+                        m.mode() & 0o7777,
+                        m.uid(),
+                        group_name(m.gid())
+                    )
+                },
+            );
+            (d.to_owned(), detail)
+        })
+}
+
 impl Client {
     /// Connects, turning every failure into an error that names the fix.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
@@ -98,9 +155,16 @@ impl Client {
                 return Err(ClientError::NoSocket(path.to_owned()));
             }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(ClientError::Permission {
-                    path: path.to_owned(),
-                    group: "the daemon's --socket-group".into(),
+                return Err(match blocking_dir(path) {
+                    Some((dir, detail)) => ClientError::Blocked {
+                        path: path.to_owned(),
+                        dir,
+                        detail,
+                    },
+                    None => ClientError::Permission {
+                        path: path.to_owned(),
+                        group: "the daemon's --socket-group".into(),
+                    },
                 });
             }
             Err(source) => {
@@ -117,6 +181,13 @@ impl Client {
             Ok(s) => s,
             Err(e) => {
                 return Err(match e.kind() {
+                    io::ErrorKind::PermissionDenied if in_group(meta.gid()) => {
+                        ClientError::GroupDenied {
+                            path: path.to_owned(),
+                            group: group_name(meta.gid()),
+                            mode: meta.mode() & 0o7777,
+                        }
+                    }
                     io::ErrorKind::PermissionDenied => ClientError::Permission {
                         path: path.to_owned(),
                         group: group_name(meta.gid()),
@@ -144,10 +215,12 @@ impl Client {
         }
     }
 
-    fn protocol(&self, detail: impl Into<String>) -> ClientError {
+    /// What the daemon sent is untrusted (a fake server may sit on the socket): the detail
+    /// is made terminal-safe before it can reach an error message.
+    fn protocol(&self, detail: impl AsRef<str>) -> ClientError {
         ClientError::Protocol {
             path: self.path.clone(),
-            detail: detail.into(),
+            detail: crate::render::escape::terminal_safe(detail.as_ref()).into_owned(),
         }
     }
 
@@ -171,7 +244,9 @@ impl Client {
                 serde_json::from_str(&line).map_err(|e| self.protocol(e.to_string()))?;
             return Err(match (probe.lagged, probe.error) {
                 (Some(n), _) => ClientError::Lagged(n),
-                (None, Some(e)) => ClientError::Refused(e),
+                (None, Some(e)) => {
+                    ClientError::Refused(crate::render::escape::terminal_safe(&e).into_owned())
+                }
                 (None, None) => self.protocol(line.trim_end()),
             });
         }

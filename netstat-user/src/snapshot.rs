@@ -701,7 +701,9 @@ fn write_text_row(
         match view.names.cgroups.get(r.cgroup) {
             Some(c) => match &c.container {
                 Some(container) => text.cgroup.push_str(&container.short()),
-                None => text.cgroup.push_str(&c.path),
+                None => text
+                    .cgroup
+                    .push_str(&crate::render::escape::escape_comm(&c.path)),
             },
             None => text.cgroup.push('-'),
         }

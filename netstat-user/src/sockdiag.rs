@@ -62,10 +62,7 @@ pub struct DiagSocket {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SockDiagError {
-    #[error(
-        "cannot open a netlink sock_diag socket: {0}. enetstat reads the socket table the way \
-         `ss` does; this kernel seems to lack NETLINK_SOCK_DIAG (CONFIG_INET_DIAG)"
-    )]
+    #[error("cannot open a netlink sock_diag socket: {0}. {hint}", hint = open_hint(.0))]
     Open(#[source] io::Error),
     #[error("cannot talk to the kernel over netlink sock_diag: {0}")]
     Io(#[source] io::Error),
@@ -80,6 +77,43 @@ pub enum SockDiagError {
     },
     #[error("the kernel sent a sock_diag reply enetstat cannot read: {0}")]
     Decode(String),
+}
+
+/// What to do about a netlink socket that would not open, by its real cause.
+fn open_hint(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            let limit = nofile_limit().map_or_else(String::new, |n| format!(" ({n})"));
+            format!(
+                "This process has no file descriptor left: it reached its open-file limit \
+                 (RLIMIT_NOFILE{limit}). Raise it (`ulimit -n`, LimitNOFILE= in a unit) or close \
+                 connections"
+            )
+        }
+        Some(libc::ENFILE) => "The whole system is out of file descriptors (fs.file-max)".into(),
+        Some(libc::ENOBUFS | libc::ENOMEM) => "The kernel is out of memory for sockets".into(),
+        Some(libc::EACCES | libc::EPERM) => {
+            "A security policy (seccomp, SELinux, AppArmor, RestrictAddressFamilies=) forbids \
+             netlink sockets to this process; allow AF_NETLINK"
+                .into()
+        }
+        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT) => {
+            "enetstat reads the socket table the way `ss` does; this kernel lacks \
+             NETLINK_SOCK_DIAG (CONFIG_INET_DIAG)"
+                .into()
+        }
+        _ => "enetstat reads the socket table the way `ss` does, over netlink sock_diag".into(),
+    }
+}
+
+/// The soft open-file limit, if it can be read.
+fn nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to an rlimit.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
 }
 
 /// Dumps every socket of the given protocols in this network namespace.
@@ -169,13 +203,6 @@ fn dump_one(
     let mut req = vec![0; packet.buffer_len()];
     packet.serialize(&mut req);
     socket.send(&req, 0).map_err(SockDiagError::Io)?;
-
-    let what = match (proto, family) {
-        (Proto::Tcp, AF_INET) => "TCP/IPv4",
-        (Proto::Tcp, _) => "TCP/IPv6",
-        (Proto::Udp, AF_INET) => "UDP/IPv4",
-        (Proto::Udp, _) => "UDP/IPv6",
-    };
     loop {
         // SAFETY: buf is valid for writes of its length.
         let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -186,38 +213,68 @@ fn dump_one(
             }
             return Err(SockDiagError::Io(e));
         }
-        let mut rest = &buf[..n as usize];
-        while rest.len() >= NLMSG_HDRLEN {
-            let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-            let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-            if len < NLMSG_HDRLEN || len > rest.len() {
-                return Err(SockDiagError::Decode(format!(
-                    "a netlink message of {len} bytes in a datagram of {} left",
-                    rest.len()
-                )));
-            }
-            let payload = &rest[NLMSG_HDRLEN..len];
-            match kind {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    let code = payload
-                        .get(0..4)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                    if code != 0 {
-                        let source = io::Error::from_raw_os_error(-code);
-                        // IPv6 disabled in this kernel: nothing to dump.
-                        if family == AF_INET6 && -code == libc::EAFNOSUPPORT {
-                            return Ok(());
-                        }
-                        return Err(SockDiagError::Refused { what, source });
-                    }
-                }
-                SOCK_DIAG_BY_FAMILY => f(parse_msg(proto, payload)?),
-                _ => {}
-            }
-            rest = &rest[align4(len).min(rest.len())..];
+        if let Datagram::Done = parse_datagram(&buf[..n as usize], proto, family, f)? {
+            return Ok(());
         }
     }
+}
+
+/// Whether a dump goes on after a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datagram {
+    More,
+    Done,
+}
+
+/// Reads one datagram of a dump's reply (the kernel's bytes, read with hand-written
+/// offsets): hands each socket to `f`, and says whether the dump is done. `family` is the
+/// address family the dump asked for (an IPv6 dump in a kernel without IPv6 is empty).
+/// Never panics, whatever the bytes (fuzzed by `fuzz/fuzz_targets/sockdiag.rs`).
+pub fn parse_datagram(
+    datagram: &[u8],
+    proto: Proto,
+    family: u8,
+    f: &mut impl FnMut(DiagSocket),
+) -> Result<Datagram, SockDiagError> {
+    let what = match (proto, family) {
+        (Proto::Tcp, AF_INET) => "TCP/IPv4",
+        (Proto::Tcp, _) => "TCP/IPv6",
+        (Proto::Udp, AF_INET) => "UDP/IPv4",
+        (Proto::Udp, _) => "UDP/IPv6",
+    };
+    let mut rest = datagram;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(SockDiagError::Decode(format!(
+                "a netlink message of {len} bytes in a datagram of {} left",
+                rest.len()
+            )));
+        }
+        let payload = &rest[NLMSG_HDRLEN..len];
+        match kind {
+            NLMSG_DONE => return Ok(Datagram::Done),
+            NLMSG_ERROR => {
+                let code = payload
+                    .get(0..4)
+                    .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                if code != 0 {
+                    let errno = code.checked_neg().unwrap_or(i32::MAX);
+                    let source = io::Error::from_raw_os_error(errno);
+                    // IPv6 disabled in this kernel: nothing to dump.
+                    if family == AF_INET6 && errno == libc::EAFNOSUPPORT {
+                        return Ok(Datagram::Done);
+                    }
+                    return Err(SockDiagError::Refused { what, source });
+                }
+            }
+            SOCK_DIAG_BY_FAMILY => f(parse_msg(proto, payload)?),
+            _ => {}
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    Ok(Datagram::More)
 }
 
 fn align4(n: usize) -> usize {
@@ -342,6 +399,73 @@ mod tests {
             0,
             "a bad length ends the walk"
         );
+    }
+
+    /// A netlink message: header (length, type) and payload.
+    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(payload);
+        m.resize(align4(len), 0);
+        m
+    }
+
+    #[test]
+    fn datagrams_are_read_with_every_length_checked() {
+        let mut msg = vec![0u8; INET_DIAG_MSG_LEN];
+        msg[0] = AF_INET;
+        msg[1] = 10; // LISTEN
+        msg[4..6].copy_from_slice(&8080u16.to_be_bytes());
+        msg[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        let mut d = message(SOCK_DIAG_BY_FAMILY, &msg);
+        let mut got = Vec::new();
+        let more = parse_datagram(&d, Proto::Tcp, AF_INET, &mut |s| got.push(s)).unwrap();
+        assert_eq!(more, Datagram::More);
+        assert_eq!(got[0].local.port, Some(8080));
+        assert_eq!(got[0].state, TcpState::Listen);
+        d.extend(message(NLMSG_DONE, &[0; 4]));
+        let done = parse_datagram(&d, Proto::Tcp, AF_INET, &mut |_| {}).unwrap();
+        assert_eq!(done, Datagram::Done);
+        // Cut short anywhere: an error or fewer sockets, never a panic.
+        for cut in 0..d.len() {
+            let _ = parse_datagram(&d[..cut], Proto::Tcp, AF_INET, &mut |_| {});
+        }
+        // A header claiming more than the datagram holds; an inet_diag_msg too short.
+        let mut bad = message(SOCK_DIAG_BY_FAMILY, &msg);
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(matches!(
+            parse_datagram(&bad, Proto::Tcp, AF_INET, &mut |_| {}),
+            Err(SockDiagError::Decode(_))
+        ));
+        let short = message(SOCK_DIAG_BY_FAMILY, &msg[..40]);
+        assert!(parse_datagram(&short, Proto::Tcp, AF_INET, &mut |_| {}).is_err());
+        // An error code of i32::MIN (no errno has it) is refused, not negated into a panic.
+        let e = message(NLMSG_ERROR, &i32::MIN.to_ne_bytes());
+        assert!(matches!(
+            parse_datagram(&e, Proto::Udp, AF_INET, &mut |_| {}),
+            Err(SockDiagError::Refused { .. })
+        ));
+        let no_v6 = message(NLMSG_ERROR, &(-libc::EAFNOSUPPORT).to_ne_bytes());
+        assert_eq!(
+            parse_datagram(&no_v6, Proto::Tcp, AF_INET6, &mut |_| {}).unwrap(),
+            Datagram::Done
+        );
+    }
+
+    #[test]
+    fn a_socket_that_will_not_open_is_blamed_on_its_real_cause() {
+        let emfile = SockDiagError::Open(io::Error::from_raw_os_error(libc::EMFILE)).to_string();
+        assert!(
+            emfile.contains("open-file limit (RLIMIT_NOFILE"),
+            "{emfile}"
+        );
+        assert!(!emfile.contains("lack"), "{emfile}");
+        let missing =
+            SockDiagError::Open(io::Error::from_raw_os_error(libc::EPROTONOSUPPORT)).to_string();
+        assert!(missing.contains("lacks NETLINK_SOCK_DIAG"), "{missing}");
     }
 
     #[test]

@@ -51,6 +51,26 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             user.gid
         );
     }
+    // Every descriptor the daemon may have, so clients cannot starve its own (netlink dumps,
+    // /proc scans); the caps below are then made to fit.
+    let asked = daemon::limits::ConnectionLimits {
+        clients: args.max_clients,
+        subscribers: args.max_subscribers,
+        metrics: args.max_metrics_connections,
+    };
+    let connections = match daemon::limits::raise_nofile() {
+        Ok(fds) => {
+            let (fitted, warning) = asked.fit(fds);
+            if let Some(w) = warning {
+                eprintln!("enetstat: warning: {w}");
+            }
+            fitted
+        }
+        Err(e) => {
+            eprintln!("enetstat: warning: cannot read or raise the open-file limit: {e}");
+            asked
+        }
+    };
     let keep_caps = args.keep_capabilities;
     // Capabilities are per thread: the runtime's threads never need more than the daemon
     // keeps; the main thread loads the programs and drops the rest right after.
@@ -81,10 +101,12 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             },
             max_sockets: args.max_sockets,
             reconcile: args.reconcile,
+            filter_budget: args.filter_budget,
             keep_closed: args.keep_closed,
             mode: None,
         },
         queue_len: args.client_queue,
+        connections,
         drop_capabilities: !args.keep_capabilities,
         event_log: args
             .event_log
@@ -168,22 +190,34 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
             None => std::future::pending().await,
         }
     });
+    // Lines count as shown once they are flushed: when the reader goes away (`| head -1`),
+    // what was still in the buffer never reached it.
     let mut shown = 0u64;
+    let mut pending = 0u64;
     loop {
         tokio::select! {
             line = client.next_line() => {
                 let Some(line) = line? else {
                     anyhow::bail!("the daemon at {} closed the connection", path.display());
                 };
+                // The daemon's bytes are untrusted: nothing reaches the terminal raw.
+                let line = enetstat::render::escape::terminal_safe(&line);
                 let written = out.write_all(line.as_bytes()).and_then(|()| {
-                    if client.buffered() == 0 { out.flush() } else { Ok(()) }
+                    pending += 1;
+                    let last = args.count.is_some_and(|n| shown + pending >= n);
+                    if client.buffered() == 0 || last {
+                        out.flush().map(|()| {
+                            shown += std::mem::take(&mut pending);
+                        })
+                    } else {
+                        Ok(())
+                    }
                 });
                 match written {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
                     Err(e) => return Err(e).context("cannot write the output"),
                 }
-                shown += 1;
                 if args.count.is_some_and(|n| shown >= n) {
                     break;
                 }
@@ -192,7 +226,9 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
             () = &mut sleep => break,
         }
     }
-    let _ = out.flush();
+    if pending > 0 && out.flush().is_ok() {
+        shown += pending;
+    }
     let after = counters.stats().await?;
     let delta = |key: &str| {
         let n = |v: &serde_json::Value| v[key].as_u64().unwrap_or(0);
@@ -268,6 +304,7 @@ pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let Some(cont) = args.continuous() else {
         let text = client.snapshot(snapshot_request(&args, true)).await?;
+        let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 return Err(e).context("cannot write the output");
@@ -287,6 +324,7 @@ pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
             () = &mut stop => break,
         }
         let text = client.snapshot(snapshot_request(&args, shown == 0)).await?;
+        let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,

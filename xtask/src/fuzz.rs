@@ -1,10 +1,14 @@
-//! `cargo xtask fuzz`: runs the cargo-fuzz target `request` (the daemon's request parser,
-//! `fuzz/fuzz_targets/request.rs`) for a while, built with the pinned nightly. `cargo xtask test`
-//! runs it briefly too.
+//! `cargo xtask fuzz`: runs the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`) one after the
+//! other, built with the pinned nightly. `cargo xtask test` runs them briefly too.
 //!
-//! It builds in `<target>/fuzz` and keeps the corpus libFuzzer grows there; it only reads the
-//! seeds checked in under `fuzz/corpus/request`. A failing input lands in
-//! `fuzz/artifacts/request/`, and cargo-fuzz prints the command that replays it.
+//! - `request`: the daemon's request parser;
+//! - `filter`: the filter language (lengths, nesting, Unicode);
+//! - `sockdiag`: the sock_diag reply parser (kernel bytes read at hand-written offsets);
+//! - `http`: the metrics endpoint's request handling.
+//!
+//! It builds in `<target>/fuzz` and keeps the corpora libFuzzer grows there; it only reads the
+//! seeds checked in under `fuzz/corpus/TARGET`. A failing input lands in
+//! `fuzz/artifacts/TARGET/`, and cargo-fuzz prints the command that replays it.
 
 use std::{fs, time::Duration};
 
@@ -13,12 +17,12 @@ use clap::Args;
 
 use crate::{cargo, cmd, setup};
 
-/// The fuzz target, a `[[bin]]` of `fuzz/Cargo.toml`.
-const TARGET: &str = "request";
+/// The fuzz targets, `[[bin]]`s of `fuzz/Cargo.toml`.
+pub const TARGETS: [&str; 4] = ["request", "filter", "sockdiag", "http"];
 
 #[derive(Args)]
 pub struct Options {
-    /// How long to fuzz, in seconds (building the target comes on top).
+    /// How long to fuzz each target, in seconds (building comes on top).
     #[arg(long, value_name = "N", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
@@ -27,35 +31,49 @@ pub struct Options {
 impl Options {
     pub fn run(self) -> Result<()> {
         setup::ensure_with_fuzzing()?;
-        fuzz(Duration::from_secs(self.seconds))
+        fuzz_each(Duration::from_secs(self.seconds))
     }
 }
 
-/// Builds the target and fuzzes it for `time`, which must be at least a second (setup, with
+/// Fuzzes every target for `total` in all, split evenly (at least a second each).
+pub fn fuzz(total: Duration) -> Result<()> {
+    let each = (total.as_secs() / TARGETS.len() as u64).max(1);
+    fuzz_each(Duration::from_secs(each))
+}
+
+/// Fuzzes every target for `each`.
+fn fuzz_each(each: Duration) -> Result<()> {
+    for target in TARGETS {
+        fuzz_one(target, each)?;
+    }
+    Ok(())
+}
+
+/// Builds `target` and fuzzes it for `time`, which must be at least a second (setup, with
 /// cargo-fuzz, must have run). Fails when libFuzzer finds an input that breaks a property.
-pub fn fuzz(time: Duration) -> Result<()> {
+fn fuzz_one(target: &str, time: Duration) -> Result<()> {
     let fuzz_dir = cargo::workspace_root().join("fuzz");
     let target_dir = cargo::target_dir().join("fuzz");
-    let corpus = target_dir.join("corpus").join(TARGET);
+    let corpus = target_dir.join("corpus").join(target);
     fs::create_dir_all(&corpus).with_context(|| format!("cannot create {}", corpus.display()))?;
-    say!("fuzzing `{TARGET}` for {time:?}, after building it");
-    cmd::run(
-        cargo::nightly(["fuzz", "run", "--fuzz-dir"])
-            .arg(&fuzz_dir)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .arg(TARGET)
-            // libFuzzer adds what it finds to the first directory only.
-            .arg(&corpus)
-            .arg(fuzz_dir.join("corpus").join(TARGET))
-            .arg("--")
-            .arg(format!("-max_total_time={}", time.as_secs()))
-            .arg(format!(
-                "-dict={}",
-                fuzz_dir.join(format!("{TARGET}.dict")).display()
-            ))
-            .arg("-print_final_stats=1"),
-    )
+    say!("fuzzing `{target}` for {time:?}, after building it");
+    let mut command = cargo::nightly(["fuzz", "run", "--fuzz-dir"]);
+    command
+        .arg(&fuzz_dir)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg(target)
+        // libFuzzer adds what it finds to the first directory only.
+        .arg(&corpus)
+        .arg(fuzz_dir.join("corpus").join(target))
+        .arg("--")
+        .arg(format!("-max_total_time={}", time.as_secs()))
+        .arg("-print_final_stats=1");
+    let dict = fuzz_dir.join(format!("{target}.dict"));
+    if dict.exists() {
+        command.arg(format!("-dict={}", dict.display()));
+    }
+    cmd::run(&mut command)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: every test in the workspace, including the end-to-end tests, which drive
 //! the real release binary named by `ENETSTAT_BIN` and need root, and the Debian-package test,
 //! which installs the package named by `ENETSTAT_DEB`, built here from that same binary. Then
-//! the fuzz target runs briefly (`cargo xtask fuzz` runs it longer), and the kernel matrix
-//! (`cargo xtask matrix`) runs the end-to-end checks on Debian's kernels under QEMU.
+//! the fuzz targets run briefly, 40 s in all (`cargo xtask fuzz` runs each longer), and the
+//! kernel matrix (`cargo xtask matrix`) runs the end-to-end checks on Debian's kernels under
+//! QEMU.
 
 use std::{
     ffi::OsString,
@@ -17,8 +18,10 @@ use crate::{build, cargo, cargo::Profile, cmd, dist, fuzz, matrix, privilege::is
 
 #[derive(Args)]
 pub struct Options {
-    /// Seconds to run the fuzz target for, after the tests; 0 skips it.
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Seconds to fuzz for after the tests, in all, split evenly over the fuzz targets; 0
+    /// skips fuzzing. At most 60, to keep CI short (`cargo xtask fuzz` fuzzes longer).
+    #[arg(long, value_name = "N", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
     fuzz_seconds: u64,
 
     /// Do not run the kernel matrix after the tests (not allowed under CI=true).
@@ -115,7 +118,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(options.args, ["-p", "enetstat-tests", "--", "--nocapture"]);
-        assert_eq!(options.fuzz_seconds, 20);
+        assert_eq!(options.fuzz_seconds, 40);
     }
 
     #[test]

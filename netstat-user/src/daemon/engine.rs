@@ -35,7 +35,12 @@ use crate::{
     tracker::Tracker,
 };
 
-use super::{event_log::EventLog, metrics::Metrics, protocol::Stream};
+use super::{
+    event_log::EventLog,
+    limits::{GuardStats, Guards},
+    metrics::Metrics,
+    protocol::Stream,
+};
 
 /// One transition with everything the renderers need, shared by every subscriber it matches.
 #[derive(Clone, Debug)]
@@ -58,6 +63,13 @@ pub struct Subscription {
     pub queue: mpsc::Sender<Arc<Event>>,
     /// Events that did not fit in `queue`; the client task cuts the client off when non-zero.
     pub dropped: Arc<AtomicU64>,
+    /// What one evaluation of `filter` may cost ([`Filter::cost`]).
+    pub cost: u64,
+    /// Set, with the reason, when the engine cut the subscriber off for taking more than its
+    /// share of the filter budget; the client task tells the client.
+    pub cut: Arc<std::sync::OnceLock<String>>,
+    /// Work charged since the last check.
+    pub work: u64,
 }
 
 /// A subscription, and the signal that it is in place: every event after that reaches it.
@@ -109,6 +121,11 @@ pub struct Stats {
     pub event_log_written: u64,
     pub event_log_dropped: u64,
     pub event_log_rotations: u64,
+    /// Reconciliations (socket dumps) that failed; each is retried at the next tick.
+    pub reconcile_failures: u64,
+    /// Connections, subscribers and filters: open, allowed, refused (see `--max-clients`).
+    #[serde(flatten)]
+    pub guards: GuardStats,
 }
 
 /// How the engine runs.
@@ -122,7 +139,14 @@ pub struct EngineOptions {
     pub keep_closed: Duration,
     /// How the kernel programs trace, once they are attached.
     pub mode: Option<Mode>,
+    /// Filter work per second (in [`Filter::cost`] units) all subscribers share; each may do
+    /// its share (this divided among them), checked at every `reconcile` tick.
+    pub filter_budget: u64,
 }
+
+/// Default filter work per second: about a core at a few nanoseconds a unit, so 64
+/// subscribers with filters of 25 conditions keep up with 280,000 events a second.
+pub const DEFAULT_FILTER_BUDGET: u64 = 500_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -139,6 +163,10 @@ pub struct Engine {
     flow: Flow,
     started: std::time::Instant,
     metrics: Option<Arc<Metrics>>,
+    guards: Arc<Guards>,
+    reconcile_failures: u64,
+    /// The kernel's counters as last read (kept when a read fails).
+    kernel: KernelCounters,
 }
 
 /// Everything an event passes through besides the table: kept apart from it, so the table
@@ -162,6 +190,7 @@ impl Engine {
         opts: EngineOptions,
         metrics: Option<Arc<Metrics>>,
         event_log: Option<EventLog>,
+        guards: Arc<Guards>,
     ) -> Self {
         Self {
             table: Table::new(opts.limits, snapshot::own_netns()),
@@ -179,6 +208,9 @@ impl Engine {
             },
             started: std::time::Instant::now(),
             metrics,
+            guards,
+            reconcile_failures: 0,
+            kernel: KernelCounters::default(),
             opts,
         }
     }
@@ -201,9 +233,7 @@ impl Engine {
             sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
         })?;
         mem::trim();
-        if let Some(m) = &self.metrics {
-            m.observe_table(&self.table, counters()?);
-        }
+        self.observe(&counters);
         ready();
         let mut tick = tokio::time::interval(self.opts.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,18 +248,48 @@ impl Engine {
                 }
                 Some(cmd) = commands.recv() => {
                     self.drain(stream);
-                    self.command(cmd, &counters)?;
+                    self.command(cmd, &counters);
                 }
                 _ = tick.tick() => {
                     self.drain(stream);
-                    self.reconcile(stream)?;
-                    if let Some(m) = &self.metrics {
-                        m.observe_table(&self.table, counters()?);
+                    self.flow.police(self.opts.filter_budget, self.opts.reconcile);
+                    // A failed dump (out of file descriptors, a kernel hiccup) is counted and
+                    // tried again at the next tick; the events keep the table live meanwhile.
+                    if let Err(e) = self.reconcile(stream) {
+                        self.reconcile_failures += 1;
+                        if let Some(m) = &self.metrics {
+                            m.reconcile_failed();
+                        }
+                        tracing::warn!(
+                            "reconciliation failed (retrying in {:?}): {e}",
+                            self.opts.reconcile
+                        );
                     }
+                    self.observe(&counters);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The kernel's counters, or the last ones read when reading fails.
+    fn kernel_counters(
+        &mut self,
+        counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
+    ) -> KernelCounters {
+        match counters() {
+            Ok(k) => self.kernel = k,
+            Err(e) => tracing::warn!("cannot read the kernel's counters: {e}"),
+        }
+        self.kernel
+    }
+
+    /// Refreshes the metrics' gauges and mirrored counters.
+    fn observe(&mut self, counters: &impl Fn() -> Result<KernelCounters, ProbeError>) {
+        let k = self.kernel_counters(counters);
+        if let Some(m) = &self.metrics {
+            m.observe_table(&self.table, k);
+        }
     }
 
     fn reconcile(&mut self, stream: &mut EventStream) -> Result<(), EngineError> {
@@ -268,7 +328,7 @@ impl Engine {
         &mut self,
         cmd: Command,
         counters: &impl Fn() -> Result<KernelCounters, ProbeError>,
-    ) -> Result<(), EngineError> {
+    ) {
         match cmd {
             Command::Subscribe(s) => {
                 self.flow.subscribers.push(s.subscription);
@@ -280,10 +340,11 @@ impl Engine {
                 reply,
             } => {
                 let rows = snapshot::traced_rows(&opts, &mut self.table, &owners, monotonic_ns());
-                let _ = reply.send((rows, self.status(counters()?)));
+                let k = self.kernel_counters(counters);
+                let _ = reply.send((rows, self.status(k)));
             }
             Command::Stats { reply } => {
-                let k = counters()?;
+                let k = self.kernel_counters(counters);
                 self.flow.subscribers.retain(|s| !s.queue.is_closed());
                 let _ = reply.send(Stats {
                     pid: std::process::id(),
@@ -304,10 +365,11 @@ impl Engine {
                     event_log_written: self.log_counter(|c| &c.written),
                     event_log_dropped: self.log_counter(|c| &c.dropped),
                     event_log_rotations: self.log_counter(|c| &c.rotations),
+                    reconcile_failures: self.reconcile_failures,
+                    guards: self.guards.snapshot(),
                 });
             }
         }
-        Ok(())
     }
 
     fn log_counter(
@@ -326,6 +388,27 @@ impl Engine {
 }
 
 impl Flow {
+    /// Cuts off every subscriber whose filter did more work since the last check than its
+    /// share of the budget for `window`, so one costly filter slows nobody else down.
+    fn police(&mut self, budget: u64, window: Duration) {
+        let n = self.subscribers.len().max(1) as u128;
+        let share = (u128::from(budget) * window.as_millis() / 1000 / n) as u64;
+        self.subscribers.retain_mut(|s| {
+            let work = std::mem::take(&mut s.work);
+            if work <= share {
+                return true;
+            }
+            let _ = s.cut.set(format!(
+                "cut off: this subscription's filter cost {work} units of work in {window:?} \
+                 (a unit per condition tested per event, {} per event), more than its share of \
+                 {share} (--filter-budget, shared by {n} subscribers). Narrow or simplify the filter",
+                s.cost
+            ));
+            tracing::info!("a subscriber's filter took more than its share; cutting it off");
+            false
+        });
+    }
+
     /// Handles every record waiting in the ring.
     fn drain(&mut self, stream: &mut EventStream, table: &mut Table) {
         self.clock.refresh();
@@ -377,10 +460,11 @@ impl Flow {
         };
         let mut shared: Option<Arc<Event>> = None;
         let mut drops = 0;
-        self.subscribers.retain(|s| {
+        self.subscribers.retain_mut(|s| {
             if s.stream == Stream::Lifecycles && life.is_none() {
                 return true;
             }
+            s.work += s.cost;
             if !s.filter.matches(&observed) {
                 return true;
             }

@@ -2,6 +2,11 @@
 //! prints), written by its own thread so a slow disk never holds the engine up. The engine
 //! hands events over through a bounded channel and counts what did not fit; the file is
 //! rotated by size (`PATH` → `PATH.1` → … → `PATH.N`, the oldest deleted).
+//!
+//! The file is made mode 0640 whatever the umask, opened without following a symbolic link
+//! (`O_NOFOLLOW`), and must be a regular file. In a directory other users may write to (such
+//! as `/tmp`), a file that belongs to another user is refused: it could be a trap laid for
+//! the daemon.
 
 use std::{
     fs::{File, OpenOptions},
@@ -55,8 +60,82 @@ pub struct EventLogError {
     source: io::Error,
 }
 
+/// The mode a new log gets, whatever the umask.
+pub const LOG_MODE: u32 = 0o640;
+
+fn refuse(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, message)
+}
+
+/// Opens `path` for appending: never through a symbolic link, only a regular file, made
+/// [`LOG_MODE`] when new, and never another user's file in a directory others can write.
 fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let shared_dir = std::fs::metadata(dir)?.mode() & 0o022 != 0;
+    let foreign = |owner: u32| {
+        refuse(format!(
+            "it belongs to uid {owner}, not to this daemon (uid {uid}), in {}, a directory \
+             other users may write to; remove it, or give a path in a directory of the \
+             daemon's own",
+            dir.display()
+        ))
+    };
+    // Said plainly first (the kernel may refuse such a file with a bare EACCES, see
+    // fs.protected_regular); checked again on what was opened, against a swap in between.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(refuse(
+                "it is a symbolic link, which the daemon does not follow; give the real path"
+                    .into(),
+            ));
+        }
+        Ok(m) if shared_dir && m.uid() != uid => return Err(foreign(m.uid())),
+        _ => {}
+    }
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let (file, made) = match OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(LOG_MODE)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let f = OpenOptions::new()
+                .append(true)
+                .custom_flags(flags)
+                .open(path)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => refuse(
+                        "it is a symbolic link, which the daemon does not follow; give the \
+                         real path"
+                            .into(),
+                    ),
+                    _ => e,
+                })?;
+            (f, false)
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    if !made && shared_dir && meta.uid() != uid {
+        return Err(foreign(meta.uid()));
+    }
+    if made {
+        // The umask may have taken bits away (or, at 0, added none): set exactly.
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+    }
+    Ok(file)
 }
 
 fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -195,6 +274,32 @@ fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_0640_whatever_the_umask_and_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("enetstat-evlog-m-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = dir.join("events.ndjson");
+        // SAFETY: umask only swaps the process's mask (this test restores it).
+        let old = unsafe { libc::umask(0) };
+        let opened = open(&p);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        drop(opened.unwrap());
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        let target = dir.join("target");
+        std::fs::write(&target, "x").unwrap();
+        let link = dir.join("link.ndjson");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn rotation_shifts_and_keeps_n() {

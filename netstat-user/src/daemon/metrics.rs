@@ -17,8 +17,12 @@
 //! | `enetstat_kernel_recursion_misses_total` | counter | events lost to program recursion |
 //! | `enetstat_reconciliation_corrections_total` | counter | `kind` = added, removed, state |
 //! | `enetstat_table_overflow_total` | counter | `table` = sockets, history |
+//! | `enetstat_reconcile_failures_total` | counter | socket dumps that failed (each retried) |
+//! | `enetstat_refused_total` | counter | `what` = client, subscriber, metrics_connection, filter |
+//! | `enetstat_subscribers_cut_off_total` | counter | subscribers that lagged or stopped reading |
+//! | `enetstat_connections` | gauge | `kind` = client, subscriber, metrics: open now |
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -26,6 +30,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use super::limits::{GuardStats, Guards};
 use crate::{
     end::End,
     life::Lifecycle,
@@ -66,11 +71,22 @@ struct TableLabel {
     table: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct What {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnKind {
+    kind: &'static str,
+}
+
 /// Counters mirrored from elsewhere: the last values seen, so only the increase is added.
 #[derive(Debug, Default)]
 struct Mirrored {
     kernel: KernelCounters,
     table: Counters,
+    guards: GuardStats,
 }
 
 /// Every metric, registered once.
@@ -88,6 +104,11 @@ pub struct Metrics {
     recursion_misses: Counter,
     corrections: Family<Kind, Counter>,
     overflow: Family<TableLabel, Counter>,
+    reconcile_failures: Counter,
+    refused: Family<What, Counter>,
+    cut_off: Counter,
+    connections: Family<ConnKind, Gauge>,
+    guards: Option<Arc<Guards>>,
     mirrored: Mutex<Mirrored>,
 }
 
@@ -129,6 +150,11 @@ impl Metrics {
             recursion_misses: Counter::default(),
             corrections: Family::default(),
             overflow: Family::default(),
+            reconcile_failures: Counter::default(),
+            refused: Family::default(),
+            cut_off: Counter::default(),
+            connections: Family::default(),
+            guards: None,
             mirrored: Mutex::new(Mirrored::default()),
             registry: Registry::default(),
         };
@@ -194,6 +220,26 @@ impl Metrics {
             "Sockets (or closed connections) not kept because the table (or history) was full",
             m.overflow.clone(),
         );
+        registry.register(
+            "enetstat_reconcile_failures",
+            "Socket dumps that failed (each is retried at the next tick)",
+            m.reconcile_failures.clone(),
+        );
+        registry.register(
+            "enetstat_refused",
+            "Clients, subscribers, metrics connections and filters refused for breaking a limit",
+            m.refused.clone(),
+        );
+        registry.register(
+            "enetstat_subscribers_cut_off",
+            "Subscribers cut off because they read too slowly or stopped reading",
+            m.cut_off.clone(),
+        );
+        registry.register(
+            "enetstat_connections",
+            "Connections open now: Unix-socket clients, subscribers, metrics",
+            m.connections.clone(),
+        );
         // Series that exist from the start, at zero, so rates and alerts work from the first
         // scrape.
         for direction in ["active", "passive"] {
@@ -215,7 +261,66 @@ impl Metrics {
         for table in ["sockets", "history"] {
             drop(m.overflow.get_or_create(&TableLabel { table }));
         }
+        for what in ["client", "subscriber", "metrics_connection", "filter"] {
+            drop(m.refused.get_or_create(&What { what }));
+        }
+        for kind in ["client", "subscriber", "metrics"] {
+            drop(m.connections.get_or_create(&ConnKind { kind }));
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Mirrors the daemon's connection gates and refusal counters at every scrape.
+    pub fn with_guards(mut self, guards: Arc<Guards>) -> Self {
+        self.guards = Some(guards);
+        self
+    }
+
+    /// Counts a failed reconciliation.
+    pub fn reconcile_failed(&self) {
+        self.reconcile_failures.inc();
+    }
+
+    /// Brings the refusal counters and connection gauges up to date.
+    fn observe_guards(&self) {
+        let Some(guards) = &self.guards else { return };
+        let now = guards.snapshot();
+        for (kind, open) in [
+            ("client", now.clients),
+            ("subscriber", guards.subscribers.open()),
+            ("metrics", now.metrics_connections),
+        ] {
+            self.connections
+                .get_or_create(&ConnKind { kind })
+                .set(open as i64);
+        }
+        let Ok(mut last) = self.mirrored.lock() else {
+            return;
+        };
+        let was = last.guards;
+        for (what, new, old) in [
+            ("client", now.clients_refused, was.clients_refused),
+            (
+                "subscriber",
+                now.subscribers_refused,
+                was.subscribers_refused,
+            ),
+            (
+                "metrics_connection",
+                now.metrics_connections_refused,
+                was.metrics_connections_refused,
+            ),
+            ("filter", now.filters_refused, was.filters_refused),
+        ] {
+            self.refused
+                .get_or_create(&What { what })
+                .inc_by(new.saturating_sub(old));
+        }
+        self.cut_off.inc_by(
+            now.subscribers_cut_off
+                .saturating_sub(was.subscribers_cut_off),
+        );
+        last.guards = now;
     }
 
     /// Counts one transition (and the connection it opened or closed).
@@ -323,14 +428,13 @@ impl Metrics {
                 old,
             );
         }
-        *last = Mirrored {
-            kernel,
-            table: counters,
-        };
+        last.kernel = kernel;
+        last.table = counters;
     }
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        self.observe_guards();
         let mut s = String::new();
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();

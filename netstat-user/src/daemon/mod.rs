@@ -6,8 +6,16 @@
 //!
 //! Default `/run/enetstat/enetstat.sock` (`--socket PATH`), mode 0660, owner root, group from
 //! `--socket-group GROUP`: members of that group can use every client command without root.
+//! The directories it makes for the socket are mode 0750 with that group, whatever the umask.
 //! A socket file left by a daemon that was killed is replaced at start; if a live daemon
-//! answers on it, the new one refuses to start. The file is removed on every orderly exit.
+//! answers on it, the new one refuses to start. The file is removed on every orderly exit; a
+//! daemon that cannot remove it (its directory belongs to someone else) says so at start and
+//! at exit.
+//!
+//! # Limits
+//!
+//! What clients may take (connections, subscribers, filter size and work, queues) is capped,
+//! each refusal a clear error and a counter in `stats` and the metrics: see [`limits`].
 //!
 //! # The protocol (version 1)
 //!
@@ -48,17 +56,22 @@
 //!   the connection stays usable except after a truncated request.
 //! - A subscriber that reads too slowly (more than `--client-queue` events waiting) is cut off
 //!   with `{"error":"lagged: N events dropped","lagged":N}` and the connection is closed; the
-//!   engine and the other clients never wait for it. Error lines always start `{"error"`,
-//!   which no text or CSV line does.
+//!   engine and the other clients never wait for it. One that stops reading altogether is cut
+//!   off once a write to it has waited 10 s, and one whose filter does more than its share of
+//!   `--filter-budget` with an error saying so. Error lines always start `{"error"`, which no
+//!   text or CSV line does.
+//! - A JSON object with a key twice is refused (parsers disagree on which one wins).
 
 pub mod engine;
 pub mod event_log;
 pub mod http;
+pub mod limits;
 pub mod lines;
 pub mod metrics;
 pub mod privilege;
 pub mod protocol;
 pub mod server;
+pub mod socket;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -83,6 +96,8 @@ pub struct DaemonOptions {
     pub engine: EngineOptions,
     /// Most events waiting for one subscriber before it is cut off.
     pub queue_len: usize,
+    /// Caps on clients, subscribers and metrics connections.
+    pub connections: limits::ConnectionLimits,
     /// Drop every capability but [`privilege::KEPT`] once the programs are attached.
     pub drop_capabilities: bool,
     /// Write every transition to this NDJSON log.
@@ -112,7 +127,15 @@ pub enum DaemonError {
          daemon (`usermod -aG {0} USER`), or name another --socket-group"
     )]
     Group(String),
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error(
+        "cannot serve metrics on {addr}: {source}{hint}",
+        hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            ". Another process (another enetstat daemon?) serves on that address; stop it, or \
+             give --metrics another ADDR"
+        } else {
+            ""
+        }
+    )]
     Metrics {
         addr: SocketAddr,
         #[source]
@@ -138,20 +161,29 @@ pub async fn run(
     let gid = opts
         .socket_group
         .as_deref()
-        .map(server::group_id)
+        .map(socket::group_id)
         .transpose()?;
-    let metrics = opts.metrics.map(|_| Arc::new(metrics::Metrics::new()));
+    let guards = limits::Guards::new(opts.connections);
+    let metrics = opts
+        .metrics
+        .map(|_| Arc::new(metrics::Metrics::new().with_guards(guards.clone())));
+    // The socket file is removed when `_file` drops: on return, error or panic.
+    // First, so a second daemon on the same socket says so (not that its metrics port is
+    // taken).
+    let (listener, _file) = socket::bind(&opts.socket, gid)?;
     let http = match (opts.metrics, &metrics) {
         (Some(addr), Some(m)) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| DaemonError::Metrics { addr, source })?;
-            Some(tokio::spawn(http::serve(listener, m.clone())))
+            Some(tokio::spawn(http::serve(
+                listener,
+                m.clone(),
+                guards.metrics.clone(),
+            )))
         }
         _ => None,
     };
-    // The socket file is removed when `_file` drops: on return, error or panic.
-    let (listener, _file) = server::bind(&opts.socket, gid)?;
     let mut probe = Probe::start(opts.probe.clone())?;
     let mut stream = probe.events()?;
     if opts.drop_capabilities {
@@ -162,6 +194,7 @@ pub async fn run(
         commands,
         queue_len: opts.queue_len,
         limits: opts.engine.limits,
+        guards: guards.clone(),
     };
     let serving = tokio::spawn(server::serve(listener, shared));
     let log = opts
@@ -173,7 +206,7 @@ pub async fn run(
         mode: Some(probe.mode()),
         ..opts.engine.clone()
     };
-    let engine = engine::Engine::new(engine_opts, metrics, log);
+    let engine = engine::Engine::new(engine_opts, metrics, log, guards);
     let result = engine
         .run(&mut stream, rx, stop, || probe.counters(), ready)
         .await;

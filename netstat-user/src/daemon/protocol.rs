@@ -172,6 +172,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         return Err(RequestError::TooLong);
     }
     let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
+    if let Some(key) = duplicate_key(text) {
+        return Err(RequestError::Malformed(format!(
+            "the key {key:?} appears twice in one object"
+        )));
+    }
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
     let Some(obj) = value.as_object_mut() else {
@@ -195,6 +200,85 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         },
     }
     serde_json::from_value(value).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+/// The first key that appears twice in one JSON object of `text`, if any (JSON parsers
+/// disagree on which one wins, so a request that has one is refused). `None` also for text
+/// that is not JSON: the parse that follows reports that.
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
+
+    /// Walks any JSON value, failing with the duplicate key's name.
+    struct Walk;
+
+    impl<'de> Visitor<'de> for Walk {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(WalkSeed)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    // The error carries the key out; the parse stops here.
+                    return Err(serde::de::Error::custom(format!("\u{0}{key}")));
+                }
+                map.next_value_seed(WalkSeed)?;
+            }
+            Ok(())
+        }
+    }
+
+    struct WalkSeed;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for WalkSeed {
+        type Value = ();
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    match (&mut de).deserialize_any(Walk) {
+        Err(e) => {
+            let msg = e.to_string();
+            let key = msg.strip_prefix('\u{0}')?;
+            // serde_json appends " at line L column C".
+            let key = key.rsplit_once(" at line ").map_or(key, |(k, _)| k);
+            Some(key.to_owned())
+        }
+        Ok(()) => None,
+    }
 }
 
 /// The line that encodes `request` (with its newline).
@@ -322,6 +406,22 @@ mod tests {
             Err(RequestError::Malformed(_))
         ));
         assert_eq!(parse_request(b"\xff\xfe"), Err(RequestError::NotUtf8));
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"snapshot","filter":"a","filter":"b"}"#),
+            Err(RequestError::Malformed(
+                "the key \"filter\" appears twice in one object".into()
+            ))
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"stats","x":{"k":1,"k":2}}"#),
+            Err(RequestError::Malformed(
+                "the key \"k\" appears twice in one object".into()
+            ))
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"stats","x":[{"k":1},{"k":2}]}"#),
+            Ok(Request::Stats)
+        );
         assert_eq!(
             parse_request(&vec![b' '; MAX_REQUEST]),
             Err(RequestError::TooLong)

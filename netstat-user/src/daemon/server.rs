@@ -1,10 +1,8 @@
-//! The Unix socket: its file (stale ones replaced, removed on exit, mode 0660 with the chosen
-//! group), and one task per client connection that reads requests and writes replies.
+//! The Unix socket's clients: one task per connection that reads requests and writes replies
+//! (the socket file itself is [`super::socket`]).
 
 use std::{
     io,
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,8 +20,8 @@ use tokio::{
 };
 
 use super::{
-    DaemonError,
     engine::{Command, EntrySubject, Subscribe, Subscription},
+    limits::{Guards, WRITE_TIMEOUT},
     lines,
     protocol::{
         self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest, SubscribeRequest,
@@ -32,102 +30,13 @@ use super::{
 };
 use crate::{
     event::Family,
-    filter::Filter,
+    filter::{Filter, ParseError},
     pids::SocketOwners,
     snapshot::{self, Format, Selection, Servers, SnapshotOptions},
     sockdiag::Proto,
     state::TcpState,
     table::{Entry, Limits},
 };
-
-/// The socket file; removed on drop unless another daemon has replaced it since.
-#[derive(Debug)]
-pub struct SocketFile {
-    path: PathBuf,
-    ino: u64,
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// A group's id, by name or number.
-pub fn group_id(group: &str) -> Result<u32, DaemonError> {
-    super::privilege::group_id(group).ok_or_else(|| DaemonError::Group(group.into()))
-}
-
-/// A daemon running as another user (`--user`) must be able to remove its socket when it
-/// stops, so it owns the socket's directory when the directory is its own: the default
-/// `/run/enetstat`, or one it just made. Elsewhere (`/tmp`) it warns instead.
-fn take_dir(dir: &Path, made: bool) -> io::Result<()> {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 || std::fs::metadata(dir)?.uid() == uid {
-        return Ok(());
-    }
-    let ours = Path::new(super::DEFAULT_SOCKET).parent() == Some(dir);
-    if made || ours {
-        std::os::unix::fs::chown(dir, Some(uid), None)?;
-    } else {
-        tracing::warn!(
-            "{} belongs to another user, so this daemon (uid {uid}) may not be able to remove              its socket there when it stops; give --socket a path in a directory of its own",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
-/// answers on it, and sets mode 0660 and the group.
-pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
-    let err = |source| DaemonError::Socket {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let made = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(err)?;
-        take_dir(dir, made).map_err(err)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                tracing::info!("replacing the stale socket {}", path.display());
-                std::fs::remove_file(path).map_err(err)?;
-            }
-            Err(e) => return Err(err(e)),
-        },
-        Ok(_) => return Err(DaemonError::NotASocket(path.to_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    // Nobody but root may connect until the mode and group are set.
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(err)?;
-    let ino = std::fs::symlink_metadata(path).map_err(err)?.ino();
-    let file = SocketFile {
-        path: path.to_owned(),
-        ino,
-    };
-    // Owned by root even when the daemon runs as another user (`--user`).
-    // SAFETY: geteuid cannot fail.
-    if gid.is_some() || unsafe { libc::geteuid() } != 0 {
-        std::os::unix::fs::chown(path, Some(0), gid).map_err(err)?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
-    let listener = UnixListener::from_std(listener).map_err(err)?;
-    Ok((listener, file))
-}
 
 /// What every client task shares.
 #[derive(Clone, Debug)]
@@ -136,15 +45,44 @@ pub struct Shared {
     /// Events a subscriber may have queued before it is cut off.
     pub queue_len: usize,
     pub limits: Limits,
+    pub guards: Arc<Guards>,
 }
 
-/// Accepts clients until the listener is dropped.
+impl Shared {
+    /// Parses a request's filter; a filter over a size limit is counted.
+    fn filter(&self, text: &str) -> Result<Filter, String> {
+        Filter::parse(text).map_err(|e: ParseError| {
+            if e.problem().is_limit() {
+                self.guards.filters_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            format!("bad filter: {e}")
+        })
+    }
+}
+
+/// Accepts clients until the listener is dropped. Past `--max-clients` a new client gets one
+/// error line and is closed; out of file descriptors, accepting pauses and retries.
 pub async fn serve(listener: UnixListener, shared: Shared) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(client(stream, shared.clone()));
-            }
+            Ok((stream, _)) => match shared.guards.clients.enter() {
+                Some(pass) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        client(stream, shared).await;
+                        drop(pass);
+                    });
+                }
+                None => {
+                    let max = shared.guards.clients.max();
+                    let line = protocol::error_line(&format!(
+                        "too many clients: this daemon serves at most {max} at once \
+                         (--max-clients); try again later"
+                    ));
+                    // Never wait for a refused client: what does not fit is lost.
+                    let _ = stream.try_write(line.as_bytes());
+                }
+            },
             Err(e) => {
                 tracing::warn!("cannot accept a client: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -223,9 +161,16 @@ async fn requests(
             Err(e) => protocol::error_line(&e.to_string()),
             Ok(Request::Stats) => stats(shared).await,
             Ok(Request::Snapshot(r)) => snapshot(shared, r).await,
-            Ok(Request::Subscribe(r)) => match Filter::parse(&r.filter) {
-                Ok(filter) => return subscribe(rd, wr, shared, r, filter).await,
-                Err(e) => protocol::error_line(&format!("bad filter: {e}")),
+            Ok(Request::Subscribe(r)) => match shared.filter(&r.filter) {
+                Ok(filter) => match shared.guards.subscribers.enter() {
+                    Some(_pass) => return subscribe(rd, wr, shared, r, filter).await,
+                    None => protocol::error_line(&format!(
+                        "too many subscribers: this daemon streams to at most {} at once \
+                         (--max-subscribers); try again later",
+                        shared.guards.subscribers.max()
+                    )),
+                },
+                Err(e) => protocol::error_line(&e),
             },
         };
         wr.write_all(reply.as_bytes()).await?;
@@ -255,7 +200,11 @@ async fn stats(shared: &Shared) -> String {
 }
 
 /// The options of a snapshot request, as `enetstat`'s flags would set them.
-pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotOptions, String> {
+pub fn snapshot_options(
+    r: &SnapshotRequest,
+    limits: Limits,
+    filter: Filter,
+) -> Result<SnapshotOptions, String> {
     let mut protos = Vec::new();
     for p in &r.protos {
         protos.push(match p.to_ascii_lowercase().as_str() {
@@ -282,7 +231,6 @@ pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotO
         .iter()
         .map(|s| s.parse::<TcpState>().map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    let filter = Filter::parse(&r.filter).map_err(|e| format!("bad filter: {e}"))?;
     let netns = snapshot::own_netns();
     let extra: Option<snapshot::Matcher> = (!filter.is_all()).then(|| {
         Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns))) as snapshot::Matcher
@@ -315,7 +263,10 @@ pub fn snapshot_options(r: &SnapshotRequest, limits: Limits) -> Result<SnapshotO
 }
 
 async fn snapshot(shared: &Shared, r: SnapshotRequest) -> String {
-    let opts = match snapshot_options(&r, shared.limits) {
+    let opts = match shared
+        .filter(&r.filter)
+        .and_then(|f| snapshot_options(&r, shared.limits, f))
+    {
         Ok(o) => o,
         Err(e) => return protocol::error_line(&e),
     };
@@ -359,6 +310,25 @@ async fn snapshot(shared: &Shared, r: SnapshotRequest) -> String {
     }
 }
 
+/// Writes to a subscriber; one that has not taken the bytes within [`WRITE_TIMEOUT`] (it
+/// does not read) is cut off, so it holds no queue or buffer for long.
+async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], shared: &Shared) -> io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!("a subscriber has not read for {WRITE_TIMEOUT:?}; cutting it off");
+            shared
+                .guards
+                .subscribers_cut_off
+                .fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the subscriber stopped reading",
+            ))
+        }
+    }
+}
+
 /// Streams events to the client until it goes away or lags.
 async fn subscribe(
     rd: &mut BufReader<OwnedReadHalf>,
@@ -373,11 +343,15 @@ async fn subscribe(
     }
     let (queue, mut rx) = mpsc::channel(shared.queue_len.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(std::sync::OnceLock::new());
     let sub = Subscription {
         stream: r.stream,
+        cost: filter.cost(),
         filter,
         queue,
         dropped: dropped.clone(),
+        cut: cut.clone(),
+        work: 0,
     };
     let (registered, done) = oneshot::channel();
     let cmd = Command::Subscribe(Subscribe {
@@ -392,7 +366,7 @@ async fn subscribe(
     if r.header {
         lines::write_header(&mut buf, r.stream, r.format, &style)?;
     }
-    wr.write_all(&buf).await?;
+    write(wr, &buf, shared).await?;
     buf.clear();
     let mut batch = Vec::with_capacity(1024);
     let mut scratch = [0u8; 512];
@@ -400,19 +374,31 @@ async fn subscribe(
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
-                if n == 0 {
-                    // The engine stopped.
-                    return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
-                }
                 let lost = dropped.load(Ordering::Relaxed);
                 if lost > 0 {
                     tracing::info!("a subscriber lagged: {lost} events dropped; cutting it off");
-                    return wr.write_all(protocol::lagged_line(lost).as_bytes()).await;
+                    shared.guards.subscribers_cut_off.fetch_add(1, Ordering::Relaxed);
+                    let line = protocol::lagged_line(lost);
+                    // It may not read this either: the connection closes regardless.
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(line.as_bytes()))
+                        .await;
+                    return Ok(());
+                }
+                if n == 0 {
+                    // The engine cut this subscriber off, or stopped.
+                    let Some(why) = cut.get() else {
+                        return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
+                    };
+                    shared.guards.subscribers_cut_off.fetch_add(1, Ordering::Relaxed);
+                    let line = protocol::error_line(why);
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(line.as_bytes()))
+                        .await;
+                    return Ok(());
                 }
                 for ev in batch.drain(..) {
                     lines::write_event(&mut buf, &ev, r.stream, r.format, &style)?;
                 }
-                wr.write_all(&buf).await?;
+                write(wr, &buf, shared).await?;
                 buf.clear();
             }
             n = rd.read(&mut scratch), if reading => {

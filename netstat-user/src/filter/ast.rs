@@ -130,22 +130,64 @@ pub struct AddrMatch {
 }
 
 /// A process-name pattern: exact unless it holds `*` (any run of characters) or `?` (any one
-/// character).
+/// character). Compiled once, when parsed: matching allocates nothing, and a pattern that
+/// needs more characters than a name has fails at once, so its cost per event is bounded by
+/// the name's length (a `comm` is at most 15 bytes), not the pattern's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Pattern(pub String);
+pub struct Pattern {
+    text: String,
+    /// The glob's characters with runs of `*` collapsed; `None` for an exact name.
+    glob: Option<Box<[char]>>,
+    /// Characters a name needs at least (every one but `*`).
+    min_chars: usize,
+}
 
 impl Pattern {
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let glob = text.contains(['*', '?']).then(|| {
+            let mut chars: Vec<char> = Vec::with_capacity(text.len());
+            for c in text.chars() {
+                if !(c == '*' && chars.last() == Some(&'*')) {
+                    chars.push(c);
+                }
+            }
+            chars.into_boxed_slice()
+        });
+        let min_chars = text.chars().filter(|c| *c != '*').count();
+        Pattern {
+            text,
+            glob,
+            min_chars,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     pub fn is_glob(&self) -> bool {
-        self.0.contains(['*', '?'])
+        self.glob.is_some()
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        if !self.is_glob() {
-            return self.0 == name;
+        let Some(pat) = &self.glob else {
+            return self.text == name;
+        };
+        // A name is short: its characters go on the stack.
+        let mut buf = ['\0'; 64];
+        let mut n = 0;
+        for c in name.chars() {
+            if n == buf.len() {
+                // Longer than any comm; rare enough to allocate.
+                let text: Vec<char> = name.chars().collect();
+                return text.len() >= self.min_chars && glob(pat, &text);
+            }
+            buf[n] = c;
+            n += 1;
         }
-        let pat: Vec<char> = self.0.chars().collect();
-        let text: Vec<char> = name.chars().collect();
-        glob(&pat, &text)
+        n >= self.min_chars && glob(pat, &buf[..n])
     }
 }
 
@@ -219,7 +261,7 @@ impl fmt::Display for Term {
                 write!(f, "{key} {addr}")
             }
             Term::Pid(p) => write!(f, "pid {p}"),
-            Term::Comm(p) => write!(f, "comm {}", quote(&p.0)),
+            Term::Comm(p) => write!(f, "comm {}", quote(p.as_str())),
             Term::Family(Family::Ipv4) => f.write_str("family ipv4"),
             Term::Family(Family::Ipv6) => f.write_str("family ipv6"),
             Term::Netns(n) => write!(f, "netns {n}"),
@@ -330,7 +372,7 @@ mod tests {
 
     #[test]
     fn globs() {
-        let p = |s: &str| Pattern(s.into());
+        let p = |s: &str| Pattern::new(s);
         assert!(p("nginx").matches("nginx"));
         assert!(!p("nginx").matches("nginx: worker"));
         assert!(p("nginx*").matches("nginx: worker"));
@@ -339,6 +381,17 @@ mod tests {
         assert!(!p("py?hon").matches("pyhon"));
         assert!(p("*a*b*c").matches("xxaxxbxxc"));
         assert!(!p("*a*b*c").matches("xxaxxcxxb"));
+        assert!(p("a**b").matches("ab") && p("a**b").matches("axyb"));
+        let long = format!("*{}", "a".repeat(60_000));
+        assert!(
+            !p(&long).matches("aaaa"),
+            "more characters than the name has"
+        );
+        assert!(p(&"*".repeat(5000)).matches("nginx"));
+        assert!(
+            p("?*").matches(&"é".repeat(100)),
+            "names longer than the stack buffer"
+        );
     }
 
     #[test]

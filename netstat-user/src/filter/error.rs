@@ -34,11 +34,41 @@ pub enum Problem {
     UnclosedParen { column: usize, found: String },
     #[error("unclosed quote: no closing {0}")]
     UnclosedQuote(char),
+    #[error(
+        "the filter is {len} bytes long; the limit is {max} bytes (see `enetstat watch --help`)"
+    )]
+    TooLong { len: usize, max: usize },
+    #[error(
+        "the filter nests `(`, `not` and `!` more than {max} deep; write it flatter (see \
+         `enetstat watch --help`)"
+    )]
+    TooDeep { max: usize },
+    #[error("`{what}` can never match: ports are 0 to 65535")]
+    NeverMatches { what: String },
+}
+
+impl Problem {
+    /// Whether the expression broke one of the size limits ([`super::MAX_LEN`],
+    /// [`super::MAX_DEPTH`]), as opposed to being wrong.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Problem::TooLong { .. } | Problem::TooDeep { .. })
+    }
 }
 
 /// The conditions the language knows, for error messages.
 pub const CONDITIONS: &str = "a condition: state, from, sport, dport, port, src, dst, pid, comm, \
                               family, netns, cgroup, cookie, `not`, `!` or `(`";
+
+/// Characters of the expression shown on each side of the offending part.
+const WINDOW: usize = 60;
+
+/// The largest char boundary of `s` at or before `i`.
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
 
 /// A filter expression that does not parse. `Display` quotes the expression and points at
 /// the offending part:
@@ -49,12 +79,14 @@ pub const CONDITIONS: &str = "a condition: state, from, sport, dport, port, src,
 ///           ^^^
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid filter: {}\n  {}\n  {}", .0.problem, .0.shown, .0.caret)]
+#[error("invalid filter: {}\n  {}\n  {}", .0.said, .0.shown, .0.caret)]
 pub struct ParseError(Box<Details>);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Details {
     problem: Problem,
+    /// The problem in words, escaped (it may quote the expression's characters).
+    said: String,
     expression: String,
     span: Range<usize>,
     shown: String,
@@ -63,18 +95,40 @@ struct Details {
 
 impl ParseError {
     pub fn new(problem: Problem, expression: &str, span: Range<usize>) -> Self {
-        // Control characters (tabs, newlines, escapes) would break the caret's alignment or
-        // reach the terminal raw; each shows as one space.
-        let shown: String = expression
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let start = span.start.min(expression.len());
-        let end = span.end.clamp(start, expression.len());
-        let column = expression[..start].chars().count();
-        let width = expression[start..end].chars().count().max(1);
+        let start = floor_boundary(expression, span.start.min(expression.len()));
+        let end = floor_boundary(expression, span.end.clamp(start, expression.len()));
+        // A long expression (up to the length limit, or longer when refused for it) is shown
+        // as a window around the offending part, so the error stays a few lines.
+        let from = floor_boundary(expression, start.saturating_sub(WINDOW));
+        let marked = floor_boundary(expression, end.min(start + WINDOW));
+        let to = floor_boundary(
+            expression,
+            (marked.max(start + 1) + WINDOW).min(expression.len()),
+        );
+        let (lead, tail) = (
+            if from > 0 { "…" } else { "" },
+            if to < expression.len() { "…" } else { "" },
+        );
+        // Control and format characters (tabs, newlines, escapes, bidi overrides) would break
+        // the caret's alignment or reach the terminal raw; each shows as one space.
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if crate::render::escape::needs_escape(c) {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        let shown = format!("{lead}{}{tail}", clean(&expression[from..to]));
+        let column = lead.chars().count() + expression[from..start].chars().count();
+        let width = expression[start..marked].chars().count().max(1);
         let caret = format!("{}{}", " ".repeat(column), "^".repeat(width));
+        let said = crate::render::escape::escape_comm(&problem.to_string()).into_owned();
         Self(Box::new(Details {
+            said,
             problem,
             expression: expression.to_owned(),
             span: start..end,

@@ -43,11 +43,21 @@ pub fn parse(
     services: &dyn Fn(&str) -> Option<u16>,
 ) -> std::result::Result<Expr, ParseError> {
     let run = || -> Result<Expr> {
+        if text.len() > MAX_LEN {
+            return Err((
+                Problem::TooLong {
+                    len: text.len(),
+                    max: MAX_LEN,
+                },
+                MAX_LEN..text.len(),
+            ));
+        }
         let toks = lex(text)?;
         let mut p = Parser {
             text,
             toks,
             pos: 0,
+            depth: 0,
             services,
         };
         if p.toks.is_empty() {
@@ -69,10 +79,20 @@ pub fn parse(
     run().map_err(|(problem, span)| ParseError::new(problem, text, span))
 }
 
+/// Longest filter expression accepted, in bytes. Far above any filter a person writes, and
+/// it bounds what one filter can cost per event.
+pub const MAX_LEN: usize = 4096;
+
+/// Deepest nesting of `(`, `not` and `!` accepted. The parser, the evaluator and the printer
+/// recurse once per level, so this bounds their stack: 2,500 `(` used to overflow it.
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     text: &'a str,
     toks: Vec<Token>,
     pos: usize,
+    /// How deep in `(`, `not` and `!` the parser is.
+    depth: usize,
     services: &'a dyn Fn(&str) -> Option<u16>,
 }
 
@@ -171,6 +191,21 @@ impl Parser<'_> {
         let Some(t) = self.peek().cloned() else {
             return Err(self.missing_condition());
         };
+        let nests = matches!(t.tok, Tok::Bang | Tok::LParen) || is_word(&t, "not");
+        if !nests {
+            return self.unary_at(t);
+        }
+        if self.depth >= MAX_DEPTH {
+            return Err((Problem::TooDeep { max: MAX_DEPTH }, t.span.clone()));
+        }
+        self.depth += 1;
+        let e = self.unary_at(t);
+        self.depth -= 1;
+        e
+    }
+
+    /// A unary expression starting with `t` (the next token, not yet consumed).
+    fn unary_at(&mut self, t: Token) -> Result<Expr> {
         match &t.tok {
             Tok::Bang => {
                 self.next();
@@ -238,7 +273,16 @@ impl Parser<'_> {
         };
         if let Some(side) = port_side {
             let op = self.cmp_op().unwrap_or(CmpOp::Eq);
+            let port_start = self.span_of(self.peek()).start;
             let port = self.port_value(start)?;
+            if matches!((op, port), (CmpOp::Gt, u16::MAX) | (CmpOp::Lt, 0)) {
+                return Err((
+                    Problem::NeverMatches {
+                        what: self.since(start),
+                    },
+                    port_start..self.span_of(self.toks.get(self.pos - 1)).end,
+                ));
+            }
             return Ok(Expr::Term(Term::Port { side, op, port }));
         }
         let (term, negated) = match key {
@@ -304,7 +348,7 @@ impl Parser<'_> {
                     return Err(self.expected_after("a process name", start));
                 };
                 self.next();
-                (Term::Comm(Pattern(name)), negated)
+                (Term::Comm(Pattern::new(name)), negated)
             }
             "family" => {
                 let negated = self.eq_op("families")?;
@@ -521,5 +565,82 @@ impl Parser<'_> {
             net: Some(Net { addr: ip, prefix }),
             port,
         })
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+    use crate::filter::Filter;
+
+    fn problem(text: &str) -> Problem {
+        Filter::parse_with(text, &|_| None)
+            .expect_err(text)
+            .problem()
+            .clone()
+    }
+
+    #[test]
+    fn nesting_is_refused_past_the_limit_not_by_the_stack() {
+        let ok = format!(
+            "{}state close{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        assert!(Filter::parse_with(&ok, &|_| None).is_ok());
+        let max = MAX_DEPTH;
+        for deep in [
+            format!("{}state close{}", "(".repeat(max + 1), ")".repeat(max + 1)),
+            format!("{}state close", "!".repeat(max + 1)),
+            format!("{}state close", "not ".repeat(max + 1)),
+            format!("{}state close", "!(".repeat(max)),
+        ] {
+            assert_eq!(problem(&deep), Problem::TooDeep { max }, "{deep}");
+        }
+        // What crashed the daemon (2,500 `(`) and the CLI (10,000 `(`, 50,000 `!`).
+        assert_eq!(
+            problem(&format!("{}x{}", "(".repeat(2_500), ")".repeat(2_500))),
+            Problem::TooLong {
+                len: 5_001,
+                max: MAX_LEN
+            }
+        );
+        assert!(problem(&"!".repeat(50_000)).is_limit());
+    }
+
+    #[test]
+    fn length_is_refused_past_the_limit_with_a_short_error() {
+        let long = format!("comm \"{}\"", "é".repeat(3_000));
+        let e = Filter::parse_with(&long, &|_| None).unwrap_err();
+        assert!(matches!(e.problem(), Problem::TooLong { len: 6_007, .. }));
+        assert!(e.to_string().len() < 600, "{e}");
+        let fits = format!("comm \"{}\"", "a".repeat(MAX_LEN - 7));
+        assert!(Filter::parse_with(&fits, &|_| None).is_ok());
+    }
+
+    #[test]
+    fn errors_show_no_control_or_bidi_characters() {
+        for text in ["comm \u{202e}x\u{1b} banana", "state syn-sen\u{7}\u{1}te"] {
+            let e = Filter::parse_with(text, &|_| None).unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                !shown
+                    .chars()
+                    .any(|c| c != '\n' && crate::render::escape::needs_escape(c)),
+                "{shown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn comparisons_that_can_never_hold_are_refused() {
+        for text in ["dport > 65535", "sport lt 0", "port < :0"] {
+            assert!(
+                matches!(problem(text), Problem::NeverMatches { .. }),
+                "{text}"
+            );
+        }
+        assert!(Filter::parse_with("dport >= 65535", &|_| None).is_ok());
+        assert!(Filter::parse_with("dport > 65534", &|_| None).is_ok());
     }
 }

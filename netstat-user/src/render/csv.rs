@@ -1,6 +1,7 @@
 //! CSV: a header row, then one row per transition. The columns are the JSON fields, in the
-//! same order and with the same names; a null is an empty field. The process name is written
-//! raw (quoted as CSV needs), like JSON's.
+//! same order and with the same names; a null is an empty field. The process name and cgroup
+//! path are escaped by the one rule of [`super::escape`] (a terminal shows CSV too), then
+//! quoted as CSV needs.
 
 use std::io::{self, Write};
 
@@ -65,7 +66,8 @@ pub fn write_header(out: &mut impl Write) -> io::Result<()> {
 
 pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
     let mut w = writer(out);
-    w.serialize(JsonTransition::new(line)).map_err(to_io)?;
+    w.serialize(JsonTransition::new(line).escaped())
+        .map_err(to_io)?;
     w.flush()
 }
 
@@ -132,6 +134,11 @@ mod tests {
         write_header(&mut out).unwrap();
         write_line(&mut out, &first).unwrap();
         write_line(&mut out, &second).unwrap();
+        assert!(
+            !out.iter()
+                .any(|b| b.is_ascii_control() && !b"\r\n".contains(b)),
+            "no raw control byte reaches a terminal"
+        );
 
         let mut reader = ::csv::Reader::from_reader(out.as_slice());
         assert_eq!(reader.headers().unwrap(), FIELDS.as_slice());
@@ -144,7 +151,8 @@ mod tests {
                 "7",
                 "42",
                 "4410",
-                "ps,q\"l\n\x1b",
+                // Quoted as CSV needs; control characters escaped by the one rule.
+                "ps,q\"l\\x0a\\x1b",
                 "ipv4",
                 "127.0.0.1",
                 "",

@@ -1,7 +1,10 @@
 //! NDJSON: one object per transition. The field names are a stable interface for scripts
 //! and are documented in the README.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use chrono::SecondsFormat;
 use serde::Serialize;
@@ -29,7 +32,7 @@ pub struct JsonTransition<'a> {
     /// The socket cookie; null where the kernel cannot give it.
     pub cookie: Option<u64>,
     pub pid: Option<u32>,
-    pub comm: Option<&'a str>,
+    pub comm: Option<Cow<'a, str>>,
     pub family: Family,
     pub laddr: String,
     pub lport: Option<u16>,
@@ -47,7 +50,7 @@ pub struct JsonTransition<'a> {
     /// cgroup v2 id of the socket (the inode of its /sys/fs/cgroup directory); 0 if unknown.
     pub cgroup: u64,
     /// The cgroup's path under the cgroup root, when it (still) exists.
-    pub cgroup_path: Option<&'a str>,
+    pub cgroup_path: Option<Cow<'a, str>>,
     /// The container, `runtime://id` as Kubernetes writes a `containerID`, when the cgroup
     /// path is a known runtime's.
     pub container: Option<String>,
@@ -65,7 +68,7 @@ impl<'a> JsonTransition<'a> {
             ts_ns: t.ts_ns,
             cookie: t.cookie.known(),
             pid: line.owner.map(|o| o.pid),
-            comm: line.owner.map(|o| o.comm.as_str()),
+            comm: line.owner.map(|o| Cow::Borrowed(o.comm.as_str())),
             family: t.family,
             laddr: t.local.addr.to_string(),
             lport: t.local.port,
@@ -77,15 +80,23 @@ impl<'a> JsonTransition<'a> {
             netns: (t.netns != 0).then_some(t.netns),
             end: line.end,
             cgroup: t.cgroup,
-            cgroup_path,
+            cgroup_path: cgroup_path.map(Cow::Borrowed),
             container,
             id: t.cookie.0,
         }
     }
+
+    /// For CSV, which has no escapes of its own: the process name and cgroup path escaped
+    /// by the one rule ([`super::escape`]), as text shows them.
+    pub fn escaped(mut self) -> Self {
+        self.comm = super::escape::escape_field(self.comm);
+        self.cgroup_path = super::escape::escape_field(self.cgroup_path);
+        self
+    }
 }
 
 pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonTransition::new(line))?;
+    super::escape::json_to_writer(&mut *out, &JsonTransition::new(line))?;
     out.write_all(b"\n")
 }
 

@@ -1,6 +1,9 @@
 //! Lifecycle lines for `enetstat life`: one per connection when it ends.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -25,7 +28,7 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// The socket cookie; null where the kernel cannot give it.
     pub cookie: Option<u64>,
     pub pid: Option<u32>,
-    pub comm: Option<&'a str>,
+    pub comm: Option<Cow<'a, str>>,
     pub family: Family,
     pub laddr: String,
     pub lport: Option<u16>,
@@ -50,7 +53,7 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     /// cgroup v2 id at the close; 0 if not known.
     pub cgroup: u64,
     /// The cgroup's path under the cgroup root, when it (still) exists.
-    pub cgroup_path: Option<&'a str>,
+    pub cgroup_path: Option<Cow<'a, str>>,
     /// The container, `runtime://id`, when the cgroup path is a known runtime's.
     pub container: Option<String>,
     /// The socket's id in this run, as in `watch -o json`: its cookie where known.
@@ -81,7 +84,11 @@ impl<'a> JsonLifecycle<'a, String> {
             .map(|(state, d)| format!("{state}:{}", millis(*d)))
             .collect::<Vec<_>>()
             .join(";");
-        JsonLifecycle::with_states(l, time, cgroup, states)
+        let mut row = JsonLifecycle::with_states(l, time, cgroup, states);
+        // CSV has no escapes of its own: the one rule of `super::escape`, as text shows them.
+        row.comm = super::escape::escape_field(row.comm);
+        row.cgroup_path = super::escape::escape_field(row.cgroup_path);
+        row
     }
 }
 
@@ -97,7 +104,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
             time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
             cookie: l.cookie.known(),
             pid: l.owner.as_ref().map(|o| o.pid),
-            comm: l.owner.as_ref().map(|o| o.comm.as_str()),
+            comm: l.owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())),
             family: l.family,
             laddr: l.local.addr.to_string(),
             lport: l.local.port,
@@ -114,7 +121,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
             complete: l.complete,
             netns: (l.netns != 0).then_some(l.netns),
             cgroup: l.cgroup,
-            cgroup_path,
+            cgroup_path: cgroup_path.map(Cow::Borrowed),
             container,
             id: l.cookie.0,
         }
@@ -127,7 +134,7 @@ pub fn write_json(
     time: DateTime<Utc>,
     cgroup: Option<&Cgroup>,
 ) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonLifecycle::new(l, time, cgroup))?;
+    super::escape::json_to_writer(&mut *out, &JsonLifecycle::new(l, time, cgroup))?;
     out.write_all(b"\n")
 }
 

@@ -2,7 +2,7 @@
 //! lines; they never reach back into the kernel.
 
 pub mod csv;
-mod escape;
+pub mod escape;
 pub mod json;
 pub mod life;
 pub mod netstat;

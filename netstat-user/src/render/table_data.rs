@@ -105,7 +105,7 @@ pub fn write_json<C: Serialize>(
     out: &mut impl Write,
     snap: &JsonSnapshot<'_, C>,
 ) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, snap)?;
+    super::escape::json_to_writer(&mut *out, snap)?;
     out.write_all(b"\n")
 }
 
@@ -167,7 +167,9 @@ pub fn write_csv_row(
         opt(j.errno),
         opt(j.netns),
         opt(j.cgroup),
-        j.cgroup_path.map(csv_field).unwrap_or_default(),
+        j.cgroup_path
+            .map(|p| csv_field(&escape_comm(p)))
+            .unwrap_or_default(),
         opt(j.container),
     )
 }

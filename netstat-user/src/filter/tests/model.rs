@@ -252,6 +252,10 @@ fn term() -> impl Strategy<Value = T> {
         3 => (any::<bool>(), 0..STATE_WORDS.len()).prop_map(|(from, word)| T::State { from, word }),
         3 => (proptest::sample::select(vec!["sport", "lport", "dport", "rport", "port"]),
               proptest::sample::select(CMP.to_vec()), port.clone(), 0..3u8)
+            // `< 0` and `> 65535` can never hold, and the parser refuses them.
+            .prop_filter("a comparison that can hold", |(_, op, port, _)| {
+                !matches!((*op, *port), ("<" | "lt", 0) | (">", 65535))
+            })
             .prop_map(|(key, op, port, spelling)| T::Port { key, op, port, spelling }),
         3 => (any::<bool>(), eq_op(), prop::bool::weighted(0.1), any::<bool>(), 0..4usize,
               any::<u8>(), proptest::option::of(port), any::<bool>(), any::<bool>())

@@ -1,0 +1,176 @@
+//! The Unix socket's file: made in directories of mode 0750 with the socket's group, mode
+//! 0660 itself, whatever the umask; a stale one a killed daemon left replaced, a live daemon's
+//! never; removed on exit by whatever user the daemon runs as, or a loud word why not.
+
+use std::{
+    io,
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use tokio::net::UnixListener;
+
+use super::DaemonError;
+
+/// The socket file; removed on drop unless another daemon has replaced it since. When it
+/// cannot be removed, the daemon says so and why, rather than leave a file that makes every
+/// client report a stale daemon.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if !std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::error!(
+                "cannot remove the socket {}: {e}. Clients will find a stale socket there \
+                 until it is removed (`rm {}`) or a daemon starts on it again",
+                self.path.display(),
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A group's id, by name or number.
+pub fn group_id(group: &str) -> Result<u32, DaemonError> {
+    super::privilege::group_id(group).ok_or_else(|| DaemonError::Group(group.into()))
+}
+
+/// Mode of the directories the daemon makes for its socket, whatever the umask: the owner
+/// writes, the socket's group passes through, nobody else.
+pub const DIR_MODE: u32 = 0o750;
+
+/// Makes the missing directories of `dir`, each [`DIR_MODE`] with group `gid`. Returns
+/// whether `dir` itself was made.
+fn make_dirs(dir: &Path, gid: Option<u32>) -> io::Result<bool> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.iter().rev() {
+        match std::fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+            Ok(()) => {}
+            // Another daemon racing this one made it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        if gid.is_some() {
+            std::os::unix::fs::chown(d, None, gid)?;
+        }
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(!missing.is_empty())
+}
+
+/// Whether `dir` holds nothing but (maybe) the socket `name`: a directory for the socket
+/// alone, such as `/run/enetstat`.
+fn only_the_socket(dir: &Path, name: Option<&std::ffi::OsStr>) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .into_iter()
+            .all(|e| e.is_ok_and(|e| Some(e.file_name().as_os_str()) == name))
+    })
+}
+
+/// The daemon must be able to remove its socket when it stops, with the capabilities it
+/// keeps (none that override file permissions), as root or as another user (`--user`). So
+/// it owns the socket's directory when the directory is its own: the default
+/// `/run/enetstat`, one it just made, or one that holds nothing but the socket, even when a
+/// daemon that ran as another user left it behind (then a root daemon takes it back).
+/// Elsewhere it warns, at start, when it will not be able to.
+fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.mode();
+    let sticky = mode & 0o1000 != 0;
+    if meta.uid() == uid && mode & 0o200 != 0 {
+        return Ok(());
+    }
+    let ours =
+        Path::new(super::DEFAULT_SOCKET).parent() == Some(dir) || only_the_socket(dir, socket);
+    if made || ours {
+        std::os::unix::fs::chown(dir, Some(uid), None)?;
+        if mode & 0o200 == 0 {
+            std::fs::set_permissions(
+                dir,
+                std::fs::Permissions::from_mode((mode & 0o7777) | 0o200),
+            )?;
+        }
+        return Ok(());
+    }
+    // A world-writable directory: anyone may remove the socket, but in a sticky one (/tmp)
+    // only its owner, root (the socket is given to root).
+    if mode & 0o002 != 0 && (!sticky || uid == 0) {
+        return Ok(());
+    }
+    tracing::warn!(
+        "{} belongs to uid {}, so this daemon (uid {uid}) will not be able to remove its \
+         socket there when it stops; give --socket a path in a directory of its own",
+        dir.display(),
+        meta.uid()
+    );
+    Ok(())
+}
+
+/// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
+/// answers on it, and sets mode 0660 and the group.
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let made = make_dirs(dir, gid).map_err(err)?;
+        take_dir(dir, made, path.file_name()).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!("replacing the stale socket {}", path.display());
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    // Another daemon starting at the same time removed it first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) => return Err(err(e)),
+        },
+        Ok(_) => return Err(DaemonError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // Nobody but root may connect until the mode and group are set.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = match bound {
+        Ok(l) => l,
+        // Two daemons started at once: the other one bound between the check and this bind.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            return Err(DaemonError::AlreadyRunning(path.to_owned()));
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let ino = std::fs::symlink_metadata(path).map_err(err)?.ino();
+    let file = SocketFile {
+        path: path.to_owned(),
+        ino,
+    };
+    // Owned by root even when the daemon runs as another user (`--user`).
+    // SAFETY: geteuid cannot fail.
+    if gid.is_some() || unsafe { libc::geteuid() } != 0 {
+        std::os::unix::fs::chown(path, Some(0), gid).map_err(err)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    let listener = UnixListener::from_std(listener).map_err(err)?;
+    Ok((listener, file))
+}
