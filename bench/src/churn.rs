@@ -1,17 +1,22 @@
-//! Connection churn on loopback: every worker owns a listener and, in one thread, loops
-//! connect / accept / one byte each way / client close / server reads EOF / server close.
+//! Connection churn on loopback, in one of two shapes ([`Shape`]):
 //!
-//! The client closes first and the server only after reading EOF, so every connection ends
-//! the same orderly way and makes exactly [`TRANSITIONS_PER_CONNECTION`] transitions; no
-//! connection ends in a reset. Workers never share a socket, so no locks or wakeups between
-//! threads sit on the measured path.
+//! - **pingpong**: every worker owns a listener and, in one thread, loops connect / accept /
+//!   one byte each way / client close / server reads EOF / server close. No wakeups between
+//!   threads sit on the measured path.
+//! - **server**: as real servers run. Every worker owns a listener served by one accepting
+//!   thread, which writes the payload and closes first, and `connectors` threads that connect,
+//!   read to EOF and close. Every connection crosses threads (and usually CPUs), so it costs
+//!   the wakeups a server pays, and the server's close leaves TIME_WAIT on its side.
+//!
+//! Either way every connection ends the same orderly way and makes exactly
+//! [`TRANSITIONS_PER_CONNECTION`] transitions; no connection ends in a reset.
 
 use std::{
     io::{self, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc, Barrier,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -43,8 +48,23 @@ impl Families {
     }
 }
 
+/// How connections are made and closed; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// One thread per worker does both ends; the client closes first.
+    Pingpong,
+    /// An accepting thread and connecting threads per worker; the server closes first.
+    Server,
+}
+
 #[derive(Clone, Debug)]
 pub struct ChurnOptions {
+    pub shape: Shape,
+    /// With [`Shape::Server`]: connecting threads per worker.
+    pub connectors: usize,
+    /// With [`Shape::Server`]: bytes the server writes before it closes (at least 1).
+    pub payload: usize,
     /// Concurrent workers, one thread and one listener each.
     pub workers: usize,
     /// Stop after this long...
@@ -62,6 +82,7 @@ pub struct ChurnOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct ChurnReport {
     pub mode: &'static str,
+    pub shape: Shape,
     pub workers: usize,
     pub families: Families,
     /// Listening ports, one per worker.
@@ -133,11 +154,21 @@ pub fn run(opts: &ChurnOptions) -> Result<ChurnReport> {
             n / w + u64::from((i as u64) < n % w)
         });
         let (stop, start) = (stop.clone(), start.clone());
-        handles.push(
-            thread::Builder::new()
-                .name(format!("churn-{i}"))
-                .spawn(move || worker(listener, quota, per_worker_interval, &stop, &start))?,
-        );
+        let (shape, connectors, payload) = (opts.shape, opts.connectors.max(1), opts.payload);
+        handles.push(thread::Builder::new().name(format!("churn-{i}")).spawn(
+            move || match shape {
+                Shape::Pingpong => worker(listener, quota, per_worker_interval, &stop, &start),
+                Shape::Server => server_worker(
+                    listener,
+                    connectors,
+                    payload.max(1),
+                    quota,
+                    per_worker_interval,
+                    &stop,
+                    &start,
+                ),
+            },
+        )?);
     }
 
     start.wait();
@@ -164,6 +195,7 @@ pub fn run(opts: &ChurnOptions) -> Result<ChurnReport> {
     let listeners = opts.workers as u64;
     Ok(ChurnReport {
         mode: "churn",
+        shape: opts.shape,
         workers: opts.workers,
         families: opts.families,
         ports,
@@ -229,6 +261,124 @@ fn worker(
     result
 }
 
+/// A [`Shape::Server`] worker: this thread accepts and serves (writes `payload` bytes, then
+/// closes first); `connectors` threads connect, read to EOF and close. Connections are
+/// counted when the server has served them. Stopping: once the connectors are done, one more
+/// connection wakes the accepting thread (it is served and counted like the others).
+fn server_worker(
+    listener: TcpListener,
+    connectors: usize,
+    payload: usize,
+    quota: Option<u64>,
+    interval: Option<Duration>,
+    stop: &AtomicBool,
+    start: &Barrier,
+) -> WorkerResult {
+    let mut result = WorkerResult {
+        connections: 0,
+        errors: 0,
+        first_error: None,
+    };
+    let mut fail = |result: &mut WorkerResult, e: io::Error| {
+        result.errors += 1;
+        if result.first_error.is_none() {
+            result.first_error = Some(e.to_string());
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            fail(&mut result, e);
+            start.wait();
+            return result;
+        }
+    };
+    // Connections the connectors opened, and (once they are done) how many the accepting
+    // thread must serve before it stops: theirs and the one that wakes it.
+    let made = AtomicU64::new(0);
+    let expected = AtomicU64::new(u64::MAX);
+    let attempts = AtomicU64::new(0);
+    let data = vec![b'!'; payload];
+    thread::scope(|scope| {
+        let clients: Vec<_> = (0..connectors)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut errors = Vec::new();
+                    let began = Instant::now();
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let n = attempts.fetch_add(1, Ordering::Relaxed);
+                        if quota.is_some_and(|q| n >= q.saturating_sub(1)) {
+                            break;
+                        }
+                        if let Some(interval) = interval {
+                            let due = began + interval.mul_f64(n as f64);
+                            let now = Instant::now();
+                            if due > now {
+                                thread::sleep(due - now);
+                            }
+                        }
+                        if let Err(e) = client(addr, &made) {
+                            errors.push(e);
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        start.wait();
+        let waker = scope.spawn(|| {
+            let errors: Vec<io::Error> = clients
+                .into_iter()
+                .flat_map(|c| c.join().unwrap_or_default())
+                .collect();
+            expected.store(made.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+            // The accepting thread blocks in accept(): one last connection wakes it.
+            let last = client(addr, &made);
+            (errors, last)
+        });
+        let mut accepted = 0;
+        loop {
+            match listener.accept() {
+                Ok((mut server, _)) => {
+                    accepted += 1;
+                    match server.write_all(&data) {
+                        Ok(()) => result.connections += 1,
+                        Err(e) => fail(&mut result, e),
+                    }
+                    // The server closes first; the client reads EOF and closes.
+                    drop(server);
+                }
+                Err(e) => fail(&mut result, e),
+            }
+            if accepted >= expected.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        if let Ok((errors, last)) = waker.join() {
+            for e in errors.into_iter().chain(last.err()) {
+                fail(&mut result, e);
+            }
+        }
+    });
+    result
+}
+
+/// A [`Shape::Server`] client: connect (counted in `made`), read to EOF, close.
+fn client(addr: SocketAddr, made: &AtomicU64) -> io::Result<()> {
+    let mut client = TcpStream::connect(addr)?;
+    made.fetch_add(1, Ordering::SeqCst);
+    let mut sink = Vec::new();
+    client.read_to_end(&mut sink)?;
+    if sink.is_empty() {
+        return Err(io::Error::other("the server sent nothing"));
+    }
+    Ok(())
+}
+
 /// One connection, opened, used and closed in the order that makes exactly ten transitions.
 fn connection(listener: &TcpListener, addr: SocketAddr) -> io::Result<()> {
     let mut client = TcpStream::connect(addr)?;
@@ -255,6 +405,9 @@ mod tests {
     #[test]
     fn a_counted_run_makes_the_connections_it_was_asked_for() {
         let report = run(&ChurnOptions {
+            shape: Shape::Pingpong,
+            connectors: 1,
+            payload: 1,
             workers: 3,
             duration: None,
             connections: Some(31),
@@ -272,6 +425,9 @@ mod tests {
     #[test]
     fn a_rate_limited_run_makes_exactly_the_connections_asked() {
         let report = run(&ChurnOptions {
+            shape: Shape::Pingpong,
+            connectors: 1,
+            payload: 1,
             workers: 2,
             duration: None,
             connections: Some(20),
@@ -284,5 +440,24 @@ mod tests {
         // test does not assert; `cargo xtask bench` reports the rate it reached.)
         assert_eq!(report.connections, 20);
         assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    }
+
+    #[test]
+    fn a_server_shaped_run_makes_the_connections_it_was_asked_for() {
+        let report = run(&ChurnOptions {
+            shape: Shape::Server,
+            connectors: 2,
+            payload: 100,
+            workers: 2,
+            duration: None,
+            connections: Some(40),
+            rate: None,
+            base_port: 0,
+            families: Families::V4,
+        })
+        .unwrap();
+        assert_eq!(report.errors, 0, "{:?}", report.first_error);
+        assert_eq!(report.connections, 40);
+        assert_eq!(report.transitions, 40 * 10 + 2 * 2);
     }
 }

@@ -86,5 +86,5 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config, now));
+    entry.submit(wakeup::flags(config));
 }

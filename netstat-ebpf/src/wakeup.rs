@@ -1,15 +1,27 @@
 //! When a record wakes the reader.
+//!
+//! A wakeup is an IPI to the reader's CPU (irq_work, then a reschedule); on a virtual machine
+//! each is an exit to the hypervisor, and the kernel's default (wake a reader that had read
+//! everything) wakes a fast reader on nearly every event. So the reader says when it wants
+//! waking: it sets [`READER_ASLEEP`] just before it sleeps on the ring, and the first record
+//! after that wakes it (and clears the flag). While it is awake it polls the ring on its own
+//! timer and no record sends an IPI. Two CPUs racing on the flag cost one spare wakeup.
+//!
+//! The reader sets the flag, looks at the ring once more, and only then sleeps, so a record
+//! that came before the flag is not missed; one whose program read the flag a moment before
+//! it was set, and committed a moment after that last look, is picked up by the reader's
+//! short first sleep (see `EventStream` in userspace).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array};
 use netstat_common::Config;
 
 use crate::EVENTS;
 
-/// `bpf_ktime_get_ns()` of the last time we woke the reader, shared by all CPUs. Races between
-/// CPUs only cost an extra or a skipped wakeup, and the reader's own timer covers the latter.
+/// 1 while the reader sleeps waiting for a wakeup; set by userspace, cleared here.
 #[map]
-static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
@@ -20,26 +32,27 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Wake the reader when enough time has passed since the last wakeup or enough bytes wait.
-/// Otherwise let the kernel decide (flags 0): it wakes the reader only when the reader had
-/// read everything before this record, so it may be asleep; a reader that is behind is awake
-/// and will get to the record, which saves a wakeup per event under load. (Never wake it
-/// would strand a record that lands just after the reader found the ring empty.)
+/// The submit flags for a record: wake the reader if it sleeps waiting for one, or if the
+/// ring fills past `wakeup_bytes` (a reader stalled on its timer); otherwise leave it be.
+/// `wakeup_interval_ns` 0 (`--wakeup-us 0`) keeps the kernel's default.
 #[inline(always)]
-pub fn flags(config: &Config, now: u64) -> u64 {
+pub fn flags(config: &Config) -> u64 {
     if config.wakeup_interval_ns == 0 {
         return 0;
     }
-    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+    let Some(asleep) = READER_ASLEEP.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: a valid map value pointer; a torn read between CPUs only shifts one wakeup.
-    let since = now.wrapping_sub(unsafe { *last });
-    if since >= config.wakeup_interval_ns || EVENTS.query(BPF_RB_AVAIL_DATA) >= config.wakeup_bytes
-    {
-        unsafe { *last = now };
+    // SAFETY: a valid map value pointer; racing CPUs at worst both wake the reader.
+    unsafe {
+        if core::ptr::read_volatile(asleep) != 0 {
+            core::ptr::write_volatile(asleep, 0);
+            return BPF_RB_FORCE_WAKEUP;
+        }
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= config.wakeup_bytes {
         BPF_RB_FORCE_WAKEUP
     } else {
-        0
+        BPF_RB_NO_WAKEUP
     }
 }

@@ -12,7 +12,7 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use enetstat_bench::{
-    churn::{self, ChurnOptions, Families},
+    churn::{self, ChurnOptions, Families, Shape},
     hold::{self, HoldOptions},
 };
 
@@ -48,6 +48,16 @@ enum Mode {
         /// Address families.
         #[arg(long, value_enum, default_value_t = Families::V4)]
         families: Families,
+        /// pingpong: one thread per worker, client closes first; server: an accepting thread
+        /// and --connectors connecting threads per worker, server closes first.
+        #[arg(long, value_enum, default_value_t = Shape::Pingpong)]
+        shape: Shape,
+        /// With --shape server: connecting threads per worker.
+        #[arg(long, default_value_t = 2)]
+        connectors: usize,
+        /// With --shape server: bytes the server writes before closing.
+        #[arg(long, default_value_t = 1)]
+        payload: usize,
     },
     /// Open this many established connections, print a JSON line once they are all up, and
     /// hold them until standard input closes (or --max-seconds pass).
@@ -98,8 +108,14 @@ fn run(cli: Cli) -> Result<()> {
             rate,
             port,
             families,
+            shape,
+            connectors,
+            payload,
         } => {
             let report = churn::run(&ChurnOptions {
+                shape,
+                connectors,
+                payload,
                 workers,
                 duration: seconds.map(Duration::from_secs_f64),
                 connections,

@@ -17,7 +17,7 @@ use std::{os::fd::AsFd as _, path::Path, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapError, PerCpuArray, RingBuf},
+    maps::{Array, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use netstat_common::{Config, KernelFilter, counter};
@@ -265,7 +265,23 @@ impl Probe {
             name: "EVENTS",
             source,
         })?;
-        EventStream::new(ring, self.options.wakeup_interval)
+        // Wake-per-event (`--wakeup-us 0`) leaves the kernel's default and needs no flag.
+        let asleep = if self.options.wakeup_interval.is_zero() {
+            None
+        } else {
+            let map = self
+                .ebpf
+                .take_map("READER_ASLEEP")
+                .ok_or(ProbeError::Missing {
+                    what: "map",
+                    name: "READER_ASLEEP",
+                })?;
+            Some(Array::try_from(map).map_err(|source| ProbeError::Map {
+                name: "READER_ASLEEP",
+                source,
+            })?)
+        };
+        EventStream::new(ring, asleep, self.options.wakeup_interval)
     }
 
     /// Current kernel counters.

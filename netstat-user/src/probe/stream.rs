@@ -1,67 +1,135 @@
-//! The ring buffer as an async source of records.
+//! The ring buffer as an async source of records, read on userspace's own schedule.
 //!
-//! While we are behind, the kernel program wakes us at most once per wakeup interval (see
-//! `wakeup_flags` in the kernel crate); a record that finds we had read everything wakes us at
-//! once, as we may be asleep. After every drain that found something we also poll once more
-//! after `poll_interval`, to pick up what came while we were draining without waiting for a
-//! wakeup; when a poll finds the ring empty we sleep until the kernel wakes us. An idle host
-//! costs no wakeups at all, a busy one about one per interval instead of one per event.
+//! A wakeup from the kernel is an IPI to our CPU, and on a virtual machine every IPI is an
+//! exit to the hypervisor: woken per event, a fast reader costs the traced host a good part of
+//! its throughput under connection churn. So the kernel wakes us only when we ask (see
+//! `wakeup.rs` in the kernel crate):
+//!
+//! - **Polling.** After a drain that found records we read again after `poll_interval`, on our
+//!   own timer; records that come meanwhile send no wakeup.
+//! - **Going to sleep.** A poll that finds the ring empty sets the kernel's `READER_ASLEEP`
+//!   flag, then drains once more (for a record that came just before the flag), then sleeps
+//!   briefly ([`GRACE`]: for a record whose program read the flag an instant before we set
+//!   it), then sleeps until the first record's wakeup.
+//!
+//! An idle host costs no wakeups; a busy one one timer per `poll_interval` and no IPIs. With
+//! `poll_interval` zero (`--wakeup-us 0`) the kernel wakes us on every event it finds us
+//! caught up for, as its default does.
 
 use std::time::Duration;
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{ProbeError, timer::Timer};
 use crate::identity::{Identities, PENDING_MAX_NS};
 
+/// The first sleep after setting the flag: longer than any program takes between reading the
+/// flag and committing its record (microseconds, with preemption off), short enough for the
+/// latency target.
+const GRACE: Duration = Duration::from_micros(500);
+
+/// Where the reader is in its cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Records came: read again when the timer fires.
+    Polling,
+    /// The ring was empty: set the flag and look once more.
+    Idle,
+    /// Flag set and looked: a short sleep.
+    Grace,
+    /// Sleeping until the kernel wakes us.
+    Asleep,
+}
+
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// The kernel's `READER_ASLEEP` flag; `None` for wake-per-event.
+    asleep: Option<Array<MapData, u32>>,
     /// Joins the records of one socket where the kernel could not (see [`crate::identity`]).
     identities: Identities,
     poll_interval: Duration,
-    /// Fires the follow-up poll; armed after every drain that found records.
+    /// Fires the next poll (or the end of the grace sleep).
     timer: Timer,
-    poll_armed: bool,
+    state: State,
+    /// Times we asked the kernel for a wakeup: the wakeups it can send us at most.
+    pub sleeps: u64,
 }
 
 impl EventStream {
-    pub(super) fn new(ring: RingBuf<MapData>, poll_interval: Duration) -> Result<Self, ProbeError> {
+    pub(super) fn new(
+        ring: RingBuf<MapData>,
+        asleep: Option<Array<MapData, u32>>,
+        poll_interval: Duration,
+    ) -> Result<Self, ProbeError> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
         // AsyncFd (and with it the RingBuf) is dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| ProbeError::Poll(e.into()))?;
         Ok(Self {
             ring,
+            asleep,
             identities: Identities::new(),
             poll_interval,
             timer: Timer::new().map_err(ProbeError::Poll)?,
-            poll_armed: false,
+            state: State::Idle,
+            sleeps: 0,
         })
     }
 
-    /// Waits until records may be waiting: the kernel woke us, or a follow-up poll is due.
-    /// Cancel-safe, so it can sit in a `select!` beside signals.
+    fn set_asleep(&mut self, value: u32) -> Result<(), ProbeError> {
+        if let Some(flag) = self.asleep.as_mut() {
+            flag.set(0, &value, 0).map_err(|source| ProbeError::Map {
+                name: "READER_ASLEEP",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until records may be waiting: the kernel woke us, or a poll is due. Cancel-safe,
+    /// so it can sit in a `select!` beside signals.
     pub async fn ready(&mut self) -> Result<(), ProbeError> {
-        let poll_armed = self.poll_armed;
+        if self.asleep.is_none() && self.state != State::Polling {
+            self.state = State::Asleep;
+        }
+        match self.state {
+            State::Idle => {
+                self.set_asleep(1)?;
+                self.sleeps += 1;
+                self.state = State::Grace;
+                // Drain once more before sleeping: a record may have come before the flag.
+                return Ok(());
+            }
+            State::Grace => {
+                self.timer.arm(GRACE).map_err(ProbeError::Poll)?;
+                self.wait(true).await?;
+                self.state = State::Asleep;
+            }
+            State::Polling => self.wait(true).await?,
+            State::Asleep => self.wait(false).await?,
+        }
+        Ok(())
+    }
+
+    /// Waits for a wakeup from the kernel, or with `timer` for the timer too.
+    async fn wait(&mut self, timer: bool) -> Result<(), ProbeError> {
         let ring = &mut self.ring;
-        let timer = &self.timer;
         let readable = async move {
             let mut guard = ring.readable_mut().await.map_err(ProbeError::Poll)?;
             // Clearing before the drain is safe: whatever arrives after this point is either
-            // drained below or raises readiness again.
+            // drained next or raises readiness again.
             guard.clear_ready();
             Ok::<(), ProbeError>(())
         };
-        if poll_armed {
+        if timer {
             tokio::select! {
                 r = readable => r?,
-                r = timer.fired() => r.map_err(ProbeError::Poll)?,
+                r = self.timer.fired() => r.map_err(ProbeError::Poll)?,
             }
         } else {
             readable.await?;
         }
-        self.poll_armed = false;
         Ok(())
     }
 
@@ -79,16 +147,25 @@ impl EventStream {
         }
         // A record waiting for its socket's next one needs us back soon, even from an idle ring.
         let pending = identities.has_pending();
-        let interval = if pending && self.poll_interval.is_zero() {
-            Duration::from_nanos(PENDING_MAX_NS)
-        } else {
-            self.poll_interval
-        };
-        if (n > 0 || pending) && !interval.is_zero() {
-            match self.timer.arm(interval) {
-                Ok(()) => self.poll_armed = true,
-                Err(e) => tracing::warn!("cannot arm the ring-buffer poll timer: {e}"),
+        if n > 0 || pending {
+            if matches!(self.state, State::Grace | State::Asleep)
+                && let Err(e) = self.set_asleep(0)
+            {
+                tracing::warn!("{e}");
             }
+            self.state = State::Polling;
+            let interval = if self.poll_interval.is_zero() {
+                Duration::from_nanos(PENDING_MAX_NS)
+            } else {
+                self.poll_interval
+            };
+            if (!self.poll_interval.is_zero() || pending)
+                && let Err(e) = self.timer.arm(interval)
+            {
+                tracing::warn!("cannot arm the ring-buffer poll timer: {e}");
+            }
+        } else if self.state == State::Polling {
+            self.state = State::Idle;
         }
         n
     }
