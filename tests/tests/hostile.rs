@@ -603,7 +603,7 @@ fn watch_through_the_daemon_into_head_counts_what_was_shown() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stderr.contains("enetstat: 1 transitions shown"), "{stderr}");
+    assert!(stderr.contains(" transitions seen, 1 shown, "), "{stderr}");
 }
 
 #[test]

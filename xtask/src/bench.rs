@@ -196,7 +196,7 @@ impl Options {
                  replay` for the part that does not"
             );
         }
-        setup::ensure()?;
+        setup::ensure_with_bench_peers()?;
         let enetstat = match self.enetstat {
             Some(path) => path
                 .canonicalize()

@@ -16,8 +16,10 @@ use super::{Context, Row, Verdict, child, enetstat::Summary, median};
 
 struct Config {
     name: &'static str,
-    /// enetstat's arguments; `None` runs untraced.
+    /// enetstat's arguments; `None` runs untraced (or the peer below).
     args: Option<Vec<String>>,
+    /// A peer tool instead of enetstat: its program and arguments, output to /dev/null.
+    peer: Option<(&'static str, Vec<String>)>,
     /// Whether it prints "tracing" when ready (watch) or needs a settle time.
     announces: bool,
     target: Option<f64>,
@@ -75,18 +77,21 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             args: None,
             announces: false,
             target: None,
+            peer: None,
         },
         Config {
             name: "watch -o json > /dev/null",
             args: words("watch -o json"),
             announces: true,
             target: Some(0.85),
+            peer: None,
         },
         Config {
             name: "watch -o json --wakeup-us 0 (wake per event)",
             args: words("watch -o json --wakeup-us 0"),
             announces: true,
             target: None,
+            peer: None,
         },
     ];
     if cx.tools.daemon {
@@ -96,6 +101,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             args: words(&format!("daemon --socket {}", socket.display())),
             announces: false,
             target: Some(0.92),
+            peer: None,
         });
     }
     if cx.tools.live {
@@ -104,7 +110,33 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             args: words("-c 1 -tan"),
             announces: false,
             target: None,
+            peer: None,
         });
+    }
+
+    // The peers, in the same run (installed by `cargo xtask bench`'s set-up): libbpf-tools'
+    // tcpstates, and the floor: a bpftrace program that only counts the tracepoint's calls in a
+    // map, the least any tool on this tracepoint can cost.
+    for (name, program, args) in [
+        ("tcpstates > /dev/null (libbpf-tools)", "tcpstates", vec![]),
+        (
+            "bpftrace counting the tracepoint in a map (the floor)",
+            "bpftrace",
+            vec![
+                "-e".to_owned(),
+                "tracepoint:sock:inet_sock_set_state { @[args->newstate] = count(); }".to_owned(),
+            ],
+        ),
+    ] {
+        if which::which(program).is_ok() {
+            configs.push(Config {
+                name,
+                args: None,
+                announces: false,
+                target: None,
+                peer: Some((program, args)),
+            });
+        }
     }
 
     say!("overhead: {shape}: warm-up run (not counted)");
@@ -129,16 +161,29 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             if failed[i].is_some() {
                 continue;
             }
-            let started = match &config.args {
-                None => Ok(None),
-                Some(args) if config.announces => {
+            let started = match (&config.args, &config.peer) {
+                (None, None) => Ok(None),
+                (None, Some((program, args))) => {
+                    let mut command = crate::cmd::new(program);
+                    command
+                        .args(args)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null());
+                    child::Child::spawn(config.name, command).and_then(|c| {
+                        // bpftrace compiles its program first; both print nothing when ready.
+                        child::pause(Duration::from_secs(5))?;
+                        Ok(Some(c))
+                    })
+                }
+                (Some(args), _) if config.announces => {
                     cx.tools.tracer(config.name, args, Stdio::null()).map(Some)
                 }
-                Some(args) => cx
+                (Some(args), _) => cx
                     .tools
                     .background(config.name, args, Duration::from_secs(3))
                     .map(Some),
             };
+
             // One configuration that cannot start (a mode still being built) must not cost
             // the others their numbers; Ctrl-C still stops everything.
             let tracer = match started {
@@ -213,7 +258,10 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
         if let Some(ipis) = ipis {
             value.push_str(&format!(", {ipis:.0} IPIs/1k events"));
         }
-        value.push_str(&format!(", {} lost", lost[i]));
+        // Only enetstat reports what it lost; the peers do not say.
+        if config.args.is_some() {
+            value.push_str(&format!(", {} lost", lost[i]));
+        }
         rows.push(Row {
             bench: "overhead",
             config: format!("{shape}: {}", config.name),

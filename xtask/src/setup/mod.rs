@@ -37,6 +37,11 @@ pub fn ensure() -> Result<()> {
     setup(Mode::Install, &[STEPS])
 }
 
+/// [`ensure`], and the peers the benchmarks measure; for `cargo xtask bench`.
+pub fn ensure_with_bench_peers() -> Result<()> {
+    setup(Mode::Install, &[STEPS, BENCH_STEPS])
+}
+
 /// [`ensure`], and what fuzzing needs too; for `cargo xtask fuzz` and `cargo xtask test`.
 pub fn ensure_with_fuzzing() -> Result<()> {
     setup(Mode::Install, &[STEPS, FUZZ_STEPS])
@@ -60,6 +65,9 @@ const STEPS: &[(&str, Step)] = &[
     ("system packages", packages::ensure),
     ("bpf-linker", bpf_linker::ensure),
 ];
+
+/// What only the benchmarks need: the peers they measure side by side.
+const BENCH_STEPS: &[(&str, Step)] = &[("benchmark peers", packages::ensure_bench)];
 
 /// What only fuzzing needs, after [`STEPS`] (the packages provide the C++ compiler that
 /// libFuzzer is built with).

@@ -67,15 +67,36 @@ pub const PACKAGES: &[Package] = &[
     },
 ];
 
+/// What only the benchmarks need: the peers measured side by side with enetstat.
+pub const BENCH_PACKAGES: &[Package] = &[
+    Package {
+        name: "libbpf-tools",
+        why: "`tcpstates` (libbpf-tools), the peer the overhead benchmark runs beside enetstat",
+    },
+    Package {
+        name: "bpftrace",
+        why: "the overhead benchmark's floor: a bpftrace program only counting the tracepoint",
+    },
+];
+
 pub fn ensure(mode: Mode) -> Result<bool> {
-    let names: Vec<&str> = PACKAGES.iter().map(|package| package.name).collect();
+    ensure_list(mode, PACKAGES)
+}
+
+/// [`ensure`] for the benchmarks' own packages.
+pub fn ensure_bench(mode: Mode) -> Result<bool> {
+    ensure_list(mode, BENCH_PACKAGES)
+}
+
+fn ensure_list(mode: Mode, packages: &[Package]) -> Result<bool> {
+    let names: Vec<&str> = packages.iter().map(|package| package.name).collect();
     let thing = format!("system packages {}", names.join(" "));
     if which::which("apt-get").is_err() || which::which("dpkg-query").is_err() {
         say!(
             "warning: no apt-get/dpkg-query: cannot check system packages on this system. \
              Install the equivalents of these Debian packages yourself:"
         );
-        for package in PACKAGES {
+        for package in packages {
             say!("  {}: {}", package.name, package.why);
         }
         return Ok(true);
