@@ -441,7 +441,8 @@ fn the_client_prints_a_fake_daemons_bytes_terminal_safe() {
     let socket = dir.path.join("fake.sock");
     let evil = "{\"v\":1,\"output\":\"x\\u001b]0;owned\\u0007\\r\\u202eabc\\u009b\\n\"}\n";
     let server = fake_daemon(&socket, vec![evil]);
-    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn"]);
+    // `--recent` needs the daemon (a plain snapshot reads sock_diag itself).
+    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"]);
     server.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -495,7 +496,7 @@ fn a_daemon_removes_its_socket_whatever_user_ran_the_one_before() {
     assert!(!stderr.contains("cannot remove"), "{stderr}");
     assert!(!socket.exists(), "the socket is left behind: {stderr}");
     // So the next client hears "no daemon", not "a stale socket".
-    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn"]);
+    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no enetstat daemon socket"), "{stderr}");
 }
@@ -734,7 +735,7 @@ fn a_client_blocked_by_a_directory_is_told_which_one() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--groups=0"])
         .arg(enetstat_bin())
-        .args(["--socket", socket.to_str().unwrap(), "-tn"])
+        .args(["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"])
         .stdin(Stdio::null())
         .output()
         .expect("cannot run setpriv (util-linux)");
