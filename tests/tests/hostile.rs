@@ -421,16 +421,47 @@ fn the_event_log_never_follows_a_link_nor_takes_another_users_file() {
 }
 
 /// A fake daemon on `socket` that answers every request line with the next of `replies`.
+/// A fake daemon on `socket`: it answers `stats` requests (the client asks for the daemon's
+/// counters on a connection of its own) with zero counters, and the first other request with
+/// `replies`, then stops accepting.
 fn fake_daemon(socket: &Path, replies: Vec<&'static str>) -> thread::JoinHandle<()> {
     let listener = UnixListener::bind(socket).unwrap();
     thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut rd = BufReader::new(stream.try_clone().unwrap());
-        let mut wr = stream;
-        let mut line = String::new();
-        let _ = rd.read_line(&mut line);
-        for r in replies {
-            let _ = wr.write_all(r.as_bytes());
+        let mut handlers = Vec::new();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done_rx.try_recv().is_err() && Instant::now() < deadline {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            let replies = replies.clone();
+            let done_tx = done_tx.clone();
+            handlers.push(thread::spawn(move || {
+                let mut rd = BufReader::new(stream.try_clone().unwrap());
+                let mut wr = stream;
+                let mut line = String::new();
+                while rd.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line.contains(r#""op":"stats""#) {
+                        let _ = wr.write_all(b"{\"v\":1,\"stats\":{\"kernel_seen\":0}}\n");
+                        line.clear();
+                        continue;
+                    }
+                    for r in &replies {
+                        let _ = wr.write_all(r.as_bytes());
+                    }
+                    let _ = done_tx.send(());
+                    return;
+                }
+            }));
+        }
+        for h in handlers {
+            let _ = h.join();
         }
     })
 }
@@ -442,7 +473,13 @@ fn the_client_prints_a_fake_daemons_bytes_terminal_safe() {
     let evil = "{\"v\":1,\"output\":\"x\\u001b]0;owned\\u0007\\r\\u202eabc\\u009b\\n\"}\n";
     let server = fake_daemon(&socket, vec![evil]);
     // `--recent` needs the daemon (a plain snapshot reads sock_diag itself).
-    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"]);
+    let out = enetstat(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "-tn",
+        "--recent",
+        "10s",
+    ]);
     server.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -496,7 +533,13 @@ fn a_daemon_removes_its_socket_whatever_user_ran_the_one_before() {
     assert!(!stderr.contains("cannot remove"), "{stderr}");
     assert!(!socket.exists(), "the socket is left behind: {stderr}");
     // So the next client hears "no daemon", not "a stale socket".
-    let out = enetstat(&["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"]);
+    let out = enetstat(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "-tn",
+        "--recent",
+        "10s",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no enetstat daemon socket"), "{stderr}");
 }
@@ -735,7 +778,13 @@ fn a_client_blocked_by_a_directory_is_told_which_one() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--groups=0"])
         .arg(enetstat_bin())
-        .args(["--socket", socket.to_str().unwrap(), "-tn", "--recent", "10s"])
+        .args([
+            "--socket",
+            socket.to_str().unwrap(),
+            "-tn",
+            "--recent",
+            "10s",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("cannot run setpriv (util-linux)");

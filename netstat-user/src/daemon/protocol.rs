@@ -418,9 +418,13 @@ mod tests {
                 "the key \"k\" appears twice in one object".into()
             ))
         );
+        // One key in two objects of an array is no duplicate: the request is refused for its
+        // unknown field, not for a duplicate key.
         assert_eq!(
             parse_request(br#"{"v":1,"op":"stats","x":[{"k":1},{"k":2}]}"#),
-            Ok(Request::Stats)
+            Err(RequestError::Malformed(
+                "unknown field `x`: `stats` takes none".into()
+            ))
         );
         assert_eq!(
             parse_request(&vec![b' '; MAX_REQUEST]),
