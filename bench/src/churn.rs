@@ -279,7 +279,7 @@ fn server_worker(
         errors: 0,
         first_error: None,
     };
-    let mut fail = |result: &mut WorkerResult, e: io::Error| {
+    let fail = |result: &mut WorkerResult, e: io::Error| {
         result.errors += 1;
         if result.first_error.is_none() {
             result.first_error = Some(e.to_string());
