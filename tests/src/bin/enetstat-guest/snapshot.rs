@@ -160,10 +160,13 @@ pub(crate) fn snapshot_standalone(keep: &mut Option<Sockets>) {
     assert_owners("enetstat -tuanp", &snapshot, sockets);
 }
 
-/// The daemon's snapshot (`enetstat --socket S`) equal to `ss`.
+/// The daemon's snapshot equal to `ss`. A plain snapshot reads sock_diag itself whether or
+/// not a daemon runs; `--recent` (closed connections, which only the daemon keeps) is served
+/// by the daemon, and its live rows must equal `ss` (the closed ones are left out).
 pub(crate) fn snapshot_via_daemon(daemon: &Daemon) {
     let socket = daemon.socket.to_str().expect("a UTF-8 path");
-    let (theirs, snapshot) = stable(|| enetstat_json(&["-tuan", "-o", "json", "--socket", socket]));
+    let (theirs, snapshot) =
+        stable(|| enetstat_json(&["-tuan", "-o", "json", "--recent", "10s", "--socket", socket]));
     assert_eq!(
         snapshot["tracing"], true,
         "the snapshot did not come from the daemon"
