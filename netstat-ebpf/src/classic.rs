@@ -11,11 +11,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     programs::TracePointContext,
 };
-use netstat_common::{
-    AF_INET, AF_INET6, Config, IPPROTO_TCP, StateChange, counter, record_flags, record_kind,
-};
+use netstat_common::{Config, IPPROTO_TCP, StateChange, counter, record_flags, record_kind};
 
-use crate::{EVENTS, counters::count, wakeup};
+use crate::{counters::count, record, wakeup};
 
 /// A field of the tracepoint's record; a failed read counts and yields the default.
 #[inline(always)]
@@ -36,31 +34,24 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
     if field::<u16>(ctx, bank, off.protocol) != IPPROTO_TCP {
         return;
     }
-    count(bank, counter::SEEN);
     let family: u16 = field(ctx, bank, off.family);
     let lport: u16 = field(ctx, bank, off.sport);
     let rport: u16 = field(ctx, bank, off.dport);
-    if !config.filter.keeps(family, lport, rport) {
-        count(bank, counter::FILTERED);
-        return;
-    }
-    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
-        count(bank, counter::RINGBUF_FULL);
+    let Some(mut entry) = record::reserve(config, bank, family, lport, rport) else {
         return;
     };
     let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET6 {
-        saddr = field(ctx, bank, off.saddr_v6);
-        daddr = field(ctx, bank, off.daddr_v6);
-    } else if family == AF_INET {
-        let s: [u8; 4] = field(ctx, bank, off.saddr);
-        let d: [u8; 4] = field(ctx, bank, off.daddr);
-        saddr[..4].copy_from_slice(&s);
-        daddr[..4].copy_from_slice(&d);
-    }
+    let (saddr, daddr) = record::addresses(
+        family,
+        || {
+            (
+                field(ctx, bank, off.saddr_v6),
+                field(ctx, bank, off.daddr_v6),
+            )
+        },
+        || (field(ctx, bank, off.saddr), field(ctx, bank, off.daddr)),
+    );
     entry.write(StateChange {
         kind: record_kind::STATE_CHANGE,
         family,

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use enetstat_tests::life::LIFE_KEYS;
 use enetstat_tests::scenario::{Child, Netns, SynDropHost};
 use enetstat_tests::{
     Finished, PortReservation, Signal, State, Tracer, Transition, current_netns, require_root,
@@ -34,33 +35,6 @@ const ENDER: &str = "enetstat-ender";
 const EVIL: &str = "ev\x1b[31mil\x07";
 /// How it must look on a terminal.
 const EVIL_ESCAPED: &str = r"ev\x1b[31mil\x07";
-
-/// Every key a lifecycle object carries.
-const LIFE_KEYS: [&str; 23] = [
-    "time",
-    "cookie",
-    "pid",
-    "comm",
-    "family",
-    "laddr",
-    "lport",
-    "raddr",
-    "rport",
-    "lifetime_ms",
-    "connect_ms",
-    "states",
-    "bytes_sent",
-    "bytes_received",
-    "retransmits",
-    "srtt_us",
-    "end",
-    "complete",
-    "netns",
-    "cgroup",
-    "cgroup_path",
-    "container",
-    "id",
-];
 
 /// One state of a lifecycle.
 #[derive(Clone, Debug, Deserialize)]

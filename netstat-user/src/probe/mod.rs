@@ -350,8 +350,7 @@ impl Probe {
 /// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
 /// program type (5.10: `unknown func bpf_get_socket_cookie#46`).
 fn lacks_cookie_helper(log: &str) -> bool {
-    log.contains("unknown func") && log.contains("bpf_get_socket_cookie")
-        || log.contains("unknown func") && log.contains("#46")
+    log.contains("unknown func") && (log.contains("bpf_get_socket_cookie") || log.contains("#46"))
 }
 
 fn is_eperm(e: &std::io::Error) -> bool {

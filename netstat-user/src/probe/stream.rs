@@ -52,8 +52,6 @@ pub struct EventStream {
     /// Fires the next poll (or the end of the grace sleep).
     timer: Timer,
     state: State,
-    /// Times we asked the kernel for a wakeup: the wakeups it can send us at most.
-    pub sleeps: u64,
 }
 
 impl EventStream {
@@ -73,7 +71,6 @@ impl EventStream {
             poll_interval,
             timer: Timer::new().map_err(ProbeError::Poll)?,
             state: State::Idle,
-            sleeps: 0,
         })
     }
 
@@ -96,7 +93,6 @@ impl EventStream {
         match self.state {
             State::Idle => {
                 self.set_asleep(1)?;
-                self.sleeps += 1;
                 self.state = State::Grace;
                 // Drain once more before sleeping: a record may have come before the flag.
                 return Ok(());
@@ -177,10 +173,23 @@ impl EventStream {
         self.identities.expire(u64::MAX, &mut f);
         n
     }
+}
 
-    /// Records of accepted sockets that went out without their own identity (see
-    /// [`crate::identity`]), and sockets without a cookie beyond what can be followed.
-    pub fn identity_counters(&self) -> (u64, u64) {
-        (self.identities.unmatched, self.identities.overflow)
+impl Drop for EventStream {
+    /// Says what [`crate::identity`] could not do, so it is never silent.
+    fn drop(&mut self) {
+        let (unmatched, overflow) = (self.identities.unmatched, self.identities.overflow);
+        if unmatched > 0 {
+            tracing::warn!(
+                "{unmatched} accepted socket(s) showed their listener's identity on \
+                 LISTEN>SYN_RECV: the socket's next record never came"
+            );
+        }
+        if overflow > 0 {
+            tracing::warn!(
+                "{overflow} socket(s) without a cookie were not followed (too many at once): \
+                 their lines may not share one id"
+            );
+        }
     }
 }
