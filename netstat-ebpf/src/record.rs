@@ -1,9 +1,6 @@
 //! Building the ring-buffer records from a socket the kernel hands us.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-    maps::ring_buf::RingBufEntry,
-};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use netstat_common::{
     AF_INET, AF_INET6, Config, IPPROTO_TCP, Reset, StateChange, counter, record_kind, tcp_state,
 };
@@ -17,47 +14,6 @@ use crate::{
 
 /// `enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1 (stable since Linux 2.6).
 const SOCK_DONE: u64 = 1;
-
-/// Counts a transition seen and, unless the kernel filter leaves it out (counted too), reserves
-/// its record: the start every state program shares.
-#[inline(always)]
-pub fn reserve(
-    config: &Config,
-    bank: u32,
-    family: u16,
-    lport: u16,
-    rport: u16,
-) -> Option<RingBufEntry<StateChange>> {
-    count(bank, counter::SEEN);
-    if !config.filter.keeps(family, lport, rport) {
-        count(bank, counter::FILTERED);
-        return None;
-    }
-    let entry = EVENTS.reserve::<StateChange>(0);
-    if entry.is_none() {
-        count(bank, counter::RINGBUF_FULL);
-    }
-    entry
-}
-
-/// A record's addresses: the IPv6 ones, or the IPv4 ones in the first 4 bytes, by family.
-#[inline(always)]
-pub fn addresses(
-    family: u16,
-    v6: impl FnOnce() -> ([u8; 16], [u8; 16]),
-    v4: impl FnOnce() -> ([u8; 4], [u8; 4]),
-) -> ([u8; 16], [u8; 16]) {
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET6 {
-        (saddr, daddr) = v6();
-    } else if family == AF_INET {
-        let (s, d) = v4();
-        saddr[..4].copy_from_slice(&s);
-        daddr[..4].copy_from_slice(&d);
-    }
-    (saddr, daddr)
-}
 
 /// Records the transition `old -> new` of the BTF-typed socket `sk`. `HELPER`: whether this
 /// kernel has the cookie helper for tracing programs (see [`cookie`]).
@@ -73,29 +29,34 @@ pub fn state_change<const HELPER: bool>(
     if read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP {
         return;
     }
+    count(bank, counter::SEEN);
+
     let family: u16 = read(bank, sk, off.skc_family);
     let lport = local_port(bank, sk, off);
     let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
-    let Some(mut entry) = reserve(config, bank, family, lport, rport) else {
+    if !config.filter.keeps(family, lport, rport) {
+        count(bank, counter::FILTERED);
+        return;
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
+        count(bank, counter::RINGBUF_FULL);
         return;
     };
     let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (saddr, daddr) = addresses(
-        family,
-        || {
-            (
-                read(bank, sk, off.skc_v6_rcv_saddr),
-                read(bank, sk, off.skc_v6_daddr),
-            )
-        },
-        || {
-            (
-                read(bank, sk, off.skc_rcv_saddr),
-                read(bank, sk, off.skc_daddr),
-            )
-        },
-    );
+
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET6 {
+        saddr = read(bank, sk, off.skc_v6_rcv_saddr);
+        daddr = read(bank, sk, off.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = read(bank, sk, off.skc_rcv_saddr);
+        let d: [u8; 4] = read(bank, sk, off.skc_daddr);
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
     let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
     let netns: u32 = if net.is_null() {
         0
