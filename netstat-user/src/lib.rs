@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod decode;
 pub mod end;
 pub mod event;
+pub mod fd_limit;
 pub mod filter;
 pub mod identity;
 pub mod latency;

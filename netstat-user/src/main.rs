@@ -65,11 +65,24 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// Why the async runtime would not start; its epoll and eventfd are the first descriptors
+/// enetstat opens, so a too-low open-file limit usually shows here first.
+fn runtime_error(e: std::io::Error) -> anyhow::Error {
+    if enetstat::fd_limit::is_exhausted(&e) {
+        anyhow::anyhow!(
+            "cannot start the async runtime: {e}. {}",
+            enetstat::fd_limit::hint()
+        )
+    } else {
+        anyhow::Error::new(e).context("cannot start the async runtime")
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(runtime_error)?;
     let socket = via_daemon::socket_for(&cli);
     if let Some(Command::Life(args)) = &cli.command {
         refuse_watch_only_flags(args)?;

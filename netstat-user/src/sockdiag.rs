@@ -82,14 +82,7 @@ pub enum SockDiagError {
 /// What to do about a netlink socket that would not open, by its real cause.
 fn open_hint(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EMFILE) => {
-            let limit = nofile_limit().map_or_else(String::new, |n| format!(" ({n})"));
-            format!(
-                "This process has no file descriptor left: it reached its open-file limit \
-                 (RLIMIT_NOFILE{limit}). Raise it (`ulimit -n`, LimitNOFILE= in a unit) or close \
-                 connections"
-            )
-        }
+        Some(libc::EMFILE) => crate::fd_limit::hint(),
         Some(libc::ENFILE) => "The whole system is out of file descriptors (fs.file-max)".into(),
         Some(libc::ENOBUFS | libc::ENOMEM) => "The kernel is out of memory for sockets".into(),
         Some(libc::EACCES | libc::EPERM) => {
@@ -104,16 +97,6 @@ fn open_hint(e: &io::Error) -> String {
         }
         _ => "enetstat reads the socket table the way `ss` does, over netlink sock_diag".into(),
     }
-}
-
-/// The soft open-file limit, if it can be read.
-fn nofile_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
 }
 
 /// Dumps every socket of the given protocols in this network namespace.

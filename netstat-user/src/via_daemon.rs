@@ -83,7 +83,7 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
         })
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(crate::runtime_error)?;
     let socket = socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let opts = DaemonOptions {
         socket: socket.clone(),

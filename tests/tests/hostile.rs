@@ -798,10 +798,12 @@ fn a_client_blocked_by_a_directory_is_told_which_one() {
 }
 
 /// File descriptors `pid` has open.
-fn open_fds(pid: u32) -> usize {
+/// The descriptor numbers `pid` holds.
+fn open_fds(pid: u32) -> Vec<usize> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .count()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[test]
@@ -819,27 +821,28 @@ fn a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named() {
         "--max-metrics-connections",
         "1",
     ];
-    // How many descriptors the daemon holds when idle, here.
-    let probe = Spawned::daemon(daemon_command(&socket, &args));
-    // The fewest seen: a reconcile's netlink socket is open for a moment now and then.
+    let d = Spawned::daemon(daemon_command(&socket, &args));
+    // The descriptors the daemon holds when idle, here: the fewest seen, since a reconcile's
+    // netlink socket is open for a moment now and then. Read from the running daemon, because
+    // starting up briefly takes more, and what a test harness leaves open varies.
     let idle = (0..40)
         .map(|_| {
             thread::sleep(Duration::from_millis(25));
-            open_fds(probe.pid())
+            open_fds(d.pid())
         })
-        .min()
+        .min_by_key(Vec::len)
         .unwrap();
-    drop(probe);
-    let _ = std::fs::remove_file(&socket);
-    // Exactly that: a client connected takes the descriptor a reconcile's netlink socket
-    // needs.
-    let limit = format!("--nofile={idle}:{idle}");
-    let mut cmd = Command::new("prlimit");
-    cmd.args([limit.as_str(), "--"])
-        .arg(enetstat_bin())
-        .args(["daemon", "--socket", socket.to_str().unwrap()])
-        .args(args);
-    let d = Spawned::daemon(cmd);
+    // A new descriptor takes the lowest free number, and the limit bounds numbers: leave
+    // exactly one free below it, so a connected client takes the one a reconcile's netlink
+    // socket needs.
+    let mut free = (0..).filter(|n| !idle.contains(n));
+    let _for_the_client = free.next();
+    let limit = format!("--nofile={0}:{0}", free.next().unwrap());
+    let status = Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), limit.as_str()])
+        .status()
+        .expect("cannot run prlimit (util-linux)");
+    assert!(status.success(), "prlimit {limit} failed");
     let mut client = Conn::connect(&socket);
     thread::sleep(Duration::from_secs(2));
     let s = client.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
@@ -860,6 +863,56 @@ fn a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named() {
     assert!(!stderr.contains("lack"), "the cause is named: {stderr}");
     let (status, stderr) = d.stop();
     assert!(status.success(), "the daemon never exits over it: {stderr}");
+}
+
+#[test]
+fn starting_without_enough_descriptors_names_the_open_file_limit() {
+    if !require_root("starting_without_enough_descriptors_names_the_open_file_limit") {
+        return;
+    }
+    let dir = TempDir::new("nofile");
+    let socket = dir.path.join("enetstat.sock");
+    // Every limit too low to start: whichever step runs out (a map, a program load, the ring
+    // buffer's epoll, the sock_diag seed) names the limit, not the kernel or enetstat.
+    let mut refused = 0;
+    for n in (8..=40).step_by(4) {
+        let nofile = format!("--nofile={n}:{n}");
+        for tracer in [
+            vec!["daemon", "--socket", socket.to_str().unwrap()],
+            vec!["--standalone", "watch", "--duration", "1s"],
+        ] {
+            let out = Command::new("prlimit")
+                .args([nofile.as_str(), "--"])
+                .arg(enetstat_bin())
+                .args(&tracer)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|child| {
+                    // A daemon that started is stopped at once: only refusals are checked.
+                    thread::sleep(Duration::from_millis(1500));
+                    // SAFETY: kill() on our own child, not reaped yet.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                    child.wait_with_output()
+                })
+                .expect("cannot run prlimit (util-linux)");
+            let _ = std::fs::remove_file(&socket);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || stderr.contains(READY_PREFIX) {
+                continue;
+            }
+            refused += 1;
+            assert!(
+                stderr.contains("open-file limit (RLIMIT_NOFILE"),
+                "nofile {n}, {tracer:?}: {stderr}"
+            );
+            for blame in ["bug in enetstat", "lack", "panicked"] {
+                assert!(!stderr.contains(blame), "nofile {n}: {stderr}");
+            }
+        }
+    }
+    assert!(refused > 0, "no limit from 8 to 40 was too low to start");
 }
 
 #[test]

@@ -67,9 +67,41 @@ pub enum ProbeError {
         source: aya::maps::MapError,
     },
 
+    #[error("cannot {doing}: {source}. {hint}", hint = crate::fd_limit::hint())]
+    NoDescriptors {
+        doing: &'static str,
+        source: std::io::Error,
+    },
+
     #[error("cannot watch the ring buffer for events: {0}")]
     Poll(#[source] std::io::Error),
 
     #[error("--ring-size {0} is not a power of two of at least 4096 bytes (try 4M, 8M, 16M)")]
     RingSize(u32),
+}
+
+impl ProbeError {
+    /// A tracepoint that would not attach, or the descriptor limit when that is the cause.
+    pub(super) fn attach(tracepoint: &'static str, source: aya::programs::ProgramError) -> Self {
+        if crate::fd_limit::caused(&source) {
+            ProbeError::NoDescriptors {
+                doing: "attach the eBPF programs",
+                source: std::io::Error::from_raw_os_error(libc::EMFILE),
+            }
+        } else {
+            ProbeError::Attach { tracepoint, source }
+        }
+    }
+
+    /// An error from watching the ring buffer, or the descriptor limit when that is the cause.
+    pub(super) fn poll(e: std::io::Error) -> Self {
+        if crate::fd_limit::is_exhausted(&e) {
+            ProbeError::NoDescriptors {
+                doing: "watch the ring buffer for events",
+                source: e,
+            }
+        } else {
+            ProbeError::Poll(e)
+        }
+    }
 }

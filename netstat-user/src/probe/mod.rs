@@ -47,13 +47,13 @@ fn attach_btf(
             name,
         })?
         .try_into()
-        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+        .map_err(|source| ProbeError::attach(tracepoint, source))?;
     program
         .load(tracepoint, btf)
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach()
-        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+        .map_err(|source| ProbeError::attach(tracepoint, source))?;
     Ok(())
 }
 
@@ -70,13 +70,13 @@ fn attach_classic(
             name,
         })?
         .try_into()
-        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+        .map_err(|source| ProbeError::attach(tracepoint, source))?;
     program
         .load()
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach("sock", tracepoint)
-        .map_err(|source| ProbeError::Attach { tracepoint, source })?;
+        .map_err(|source| ProbeError::attach(tracepoint, source))?;
     Ok(())
 }
 
@@ -367,6 +367,14 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
                 detail: io_error.to_string(),
             }
         }
+        aya::EbpfError::MapError(MapError::CreateError { io_error, .. })
+            if crate::fd_limit::is_exhausted(&io_error) =>
+        {
+            ProbeError::NoDescriptors {
+                doing: "create the eBPF maps",
+                source: io_error,
+            }
+        }
         aya::EbpfError::MapError(MapError::CreateError { ref io_error, .. })
             if is_eperm(io_error) =>
         {
@@ -375,6 +383,10 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
             }
         }
         aya::EbpfError::ProgramError(p) => classify_program_error("inet_sock_set_state", p),
+        other if crate::fd_limit::caused(&other) => ProbeError::NoDescriptors {
+            doing: "load the eBPF object",
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        },
         other => ProbeError::Load(other),
     }
 }
@@ -388,6 +400,12 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
             if is_eperm(&io_error) && format!("{verifier_log:?}").trim().is_empty() {
                 return ProbeError::NotPermitted {
                     detail: io_error.to_string(),
+                };
+            }
+            if crate::fd_limit::is_exhausted(&io_error) {
+                return ProbeError::NoDescriptors {
+                    doing: "load the eBPF programs",
+                    source: io_error,
                 };
             }
             let log = format!("{verifier_log:?}");

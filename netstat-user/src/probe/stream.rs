@@ -63,13 +63,13 @@ impl EventStream {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
         // AsyncFd (and with it the RingBuf) is dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| ProbeError::Poll(e.into()))?;
+            .map_err(|e| ProbeError::poll(e.into()))?;
         Ok(Self {
             ring,
             asleep,
             identities: Identities::new(),
             poll_interval,
-            timer: Timer::new().map_err(ProbeError::Poll)?,
+            timer: Timer::new().map_err(ProbeError::poll)?,
             state: State::Idle,
         })
     }
@@ -98,7 +98,7 @@ impl EventStream {
                 return Ok(());
             }
             State::Grace => {
-                self.timer.arm(GRACE).map_err(ProbeError::Poll)?;
+                self.timer.arm(GRACE).map_err(ProbeError::poll)?;
                 self.wait(true).await?;
                 self.state = State::Asleep;
             }
@@ -112,7 +112,7 @@ impl EventStream {
     async fn wait(&mut self, timer: bool) -> Result<(), ProbeError> {
         let ring = &mut self.ring;
         let readable = async move {
-            let mut guard = ring.readable_mut().await.map_err(ProbeError::Poll)?;
+            let mut guard = ring.readable_mut().await.map_err(ProbeError::poll)?;
             // Clearing before the drain is safe: whatever arrives after this point is either
             // drained next or raises readiness again.
             guard.clear_ready();
@@ -121,7 +121,7 @@ impl EventStream {
         if timer {
             tokio::select! {
                 r = readable => r?,
-                r = self.timer.fired() => r.map_err(ProbeError::Poll)?,
+                r = self.timer.fired() => r.map_err(ProbeError::poll)?,
             }
         } else {
             readable.await?;
