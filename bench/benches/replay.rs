@@ -9,8 +9,10 @@
 //!   userspace cost of `enetstat watch -o json` per event, except the write to stdout.
 //! - `watch_path_port_filter`: the same with a two-term port filter (`sport = :P or dport =
 //!   :P`, P the first listener's port), as `--port P` builds it.
-//! - `table_path`: decode + live-table update + filter, what the live table (and the daemon)
-//!   does per event.
+//! - `table_path`: the same pipeline feeding the live table, + filter, what the daemon does
+//!   per event before handing it out.
+//!
+//! Every path runs the shipped [`Pipeline`], not a copy of it.
 //!
 //! The records are a real capture when `ENETSTAT_REPLAY_NDJSON` names an `enetstat watch -o
 //! json` file (`cargo xtask bench` records one during its lossless run), otherwise synthetic
@@ -26,10 +28,9 @@ use enetstat::{
     decode::decode_record,
     event::Record,
     filter::{Filter, Observed},
-    life::Lives,
+    pipeline::Pipeline,
     render::{self, Line},
     table::{Limits, Table},
-    tracker::Tracker,
 };
 use enetstat_bench::records::{self, RawRecord};
 
@@ -67,22 +68,18 @@ fn replay(c: &mut Criterion) {
     let watch_path = |filter: Filter, json: bool| {
         let records = &records;
         move |b: &mut criterion::Bencher| {
-            let mut tracker = Tracker::new(1_000_000);
-            let mut lives = Lives::new(1_000_000);
+            let mut pipeline = Pipeline::new(1_000_000);
             let clock = WallClock::new();
             let mut out = Vec::with_capacity(1 << 20);
             b.iter(|| {
                 let mut shown = 0u64;
                 for r in records {
-                    let Ok(Record::Transition(mut t)) = decode_record(black_box(r)) else {
+                    let Some(step) = pipeline.feed(black_box(r), None) else {
                         continue;
                     };
-                    let ctx = tracker.apply(&mut t);
-                    let end = lives.end_of(&t);
-                    black_box(lives.on_transition(&t, ctx.owner.as_ref()));
                     let observed = Observed {
-                        transition: &t,
-                        owner: ctx.owner.as_ref(),
+                        transition: &step.transition,
+                        owner: step.owner.as_ref(),
                     };
                     if !filter.matches(&observed) {
                         continue;
@@ -90,16 +87,16 @@ fn replay(c: &mut Criterion) {
                     shown += 1;
                     if json {
                         let line = Line {
-                            transition: &t,
-                            time: clock.wall(t.ts_ns),
-                            owner: ctx.owner.as_ref(),
-                            in_old: ctx.in_old,
-                            end,
+                            transition: &step.transition,
+                            time: clock.wall(step.transition.ts_ns),
+                            owner: step.owner.as_ref(),
+                            in_old: step.in_old,
+                            end: step.end,
                             cgroup: None,
                         };
                         render::json::write_line(&mut out, &line).expect("writing to memory");
                     } else {
-                        black_box((&ctx, end));
+                        black_box(&step);
                     }
                 }
                 black_box(&out);
@@ -117,15 +114,15 @@ fn replay(c: &mut Criterion) {
 
     group.bench_function("table_path", |b| {
         let mut table = Table::new(Limits::default(), None);
+        let mut pipeline = Pipeline::new(1_000_000);
         let filter = Filter::default();
         b.iter(|| {
             let mut kept = 0u64;
             for r in &records {
-                if let Ok(Record::Transition(t)) = decode_record(black_box(r)) {
-                    table.apply(&t);
+                if let Some(step) = pipeline.feed(black_box(r), Some(&mut table)) {
                     let observed = Observed {
-                        transition: &t,
-                        owner: None,
+                        transition: &step.transition,
+                        owner: step.owner.as_ref(),
                     };
                     kept += u64::from(filter.matches(&observed));
                 }

@@ -35,6 +35,10 @@ pub mod record_kind {
     pub const STATE_CHANGE: u16 = 1;
     /// A [`Reset`](super::Reset).
     pub const RESET: u16 = 2;
+    /// An [`Accept`](super::Accept).
+    pub const ACCEPT: u16 = 3;
+    /// An [`Exit`](super::Exit).
+    pub const EXIT: u16 = 4;
 }
 
 /// Which way a TCP reset went, in a [`Reset`] record.
@@ -74,6 +78,57 @@ pub struct Reset {
 }
 
 const _: () = assert!(core::mem::size_of::<Reset>() == 32);
+
+/// A process took a TCP socket out of a listener's queue: `accept()`/`accept4()` returned it.
+///
+/// An accepted socket is born in softirq, where the task on the CPU is anybody; its
+/// listener may be shared by many processes (pre-fork servers). This record, written at the
+/// system call's exit in the accepting process, is the one fact that says which process
+/// serves the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accept {
+    /// [`record_kind::ACCEPT`].
+    pub kind: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Local and remote ports, host byte order.
+    pub lport: u16,
+    pub rport: u16,
+    /// Thread-group id (the userspace "pid") and thread id of the accepting task.
+    pub pid: u32,
+    pub tid: u32,
+    /// Kernel monotonic time, `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+    /// The socket's cookie field as it stands (set once a state program or a dump asked for
+    /// it); see [`StateChange::cookie`].
+    pub cookie: u64,
+    /// Kernel address of the socket: its identity where the cookie is unknown.
+    pub skaddr: u64,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    pub _pad: u32,
+    /// `comm` of the process (its thread group leader), NUL padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Accept>() == 64);
+
+/// A process ended: the last of its threads exited (`sched:sched_process_exit`). Its sockets
+/// may live on (orphaned, or held by a child); userspace stops naming it as a current owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// [`record_kind::EXIT`].
+    pub kind: u16,
+    pub _pad: u16,
+    /// Thread-group id of the process that ended.
+    pub pid: u32,
+    /// Kernel monotonic time, `bpf_ktime_get_ns()`.
+    pub ts_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Exit>() == 16);
 
 /// One TCP state transition, as the `inet_sock_set_state` program writes it.
 #[repr(C)]
@@ -192,6 +247,39 @@ pub struct Offsets {
     pub skc_cookie: u32,
 }
 
+/// Byte offsets into the task and file structures, from BTF: how the accept program goes from
+/// the descriptor `accept()` returned to its socket
+/// (`current->files->fdt->fd[fd]->private_data->sk`), and how the exit program tells the end
+/// of a process from the end of one of its threads. All zero when BTF lacks any of them:
+/// then nothing that needs them is attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `struct task_struct`: `files` (a `struct files_struct *`).
+    pub task_files: u32,
+    /// `struct files_struct`: `fdt` (a `struct fdtable *`).
+    pub files_fdt: u32,
+    /// `struct fdtable`: `fd` (a `struct file **`).
+    pub fdtable_fd: u32,
+    /// `struct file`: `private_data` (for a socket's file, its `struct socket *`).
+    pub file_private_data: u32,
+    /// `struct socket`: `sk` (a `struct sock *`).
+    pub socket_sk: u32,
+    /// `struct socket`: `file`, pointing back to the file: proof the file is a socket.
+    pub socket_file: u32,
+    /// `struct task_struct`: `group_leader` (a `struct task_struct *`).
+    pub task_group_leader: u32,
+    /// `struct task_struct`: `comm` (16 bytes).
+    pub task_comm: u32,
+    /// `struct task_struct`: `signal` (a `struct signal_struct *`).
+    pub task_signal: u32,
+    /// `struct signal_struct`: `live` (atomic_t): threads not yet exited.
+    pub signal_live: u32,
+    /// The `ret` field of the `syscalls:sys_exit_accept*` tracepoints' record, from tracefs.
+    pub sys_exit_ret: u32,
+    pub _pad: u32,
+}
+
 /// Byte offsets of the fields of the classic `sock/inet_sock_set_state` tracepoint's record,
 /// from its tracefs `format` file: the fallback for kernels without BTF.
 #[repr(C)]
@@ -279,6 +367,8 @@ fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: Offsets,
+    /// For the accept and exit programs.
+    pub tasks: TaskOffsets,
     /// Only for the classic tracepoint (no BTF).
     pub tracepoint: TracepointOffsets,
     pub filter: KernelFilter,
@@ -317,6 +407,20 @@ impl Config {
             kernfs_node_id: 0,
             sk_flags: 0,
             skc_cookie: 0,
+        },
+        tasks: TaskOffsets {
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_fd: 0,
+            file_private_data: 0,
+            socket_sk: 0,
+            socket_file: 0,
+            task_group_leader: 0,
+            task_comm: 0,
+            task_signal: 0,
+            signal_live: 0,
+            sys_exit_ret: 0,
+            _pad: 0,
         },
         tracepoint: TracepointOffsets {
             skaddr: 0,
@@ -362,9 +466,9 @@ pub mod counter {
     /// Number of counters.
     pub const COUNT: u32 = 5;
     /// The array holds one bank of [`COUNT`] counters per program that can interrupt another
-    /// on the same CPU (primary, nested copy, resets), so plain per-CPU increments never race.
-    /// Userspace sums the banks.
-    pub const BANKS: u32 = 3;
+    /// on the same CPU (primary, nested copy, resets, the accept and exit programs), so plain
+    /// per-CPU increments never race. Userspace sums the banks.
+    pub const BANKS: u32 = 4;
 }
 
 #[cfg(feature = "user")]
@@ -372,6 +476,9 @@ mod pod {
     // SAFETY: all of these are `repr(C)` plain integers and arrays with explicit padding.
     unsafe impl aya::Pod for super::StateChange {}
     unsafe impl aya::Pod for super::Reset {}
+    unsafe impl aya::Pod for super::Accept {}
+    unsafe impl aya::Pod for super::Exit {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::KernelFilter {}

@@ -1,7 +1,8 @@
 //! enetstat's kernel side: entry points only. A BTF tracepoint on `inet_sock_set_state` turns
 //! every TCP state transition into a [`StateChange`](netstat_common::StateChange) record in
 //! the `EVENTS` ring buffer, and two on the TCP reset tracepoints say which connections ended
-//! by a reset, and which way it went.
+//! by a reset, and which way it went. Two classic tracepoints in process context add the
+//! owner facts softirq cannot give: who accepted a socket, and which processes ended.
 //!
 //! Each program comes in the variants the kernels we support need; userspace probes the
 //! running kernel and loads one set:
@@ -19,6 +20,7 @@
 
 mod classic;
 mod counters;
+mod owner;
 mod read;
 mod record;
 mod rescue;
@@ -161,6 +163,27 @@ pub fn tcp_receive_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state_classic(ctx: TracePointContext) -> u32 {
     classic::state_change(&ctx, &CONFIG.load(), BANK_PRIMARY);
+    0
+}
+
+/// `syscalls:sys_exit_accept4`: the process that accepts a connection serves it.
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    owner::accepted(&ctx, &CONFIG.load());
+    0
+}
+
+/// `syscalls:sys_exit_accept`: as `accept4`, for the older system call.
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    owner::accepted(&ctx, &CONFIG.load());
+    0
+}
+
+/// `sched:sched_process_exit`: a process that ended owns nothing any more.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    owner::exited(&CONFIG.load());
     0
 }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use btfparse::{Offset, Readable, TypeInformation};
-use netstat_common::Offsets;
+use netstat_common::{Offsets, TaskOffsets};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -58,8 +58,9 @@ impl Readable for Bytes {
     }
 }
 
-/// Resolves the offsets the kernel program needs from the BTF file at `path`.
-pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
+/// Resolves the offsets the kernel program needs from the BTF file at `path`: the socket's,
+/// and (zero when any is missing) the task and file structures' for the owner programs.
+pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
     let data = std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             BtfError::Missing {
@@ -84,7 +85,26 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
             _ => Err(missing()),
         }
     };
-    Ok(Offsets {
+    let tasks = || -> Result<TaskOffsets, BtfError> {
+        Ok(TaskOffsets {
+            task_files: at("task_struct", "files")?,
+            files_fdt: at("files_struct", "fdt")?,
+            fdtable_fd: at("fdtable", "fd")?,
+            file_private_data: at("file", "private_data")?,
+            socket_sk: at("socket", "sk")?,
+            socket_file: at("socket", "file")?,
+            task_group_leader: at("task_struct", "group_leader")?,
+            task_comm: at("task_struct", "comm")?,
+            task_signal: at("task_struct", "signal")?,
+            signal_live: at("signal_struct", "live")?,
+            ..TaskOffsets::default()
+        })
+    };
+    let tasks = tasks().unwrap_or_else(|e| {
+        tracing::warn!("{e}; owners will not follow accept() nor process exits");
+        TaskOffsets::default()
+    });
+    let sockets = Offsets {
         sk_protocol: at("sock", "sk_protocol")?,
         skc_family: at("sock", "__sk_common.skc_family")?,
         skc_num: at("sock", "__sk_common.skc_num")?,
@@ -110,11 +130,12 @@ pub fn offsets_from(path: &Path) -> Result<Offsets, BtfError> {
         // Moved into sock_common (as skc_flags) in Linux 6.x; `struct sock` had it before.
         sk_flags: at("sock", "__sk_common.skc_flags").or_else(|_| at("sock", "sk_flags"))?,
         skc_cookie: at("sock", "__sk_common.skc_cookie")?,
-    })
+    };
+    Ok((sockets, tasks))
 }
 
 /// Offsets for the running kernel.
-pub fn offsets() -> Result<Offsets, BtfError> {
+pub fn offsets() -> Result<(Offsets, TaskOffsets), BtfError> {
     offsets_from(Path::new(VMLINUX_BTF))
 }
 
@@ -132,7 +153,7 @@ mod tests {
             );
             return;
         }
-        let o = offsets().expect("offsets from this kernel's BTF");
+        let (o, t) = offsets().expect("offsets from this kernel's BTF");
         // Layout facts that hold on every kernel enetstat supports: sock_common comes first
         // in struct sock, with the IPv4 addresses at its very start.
         assert_eq!(o.skc_daddr, 0);
@@ -142,6 +163,14 @@ mod tests {
         assert_eq!(o.skc_v6_rcv_saddr, o.skc_v6_daddr + 16);
         assert!(o.tcp_bytes_received > o.sk_err);
         assert_ne!(o.sk_cgroup, 0, "this kernel tracks socket cgroups");
+        // The owner programs' path from a descriptor to its socket, all found.
+        assert_ne!(t.task_files, 0);
+        assert_eq!(
+            t.fdtable_fd, 8,
+            "struct fdtable: unsigned int max_fds, then fd"
+        );
+        assert_ne!(t.socket_sk, t.socket_file);
+        assert_eq!(t.signal_live, 4, "struct signal_struct: sigcnt, then live");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netstat_common::{
-    AF_INET, AF_INET6, Reset, StateChange, record_flags, record_kind, reset_direction, tcp_state,
+    AF_INET, AF_INET6, Accept, Exit, Reset, StateChange, record_flags, record_kind,
+    reset_direction, tcp_state,
 };
 
 use crate::{
     event::{
-        Cookie, Endpoint, Family, Final, Record, ResetDirection, ResetEvent, Task, Transition,
-        unmap,
+        AcceptEvent, Cookie, Endpoint, ExitEvent, Family, Final, Owner, Record, ResetDirection,
+        ResetEvent, Task, Transition, unmap,
     },
     state::TcpState,
 };
@@ -57,6 +58,23 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
                 state: TcpState::from_kernel(raw.state),
             }))
         }
+        record_kind::ACCEPT => {
+            let raw: Accept = read(bytes)?;
+            Ok(Record::Accept(AcceptEvent {
+                ts_ns: raw.ts_ns,
+                cookie: identity(raw.cookie, raw.skaddr),
+                netns: raw.netns,
+                lport: raw.lport,
+                owner: Owner::new(raw.pid, comm(&raw.comm)),
+            }))
+        }
+        record_kind::EXIT => {
+            let raw: Exit = read(bytes)?;
+            Ok(Record::Exit(ExitEvent {
+                ts_ns: raw.ts_ns,
+                pid: raw.pid,
+            }))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -66,6 +84,8 @@ pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
     match decode_record(bytes)? {
         Record::Transition(t) => Ok(t),
         Record::Reset(_) => Err(DecodeError::UnknownKind(record_kind::RESET)),
+        Record::Accept(_) => Err(DecodeError::UnknownKind(record_kind::ACCEPT)),
+        Record::Exit(_) => Err(DecodeError::UnknownKind(record_kind::EXIT)),
     }
 }
 

@@ -98,6 +98,20 @@ impl fmt::Display for Endpoint {
 pub struct Owner {
     pub pid: u32,
     pub comm: String,
+    /// The process has ended since it was last known to own the socket: this is the last
+    /// owner, not a current one (`*` after the pid in text, `owner_exited` in JSON).
+    pub exited: bool,
+}
+
+impl Owner {
+    /// A live owner.
+    pub fn new(pid: u32, comm: impl Into<String>) -> Self {
+        Self {
+            pid,
+            comm: comm.into(),
+            exited: false,
+        }
+    }
 }
 
 /// The task that was on the CPU when the tracepoint fired. Whether it owns the socket depends
@@ -176,9 +190,30 @@ pub struct ResetEvent {
     pub state: TcpState,
 }
 
+/// A process accepted a TCP socket: from now on it serves the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptEvent {
+    pub ts_ns: u64,
+    pub cookie: Cookie,
+    /// The listener's network namespace (inode) and local port.
+    pub netns: u32,
+    pub lport: u16,
+    /// The accepting process (thread group), with its own name.
+    pub owner: Owner,
+}
+
+/// A process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub ts_ns: u64,
+    pub pid: u32,
+}
+
 /// Anything the kernel reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Transition(Transition),
     Reset(ResetEvent),
+    Accept(AcceptEvent),
+    Exit(ExitEvent),
 }

@@ -18,7 +18,7 @@
 //!   records pass straight through. Deciding by the record, not the kernel version, covers
 //!   every kernel and backport.
 
-use netstat_common::{Reset, StateChange, record_kind, tcp_state};
+use netstat_common::{Accept, Reset, StateChange, record_kind, tcp_state};
 use rustc_hash::FxHashMap;
 
 use crate::event::Cookie;
@@ -85,6 +85,16 @@ impl Identities {
                     out(as_bytes(&r));
                 } else {
                     out(bytes);
+                }
+            }
+            Some(record_kind::ACCEPT) if bytes.len() >= size_of::<Accept>() => {
+                let mut r: Accept = read(bytes);
+                match self.by_address.get(&r.skaddr) {
+                    Some(&id) => {
+                        r.cookie = id;
+                        out(as_bytes(&r));
+                    }
+                    None => out(bytes),
                 }
             }
             Some(record_kind::RESET) if bytes.len() >= size_of::<Reset>() => {

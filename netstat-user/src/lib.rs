@@ -24,6 +24,7 @@ pub mod life;
 pub mod mem;
 pub mod owner;
 pub mod pids;
+pub mod pipeline;
 pub mod probe;
 pub mod render;
 pub mod resolve;

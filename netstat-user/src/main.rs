@@ -168,6 +168,7 @@ async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
         count: args.count,
         duration: args.duration,
         max_sockets: args.max_sockets,
+        seed_owners: Some(enetstat::pipeline::records_netns(probe.mode())),
         text: TextStyle {
             wide: args.wide,
             time: match args.time {

@@ -83,16 +83,10 @@ impl SocketOwners {
                     .entry(inode)
                     .and_modify(|o: &mut Owner| {
                         if pid < o.pid {
-                            *o = Owner {
-                                pid,
-                                comm: comm.clone(),
-                            };
+                            *o = Owner::new(pid, comm.clone());
                         }
                     })
-                    .or_insert_with(|| Owner {
-                        pid,
-                        comm: comm.clone(),
-                    });
+                    .or_insert_with(|| Owner::new(pid, comm.clone()));
             }
             comms.insert(pid, comm);
         }

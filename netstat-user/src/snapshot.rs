@@ -22,10 +22,10 @@ use serde::Serialize;
 use crate::{
     cgroup,
     clock::monotonic_ns,
-    decode::decode_record,
-    event::{Cookie, Endpoint, Family, Owner, Record},
+    event::{Cookie, Endpoint, Family, Owner},
     mem,
     pids::SocketOwners,
+    pipeline::Pipeline,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
         netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow, Title},
@@ -288,19 +288,15 @@ pub async fn continuous(
 ) -> Result<(End, Status), SnapshotError> {
     let mut stop = pin!(stop);
     let mut table = Table::new(opts.limits, own_netns());
-    let mut undecodable = 0u64;
-    let drain = |stream: &mut EventStream, table: &mut Table, undecodable: &mut u64| {
-        stream.drain(|bytes| match decode_record(bytes) {
-            Ok(Record::Transition(t)) => table.apply(&t),
-            Ok(_) => {}
-            Err(e) => {
-                *undecodable += 1;
-                tracing::debug!("skipping a record: {e}");
-            }
+    // The table's owners come from the same pipeline as `watch`'s.
+    let mut pipeline = Pipeline::new(opts.limits.max_sockets);
+    let drain = |stream: &mut EventStream, table: &mut Table, pipeline: &mut Pipeline| {
+        stream.drain(|bytes| {
+            pipeline.feed(bytes, Some(table));
         });
     };
     // Tracing is on before the seed, so nothing falls between the dump and the first event.
-    drain(stream, &mut table, &mut undecodable);
+    drain(stream, &mut table, &mut pipeline);
     let started = monotonic_ns();
     table.seed_with(started, |sink| {
         sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
@@ -320,13 +316,13 @@ pub async fn continuous(
         tokio::select! {
             r = stream.ready() => {
                 r?;
-                drain(stream, &mut table, &mut undecodable);
+                drain(stream, &mut table, &mut pipeline);
                 continue;
             }
             _ = tick.tick() => {}
             () = &mut stop => break End::Stopped,
         }
-        drain(stream, &mut table, &mut undecodable);
+        drain(stream, &mut table, &mut pipeline);
         if last_reconcile.elapsed() >= cont.reconcile {
             let started = monotonic_ns();
             let both = [Proto::Tcp, Proto::Udp];
@@ -334,7 +330,7 @@ pub async fn continuous(
                 started,
                 &both,
                 |sink| sockdiag::dump_each(&both, sink),
-                |table| drain(stream, table, &mut undecodable),
+                |table| drain(stream, table, &mut pipeline),
             )?;
             if c.total() > 0 {
                 tracing::debug!(?c, "reconciliation corrected the table");
@@ -353,7 +349,7 @@ pub async fn continuous(
         status = Status {
             table: table.counters(),
             lost: kernel.ringbuf_full,
-            undecodable,
+            undecodable: pipeline.undecodable,
             live: table.len(),
             closed: table.history().len(),
         };

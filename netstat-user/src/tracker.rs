@@ -2,15 +2,16 @@
 //!
 //! A record says what happened at one instant. How long the socket sat in its previous state,
 //! and which process it belongs to, need the socket's earlier records; this keeps them, bounded,
-//! and forgets a socket when it reaches CLOSE.
+//! and forgets a socket when it reaches CLOSE. The owner rules themselves live in
+//! [`crate::owner`].
 
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
 use crate::{
-    event::{Cookie, Owner, Transition},
-    owner::{Listeners, in_owner_context},
+    event::{AcceptEvent, Cookie, ExitEvent, Owner, Transition},
+    owner::{Owners, in_owner_context},
     state::TcpState,
 };
 
@@ -19,22 +20,36 @@ use crate::{
 pub struct Context {
     /// Time spent in the old state; `None` on the first transition seen for the socket.
     pub in_old: Option<Duration>,
-    /// The socket's owner, when known.
+    /// The socket's owner, when known; [`Owner::exited`] when its process has ended.
     pub owner: Option<Owner>,
+}
+
+/// Where a socket's owner came from, which decides what happens when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The socket's own process-context fact (a system call on it, an accept), or a `/proc`
+    /// scan: the owner stays as the socket's last owner after it ends.
+    Own,
+    /// Its listener's holder, before anyone accepted it: replaced by another live holder
+    /// when it ends.
+    Listener,
 }
 
 #[derive(Debug)]
 struct Memo {
+    /// When the socket entered its current state; 0 when not known (first seen by accept).
     since_ns: u64,
     owner: Option<Owner>,
+    source: Source,
     lport: Option<u16>,
+    netns: u32,
 }
 
 /// Socket memory, capped at `capacity` sockets.
 #[derive(Debug)]
 pub struct Tracker {
     sockets: FxHashMap<Cookie, Memo>,
-    listeners: Listeners,
+    owners: Owners,
     capacity: usize,
     /// Sockets not remembered because the tracker was full.
     pub overflow: u64,
@@ -44,7 +59,7 @@ impl Tracker {
     pub fn new(capacity: usize) -> Self {
         Self {
             sockets: FxHashMap::default(),
-            listeners: Listeners::default(),
+            owners: Owners::default(),
             capacity,
             overflow: 0,
         }
@@ -59,41 +74,107 @@ impl Tracker {
         self.sockets.is_empty()
     }
 
+    /// The owner rules' state, to seed from `/proc`.
+    pub fn owners_mut(&mut self) -> &mut Owners {
+        &mut self.owners
+    }
+
+    /// Records that a `/proc` scan found `owner` holding the socket `cookie`, which
+    /// predates tracing; a socket's own facts, when they come, replace it.
+    pub fn seed(&mut self, cookie: Cookie, netns: u32, port: u16, owner: Owner) {
+        if self.sockets.len() >= self.capacity || self.sockets.contains_key(&cookie) {
+            return;
+        }
+        self.sockets.insert(
+            cookie,
+            Memo {
+                since_ns: 0,
+                owner: Some(owner),
+                source: Source::Own,
+                lport: Some(port),
+                netns,
+            },
+        );
+    }
+
+    /// A process accepted the socket: it owns it from now on.
+    pub fn on_accept(&mut self, a: &AcceptEvent) {
+        self.owners.on_accept(a);
+        if let Some(memo) = self.sockets.get_mut(&a.cookie) {
+            memo.owner = Some(a.owner.clone());
+            memo.source = Source::Own;
+            return;
+        }
+        match () {
+            () if self.sockets.len() < self.capacity => {
+                self.sockets.insert(
+                    a.cookie,
+                    Memo {
+                        since_ns: 0,
+                        owner: Some(a.owner.clone()),
+                        source: Source::Own,
+                        lport: Some(a.lport),
+                        netns: a.netns,
+                    },
+                );
+            }
+            () => self.overflow += 1,
+        }
+    }
+
+    /// A process ended.
+    pub fn on_exit(&mut self, e: &ExitEvent) {
+        self.owners.on_exit(e.pid);
+    }
+
     /// Applies a transition and returns what it adds. May fill in the local port of a record
     /// the kernel sent before the port was assigned.
     pub fn apply(&mut self, t: &mut Transition) -> Context {
-        let from_task = (in_owner_context(t.old, t.new) && t.task.pid != 0).then(|| Owner {
-            pid: t.task.pid,
-            comm: t.task.comm.clone(),
-        });
+        let from_task = (in_owner_context(t.old, t.new) && t.task.pid != 0)
+            .then(|| self.owners.of_task(&t.task));
         // One hash lookup per event: this runs for every record, at up to millions a second.
         let known = if t.new == TcpState::Close {
             self.sockets.remove(&t.cookie).map(|memo| {
-                let in_old = Duration::from_nanos(t.ts_ns.saturating_sub(memo.since_ns));
                 t.local.port = t.local.port.or(memo.lport);
-                (in_old, from_task.clone().or(memo.owner))
+                let in_old = known_since(memo.since_ns, t.ts_ns);
+                (
+                    in_old,
+                    from_task
+                        .clone()
+                        .or_else(|| self.kept(memo.owner, memo.source, memo.netns, t.local.port)),
+                )
             })
         } else {
+            let owners = &self.owners;
             self.sockets.get_mut(&t.cookie).map(|memo| {
-                let in_old = Duration::from_nanos(t.ts_ns.saturating_sub(memo.since_ns));
+                let in_old = known_since(memo.since_ns, t.ts_ns);
                 t.local.port = t.local.port.or(memo.lport);
                 // A state set again (FIN_WAIT1 -> FIN_WAIT1) does not restart its clock.
-                if t.old != t.new {
+                if t.old != t.new || memo.since_ns == 0 {
                     memo.since_ns = t.ts_ns;
                 }
                 memo.lport = t.local.port;
                 if let Some(owner) = &from_task {
                     memo.owner = Some(owner.clone());
+                    memo.source = Source::Own;
+                } else if memo.source == Source::Listener
+                    && memo
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| owners.has_exited(o.pid))
+                {
+                    memo.owner = owners.listener_holder(memo.netns, memo.lport).cloned();
                 }
-                (in_old, memo.owner.clone())
+                (in_old, memo.owner.clone().map(|o| owners.current(o)))
             })
         };
         let (in_old, owner) = match known {
-            Some((in_old, owner)) => (Some(in_old), owner),
+            Some((in_old, owner)) => (in_old, owner),
             None => {
-                let owner = from_task.or_else(|| {
-                    ((t.old, t.new) == (TcpState::Listen, TcpState::SynRecv))
-                        .then(|| self.listeners.owner_for_accepted(t).cloned())
+                let accepted = (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
+                let owner = from_task.clone().or_else(|| {
+                    accepted
+                        .then(|| self.owners.listener_holder(t.netns, t.local.port).cloned())
                         .flatten()
                 });
                 if t.new != TcpState::Close {
@@ -103,7 +184,13 @@ impl Tracker {
                             Memo {
                                 since_ns: t.ts_ns,
                                 owner: owner.clone(),
+                                source: if from_task.is_none() && accepted {
+                                    Source::Listener
+                                } else {
+                                    Source::Own
+                                },
                                 lport: t.local.port,
+                                netns: t.netns,
                             },
                         );
                     } else {
@@ -114,10 +201,32 @@ impl Tracker {
             }
         };
         if matches!(t.new, TcpState::Listen) || t.old == TcpState::Listen {
-            self.listeners.observe(t, owner.as_ref());
+            self.owners.observe_listener(t, owner.as_ref());
         }
         Context { in_old, owner }
     }
+
+    /// A remembered owner as it stands at a socket's close.
+    fn kept(
+        &self,
+        owner: Option<Owner>,
+        source: Source,
+        netns: u32,
+        port: Option<u16>,
+    ) -> Option<Owner> {
+        match owner {
+            Some(o) if source == Source::Listener && self.owners.has_exited(o.pid) => {
+                self.owners.listener_holder(netns, port).cloned()
+            }
+            Some(o) => Some(self.owners.current(o)),
+            None => None,
+        }
+    }
+}
+
+/// Time in the old state, when the socket's entry into it was seen.
+fn known_since(since_ns: u64, now_ns: u64) -> Option<Duration> {
+    (since_ns != 0).then(|| Duration::from_nanos(now_ns.saturating_sub(since_ns)))
 }
 
 #[cfg(test)]

@@ -13,15 +13,12 @@ use crate::{
     cgroup,
     clock::WallClock,
     clock::monotonic_ns,
-    decode::decode_record,
-    event::Record,
     filter::Filter,
     filter::Observed,
     latency::Latency,
-    life::Lives,
+    pipeline::Pipeline,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{self, Line, text::TextStyle},
-    tracker::Tracker,
 };
 
 /// What to print.
@@ -56,6 +53,9 @@ pub struct WatchOptions {
     pub text: TextStyle,
     /// Measure, for every record, how long after the kernel stamped it we had applied it.
     pub measure_latency: bool,
+    /// Give sockets that predate tracing their owners from `/proc`, under this network
+    /// namespace inode (see [`Pipeline::seed_owners`]); `None` skips the scan.
+    pub seed_owners: Option<u32>,
 }
 
 /// What happened during a watch, for the closing summary.
@@ -132,11 +132,20 @@ pub async fn run(
             None => std::future::pending().await,
         }
     });
-    let mut tracker = Tracker::new(opts.max_sockets);
+    let mut pipeline = Pipeline::new(opts.max_sockets);
+    if let Some(netns) = opts.seed_owners {
+        match pipeline.seed_owners(netns) {
+            Ok(n) => {
+                tracing::debug!("{n} sockets that predate tracing got their owners from /proc")
+            }
+            Err(e) => {
+                tracing::warn!("{e}; sockets that predate tracing show no owner until they act")
+            }
+        }
+    }
     let mut clock = WallClock::new();
     let mut summary = Summary::default();
 
-    let mut lives = Lives::new(opts.max_sockets);
     // JSON and CSV name each socket's cgroup and container; text has no column for them.
     let mut cgroups = (opts.format != Format::Text).then(cgroup::Paths::new);
     let mut latency = opts.measure_latency.then(Latency::new);
@@ -167,24 +176,13 @@ pub async fn run(
             if reached_count || io_result.is_err() {
                 return;
             }
-            let mut t = match decode_record(bytes) {
-                Ok(Record::Transition(t)) => t,
-                Ok(Record::Reset(r)) => {
-                    lives.on_reset(&r);
-                    return;
-                }
-                Err(e) => {
-                    summary.undecodable += 1;
-                    tracing::debug!("skipping a record: {e}");
-                    return;
-                }
+            let Some(step) = pipeline.feed(bytes, None) else {
+                return;
             };
-            let ctx = tracker.apply(&mut t);
-            let end = lives.end_of(&t);
-            let life = lives.on_transition(&t, ctx.owner.as_ref());
+            let t = &step.transition;
             let observed = Observed {
-                transition: &t,
-                owner: ctx.owner.as_ref(),
+                transition: t,
+                owner: step.owner.as_ref(),
             };
             let wanted = opts.filter.matches(&observed);
             if let Some(latency) = latency.as_mut() {
@@ -195,14 +193,14 @@ pub async fn run(
             }
             let time = clock.wall(t.ts_ns);
             let cgroup = cgroups.as_mut().and_then(|c| c.get(t.cgroup)).map(|c| &**c);
-            io_result = match (opts.mode, life) {
+            io_result = match (opts.mode, &step.life) {
                 (Mode::Transitions, _) => {
                     let line = Line {
-                        transition: &t,
+                        transition: t,
                         time,
-                        owner: ctx.owner.as_ref(),
-                        in_old: ctx.in_old,
-                        end,
+                        owner: step.owner.as_ref(),
+                        in_old: step.in_old,
+                        end: step.end,
                         cgroup,
                     };
                     match opts.format {
@@ -212,9 +210,9 @@ pub async fn run(
                     }
                 }
                 (Mode::Lifecycles, Some(life)) => match opts.format {
-                    Format::Text => render::life::write_text(out, &life),
-                    Format::Json => render::life::write_json(out, &life, time, cgroup),
-                    Format::Csv => render::life::write_csv(out, &life, time, cgroup),
+                    Format::Text => render::life::write_text(out, life),
+                    Format::Json => render::life::write_json(out, life, time, cgroup),
+                    Format::Csv => render::life::write_csv(out, life, time, cgroup),
                 },
                 (Mode::Lifecycles, None) => return,
             };
@@ -227,7 +225,8 @@ pub async fn run(
             stream.drain(&mut handle);
         }
         let flushed = io_result.and_then(|()| out.flush());
-        summary.untracked = tracker.overflow + lives.overflow;
+        summary.untracked = pipeline.untracked();
+        summary.undecodable = pipeline.undecodable;
         match flushed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'outer End::ClosedOutput,

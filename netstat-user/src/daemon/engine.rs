@@ -19,20 +19,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     cgroup::{self, Cgroup},
     clock::{WallClock, monotonic_ns},
-    decode::decode_record,
     end::End,
-    event::{Cookie, Endpoint, Family, Owner, Record, Transition},
+    event::{Cookie, Endpoint, Family, Owner, Transition},
     filter::{Filter, Observed, Subject},
-    life::{Lifecycle, Lives},
+    life::Lifecycle,
     mem,
     pids::SocketOwners,
+    pipeline::{self, Pipeline, Step},
     probe::{EventStream, KernelCounters, Mode, ProbeError},
     render::netstat::Row,
     snapshot::{self, SnapshotOptions, Status},
     sockdiag::{self, Proto, SockDiagError},
     state::TcpState,
     table::{Entry, Limits, Table},
-    tracker::Tracker,
 };
 
 use super::{
@@ -172,14 +171,11 @@ pub struct Engine {
 /// Everything an event passes through besides the table: kept apart from it, so the table
 /// can be reconciled against a dump streamed into it while events keep flowing.
 struct Flow {
-    tracker: Tracker,
-    lives: Lives,
+    pipeline: Pipeline,
     clock: WallClock,
     /// cgroup ids to paths and containers, for the events handed out.
     cgroups: cgroup::Paths,
     subscribers: Vec<Subscription>,
-    received: u64,
-    undecodable: u64,
     subscriber_drops: u64,
     metrics: Option<Arc<Metrics>>,
     event_log: Option<EventLog>,
@@ -195,13 +191,10 @@ impl Engine {
         Self {
             table: Table::new(opts.limits, snapshot::own_netns()),
             flow: Flow {
-                tracker: Tracker::new(opts.max_sockets),
-                lives: Lives::new(opts.max_sockets),
+                pipeline: Pipeline::new(opts.max_sockets),
                 clock: WallClock::new(),
                 cgroups: cgroup::Paths::new(),
                 subscribers: Vec::new(),
-                received: 0,
-                undecodable: 0,
                 subscriber_drops: 0,
                 metrics: metrics.clone(),
                 event_log,
@@ -232,6 +225,16 @@ impl Engine {
         self.table.seed_with(started, |sink| {
             sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
         })?;
+        if let Some(mode) = self.opts.mode {
+            match self
+                .flow
+                .pipeline
+                .seed_owners(pipeline::records_netns(mode))
+            {
+                Ok(n) => tracing::debug!("{n} sockets that predate tracing got owners from /proc"),
+                Err(e) => tracing::warn!("{e}; sockets that predate tracing show no owner"),
+            }
+        }
         mem::trim();
         self.observe(&counters);
         ready();
@@ -318,7 +321,7 @@ impl Engine {
         Status {
             table: self.table.counters(),
             lost: kernel.ringbuf_full,
-            undecodable: self.flow.undecodable,
+            undecodable: self.flow.pipeline.undecodable,
             live: self.table.len(),
             closed: self.table.history().len(),
         }
@@ -350,8 +353,8 @@ impl Engine {
                     pid: std::process::id(),
                     mode: self.opts.mode,
                     uptime_s: self.started.elapsed().as_secs_f64(),
-                    received: self.flow.received,
-                    undecodable: self.flow.undecodable,
+                    received: self.flow.pipeline.received,
+                    undecodable: self.flow.pipeline.undecodable,
                     kernel_seen: k.seen,
                     kernel_filtered: k.filtered,
                     kernel_ringbuf_full: k.ringbuf_full,
@@ -361,7 +364,7 @@ impl Engine {
                     closed: self.table.history().len(),
                     subscribers: self.flow.subscribers.len(),
                     subscriber_drops: self.flow.subscriber_drops,
-                    untracked: self.flow.tracker.overflow + self.flow.lives.overflow,
+                    untracked: self.flow.pipeline.untracked(),
                     event_log_written: self.log_counter(|c| &c.written),
                     event_log_dropped: self.log_counter(|c| &c.dropped),
                     event_log_rotations: self.log_counter(|c| &c.rotations),
@@ -418,32 +421,25 @@ impl Flow {
     /// Applies one record to the table and hands it to every subscriber whose filter it
     /// matches.
     fn record(&mut self, bytes: &[u8], table: &mut Table) {
-        self.received += 1;
-        let mut t = match decode_record(bytes) {
-            Ok(Record::Transition(t)) => t,
-            Ok(Record::Reset(r)) => {
-                self.lives.on_reset(&r);
-                return;
-            }
-            Err(e) => {
-                self.undecodable += 1;
-                tracing::debug!("skipping a record: {e}");
-                return;
-            }
+        let Some(step) = self.pipeline.feed(bytes, Some(table)) else {
+            return;
         };
-        table.apply(&t);
-        let ctx = self.tracker.apply(&mut t);
-        let end = self.lives.end_of(&t);
-        let life = self.lives.on_transition(&t, ctx.owner.as_ref());
+        let Step {
+            transition: t,
+            in_old,
+            owner,
+            end,
+            life,
+        } = step;
         if let Some(m) = &self.metrics {
-            m.observe_transition(&t, ctx.in_old, life.as_ref());
+            m.observe_transition(&t, in_old, life.as_ref());
         }
         if self.subscribers.is_empty() && self.event_log.is_none() {
             return;
         }
         let observed = Observed {
             transition: &t,
-            owner: ctx.owner.as_ref(),
+            owner: owner.as_ref(),
         };
         let clock = &self.clock;
         let cgroups = &mut self.cgroups;
@@ -451,8 +447,8 @@ impl Flow {
             Arc::new(Event {
                 transition: t.clone(),
                 time: clock.wall(t.ts_ns),
-                owner: ctx.owner.clone(),
-                in_old: ctx.in_old,
+                owner: owner.clone(),
+                in_old,
                 end,
                 life,
                 cgroup: cgroups.get(t.cgroup).cloned(),

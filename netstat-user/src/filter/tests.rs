@@ -65,18 +65,12 @@ impl Case {
                 },
                 fin: None,
             },
-            owner: Some(Owner {
-                pid: 4242,
-                comm: "curl".into(),
-            }),
+            owner: Some(Owner::new(4242, "curl")),
         }
     }
 
     fn owner(mut self, owner: Option<(u32, &str)>) -> Self {
-        self.owner = owner.map(|(pid, comm)| Owner {
-            pid,
-            comm: comm.into(),
-        });
+        self.owner = owner.map(|(pid, comm)| Owner::new(pid, comm));
         self
     }
 

@@ -63,6 +63,16 @@ fn attach_classic(
     name: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbeError> {
+    attach_classic_in(ebpf, name, "sock", tracepoint)
+}
+
+/// Loads the classic tracepoint program `name` and attaches it to `<category>:<tracepoint>`.
+fn attach_classic_in(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbeError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or(ProbeError::Missing {
@@ -75,7 +85,7 @@ fn attach_classic(
         .load()
         .map_err(|e| classify_program_error(name, e))?;
     program
-        .attach("sock", tracepoint)
+        .attach(category, tracepoint)
         .map_err(|source| ProbeError::attach(tracepoint, source))?;
     Ok(())
 }
@@ -124,12 +134,22 @@ impl KernelCounters {
     }
 }
 
+/// Which owner facts from process context the kernel gives (see `netstat-ebpf/src/owner.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerHooks {
+    /// `accept()` names the process that serves each accepted socket.
+    pub accepts: bool,
+    /// Process exits are traced, so an owner that ended is never shown as current.
+    pub exits: bool,
+}
+
 /// Attached kernel programs. Detached on drop.
 pub struct Probe {
     ebpf: Ebpf,
     options: ProbeOptions,
     mode: Mode,
     resets: bool,
+    owners: OwnerHooks,
 }
 
 impl Probe {
@@ -176,11 +196,56 @@ impl Probe {
             .map_err(classify_load_error)
     }
 
+    /// Attaches the owner programs (classic tracepoints in process context). They only
+    /// refine owners, so a kernel without them (no CONFIG_FTRACE_SYSCALLS, no task offsets)
+    /// gets a warning that says what is lost.
+    fn attach_owner_programs(ebpf: &mut Ebpf, config: &Config) -> OwnerHooks {
+        let mut hooks = OwnerHooks::default();
+        if config.tasks.task_files != 0 {
+            let attached = [
+                ("sys_exit_accept4", "sys_exit_accept4"),
+                ("sys_exit_accept", "sys_exit_accept"),
+            ]
+            .into_iter()
+            .map(|(name, tracepoint)| attach_classic_in(ebpf, name, "syscalls", tracepoint))
+            .collect::<Result<Vec<()>, _>>();
+            match attached {
+                Ok(_) => hooks.accepts = true,
+                Err(e) => tracing::warn!(
+                    "{e}; an accepted socket is shown with its listener's owner, not the process \
+                     that accepted it"
+                ),
+            }
+        } else {
+            tracing::warn!(
+                "without the task structures' layout (BTF), an accepted socket is shown with its \
+                 listener's owner, not the process that accepted it"
+            );
+        }
+        match attach_classic_in(ebpf, "sched_process_exit", "sched", "sched_process_exit") {
+            Ok(()) => hooks.exits = true,
+            Err(e) => tracing::warn!(
+                "{e}; owners that exited cannot be told from live ones, and are shown as current"
+            ),
+        }
+        hooks
+    }
+
     /// BTF tracepoints. The cookie helper's presence is probed by loading the program that
     /// calls it: a kernel without it (before 5.12) refuses it as an unknown function.
     fn start_btf(options: ProbeOptions, forced: Option<Mode>) -> Result<Self, ProbeError> {
+        let (offsets, mut tasks) = btf::offsets()?;
+        // The accept programs read the system call's return value where tracefs says it is.
+        tasks.sys_exit_ret = tracefs::root()
+            .ok()
+            .and_then(|root| tracefs::field_offset(&root, "syscalls/sys_exit_accept4", "ret"))
+            .unwrap_or_else(|| {
+                tasks.task_files = 0;
+                0
+            });
         let config = Config {
-            offsets: btf::offsets()?,
+            offsets,
+            tasks,
             ..Self::config(&options)
         };
         let mut ebpf = Self::load(&options, &config)?;
@@ -217,11 +282,13 @@ impl Probe {
                 resets = false;
             }
         }
+        let owners = Self::attach_owner_programs(&mut ebpf, &config);
         Ok(Self {
             ebpf,
             options,
             mode,
             resets,
+            owners,
         })
     }
 
@@ -237,17 +304,24 @@ impl Probe {
         for &(name, tracepoint) in mode.programs() {
             attach_classic(&mut ebpf, name, tracepoint)?;
         }
+        let owners = Self::attach_owner_programs(&mut ebpf, &config);
         Ok(Self {
             ebpf,
             options,
             mode,
             resets: false,
+            owners,
         })
     }
 
     /// How the programs trace on this kernel.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Which owner facts the kernel gives.
+    pub fn owner_hooks(&self) -> OwnerHooks {
+        self.owners
     }
 
     /// Whether the TCP reset tracepoints are attached.

@@ -67,6 +67,16 @@ pub fn offsets(root: &Path) -> Result<TracepointOffsets, TracefsError> {
     parse(&text).map_err(|field| TracefsError::Field { path, field })
 }
 
+/// The offset of `field` in the record of the tracepoint `event` (`category/name`), or
+/// `None` when the kernel has no such tracepoint or field.
+pub fn field_offset(root: &Path, event: &str, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(root.join("events").join(event).join("format")).ok()?;
+    text.lines()
+        .filter_map(|line| field(line.trim()))
+        .find(|(n, _)| *n == name)
+        .map(|(_, offset)| offset)
+}
+
 /// Parses a format file; on failure names the first field it lacks.
 pub fn parse(format: &str) -> Result<TracepointOffsets, &'static str> {
     let at = |name: &'static str| -> Result<u32, &'static str> {

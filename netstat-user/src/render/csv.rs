@@ -8,12 +8,13 @@ use std::io::{self, Write};
 use super::{Line, json::JsonTransition};
 
 /// The header row: the JSON field names.
-pub const FIELDS: [&str; 19] = [
+pub const FIELDS: [&str; 20] = [
     "time",
     "ts_ns",
     "cookie",
     "pid",
     "comm",
+    "owner_exited",
     "family",
     "laddr",
     "lport",
@@ -111,10 +112,7 @@ mod tests {
     #[test]
     fn header_and_rows_read_back_with_a_csv_reader() {
         let t = transition();
-        let owner = Owner {
-            pid: 4410,
-            comm: "ps,q\"l\n\x1b".into(),
-        };
+        let owner = Owner::new(4410, "ps,q\"l\n\x1b");
         let time = Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap();
         let first = Line {
             transition: &t,
@@ -153,6 +151,7 @@ mod tests {
                 "4410",
                 // Quoted as CSV needs; control characters escaped by the one rule.
                 "ps,q\"l\\x0a\\x1b",
+                "false",
                 "ipv4",
                 "127.0.0.1",
                 "",
@@ -171,7 +170,7 @@ mod tests {
         );
         assert_eq!(&rows[1][3], "");
         assert_eq!(&rows[1][4], "");
-        assert_eq!(&rows[1][12], "1.5");
+        assert_eq!(&rows[1][13], "1.5");
     }
 
     #[test]

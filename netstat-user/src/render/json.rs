@@ -33,6 +33,8 @@ pub struct JsonTransition<'a> {
     pub cookie: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
+    /// True when `pid` has ended: it is the socket's last owner, not a current one.
+    pub owner_exited: bool,
     pub family: Family,
     pub laddr: String,
     pub lport: Option<u16>,
@@ -69,6 +71,7 @@ impl<'a> JsonTransition<'a> {
             cookie: t.cookie.known(),
             pid: line.owner.map(|o| o.pid),
             comm: line.owner.map(|o| Cow::Borrowed(o.comm.as_str())),
+            owner_exited: line.owner.is_some_and(|o| o.exited),
             family: t.family,
             laddr: t.local.addr.to_string(),
             lport: t.local.port,
@@ -132,10 +135,7 @@ mod tests {
             },
             fin: None,
         };
-        let owner = Owner {
-            pid: 4410,
-            comm: "psql\n".into(),
-        };
+        let owner = Owner::new(4410, "psql\n");
         let line = Line {
             transition: &t,
             time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap() + Duration::from_micros(1),
@@ -160,6 +160,7 @@ mod tests {
                 "cookie": i64::MAX as u64,
                 "pid": 4410,
                 "comm": "psql\n",
+                "owner_exited": false,
                 "family": "ipv6",
                 "laddr": "::1",
                 "lport": null,

@@ -8,7 +8,12 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{escape_comm, json::cgroup_fields, millis, text::short_ms};
+use super::{
+    escape_comm,
+    json::cgroup_fields,
+    millis,
+    text::{pid_text, short_ms},
+};
 use crate::{cgroup::Cgroup, end::End, event::Family, life::Lifecycle, state::TcpState};
 
 /// One state of a lifecycle and the milliseconds spent in it.
@@ -29,6 +34,8 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     pub cookie: Option<u64>,
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
+    /// True when `pid` has ended: it was the connection's last owner.
+    pub owner_exited: bool,
     pub family: Family,
     pub laddr: String,
     pub lport: Option<u16>,
@@ -105,6 +112,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
             cookie: l.cookie.known(),
             pid: l.owner.as_ref().map(|o| o.pid),
             comm: l.owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())),
+            owner_exited: l.owner.as_ref().is_some_and(|o| o.exited),
             family: l.family,
             laddr: l.local.addr.to_string(),
             lport: l.local.port,
@@ -139,11 +147,12 @@ pub fn write_json(
 }
 
 /// The CSV columns: the JSON fields, with `states` flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`.
-pub const CSV_FIELDS: [&str; 23] = [
+pub const CSV_FIELDS: [&str; 24] = [
     "time",
     "cookie",
     "pid",
     "comm",
+    "owner_exited",
     "family",
     "laddr",
     "lport",
@@ -195,7 +204,7 @@ pub const TEXT_HEADER: &str = "PID     COMM        LOCAL                  REMOTE
 /// ended, then the states in order with the milliseconds spent in each.
 pub fn write_text(out: &mut impl Write, l: &Lifecycle) -> io::Result<()> {
     let (pid, comm) = match &l.owner {
-        Some(o) => (o.pid.to_string(), escape_comm(&o.comm).into_owned()),
+        Some(o) => (pid_text(o), escape_comm(&o.comm).into_owned()),
         None => ("-".into(), "-".into()),
     };
     let states = l
@@ -251,10 +260,7 @@ mod tests {
             family: Family::Ipv4,
             local: Endpoint::new(lo, 40000),
             remote: Endpoint::new(lo, 443),
-            owner: Some(Owner {
-                pid: 7,
-                comm: "curl".into(),
-            }),
+            owner: Some(Owner::new(7, "curl")),
             netns: 1,
             cgroup: 0,
             start_ns: 0,

@@ -124,9 +124,19 @@ fn time_column(line: &Line<'_>, style: &TextStyle) -> Option<String> {
     })
 }
 
+/// The PID column: `*` after the pid of an owner that has ended (its last owner), as
+/// snapshots mark an owner that no longer holds the socket.
+pub fn pid_text(o: &crate::event::Owner) -> String {
+    if o.exited {
+        format!("{}*", o.pid)
+    } else {
+        o.pid.to_string()
+    }
+}
+
 fn owner<'a>(line: &Line<'a>) -> (String, Cow<'a, str>) {
     match line.owner {
-        Some(o) => (o.pid.to_string(), escape_comm(&o.comm)),
+        Some(o) => (pid_text(o), escape_comm(&o.comm)),
         None => ("-".to_owned(), "-".into()),
     }
 }
@@ -282,10 +292,7 @@ mod tests {
     }
 
     fn curl() -> Owner {
-        Owner {
-            pid: 11467,
-            comm: "curl".into(),
-        }
+        Owner::new(11467, "curl")
     }
 
     fn at(t: &Transition, in_old: Option<Duration>) -> Line<'_> {
@@ -322,10 +329,7 @@ mod tests {
         t.remote = Endpoint::new(IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)), 65535);
         t.old = TcpState::FinWait2;
         t.new = TcpState::TimeWait;
-        let long = Owner {
-            pid: 4_194_304,
-            comm: "systemd-resolve".into(),
-        };
+        let long = Owner::new(4_194_304, "systemd-resolve");
         let line = Line {
             owner: Some(&long),
             ..at(&t, Some(Duration::from_secs(99_999)))
@@ -393,10 +397,7 @@ mod tests {
     #[test]
     fn renders_the_documented_columns() {
         let t = transition();
-        let owner = Owner {
-            pid: 11467,
-            comm: "curl".into(),
-        };
+        let owner = Owner::new(11467, "curl");
         let line = Line {
             transition: &t,
             time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap()
@@ -437,10 +438,7 @@ mod tests {
     #[test]
     fn hostile_process_names_are_escaped() {
         let t = transition();
-        let owner = Owner {
-            pid: 1,
-            comm: "evil\x1b[2J".into(),
-        };
+        let owner = Owner::new(1, "evil\x1b[2J");
         let line = Line {
             transition: &t,
             time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 
 use crate::{
     event::{Cookie, Endpoint, Family, Final, Owner, Transition},
-    owner::{Listeners, in_owner_context},
     sockdiag::Proto,
     state::TcpState,
 };
@@ -147,7 +146,6 @@ pub struct Table {
     /// Cookie -> position in `live`.
     index: index::Index,
     history: History,
-    listeners: Listeners,
     limits: Limits,
     /// The network namespace (inode) the table holds: only its transitions are applied.
     /// `None` takes all.
@@ -167,7 +165,6 @@ impl Table {
             live: Vec::new(),
             index: index::Index::default(),
             history: History::new(limits.max_closed),
-            listeners: Listeners::default(),
             limits,
             netns,
             seeded: false,
@@ -268,8 +265,16 @@ impl Table {
         }
     }
 
-    /// Applies one TCP transition.
-    pub fn apply(&mut self, t: &Transition) {
+    /// A process accepted the socket (see [`crate::owner`]).
+    pub fn set_owner(&mut self, cookie: Cookie, owner: &Owner) {
+        if let Some(e) = self.get_mut(cookie) {
+            e.owner = Some(Box::new(owner.clone()));
+        }
+    }
+
+    /// Applies one TCP transition, whose owner the tracker decided ([`crate::owner`] has the
+    /// rules); without one the socket keeps the owner it had (from a `/proc` scan).
+    pub fn apply(&mut self, t: &Transition, owner: Option<&Owner>) {
         // netns 0: the mode cannot tell (no BTF); the socket may be ours.
         if t.netns != 0 && self.netns.is_some_and(|n| n != t.netns) {
             self.counters.other_netns += 1;
@@ -281,21 +286,9 @@ impl Table {
             .index
             .get(&self.live, t.cookie.0)
             .map(|i| &self.live[i as usize]);
-        let owner = if in_owner_context(t.old, t.new) && t.task.pid != 0 {
-            Some(Box::new(Owner {
-                pid: t.task.pid,
-                comm: t.task.comm.clone(),
-            }))
-        } else if let Some(o) = known.and_then(|e| e.owner.clone()) {
-            Some(o)
-        } else if (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv) {
-            self.listeners
-                .owner_for_accepted(t)
-                .map(|o| Box::new(o.clone()))
-        } else {
-            None
-        };
-        self.listeners.observe(t, owner.as_deref());
+        let owner = owner
+            .map(|o| Box::new(o.clone()))
+            .or_else(|| known.and_then(|e| e.owner.clone()));
 
         if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
             // The dump already showed what came after this transition.

@@ -56,8 +56,42 @@ fn d(cookie: u64, proto: Proto, state: TcpState, ports: (u16, u16), inode: u64) 
     }
 }
 
-fn table() -> Table {
-    Table::new(Limits::default(), Some(NETNS))
+/// The table as the pipeline feeds it: each transition's owner decided by the tracker.
+struct Tracked {
+    table: Table,
+    tracker: crate::tracker::Tracker,
+}
+
+impl Tracked {
+    fn new(limits: Limits, netns: Option<u32>) -> Self {
+        Self {
+            table: Table::new(limits, netns),
+            tracker: crate::tracker::Tracker::new(1 << 16),
+        }
+    }
+
+    fn apply(&mut self, t: &Transition) {
+        let mut t = t.clone();
+        let ctx = self.tracker.apply(&mut t);
+        self.table.apply(&t, ctx.owner.as_ref());
+    }
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = Table;
+    fn deref(&self) -> &Table {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.table
+    }
+}
+
+fn table() -> Tracked {
+    Tracked::new(Limits::default(), Some(NETNS))
 }
 
 #[test]
@@ -202,7 +236,7 @@ fn udp_sockets_come_and_go_with_dumps_without_corrections() {
 
 #[test]
 fn caps_count_what_does_not_fit() {
-    let mut tb = Table::new(
+    let mut tb = Tracked::new(
         Limits {
             max_sockets: 2,
             max_closed: 1,
@@ -235,10 +269,7 @@ fn other_namespaces_are_not_this_table() {
 fn a_holder_found_in_proc_is_remembered_after_the_socket_is_orphaned() {
     let mut tb = table();
     tb.seed(&[d(1, Proto::Tcp, Established, (40000, 80), 77)], 0);
-    let owner = Owner {
-        pid: 42,
-        comm: "psql".into(),
-    };
+    let owner = Owner::new(42, "psql");
     tb.note_holder(Cookie(1), &owner);
     tb.apply(&t(1, 10, Established, FinWait1, (40000, 80), 42));
     tb.apply(&t(1, 20, FinWait1, FinWait2, (40000, 80), 9));

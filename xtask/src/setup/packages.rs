@@ -62,6 +62,15 @@ pub const PACKAGES: &[Package] = &[
         why: "the shell and tools inside `cargo xtask matrix`'s guests",
     },
     Package {
+        name: "nginx-light",
+        why: "a real pre-fork server (2 workers) whose access log checks the owners enetstat \
+              names; the tests run their own instance on loopback, never the system's",
+    },
+    Package {
+        name: "apache2-utils",
+        why: "`ab`, the load generator of the nginx owner tests",
+    },
+    Package {
         name: "prometheus",
         why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
     },

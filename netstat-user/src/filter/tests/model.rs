@@ -145,10 +145,7 @@ impl Sample {
         c.t.remote = Endpoint::new(ip(self.v6, self.raddr), self.rport);
         c.t.netns = self.netns;
         c.t.cookie = crate::event::Cookie(self.cookie);
-        c.owner = self.owner.map(|(pid, comm)| Owner {
-            pid,
-            comm: comm.into(),
-        });
+        c.owner = self.owner.map(|(pid, comm)| Owner::new(pid, comm));
         c
     }
 }

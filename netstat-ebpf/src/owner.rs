@@ -1,0 +1,120 @@
+//! Owner facts from process context: which process accepted a socket, and which processes
+//! ended. Both run in the process they describe, so unlike most state transitions (made in
+//! softirq, where the task on the CPU is anybody) the current task is the answer.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    programs::TracePointContext,
+};
+use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, counter, record_kind};
+
+use crate::{
+    EVENTS,
+    counters::{BANK_OWNERS, count},
+    read::{local_port, read},
+    wakeup,
+};
+
+/// At the exit of `accept()`/`accept4()`: finds the socket behind the returned descriptor
+/// (`current->files->fdt->fd[fd]->private_data->sk`) and records the accepting process.
+#[inline(always)]
+pub fn accepted(ctx: &TracePointContext, config: &Config) {
+    let bank = BANK_OWNERS;
+    let tasks = &config.tasks;
+    // SAFETY: a read inside the tracepoint's record, at the offset tracefs gave.
+    let fd: i64 = match unsafe { ctx.read_at::<i64>(tasks.sys_exit_ret as usize) } {
+        Ok(fd) if fd >= 0 => fd,
+        _ => return,
+    };
+    // SAFETY: the helper only returns the current task's address.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let files = read::<usize>(bank, task, tasks.task_files) as *const u8;
+    let fdt = read::<usize>(bank, files, tasks.files_fdt) as *const u8;
+    let table = read::<usize>(bank, fdt, tasks.fdtable_fd) as *const u8;
+    let file = read::<usize>(bank, table.wrapping_add(fd as usize * 8), 0);
+    if file == 0 {
+        return; // another thread closed it already
+    }
+    let socket = read::<usize>(bank, file as *const u8, tasks.file_private_data) as *const u8;
+    // Another thread may have put another file at that number since: only a socket's
+    // `struct socket` points back to its file.
+    if socket.is_null() || read::<usize>(bank, socket, tasks.socket_file) != file {
+        return;
+    }
+    let sk = read::<usize>(bank, socket, tasks.socket_sk) as *const u8;
+    if sk.is_null() {
+        return;
+    }
+    let off = &config.offsets;
+    let family: u16 = read(bank, sk, off.skc_family);
+    if (family != AF_INET && family != AF_INET6)
+        || read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP
+    {
+        return; // Unix and UDP sockets are accepted far more often than TCP ones
+    }
+    let lport = local_port(bank, sk, off);
+    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    if !config.filter.keeps(family, lport, rport) {
+        return;
+    }
+    let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
+    let netns: u32 = if net.is_null() {
+        0
+    } else {
+        read(bank, net, off.net_ns_inum)
+    };
+    let leader = read::<usize>(bank, task, tasks.task_group_leader) as *const u8;
+    let comm: [u8; 16] = read(bank, leader, tasks.task_comm);
+    let Some(mut entry) = EVENTS.reserve::<Accept>(0) else {
+        count(bank, counter::RINGBUF_FULL);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    entry.write(Accept {
+        kind: record_kind::ACCEPT,
+        family,
+        lport,
+        rport,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ts_ns: wakeup::now(),
+        cookie: read(bank, sk, off.skc_cookie),
+        skaddr: sk as u64,
+        netns,
+        _pad: 0,
+        comm,
+    });
+    entry.submit(wakeup::flags(config));
+}
+
+/// At `sched:sched_process_exit`, which fires for every thread: records the end of a
+/// process when its last thread goes (`signal->live` is already 0 then). Without the task
+/// offsets (no BTF) the group leader's exit stands for the process's.
+#[inline(always)]
+pub fn exited(config: &Config) {
+    let bank = BANK_OWNERS;
+    let tasks = &config.tasks;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tasks.task_signal != 0 {
+        // SAFETY: the helper only returns the current task's address.
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let signal = read::<usize>(bank, task, tasks.task_signal) as *const u8;
+        if read::<i32>(bank, signal, tasks.signal_live) != 0 {
+            return;
+        }
+    } else if tid != tgid {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Exit>(0) else {
+        count(bank, counter::RINGBUF_FULL);
+        return;
+    };
+    entry.write(Exit {
+        kind: record_kind::EXIT,
+        _pad: 0,
+        pid: tgid,
+        ts_ns: wakeup::now(),
+    });
+    entry.submit(wakeup::flags(config));
+}
