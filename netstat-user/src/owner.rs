@@ -59,15 +59,21 @@ pub struct Owners {
 
 impl Owners {
     /// The owner a process-context fact names: the task's process (thread group) under the
-    /// process's own name. A process seen acting is alive, whatever was recorded before.
-    pub fn of_task(&mut self, task: &Task) -> Owner {
-        self.alive(task.pid);
+    /// process's own name.
+    ///
+    /// A process that makes a socket (`born`: connect, listen) is alive, whatever was
+    /// recorded before: its pid was reused. One that closes one may be ending: a process's
+    /// files are closed after its exit is traced, so those closes name it as ended.
+    pub fn of_task(&mut self, task: &Task, born: bool) -> Owner {
+        if born {
+            self.alive(task.pid);
+        }
         let comm = if task.tid != task.pid && task.tid != 0 {
             self.process_name(task.pid, &task.comm)
         } else {
             task.comm.clone()
         };
-        Owner::new(task.pid, comm)
+        self.current(Owner::new(task.pid, comm))
     }
 
     /// The name of process `pid`, from `/proc` once, or `thread_comm` if it cannot be read.
@@ -232,7 +238,14 @@ mod tests {
             tid: 42,
             comm: "reused".into(),
         };
-        assert!(!o.of_task(&task).exited);
+        assert!(
+            o.of_task(&task, false).exited,
+            "closing its files as it ends"
+        );
+        assert!(
+            !o.of_task(&task, true).exited,
+            "a new process under the reused pid"
+        );
         assert!(!o.current(Owner::new(42, "reused")).exited);
     }
 
@@ -246,7 +259,7 @@ mod tests {
             tid: me + 1,
             comm: "worker-3".into(),
         };
-        let owner = o.of_task(&task);
+        let owner = o.of_task(&task, true);
         assert_eq!(owner.pid, me);
         assert_eq!(owner.comm, own_name.trim_end());
     }

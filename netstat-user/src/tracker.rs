@@ -130,8 +130,9 @@ impl Tracker {
     /// Applies a transition and returns what it adds. May fill in the local port of a record
     /// the kernel sent before the port was assigned.
     pub fn apply(&mut self, t: &mut Transition) -> Context {
+        let born = t.old == TcpState::Close;
         let from_task = (in_owner_context(t.old, t.new) && t.task.pid != 0)
-            .then(|| self.owners.of_task(&t.task));
+            .then(|| self.owners.of_task(&t.task, born));
         // One hash lookup per event: this runs for every record, at up to millions a second.
         let known = if t.new == TcpState::Close {
             self.sockets.remove(&t.cookie).map(|memo| {

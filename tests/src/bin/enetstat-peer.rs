@@ -8,7 +8,7 @@
 //! # Subcommands
 //!
 //! ```text
-//! enetstat-peer serve   --addr IP:PORT [--accept N]
+//! enetstat-peer serve   --addr IP:PORT [--accept N] [--fork]
 //! enetstat-peer connect --addr IP:PORT [--count N] [--timeout-secs S]
 //! enetstat-peer churn   --addr IP[:PORT] (--connections N | --seconds S) [--workers W] [--window K]
 //! ```
@@ -75,6 +75,11 @@ enum Command {
         /// How many connections to accept before closing the listener.
         #[arg(long, default_value_t = 1)]
         accept: u64,
+        /// Accept in a forked child, as pre-fork servers do: the child prints `acceptor
+        /// <pid>`, then `accepted <client port>` after each accept; the parent, which made
+        /// the listener, waits for it.
+        #[arg(long)]
+        fork: bool,
     },
     /// Bind a UDP socket and never answer what arrives (a DNS server that does not reply),
     /// until stdin closes.
@@ -147,7 +152,7 @@ impl Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { addr, accept } => serve(addr, accept),
+        Command::Serve { addr, accept, fork } => serve(addr, accept, fork),
         Command::Mute { addr } => mute(addr),
         Command::Connect {
             addr,
@@ -194,11 +199,35 @@ fn drain_and_close(mut stream: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-fn serve(addr: SocketAddr, accept: u64) -> Result<(), Failure> {
+fn serve(addr: SocketAddr, accept: u64, fork: bool) -> Result<(), Failure> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| Failure::io(&format!("cannot listen on {addr}"), &e))?;
     let port = local_port(&listener.local_addr())?;
     say(&format!("listening {port}"))?;
+    if fork {
+        // SAFETY: this process has one thread here, so the child may do anything.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(Failure::io("fork failed", &io::Error::last_os_error()));
+        }
+        if child > 0 {
+            let mut status = 0;
+            // SAFETY: our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            drop(listener);
+            return say(&format!("done {accept}"));
+        }
+        say(&format!("acceptor {}", std::process::id()))?;
+        for _ in 0..accept {
+            let (stream, peer) = listener
+                .accept()
+                .map_err(|e| Failure::io("accept failed", &e))?;
+            say(&format!("accepted {}", peer.port()))?;
+            drain_and_close(stream).map_err(|e| Failure::io("read failed", &e))?;
+        }
+        // SAFETY: ends the child without running the parent's exit handlers twice.
+        unsafe { libc::_exit(0) };
+    }
     for _ in 0..accept {
         let (stream, _) = listener
             .accept()

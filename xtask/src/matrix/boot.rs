@@ -69,7 +69,19 @@ pub fn boot(guest: &Guest<'_>, accel: Accel, smp: usize, timeout: Duration) -> R
             "none",
         ])
         .args(["-smp", &smp.to_string()])
-        .args(["-accel", if accel == Accel::Kvm { "kvm" } else { "tcg" }])
+        // Multi-threaded TCG runs each vCPU on its own host thread, and its handling of code
+        // one vCPU patches while another runs it is not exact: a guest kernel flipping a
+        // static key (its own, or a tracepoint enetstat enables) now and then died with
+        // "Oops: int3" in code it was patching (seen on 6.12). One host thread for all vCPUs
+        // keeps two guest CPUs and their interleaving, and patches exactly.
+        .args([
+            "-accel",
+            if accel == Accel::Kvm {
+                "kvm"
+            } else {
+                "tcg,thread=single"
+            },
+        ])
         .arg("-kernel")
         .arg(guest.vmlinuz)
         .arg("-initrd")

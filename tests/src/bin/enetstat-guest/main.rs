@@ -43,16 +43,19 @@ use enetstat_tests::daemon::Daemon;
 use crate::progs::{Progs, bpftool_progs, check_detached};
 use crate::report::{Report, install_panic_hook, print_line};
 use crate::snapshot::{snapshot_standalone, snapshot_via_daemon};
-use crate::tracing::{check_life, check_lifecycle, check_refused, daemon_watch, trace_scenarios};
+use crate::tracing::{
+    check_life, check_lifecycle, check_prefork, check_refused, daemon_watch, trace_scenarios,
+};
 
 /// Every check, in the order they run.
-pub(crate) const PLAN: [&str; 12] = [
+pub(crate) const PLAN: [&str; 13] = [
     "modules",
     "tracing",
     "watch_ipv4",
     "watch_ipv6",
     "refused",
     "life",
+    "prefork",
     "snapshot",
     "daemon_start",
     "daemon_snapshot",
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     report.after("watch_ipv6", &traced, |t| check_lifecycle(t, &t.v6));
     report.after("refused", &traced, check_refused);
     report.after("life", &traced, check_life);
+    report.after("prefork", &traced, check_prefork);
 
     // The snapshot's sockets stay up for the daemon's snapshot.
     let mut sockets = None;

@@ -14,7 +14,8 @@ use State::{CloseWait, Established, FinWait1, FinWait2, LastAck, SynRecv, SynSen
 
 use crate::progs::Progs;
 use crate::traffic::{
-    Connection, MIB, Refused, Transfer, connection, connection_on, refused, transfer,
+    Connection, MIB, Prefork, Refused, Transfer, connection, connection_on, prefork, refused,
+    transfer,
 };
 
 /// The states a client that closes first leaves, in order.
@@ -39,6 +40,7 @@ pub(crate) struct Traced {
     pub(crate) v6: Connection,
     pub(crate) refused: Refused,
     pub(crate) transfer: Transfer,
+    pub(crate) prefork: Prefork,
 }
 
 /// Starts `watch -o json` and `life -o json`, runs every scenario, stops both tracers and
@@ -53,11 +55,12 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
     let (v6, r2) = connection(IpAddr::V6(Ipv6Addr::LOCALHOST));
     let (refused, r3) = refused(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let (transfer, r4) = transfer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (prefork, r5) = prefork(IpAddr::V4(Ipv4Addr::LOCALHOST));
 
-    // 12 lines per connection (the transfer too), 2 for the refused connect; a lifecycle
-    // per connected socket and one for the refused one.
-    watch.wait_for_lines(3 * 12 + 2, LINES_TIMEOUT);
-    life.wait_for_lines(3 * 2 + 1, LINES_TIMEOUT);
+    // 12 lines per connection (the transfer and the pre-fork one too), 2 for the refused
+    // connect; a lifecycle per connected socket and one for the refused one.
+    watch.wait_for_lines(4 * 12 + 2, LINES_TIMEOUT);
+    life.wait_for_lines(4 * 2 + 1, LINES_TIMEOUT);
     let mut finished = Vec::new();
     for tracer in [watch, life] {
         tracer.settle(SETTLE);
@@ -71,7 +74,7 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
         );
         finished.push(done);
     }
-    for reservation in [r1, r2, r3, r4] {
+    for reservation in [r1, r2, r3, r4, r5] {
         reservation.release();
     }
     let lives = finished[1]
@@ -89,7 +92,53 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
         v6,
         refused,
         transfer,
+        prefork,
     }
+}
+
+/// The pre-fork server: before accept the listener's maker (its only known holder) owns the
+/// accepted socket; from accept on, the acceptor, also where the client's FIN makes the
+/// transition in softirq. Without BTF the accept cannot be traced (no task layout): there the
+/// acceptor is known from its own close on.
+pub(crate) fn check_prefork(traced: &Traced) {
+    let p = &traced.prefork;
+    let server_side: Vec<&Transition> = traced
+        .transitions
+        .iter()
+        .filter(|t| t.lport == Some(p.server.port()) && t.rport == Some(p.client_port))
+        .collect();
+    let states: Vec<(State, State)> = server_side.iter().map(|t| t.states()).collect();
+    assert_eq!(
+        states,
+        [
+            (State::Listen, SynRecv),
+            (SynRecv, Established),
+            (Established, CloseWait),
+            (CloseWait, LastAck),
+            (LastAck, State::Close),
+        ],
+        "{server_side:?}"
+    );
+    for t in server_side {
+        let want = match t.old {
+            State::Listen | SynRecv => p.listener_pid,
+            Established if no_btf() => p.listener_pid,
+            _ => p.acceptor_pid,
+        };
+        assert_eq!(
+            t.pid,
+            Some(want),
+            "listener made by {}, accepted by {}: {t}",
+            p.listener_pid,
+            p.acceptor_pid
+        );
+    }
+    let life = traced
+        .lives
+        .iter()
+        .find(|l| l.lport == Some(p.server.port()) && l.rport == Some(p.client_port))
+        .unwrap_or_else(|| panic!("no life record of the pre-fork server's connection"));
+    assert_eq!(life.pid, Some(p.acceptor_pid), "{}", life.raw);
 }
 
 /// The transitions on `port` (either end), as a `--port` filter would show them.
@@ -266,7 +315,8 @@ pub(crate) fn check_life(traced: &Traced) {
         end: "refused",
         bytes: 0,
     });
-    let expected = 7;
+    // Two per connection (the pre-fork one too, checked in `check_prefork`), one refused.
+    let expected = 9;
     if traced.lives.len() != expected {
         problems.push(format!(
             "expected {expected} lifecycles, got {}",

@@ -86,6 +86,48 @@ pub(crate) fn connection_on(reservation: PortReservation) -> (Connection, PortRe
     (c, reservation)
 }
 
+/// A pre-fork server: the process that made the listener forks the one that accepts.
+pub(crate) struct Prefork {
+    pub(crate) server: SocketAddr,
+    pub(crate) listener_pid: u32,
+    pub(crate) acceptor_pid: u32,
+    pub(crate) client_port: u16,
+}
+
+/// `serve --fork`, and a client (this process) that closes only once the acceptor has
+/// accepted: the server side's CLOSE_WAIT, made in softirq, then comes after the accept.
+pub(crate) fn prefork(ip: IpAddr) -> (Prefork, PortReservation) {
+    let reservation = PortReservation::new(ip);
+    let server = reservation.addr();
+    let mut serve = Peer::spawn(&[
+        "serve",
+        "--addr",
+        &server.to_string(),
+        "--accept",
+        "1",
+        "--fork",
+    ]);
+    serve.wait_line("listening ");
+    let acceptor_pid: u32 = serve.wait_line("acceptor ").parse().expect("a pid");
+    let client = std::net::TcpStream::connect(server).expect("cannot connect to the acceptor");
+    let client_port = client.local_addr().expect("a local address").port();
+    let accepted = serve.wait_line("accepted ");
+    assert_eq!(
+        accepted,
+        client_port.to_string(),
+        "the acceptor took another connection"
+    );
+    drop(client);
+    serve.wait_success();
+    let p = Prefork {
+        server,
+        listener_pid: serve.pid(),
+        acceptor_pid,
+        client_port,
+    };
+    (p, reservation)
+}
+
 pub(crate) fn refused(ip: IpAddr) -> (Refused, PortReservation) {
     let reservation = PortReservation::new(ip);
     let closed = reservation.addr();
