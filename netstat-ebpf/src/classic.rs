@@ -90,5 +90,5 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config));
+    entry.submit(wakeup::flags(config, size_of::<StateChange>()));
 }

@@ -84,7 +84,7 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         _pad: 0,
         comm,
     });
-    entry.submit(wakeup::flags(config));
+    entry.submit(wakeup::flags(config, size_of::<Accept>()));
 }
 
 /// At `sched:sched_process_exit`, which fires for every thread: records the end of a
@@ -116,5 +116,5 @@ pub fn exited(config: &Config) {
         pid: tgid,
         ts_ns: wakeup::now(),
     });
-    entry.submit(wakeup::flags(config));
+    entry.submit(wakeup::flags(config, size_of::<Exit>()));
 }

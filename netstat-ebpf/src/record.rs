@@ -105,7 +105,7 @@ pub fn state_change<const HELPER: bool>(
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config));
+    entry.submit(wakeup::flags(config, size_of::<StateChange>()));
 }
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
@@ -136,5 +136,5 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         cookie: cookie::<HELPER>(bank, sk, off),
         skaddr: sk as u64,
     });
-    entry.submit(wakeup::flags(config));
+    entry.submit(wakeup::flags(config, size_of::<Reset>()));
 }

@@ -10,7 +10,7 @@ use netstat_common::{
 use crate::{
     event::{
         AcceptEvent, Cookie, Endpoint, ExitEvent, Family, Final, Owner, Record, ResetDirection,
-        ResetEvent, Task, Transition, unmap,
+        ResetEvent, Task, Transition, shown_v6,
     },
     state::TcpState,
 };
@@ -136,24 +136,10 @@ fn addresses(raw: &StateChange) -> Result<(Family, IpAddr, IpAddr), DecodeError>
             let v4 = |b: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
             Ok((Family::Ipv4, v4(&raw.saddr), v4(&raw.daddr)))
         }
-        AF_INET6 => {
-            let (s, d) = (Ipv6Addr::from(raw.saddr), Ipv6Addr::from(raw.daddr));
-            // A dual-stack socket talking IPv4 carries v4-mapped addresses; show it as IPv4.
-            // Its other end may still be unspecified (`::`), which maps to 0.0.0.0.
-            let mapped = |a: Ipv6Addr| a.to_ipv4_mapped().is_some();
-            if (mapped(s) || s.is_unspecified())
-                && (mapped(d) || d.is_unspecified())
-                && (mapped(s) || mapped(d))
-            {
-                let v4 = |a: Ipv6Addr| match unmap(a) {
-                    IpAddr::V6(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    v4 => v4,
-                };
-                Ok((Family::Ipv4, v4(s), v4(d)))
-            } else {
-                Ok((Family::Ipv6, IpAddr::V6(s), IpAddr::V6(d)))
-            }
-        }
+        AF_INET6 => Ok(shown_v6(
+            Ipv6Addr::from(raw.saddr),
+            Ipv6Addr::from(raw.daddr),
+        )),
         other => Err(DecodeError::Family(other)),
     }
 }

@@ -165,6 +165,21 @@ pub fn unmap(addr: Ipv6Addr) -> IpAddr {
     }
 }
 
+/// How users think of an IPv6 socket's two addresses, the one rule for records and dumps: a
+/// dual-stack socket talking IPv4 carries v4-mapped addresses (`::ffff:a.b.c.d`) and is
+/// shown as IPv4, its unspecified end (`::`) as 0.0.0.0. A socket with no mapped address
+/// (`[::]:80` listening, or IPv6 proper) stays IPv6.
+pub fn shown_v6(local: Ipv6Addr, remote: Ipv6Addr) -> (Family, IpAddr, IpAddr) {
+    let mapped = |a: Ipv6Addr| a.to_ipv4_mapped().is_some();
+    let v4_or_unset = |a: Ipv6Addr| mapped(a) || a.is_unspecified();
+    if v4_or_unset(local) && v4_or_unset(remote) && (mapped(local) || mapped(remote)) {
+        let v4 = |a: Ipv6Addr| IpAddr::V4(a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED));
+        (Family::Ipv4, v4(local), v4(remote))
+    } else {
+        (Family::Ipv6, IpAddr::V6(local), IpAddr::V6(remote))
+    }
+}
+
 /// The unspecified address of a family.
 pub fn unspecified(family: Family) -> IpAddr {
     match family {
@@ -216,4 +231,32 @@ pub enum Record {
     Reset(ResetEvent),
     Accept(AcceptEvent),
     Exit(ExitEvent),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_for_dual_stack_addresses() {
+        let p = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
+        // Talking IPv4 through a dual-stack socket: IPv4, either end possibly unset.
+        assert_eq!(
+            shown_v6(p("::ffff:127.0.0.1"), p("::ffff:10.0.0.2")),
+            (Family::Ipv4, v4("127.0.0.1"), v4("10.0.0.2"))
+        );
+        assert_eq!(
+            shown_v6(p("::ffff:127.0.0.1"), p("::")),
+            (Family::Ipv4, v4("127.0.0.1"), v4("0.0.0.0"))
+        );
+        assert_eq!(
+            shown_v6(p("::"), p("::ffff:10.0.0.2")),
+            (Family::Ipv4, v4("0.0.0.0"), v4("10.0.0.2"))
+        );
+        // Nothing mapped: IPv6, `[::]:80` listeners included.
+        assert_eq!(shown_v6(p("::"), p("::")).0, Family::Ipv6);
+        assert_eq!(shown_v6(p("::1"), p("::1")).0, Family::Ipv6);
+        assert_eq!(shown_v6(p("::ffff:127.0.0.1"), p("::1")).0, Family::Ipv6);
+    }
 }

@@ -16,7 +16,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use serde::Serialize;
 
 use crate::{
-    event::{Cookie, Endpoint, Family, unmap},
+    event::{Cookie, Endpoint, Family, shown_v6},
     state::TcpState,
 };
 
@@ -271,13 +271,6 @@ fn cookie(raw: [u8; 8]) -> Cookie {
     Cookie(u64::from(hi) << 32 | u64::from(lo))
 }
 
-fn shown(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(a) => unmap(a),
-        v4 => v4,
-    }
-}
-
 /// The cgroup id among a message's attributes (`struct nlattr`s after the fixed part), or 0.
 fn cgroup_attr(mut attrs: &[u8]) -> u64 {
     while attrs.len() >= 4 {
@@ -303,28 +296,15 @@ fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
         )));
     }
     let u32_at = |i: usize| u32::from_ne_bytes(p[i..i + 4].try_into().unwrap());
-    let addr = |i: usize| -> IpAddr {
-        if p[0] == AF_INET {
-            IpAddr::V4(std::net::Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]))
-        } else {
-            let raw: [u8; 16] = p[i..i + 16].try_into().unwrap();
-            IpAddr::V6(std::net::Ipv6Addr::from(raw))
-        }
-    };
-    let source_address = addr(8);
-    let destination_address = addr(24);
-    let local = shown(source_address);
-    let remote = shown(destination_address);
-    // A dual-stack socket with an unspecified local address stays IPv6 (`[::]:80`); one
-    // bound or connected to a v4-mapped address shows as IPv4.
-    let family = if local.is_ipv4() && (remote.is_ipv4() || remote.is_unspecified()) {
-        Family::Ipv4
+    let (family, local, remote) = if p[0] == AF_INET {
+        let v4 = |i: usize| IpAddr::V4(std::net::Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]));
+        (Family::Ipv4, v4(8), v4(24))
     } else {
-        Family::Ipv6
-    };
-    let (local, remote) = match family {
-        Family::Ipv4 => (to_v4(local), to_v4(remote)),
-        Family::Ipv6 => (source_address, destination_address),
+        let v6 = |i: usize| {
+            let raw: [u8; 16] = p[i..i + 16].try_into().unwrap();
+            std::net::Ipv6Addr::from(raw)
+        };
+        shown_v6(v6(8), v6(24))
     };
     let state = match TcpState::from_kernel(p[1]) {
         TcpState::NewSynRecv => TcpState::SynRecv,
@@ -346,13 +326,6 @@ fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
 }
 
 /// `::` next to an IPv4 address is shown as `0.0.0.0`.
-fn to_v4(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        a => a,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
