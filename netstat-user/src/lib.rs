@@ -22,6 +22,7 @@ pub mod identity;
 pub mod latency;
 pub mod life;
 pub mod mem;
+pub mod netns;
 pub mod owner;
 pub mod pids;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 mod cli;
 mod duration_arg;
 mod generate;
+mod size_arg;
 mod snapshot_args;
 mod via_daemon;
 

@@ -25,7 +25,7 @@ use crate::{
 pub fn records_netns(mode: Mode) -> u32 {
     match mode {
         Mode::Tracepoint => 0,
-        _ => crate::snapshot::own_netns().unwrap_or(0),
+        _ => crate::netns::own_netns().unwrap_or(0),
     }
 }
 

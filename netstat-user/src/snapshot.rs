@@ -10,7 +10,6 @@ use std::{
     future::Future,
     io::{self, Write},
     net::IpAddr,
-    os::unix::fs::MetadataExt,
     pin::pin,
     sync::Arc,
     time::Duration,
@@ -246,7 +245,7 @@ impl Names {
 /// Prints one snapshot from a single socket dump: no eBPF.
 pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), SnapshotError> {
     let started = monotonic_ns();
-    let mut table = Table::new(opts.limits, own_netns());
+    let mut table = Table::new(opts.limits, crate::netns::own_netns());
     // The dump goes straight into the table: no list of every socket next to it.
     table.seed_with(started, |sink| {
         sockdiag::dump_each(&opts.select.protos, sink)
@@ -287,7 +286,7 @@ pub async fn continuous(
     counters: impl Fn() -> Result<KernelCounters, ProbeError>,
 ) -> Result<(End, Status), SnapshotError> {
     let mut stop = pin!(stop);
-    let mut table = Table::new(opts.limits, own_netns());
+    let mut table = Table::new(opts.limits, crate::netns::own_netns());
     // The table's owners come from the same pipeline as `watch`'s.
     let mut pipeline = Pipeline::new(opts.limits.max_sockets);
     let drain = |stream: &mut EventStream, table: &mut Table, pipeline: &mut Pipeline| {
@@ -376,12 +375,6 @@ pub async fn continuous(
         }
     };
     Ok((end, status))
-}
-
-/// The inode of this process's network namespace: the table holds that namespace's sockets.
-pub fn own_netns() -> Option<u32> {
-    let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
-    u32::try_from(ino).ok()
 }
 
 /// The live sockets a snapshot shows, in the order shown.

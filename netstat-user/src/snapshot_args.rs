@@ -122,7 +122,7 @@ pub struct SnapshotArgs {
     pub max_closed: usize,
 
     /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...).
-    #[arg(long = "ring-size", alias = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::cli::parse_size, hide_short_help = true)]
+    #[arg(long = "ring-size", alias = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size, hide_short_help = true)]
     pub ring_size: u32,
 }
 

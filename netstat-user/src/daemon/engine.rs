@@ -12,15 +12,13 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    cgroup::{self, Cgroup},
+    cgroup,
     clock::{WallClock, monotonic_ns},
-    end::End,
-    event::{Cookie, Endpoint, Family, Owner, Transition},
+    event::{Cookie, Endpoint, Family, Owner},
     filter::{Filter, Observed, Subject},
     life::Lifecycle,
     mem,
@@ -35,25 +33,12 @@ use crate::{
 };
 
 use super::{
+    event::Event,
     event_log::EventLog,
     limits::{GuardStats, Guards},
     metrics::Metrics,
     protocol::Stream,
 };
-
-/// One transition with everything the renderers need, shared by every subscriber it matches.
-#[derive(Clone, Debug)]
-pub struct Event {
-    pub transition: Transition,
-    pub time: DateTime<Utc>,
-    pub owner: Option<Owner>,
-    pub in_old: Option<Duration>,
-    pub end: Option<End>,
-    /// The finished connection, when this transition closed one.
-    pub life: Option<Lifecycle>,
-    /// What the socket's cgroup id names (path, container), when it names anything.
-    pub cgroup: Option<Arc<Cgroup>>,
-}
 
 /// A subscriber's end of the fan-out.
 pub struct Subscription {
@@ -189,7 +174,7 @@ impl Engine {
         guards: Arc<Guards>,
     ) -> Self {
         Self {
-            table: Table::new(opts.limits, snapshot::own_netns()),
+            table: Table::new(opts.limits, crate::netns::own_netns()),
             flow: Flow {
                 pipeline: Pipeline::new(opts.max_sockets),
                 clock: WallClock::new(),

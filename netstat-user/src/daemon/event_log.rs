@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use super::engine::Event;
+use super::event::Event;
 use crate::render::{self, Line};
 
 /// How to keep the log.

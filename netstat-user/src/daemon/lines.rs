@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use super::{
-    engine::Event,
+    event::Event,
     protocol::{Stream, SubscribeRequest, WireFormat, WireTime},
 };
 use crate::render::{

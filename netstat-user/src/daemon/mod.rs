@@ -63,6 +63,7 @@
 //! - A JSON object with a key twice is refused (parsers disagree on which one wins).
 
 pub mod engine;
+pub mod event;
 pub mod event_log;
 pub mod http;
 pub mod limits;

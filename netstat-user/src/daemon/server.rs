@@ -231,7 +231,7 @@ pub fn snapshot_options(
         .iter()
         .map(|s| s.parse::<TcpState>().map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    let netns = snapshot::own_netns();
+    let netns = crate::netns::own_netns();
     let extra: Option<snapshot::Matcher> = (!filter.is_all()).then(|| {
         Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns))) as snapshot::Matcher
     });
