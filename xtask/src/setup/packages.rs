@@ -62,6 +62,10 @@ pub const PACKAGES: &[Package] = &[
         why: "the shell and tools inside `cargo xtask matrix`'s guests",
     },
     Package {
+        name: "tmux",
+        why: "drives `enetstat top` on a real terminal in the end-to-end tests",
+    },
+    Package {
         name: "prometheus",
         why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
     },
