@@ -83,6 +83,9 @@ struct WireSnapshot {
 enum Incoming {
     Transition(WireTransition),
     Life(WireLife),
+    /// The daemon cut the subscription off for reading too slowly, dropping this many
+    /// events; the reader subscribed again.
+    Lagged(u64),
 }
 
 fn owner(pid: Option<u32>, comm: Option<String>) -> Option<Owner> {
@@ -112,56 +115,74 @@ fn end_named(name: &str) -> Option<End> {
     .find(|e| e.name() == name)
 }
 
+/// What a snapshot of the daemon's table gave.
+type Table = Result<Vec<Socket>, TopError>;
+
 /// Through the daemon.
 pub struct DaemonFeed {
     path: PathBuf,
-    /// For snapshots.
-    client: Client,
     lines: mpsc::Receiver<Result<Incoming, TopError>>,
-    readers: Vec<JoinHandle<()>>,
-    filter: String,
+    /// Tables fetched in the background, so keys are never held up by a busy daemon.
+    tables: mpsc::Receiver<Table>,
+    /// The readers of the streams and the fetcher of tables.
+    tasks: Vec<JoinHandle<()>>,
+    /// The last table, shown again until a newer one comes.
+    table: Vec<Socket>,
+    /// Events the daemon dropped because this client read too slowly.
+    pub lagged: u64,
 }
 
 impl DaemonFeed {
     /// Connects and subscribes with `filter` (an expression already checked).
     pub async fn connect(path: &Path, filter: String) -> Result<Self, TopError> {
-        let client = Client::connect(path).await?;
+        // The first connection says what is wrong (no daemon, permissions) before anything.
+        drop(Client::connect(path).await?);
         let (_, lines) = mpsc::channel(1);
+        let (_, tables) = mpsc::channel(1);
         let mut feed = Self {
             path: path.to_owned(),
-            client,
             lines,
-            readers: Vec::new(),
-            filter: String::new(),
+            tables,
+            tasks: Vec::new(),
+            table: Vec::new(),
+            lagged: 0,
         };
         feed.subscribe(filter).await?;
         Ok(feed)
     }
 
-    /// (Re)subscribes both streams with `filter`; lines of the old subscriptions are dropped.
+    /// (Re)subscribes both streams and the tables with `filter`; what the old ones sent is
+    /// dropped. Waits for the first table.
     pub async fn subscribe(&mut self, filter: String) -> Result<(), TopError> {
-        for r in self.readers.drain(..) {
-            r.abort();
+        for t in self.tasks.drain(..) {
+            t.abort();
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         self.lines = rx;
         for stream in [Stream::Transitions, Stream::Lifecycles] {
-            let mut client = Client::connect(&self.path).await?;
-            client
-                .subscribe(SubscribeRequest {
-                    stream,
-                    filter: filter.clone(),
-                    format: WireFormat::Json,
-                    header: false,
-                    ..SubscribeRequest::default()
-                })
-                .await?;
-            let tx = tx.clone();
-            let path = self.path.clone();
-            self.readers
-                .push(tokio::spawn(read_lines(client, stream, tx, path)));
+            let client = subscribe(&self.path, stream, &filter).await?;
+            let reader = read_lines(
+                client,
+                stream,
+                filter.clone(),
+                tx.clone(),
+                self.path.clone(),
+            );
+            self.tasks.push(tokio::spawn(reader));
         }
-        self.filter = filter;
+        let client = Client::connect(&self.path).await?;
+        let (tx, rx) = mpsc::channel(1);
+        self.tables = rx;
+        self.tasks.push(tokio::spawn(fetch_tables(
+            client,
+            self.path.clone(),
+            filter,
+            tx,
+        )));
+        self.table = match self.tables.recv().await {
+            Some(table) => table?,
+            None => return Err(ClientError::Closed.into()),
+        };
         Ok(())
     }
 
@@ -170,72 +191,123 @@ impl DaemonFeed {
         let Some(first) = self.lines.recv().await else {
             return Err(ClientError::Closed.into());
         };
-        apply(model, first?);
+        self.lagged += apply(model, first?);
         while let Ok(line) = self.lines.try_recv() {
-            apply(model, line?);
+            self.lagged += apply(model, line?);
         }
         Ok(())
     }
 
-    /// The daemon's live TCP sockets the filter keeps, with their owners.
-    pub async fn live(&mut self) -> Result<Vec<Socket>, TopError> {
-        let request = SnapshotRequest {
-            filter: self.filter.clone(),
-            protos: vec!["tcp".into()],
-            servers: WireServers::Include,
-            format: WireFormat::Json,
-            numeric: true,
-            programs: true,
-            ..SnapshotRequest::default()
-        };
-        let text = tokio::time::timeout(SNAPSHOT_TIMEOUT, self.client.snapshot(request))
-            .await
-            .map_err(|_| TopError::DaemonTimeout {
-                path: self.path.clone(),
-                after: SNAPSHOT_TIMEOUT,
-            })??;
-        let snapshot: WireSnapshot =
-            serde_json::from_str(&text).map_err(|e| self.protocol(e.to_string()))?;
-        Ok(snapshot
-            .sockets
-            .into_iter()
-            .filter(|s| !s.closed)
-            .filter_map(|s| {
-                Some(Socket {
-                    owner: owner(s.pid, s.program),
-                    local: endpoint(&s.local_addr, s.local_port)?,
-                    remote: endpoint(&s.remote_addr, s.remote_port)?,
-                    state: s.state.parse::<TcpState>().ok()?,
-                    age: s
-                        .age_ms
-                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                        .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
-                })
-            })
-            .collect())
+    /// The daemon's live TCP sockets the filter keeps, with their owners: the newest table
+    /// fetched.
+    pub fn live(&mut self) -> Result<Vec<Socket>, TopError> {
+        if let Ok(table) = self.tables.try_recv() {
+            self.table = table?;
+        }
+        Ok(self.table.clone())
     }
+}
 
-    fn protocol(&self, detail: String) -> TopError {
-        TopError::Client(ClientError::Protocol {
-            path: self.path.clone(),
-            detail: crate::render::escape::terminal_safe(&detail).into_owned(),
-        })
+/// Fetches the daemon's table again as soon as the last one was taken.
+async fn fetch_tables(mut client: Client, path: PathBuf, filter: String, tx: mpsc::Sender<Table>) {
+    loop {
+        let table = table(&mut client, &path, &filter).await;
+        let last = table.is_err();
+        if tx.send(table).await.is_err() || last {
+            return;
+        }
     }
+}
+
+/// One snapshot of the daemon's table: every TCP socket but those in TIME_WAIT (which are not
+/// connections any more, and may be many).
+async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
+    use TcpState::*;
+    let request = SnapshotRequest {
+        filter: filter.to_owned(),
+        protos: vec!["tcp".into()],
+        servers: WireServers::Include,
+        states: [
+            Established,
+            SynSent,
+            SynRecv,
+            FinWait1,
+            FinWait2,
+            Close,
+            CloseWait,
+            LastAck,
+            Listen,
+            Closing,
+        ]
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect(),
+        format: WireFormat::Json,
+        numeric: true,
+        programs: true,
+        ..SnapshotRequest::default()
+    };
+    let text = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.snapshot(request))
+        .await
+        .map_err(|_| TopError::DaemonTimeout {
+            path: path.to_owned(),
+            after: SNAPSHOT_TIMEOUT,
+        })??;
+    let snapshot: WireSnapshot = serde_json::from_str(&text).map_err(|e| {
+        TopError::Client(ClientError::Protocol {
+            path: path.to_owned(),
+            detail: crate::render::escape::terminal_safe(&e.to_string()).into_owned(),
+        })
+    })?;
+    Ok(snapshot
+        .sockets
+        .into_iter()
+        .filter(|s| !s.closed)
+        .filter_map(|s| {
+            Some(Socket {
+                owner: owner(s.pid, s.program),
+                local: endpoint(&s.local_addr, s.local_port)?,
+                remote: endpoint(&s.remote_addr, s.remote_port)?,
+                state: s.state.parse::<TcpState>().ok()?,
+                age: s
+                    .age_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            })
+        })
+        .collect())
 }
 
 impl Drop for DaemonFeed {
     fn drop(&mut self) {
-        for r in &self.readers {
+        for r in &self.tasks {
             r.abort();
         }
     }
 }
 
+/// One subscription.
+async fn subscribe(path: &Path, stream: Stream, filter: &str) -> Result<Client, TopError> {
+    let mut client = Client::connect(path).await?;
+    client
+        .subscribe(SubscribeRequest {
+            stream,
+            filter: filter.to_owned(),
+            format: WireFormat::Json,
+            header: false,
+            ..SubscribeRequest::default()
+        })
+        .await?;
+    Ok(client)
+}
+
 /// Reads one subscription's lines into the queue until the daemon closes it or the queue is
-/// dropped.
+/// dropped. When the daemon cuts it off for lagging, it says how many events were dropped and
+/// subscribes again: a live view goes on with what comes next.
 async fn read_lines(
     mut client: Client,
     stream: Stream,
+    filter: String,
     tx: mpsc::Sender<Result<Incoming, TopError>>,
     path: PathBuf,
 ) {
@@ -253,6 +325,13 @@ async fn read_lines(
                     })
                 })
             }
+            Err(ClientError::Lagged(n)) => match subscribe(&path, stream, &filter).await {
+                Ok(again) => {
+                    client = again;
+                    Ok(Incoming::Lagged(n))
+                }
+                Err(e) => Err(e),
+            },
             Ok(None) => Err(ClientError::Closed.into()),
             Err(e) => Err(e.into()),
         };
@@ -263,9 +342,10 @@ async fn read_lines(
     }
 }
 
-/// The facts in one line.
-fn apply(model: &mut Model, line: Incoming) {
+/// The facts in one line; returns the events the daemon dropped, if it says so.
+fn apply(model: &mut Model, line: Incoming) -> u64 {
     match line {
+        Incoming::Lagged(n) => return n,
         Incoming::Transition(t) => {
             let (Some(local), Some(remote), Ok(old), Ok(new)) = (
                 endpoint(&t.laddr, t.lport),
@@ -273,7 +353,7 @@ fn apply(model: &mut Model, line: Incoming) {
                 t.old.parse::<TcpState>(),
                 t.new.parse::<TcpState>(),
             ) else {
-                return;
+                return 0;
             };
             let owner = owner(t.pid, t.comm);
             let conn = Conn {
@@ -297,7 +377,7 @@ fn apply(model: &mut Model, line: Incoming) {
                 l.bytes_sent,
                 l.bytes_received,
             ) else {
-                return;
+                return 0;
             };
             let owner = owner(l.pid, l.comm);
             let conn = Conn {
@@ -308,6 +388,7 @@ fn apply(model: &mut Model, line: Incoming) {
             model.record(&conn, Fact::Bytes { sent, received });
         }
     }
+    0
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! and the live table, as for `watch`, `life` and `-c`; what the filter keeps becomes facts
 //! for the model. Nothing new runs per event in the kernel.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     TopError,
@@ -21,12 +21,10 @@ use crate::{
     probe::{EventStream, Probe, ProbeOptions},
     snapshot::own_netns,
     sockdiag::{self, Proto},
+    state::TcpState,
     table::{Limits, Table},
     tracker::{Context, Tracker},
 };
-
-/// How often the table is compared with the kernel's socket dump.
-const RECONCILE: Duration = Duration::from_secs(2);
 
 /// Tracing in this process.
 pub struct LocalFeed {
@@ -39,7 +37,6 @@ pub struct LocalFeed {
     owners: SocketOwners,
     filter: Filter,
     undecodable: u64,
-    last_reconcile: Instant,
 }
 
 impl LocalFeed {
@@ -66,7 +63,6 @@ impl LocalFeed {
             owners: SocketOwners::new(),
             filter,
             undecodable: 0,
-            last_reconcile: Instant::now(),
         };
         // Tracing is on before the seed, so nothing falls between the dump and the first event.
         feed.drain(&mut Model::new());
@@ -103,27 +99,26 @@ impl LocalFeed {
         )
     }
 
-    /// The live TCP sockets the filter keeps, with their owners (from events, or from
+    /// The live TCP sockets the filter keeps (but those in TIME_WAIT, which are not
+    /// connections any more, and may be many), with their owners (from events, or from
     /// `/proc` for sockets that predate tracing).
     pub fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         self.drain(model);
-        if self.last_reconcile.elapsed() >= RECONCILE {
-            let (mut part, table) = self.parts();
-            table.reconcile_with(
-                monotonic_ns(),
-                &[Proto::Tcp],
-                |sink| sockdiag::dump_each(&[Proto::Tcp], sink),
-                |table| part.run(table, model),
-            )?;
-            self.last_reconcile = Instant::now();
-        }
+        // Every refresh: events cannot tell a socket's move to TIME_WAIT; the dump can.
+        let (mut part, table) = self.parts();
+        table.reconcile_with(
+            monotonic_ns(),
+            &[Proto::Tcp],
+            |sink| sockdiag::dump_each(&[Proto::Tcp], sink),
+            |table| part.run(table, model),
+        )?;
         self.owners.refresh();
         let now = monotonic_ns();
         let netns = self.table.netns();
         let sockets = self
             .table
             .live()
-            .filter(|e| e.proto == Proto::Tcp)
+            .filter(|e| e.proto == Proto::Tcp && e.state != TcpState::TimeWait)
             .filter_map(|e| {
                 let owner: Option<Owner> = e
                     .owner

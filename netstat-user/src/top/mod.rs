@@ -77,7 +77,7 @@ impl Feed {
     async fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         match self {
             Feed::Local(f) => f.live(model),
-            Feed::Daemon(f) => f.live().await,
+            Feed::Daemon(f) => f.live(),
         }
     }
 
@@ -91,7 +91,7 @@ impl Feed {
         }
     }
 
-    /// A warning for the screen: events lost in this process.
+    /// A warning for the screen: events lost, here or by the daemon for this client.
     fn warning(&self) -> Option<String> {
         match self {
             Feed::Local(f) => match f.losses() {
@@ -100,7 +100,12 @@ impl Feed {
                     "{lost} events lost (raise --ring-size), {bad} undecodable"
                 )),
             },
-            Feed::Daemon(_) => None,
+            Feed::Daemon(f) => (f.lagged > 0).then(|| {
+                format!(
+                    "the daemon dropped {} events this client read too slowly",
+                    f.lagged
+                )
+            }),
         }
     }
 }

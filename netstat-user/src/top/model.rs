@@ -422,6 +422,9 @@ pub struct Model {
     dropped: u64,
     /// Ports with a listener (from the last table) or an accepted connection.
     services: HashSet<u16>,
+    /// The owners of the listeners in the last table, by port: the owner of an accepted
+    /// connection whose events named none (its listener predates tracing).
+    listeners: HashMap<u16, Owner>,
     /// Failures and resets per second of each group in the last interval.
     last_bad: HashMap<(GroupBy, Key), f64>,
 }
@@ -472,7 +475,8 @@ impl Model {
         if let (Fact::Opened(Opened::Passive), Some(port)) = (fact, conn.local.port) {
             self.services.insert(port);
         }
-        let keys = self.keys(conn.owner, conn.local, conn.remote);
+        let owner = conn.owner.or_else(|| self.listeners.get(&conn.local.port?));
+        let keys = self.keys(owner, conn.local, conn.remote);
         for (by, key) in GroupBy::ALL.into_iter().zip(keys) {
             let Some(key) = key else { continue };
             let full = self.groups[slot(by)] >= MAX_GROUPS;
@@ -489,12 +493,12 @@ impl Model {
         }
     }
 
-    /// Learns the service ports from the live table (its LISTEN sockets).
+    /// Learns the service ports, and who listens on them, from the live table.
     pub fn note_listeners(&mut self, live: &[Socket]) {
-        self.services = live
-            .iter()
-            .filter(|s| s.state == TcpState::Listen)
-            .filter_map(|s| s.local.port)
+        let listening = || live.iter().filter(|s| s.state == TcpState::Listen);
+        self.services = listening().filter_map(|s| s.local.port).collect();
+        self.listeners = listening()
+            .filter_map(|s| Some((s.local.port?, s.owner.clone()?)))
             .collect();
     }
 
@@ -508,7 +512,11 @@ impl Model {
         self.services.extend(accepted);
         let mut active: HashMap<(GroupBy, Key), u64> = HashMap::new();
         for s in live.iter().filter(|s| s.is_connection()) {
-            let keys = self.keys(s.owner.as_ref(), s.local, s.remote);
+            let owner = s
+                .owner
+                .as_ref()
+                .or_else(|| self.listeners.get(&s.local.port?));
+            let keys = self.keys(owner, s.local, s.remote);
             for (by, key) in GroupBy::ALL.into_iter().zip(keys) {
                 if let Some(key) = key {
                     *active.entry((by, key)).or_default() += 1;

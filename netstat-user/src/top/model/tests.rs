@@ -284,3 +284,24 @@ fn connections_sort_oldest_first_by_default() {
     let states: Vec<_> = s.iter().map(|s| s.state).collect();
     assert_eq!(states, [CloseWait, Established, SynSent]);
 }
+
+#[test]
+fn accepted_connections_without_an_owner_get_their_listeners() {
+    let mut m = Model::new();
+    let server = owner(20, "nginx");
+    m.note_listeners(&[socket(Some(&server), 80, 0, Listen)]);
+    let conn = Conn {
+        owner: None,
+        local: ep(80),
+        remote: ep(50000),
+    };
+    m.record(&conn, Fact::Opened(Opened::Passive));
+    let live = vec![
+        socket(Some(&server), 80, 0, Listen),
+        socket(None, 80, 50000, Established),
+    ];
+    let f = m.roll(Duration::from_secs(1), live);
+    assert_eq!(f.processes.len(), 1, "{:?}", f.processes);
+    let nginx = row(&f, GroupBy::Process, &Key::Process(Some(server)));
+    assert_eq!((nginx.passive_opens, nginx.active), (1, 1));
+}
