@@ -336,6 +336,20 @@ fn check(example: &Example, traffic: &Traffic) {
                 "{got:#?}"
             );
         }
+        "enetstat top -b -n 3 -o json" => {
+            // Three refreshes, one JSON object each, with every view.
+            let mut all: Vec<&str> = a.iter().map(String::as_str).collect();
+            all.extend(["--standalone", "-d", "300ms", "port", "=", &port]);
+            let got = stdout_lines(&run(&all));
+            assert_eq!(got.len(), 3, "{got:#?}");
+            for line in &got {
+                let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                assert!(v["interval_s"].as_f64().is_some_and(|s| s > 0.2), "{v}");
+                for view in ["processes", "remotes", "local_ports", "connections"] {
+                    assert!(v[view].is_array(), "{view}: {v}");
+                }
+            }
+        }
         "enetstat life -o json 'from syn-sent'" => {
             let f = traced(&a, &["--standalone"], 1, || traffic.refused());
             for line in &f.stdout {

@@ -199,7 +199,7 @@ pub fn write_text(
             names.prepare(rows, &[]);
             let cells: Vec<Vec<String>> = rows
                 .iter()
-                .map(|row| cells::row_cells(row, frame.interval, names))
+                .map(|row| cells::row_cells(row, frame.interval, names, 0))
                 .collect();
             let name_width = cells
                 .iter()

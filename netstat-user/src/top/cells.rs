@@ -86,7 +86,26 @@ pub fn name(row: &Row, names: &Names) -> String {
     format!("{mark}{name}")
 }
 
-/// A rate in at most 6 characters: `0`, `0.5`, `12.5`, `350`, `1.2k`, `45k`, `1.2M`.
+/// `text` in at most `width` characters: cut with `…`. An endpoint (`keep_port`) keeps its
+/// port and loses the end of its host instead.
+pub fn fit(text: &str, width: usize, keep_port: bool) -> String {
+    let len = text.chars().count();
+    if len <= width || width == 0 {
+        return text.to_owned();
+    }
+    if keep_port && let Some(colon) = text.rfind(':') {
+        let port = &text[colon..];
+        let room = width.saturating_sub(port.chars().count() + 1);
+        if room > 0 {
+            let host: String = text[..colon].chars().take(room).collect();
+            return format!("{host}…{port}");
+        }
+    }
+    let cut: String = text.chars().take(width - 1).collect();
+    format!("{cut}…")
+}
+
+/// A rate in at most 5 characters: `0`, `0.5`, `12.5`, `350`, `1234`, `45k`, `1.2M`.
 pub fn rate(per_s: f64) -> String {
     match per_s {
         r if r <= 0.0 => "0".to_owned(),
@@ -146,20 +165,27 @@ pub fn header(view: View, column: Column) -> &'static str {
 /// each header fits with the sort arrow after it.
 pub fn width(column: Column) -> u16 {
     match column {
-        Column::Name => 12,
-        Column::Active | Column::BytesIn | Column::BytesOut => 5,
+        Column::Name => 15,
+        Column::Active
+        | Column::Connects
+        | Column::Accepts
+        | Column::Failed
+        | Column::BytesIn
+        | Column::BytesOut => 5,
         Column::ResetsOut => 7,
         _ => 6,
     }
 }
 
-/// The cells of a grouped row, in [`Column::ALL`] order.
-pub fn row_cells(row: &Row, interval: Duration, names: &Names) -> Vec<String> {
+/// The cells of a grouped row, in [`Column::ALL`] order, the name in at most `name_width`
+/// characters (0: whole).
+pub fn row_cells(row: &Row, interval: Duration, names: &Names, name_width: usize) -> Vec<String> {
     let r = |n: u64| rate(per_second(n, interval));
+    let keep_port = matches!(row.key, Key::Remote(_));
     Column::ALL
         .iter()
         .map(|c| match c {
-            Column::Name => name(row, names),
+            Column::Name => fit(&name(row, names), name_width, keep_port),
             Column::Active => row.active.to_string(),
             Column::Connects => r(row.active_opens),
             Column::Accepts => r(row.passive_opens),
@@ -213,6 +239,9 @@ mod tests {
 
     #[test]
     fn numbers_fit_their_columns() {
+        for r in [0.04, 99.95, 9999.4, 999_499.0, 99e6] {
+            assert!(rate(r).chars().count() <= 5, "{r}: {}", rate(r));
+        }
         assert_eq!(rate(0.0), "0");
         assert_eq!(rate(0.5), "0.5");
         assert_eq!(rate(12.0), "12");
@@ -227,6 +256,14 @@ mod tests {
             let h = header(View::Processes, c).chars().count() + 1;
             assert!(h <= usize::from(width(c)), "{c:?}");
         }
+    }
+
+    #[test]
+    fn endpoints_keep_their_port_when_cut() {
+        assert_eq!(fit("localhost:8080", 12, true), "localh…:8080");
+        assert_eq!(fit("localhost:8080", 14, true), "localhost:8080");
+        assert_eq!(fit("20519 enetstat-peer", 12, false), "20519 enets…");
+        assert_eq!(fit("[2001:db8::1]:443", 10, true), "[2001…:443");
     }
 
     #[test]

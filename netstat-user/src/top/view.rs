@@ -144,13 +144,21 @@ pub fn draw(
                 Column::Name => Constraint::Min(cells::width(c)),
                 c => Constraint::Length(cells::width(c)),
             });
+            // What the fixed columns and the gaps between columns leave the name.
+            let fixed: u16 = Column::ALL[1..].iter().map(|c| cells::width(*c) + 1).sum();
+            let name_width = usize::from(
+                table
+                    .width
+                    .saturating_sub(fixed)
+                    .max(cells::width(Column::Name)),
+            );
             let body = rows.iter().skip(ui.scroll).take(visible).map(|row| {
                 let style = if row.jumped {
                     look.jumped()
                 } else {
                     Style::new()
                 };
-                let cells = cells::row_cells(row, interval, names);
+                let cells = cells::row_cells(row, interval, names, name_width);
                 TableRow::new(cells.into_iter().enumerate().map(|(i, c)| {
                     if i == 0 {
                         Cell::from(c)

@@ -90,7 +90,7 @@ fn the_process_view_fits_80_by_24() {
     );
     // The name is escaped; 3 failures a second from none is a jump, marked with !.
     let row = &lines[4];
-    assert!(row.starts_with("!4242 curl\\x"), "{text}");
+    assert!(row.starts_with("!4242 curl\\x1b…"), "{text}");
     assert!(row.contains(" 30 ") && row.contains("120us"), "{text}");
     assert!(lines[23].starts_with("q quit"), "{text}");
 }
