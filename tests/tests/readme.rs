@@ -21,7 +21,7 @@ use std::{
 };
 
 use enetstat_tests::{
-    Peer, PortReservation, Signal, Tracer,
+    Peer, PortReservation, Signal, Tmux, Tracer,
     daemon::{Daemon, TempDir},
     enetstat_bin, require_program, require_root,
 };
@@ -335,6 +335,31 @@ fn check(example: &Example, traffic: &Traffic) {
                 got[0].starts_with("TIME ") || got[0].starts_with("PID "),
                 "{got:#?}"
             );
+        }
+        "enetstat top" => {
+            // On a real 80x24 terminal: the tabs, the column headers and the key line as
+            // shown, and `q` gives the terminal back.
+            if require_program("readme_examples_run_and_look_as_shown", "tmux", "tmux").is_none() {
+                return;
+            }
+            let command = format!("{} --standalone top", enetstat_bin().display());
+            let tmux = Tmux::start(&command, 80, 24);
+            let screen = tmux.wait_for(Duration::from_secs(30), "the top screen", |s| {
+                s.len() > 3 && s[3].starts_with("PID COMM")
+            });
+            let out = &example.output;
+            assert!(screen[0].starts_with("enetstat top - "), "{screen:#?}");
+            assert_eq!(screen[1].trim_end(), out[1]);
+            assert_eq!(screen[3].trim_end(), out[3]);
+            assert_eq!(
+                screen.last().map(|l| l.trim_end()),
+                out.last().map(String::as_str)
+            );
+            assert_eq!(screen.len(), out.len(), "{screen:#?}");
+            tmux.keys(&["q"]);
+            tmux.wait_for(Duration::from_secs(10), "the exit", |s| {
+                s.iter().any(|l| l == "exited 0")
+            });
         }
         "enetstat top -b -n 3 -o json" => {
             // Three refreshes, one JSON object each, with every view.

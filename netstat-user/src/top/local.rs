@@ -26,6 +26,9 @@ use crate::{
     tracker::{Context, Tracker},
 };
 
+/// How often sockets that predate tracing are matched to processes through `/proc`.
+const OWNER_SCAN: Duration = Duration::from_secs(5);
+
 /// Tracing in this process.
 pub struct LocalFeed {
     // The stream goes before the probe that made it.
@@ -112,7 +115,15 @@ impl LocalFeed {
             |sink| sockdiag::dump_each(&[Proto::Tcp], sink),
             |table| part.run(table, model),
         )?;
-        self.owners.refresh();
+        // A /proc scan reads every process's descriptors: at most every few seconds. Sockets
+        // made since tracing began have their owners from events anyway.
+        if self
+            .owners
+            .scanned_at()
+            .is_none_or(|at| at.elapsed() >= OWNER_SCAN)
+        {
+            self.owners.refresh();
+        }
         let now = monotonic_ns();
         let netns = self.table.netns();
         let sockets = self

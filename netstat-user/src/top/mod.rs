@@ -229,7 +229,11 @@ async fn run_screen(
     let mut names = Names::new((!opts.numeric).then_some(NAME_BUDGET));
     let first = feed.live(&mut model).await?;
     model.note_listeners(&first);
-    let mut frame = model.roll(Duration::ZERO, first);
+    // Until the first interval ends there are no rates to show, only the live connections.
+    let mut frame = Frame {
+        connections: first,
+        ..Frame::default()
+    };
     let mut last = tokio::time::Instant::now();
     let mut ui = Ui::new(opts.view, opts.filter.clone());
     let look = view::Look {

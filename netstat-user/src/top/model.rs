@@ -565,7 +565,13 @@ impl Model {
                 jumped,
                 key,
             };
-            frame.rows_mut(by).push(row);
+            // A group with nothing to show (only orderly closes) is left out.
+            if row.active + row.active_opens + row.passive_opens + row.bad() > 0
+                || row.bytes_in + row.bytes_out > 0
+                || row.connects_measured > 0
+            {
+                frame.rows_mut(by).push(row);
+            }
         }
         self.last_bad = bad;
         self.groups = [0; 3];

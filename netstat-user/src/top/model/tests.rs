@@ -206,6 +206,9 @@ fn a_new_interval_starts_from_zero_and_jumps_need_a_rise() {
     assert!(!f.processes[0].jumped);
     let f = m.roll(Duration::from_secs(1), vec![]);
     assert!(f.processes.is_empty());
+    // Nor does a group whose connections only closed in order.
+    transition(&mut m, &o, 1000, 9, (FinWait2, Close), 1, Some(End::Normal));
+    assert!(m.roll(Duration::from_secs(1), vec![]).processes.is_empty());
     // Doubled from 3/s: a jump.
     fail(&mut m, 3);
     m.roll(Duration::from_secs(1), vec![]);
