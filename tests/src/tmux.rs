@@ -73,6 +73,24 @@ impl Tmux {
             .collect()
     }
 
+    /// The screen with its attributes as escape sequences (colours, bold, reverse).
+    pub fn screen_with_escapes(&self) -> String {
+        self.output(&["capture-pane", "-p", "-e", "-t", "top"])
+    }
+
+    /// Resizes the terminal, as a person resizing the window does.
+    pub fn resize(&self, width: u16, height: u16) {
+        self.output(&[
+            "resize-window",
+            "-t",
+            "top",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+        ]);
+    }
+
     /// Types keys, as tmux names them (`Tab`, `Enter`, `Escape`, `q`, `C-c`).
     pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "top"];

@@ -327,3 +327,68 @@ fn batch_json_counts_match_the_churn() {
     assert_eq!((accepted_on_port, connects_to_port), (accepts, connects));
     reservation.release();
 }
+
+/// Whether `screen` (with escapes) sets a foreground or background colour anywhere: SGR 30-37,
+/// 38, 40-47, 48 or 90-107.
+fn has_colour(screen: &str) -> bool {
+    screen.split("\x1b[").skip(1).any(|seq| {
+        let params = seq.split('m').next().unwrap_or("");
+        params.split(';').any(|p| {
+            p.parse::<u32>()
+                .is_ok_and(|n| matches!(n, 30..=38 | 40..=48 | 90..=107))
+        })
+    })
+}
+
+#[test]
+fn resize_and_no_color() {
+    if !prerequisites("resize_and_no_color") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = enetstat_bin();
+    let top_screen = |s: &[String]| s.first().is_some_and(|l| l.starts_with("enetstat top - "));
+
+    // With colour, the title is coloured; with NO_COLOR, nothing is (bold and reverse stay).
+    let tmux = Tmux::start(&format!("{} --standalone top", bin.display()), 100, 30);
+    tmux.wait_for(Duration::from_secs(30), "the top screen", top_screen);
+    assert!(
+        has_colour(&tmux.screen_with_escapes()),
+        "{}",
+        tmux.screen_with_escapes()
+    );
+    drop(tmux);
+    let tmux = Tmux::start(
+        &format!("NO_COLOR=1 {} --standalone top", bin.display()),
+        100,
+        30,
+    );
+    tmux.wait_for(Duration::from_secs(30), "the top screen", top_screen);
+    let escaped = tmux.screen_with_escapes();
+    assert!(
+        !has_colour(&escaped),
+        "colour with NO_COLOR set:\n{escaped:?}"
+    );
+
+    // Resized down to 80x24 and back: the whole screen is redrawn at each size, the key
+    // line last.
+    for (w, h) in [(80u16, 24usize), (120, 40), (80, 24)] {
+        tmux.resize(w, h as u16);
+        let screen = tmux.wait_for(SHOWS_WITHIN, "the screen at the new size", |s| {
+            s.len() == h
+                && top_screen(s)
+                && s[h - 1].starts_with("q quit")
+                && s[3].starts_with("PID COMM")
+        });
+        assert!(screen.iter().all(|l| l.chars().count() <= usize::from(w)));
+    }
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for(Duration::from_secs(10), "the exit status", |s| {
+        s.iter().any(|l| l.starts_with("stty:"))
+    });
+    assert!(
+        screen.iter().any(|l| l == "exited 0"),
+        "{}",
+        screen.join("\n")
+    );
+}
