@@ -289,6 +289,7 @@ fn batch_json_counts_match_the_churn() {
     let pid = u64::from(peer.pid());
     let (mut connects, mut accepts, mut from_rates) = (0u64, 0u64, 0f64);
     for f in &frames {
+        assert_eq!(f["lost_events"].as_u64(), Some(0), "{f}");
         let interval = f["interval_s"].as_f64().unwrap();
         assert!(interval > 0.5 && interval < 2.0, "{f}");
         for p in f["processes"].as_array().unwrap() {

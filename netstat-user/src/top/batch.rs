@@ -131,6 +131,9 @@ pub struct JsonFrame<'a> {
     pub interval_s: f64,
     /// Groups left out because a view had too many (see the README).
     pub dropped_groups: u64,
+    /// Events not counted since top started: lost to a full ring buffer, undecodable, or
+    /// dropped by the daemon because this client read too slowly.
+    pub lost_events: u64,
     pub processes: Vec<JsonRow<'a>>,
     pub remotes: Vec<JsonRow<'a>>,
     pub local_ports: Vec<JsonRow<'a>>,
@@ -149,12 +152,22 @@ fn sort_all(frame: &mut Frame) {
 }
 
 /// One refresh as one line of JSON.
-pub fn write_json(out: &mut impl Write, frame: &mut Frame, time: String) -> io::Result<()> {
+pub fn write_json(
+    out: &mut impl Write,
+    frame: &mut Frame,
+    time: String,
+    lost_events: u64,
+) -> io::Result<()> {
     sort_all(frame);
-    json_frame(out, frame, time)
+    json_frame(out, frame, time, lost_events)
 }
 
-fn json_frame<'a>(out: &mut impl Write, frame: &'a Frame, time: String) -> io::Result<()> {
+fn json_frame<'a>(
+    out: &mut impl Write,
+    frame: &'a Frame,
+    time: String,
+    lost_events: u64,
+) -> io::Result<()> {
     let rows = |rows: &'a [Row]| -> Vec<JsonRow<'a>> {
         rows.iter().map(|r| JsonRow::new(r, frame)).collect()
     };
@@ -162,6 +175,7 @@ fn json_frame<'a>(out: &mut impl Write, frame: &'a Frame, time: String) -> io::R
         time,
         interval_s: frame.interval.as_secs_f64(),
         dropped_groups: frame.dropped,
+        lost_events,
         processes: rows(&frame.processes),
         remotes: rows(&frame.remotes),
         local_ports: rows(&frame.local_ports),

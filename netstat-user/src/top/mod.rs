@@ -91,6 +91,18 @@ impl Feed {
         }
     }
 
+    /// Events that could not be counted so far: lost to a full ring or undecodable here, or
+    /// dropped by the daemon because this client read too slowly.
+    fn lost(&self) -> u64 {
+        match self {
+            Feed::Local(f) => {
+                let (lost, bad) = f.losses();
+                lost + bad
+            }
+            Feed::Daemon(f) => f.lagged,
+        }
+    }
+
     /// A warning for the screen: events lost, here or by the daemon for this client.
     fn warning(&self) -> Option<String> {
         match self {
@@ -191,6 +203,7 @@ async fn run_batch(
                 &mut out,
                 &mut frame,
                 Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+                feed.lost(),
             ),
             BatchFormat::Text => {
                 let title = format!(
@@ -199,6 +212,10 @@ async fn run_batch(
                     opts.source,
                     frame.interval.as_secs_f64()
                 );
+                let title = match feed.warning() {
+                    Some(w) => format!("{title} - {w}"),
+                    None => title,
+                };
                 batch::write_text(&mut out, &mut frame, opts.view, &mut names, &title)
             }
         }
@@ -270,10 +287,18 @@ async fn run_screen(
                             Action::Redraw => {}
                             Action::Quit => return Ok(()),
                             Action::Filter(f) => {
+                                // A new start: no rates until a whole interval has passed
+                                // (a few milliseconds of events would make wild ones).
                                 feed.set_filter(f).await?;
                                 model.clear();
-                                frame = roll(feed, &mut model, &mut last).await?;
-                                names.prepare(&frame.remotes, &frame.connections);
+                                let live = feed.live(&mut model).await?;
+                                model.note_listeners(&live);
+                                frame = Frame {
+                                    connections: live,
+                                    ..Frame::default()
+                                };
+                                last = tokio::time::Instant::now();
+                                tick.reset();
                             }
                         },
                         Event::Resize(..) => {
