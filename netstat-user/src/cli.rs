@@ -133,6 +133,24 @@ Examples:
     )]
     Life(WatchArgs),
 
+    /// A live full-screen view of who connects to what: per process, remote endpoint and
+    /// local port, connections opened, failed and reset per second, connect latency and
+    /// bytes, and the live connections with their age in their state. `-b` prints the
+    /// refreshes for scripts instead.
+    #[command(
+        after_help = "Columns (per second over the last interval, except ACT and the latencies): \
+ACT live connections; CONN/s connects (active opens); ACPT/s accepted connections (passive \
+opens); FAIL/s connects refused or timed out; RSTin/RSTout connections reset by the peer / by \
+this host; P50/P99 connect latency (SYN_SENT -> ESTABLISHED); RX/s TX/s bytes of the \
+connections that closed. A row marked ! had its failures and resets at least double (to 1/s or \
+more) since the interval before.\n\n\
+Keys: Tab/Shift-Tab or 1-4 views, s or >/< sort column, r reverse, / filter (the EXPRESSION \
+language of `watch`), p pause, ? help, q or Ctrl-C quit.\n\n\
+Examples:\n  enetstat top\n  enetstat top 'dport = :443'\n  \
+enetstat top -b -n 3 -o json > top.ndjson"
+    )]
+    Top(TopArgs),
+
     /// Run the engine as a service: load the programs once, keep the live table, the history
     /// of closed connections and the lifecycles, and serve them to clients on a Unix socket
     /// (and Prometheus metrics with --metrics). Stops on SIGINT or SIGTERM.
@@ -302,6 +320,73 @@ pub enum TimeArg {
     Relative,
     /// No TIME column.
     None,
+}
+
+/// Batch output of `top`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopOutput {
+    /// The view's table, as the screen shows it, after a title and the totals.
+    Text,
+    /// One JSON object per refresh, with every view; see the README for the schema.
+    Json,
+}
+
+/// The view `top` starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopView {
+    /// By process (pid and name).
+    Processes,
+    /// By remote endpoint.
+    Remotes,
+    /// By local (service) port.
+    Ports,
+    /// The live connections.
+    Connections,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Count only connections matching this filter expression (the language of `watch`;
+    /// `/` changes it while top runs).
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
+
+    /// Time between refreshes: 1, 0.5, 2s, 500ms; a bare number is seconds.
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = crate::duration_arg::parse)]
+    pub delay: Duration,
+
+    /// Batch mode: print each refresh (see -o) instead of drawing on the terminal.
+    #[arg(short, long)]
+    pub batch: bool,
+
+    /// Exit after N refreshes.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: Option<u64>,
+
+    /// Batch output format.
+    #[arg(short, long, value_enum, default_value_t = TopOutput::Text, requires = "batch")]
+    pub output: TopOutput,
+
+    /// Show addresses and ports as numbers (no host or service name lookups).
+    #[arg(long)]
+    pub numeric: bool,
+
+    /// The view to start with (and the one batch text prints).
+    #[arg(long, value_enum, default_value_t = TopView::Processes)]
+    pub view: TopView,
+
+    /// Kernel ring-buffer size, tracing in this process (a power of two: 4M, 8M, 16M...).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size)]
+    pub ring_size: u32,
+
+    /// Most sockets followed for owners, durations and the live table.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        hide_short_help = true
+    )]
+    pub max_sockets: usize,
 }
 
 #[derive(Debug, Args)]

@@ -35,5 +35,6 @@ pub mod state;
 pub mod table;
 #[cfg(test)]
 mod test_skip;
+pub mod top;
 pub mod tracker;
 pub mod watch;

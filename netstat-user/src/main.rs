@@ -18,12 +18,13 @@ use enetstat::{
     filter::Side,
     probe::{Probe, ProbeOptions},
     render::text::{TextStyle, Time, Zone},
+    top::{BatchFormat, Feed, TopOptions, keys::View, local::LocalFeed},
     watch::{self, Format, Mode, WatchOptions},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, Output, TimeArg, WatchArgs};
+use crate::cli::{Cli, Command, Output, TimeArg, TopArgs, TopOutput, TopView, WatchArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -113,6 +114,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         (Some(Command::Life(args)), None) => {
             runtime.block_on(watch(args, Mode::Lifecycles, cli.verbose))
         }
+        (Some(Command::Top(args)), Some(path)) => runtime.block_on(via_daemon::top(&path, args)),
+        (Some(Command::Top(args)), None) => runtime.block_on(top(args)),
     }
 }
 
@@ -206,6 +209,39 @@ async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
             summary.kernel.recursion_misses
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `top` shows, from its flags; the filter is checked before anything needs root.
+fn top_options(args: &TopArgs, source: String) -> Result<(TopOptions, Filter)> {
+    let filter = Filter::from_words(&args.expression)?;
+    let opts = TopOptions {
+        delay: args.delay,
+        view: match args.view {
+            TopView::Processes => View::Processes,
+            TopView::Remotes => View::Remotes,
+            TopView::Ports => View::LocalPorts,
+            TopView::Connections => View::Connections,
+        },
+        filter: args.expression.join(" "),
+        numeric: args.numeric,
+        batch: args.batch.then_some(match args.output {
+            TopOutput::Text => BatchFormat::Text,
+            TopOutput::Json => BatchFormat::Json,
+        }),
+        iterations: args.iterations,
+        source,
+    };
+    Ok((opts, filter))
+}
+
+/// `enetstat top`, tracing in this process.
+async fn top(args: TopArgs) -> Result<ExitCode> {
+    let (opts, filter) = top_options(&args, "standalone".into())?;
+    // Signals are handled before anything is attached, so no exit path skips the detach.
+    let stop = stop_signal()?;
+    let feed = LocalFeed::start(args.ring_size, args.max_sockets, filter)?;
+    enetstat::top::run(Feed::Local(Box::new(feed)), &opts, stop).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,11 +17,12 @@ use enetstat::{
     },
     probe::ProbeOptions,
     table::Limits,
+    top::{Feed, daemon_feed::DaemonFeed},
     watch::Mode,
 };
 
 use crate::{
-    cli::{Cli, DaemonArgs, Output, TimeArg, WatchArgs},
+    cli::{Cli, DaemonArgs, Output, TimeArg, TopArgs, WatchArgs},
     snapshot_args::{SnapshotArgs, TableOutput},
 };
 
@@ -261,6 +262,22 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
         delta("undecodable"),
     );
     eprintln!("enetstat: served by the daemon at {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `enetstat top` through the daemon: its streams and its table, filtered by it.
+pub async fn top(path: &Path, args: TopArgs) -> Result<ExitCode> {
+    let (opts, filter) = crate::top_options(&args, format!("daemon at {}", path.display()))?;
+    if args.ring_size != WatchArgs::tracing_defaults().0 {
+        anyhow::bail!(
+            "--ring-size sets up in-process tracing, but the daemon at {} traces with its own \
+             settings (see `enetstat daemon --help`). Add --standalone to trace in-process",
+            path.display()
+        );
+    }
+    let stop = crate::stop_signal()?;
+    let feed = DaemonFeed::connect(path, filter.to_string()).await?;
+    enetstat::top::run(Feed::Daemon(feed), &opts, stop).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,6 +36,7 @@ mod port;
 mod root;
 pub mod scenario;
 mod summary;
+mod tmux;
 mod tracer;
 mod transition;
 
@@ -50,5 +51,6 @@ pub use peer::Peer;
 pub use port::PortReservation;
 pub use root::{require_program, require_root, skip, under_ci};
 pub use summary::Summary;
+pub use tmux::Tmux;
 pub use tracer::{Finished, READY_PREFIX, Signal, Tracer};
 pub use transition::{State, Transition};

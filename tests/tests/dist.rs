@@ -181,6 +181,7 @@ fn debian_package_installs_runs_and_removes() {
         "/usr/share/man/man1/enetstat.1.gz",
         "/usr/share/man/man1/enetstat-daemon.1.gz",
         "/usr/share/man/man1/enetstat-watch.1.gz",
+        "/usr/share/man/man1/enetstat-top.1.gz",
         "/usr/share/bash-completion/completions/enetstat",
         "/usr/share/zsh/vendor-completions/_enetstat",
         "/usr/share/fish/vendor_completions.d/enetstat.fish",

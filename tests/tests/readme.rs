@@ -21,7 +21,7 @@ use std::{
 };
 
 use enetstat_tests::{
-    Peer, PortReservation, Signal, Tracer,
+    Peer, PortReservation, Signal, Tmux, Tracer,
     daemon::{Daemon, TempDir},
     enetstat_bin, require_program, require_root,
 };
@@ -335,6 +335,45 @@ fn check(example: &Example, traffic: &Traffic) {
                 got[0].starts_with("TIME ") || got[0].starts_with("PID "),
                 "{got:#?}"
             );
+        }
+        "enetstat top" => {
+            // On a real 80x24 terminal: the tabs, the column headers and the key line as
+            // shown, and `q` gives the terminal back.
+            if require_program("readme_examples_run_and_look_as_shown", "tmux", "tmux").is_none() {
+                return;
+            }
+            let command = format!("{} --standalone top", enetstat_bin().display());
+            let tmux = Tmux::start(&command, 80, 24);
+            let screen = tmux.wait_for(Duration::from_secs(30), "the top screen", |s| {
+                s.len() > 3 && s[3].starts_with("PID COMM")
+            });
+            let out = &example.output;
+            assert!(screen[0].starts_with("enetstat top - "), "{screen:#?}");
+            assert_eq!(screen[1].trim_end(), out[1]);
+            assert_eq!(screen[3].trim_end(), out[3]);
+            assert_eq!(
+                screen.last().map(|l| l.trim_end()),
+                out.last().map(String::as_str)
+            );
+            assert_eq!(screen.len(), out.len(), "{screen:#?}");
+            tmux.keys(&["q"]);
+            tmux.wait_for(Duration::from_secs(10), "the exit", |s| {
+                s.iter().any(|l| l == "exited 0")
+            });
+        }
+        "enetstat top -b -n 3 -o json" => {
+            // Three refreshes, one JSON object each, with every view.
+            let mut all: Vec<&str> = a.iter().map(String::as_str).collect();
+            all.extend(["--standalone", "-d", "300ms", "port", "=", &port]);
+            let got = stdout_lines(&run(&all));
+            assert_eq!(got.len(), 3, "{got:#?}");
+            for line in &got {
+                let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                assert!(v["interval_s"].as_f64().is_some_and(|s| s > 0.2), "{v}");
+                for view in ["processes", "remotes", "local_ports", "connections"] {
+                    assert!(v[view].is_array(), "{view}: {v}");
+                }
+            }
         }
         "enetstat life -o json 'from syn-sent'" => {
             let f = traced(&a, &["--standalone"], 1, || traffic.refused());

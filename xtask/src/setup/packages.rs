@@ -71,6 +71,10 @@ pub const PACKAGES: &[Package] = &[
         why: "`ab`, the load generator of the nginx owner tests",
     },
     Package {
+        name: "tmux",
+        why: "drives `enetstat top` on a real terminal in the end-to-end tests",
+    },
+    Package {
         name: "prometheus",
         why: "`promtool check metrics` and a real Prometheus server for the daemon's metrics test",
     },

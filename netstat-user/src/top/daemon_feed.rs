@@ -1,0 +1,417 @@
+//! `enetstat top` through a running daemon (members of its socket's group, no root): two
+//! subscriptions of the daemon's protocol, transitions and lifecycles as JSON, filtered by
+//! the daemon, give the facts; a snapshot of the daemon's table each refresh gives the live
+//! connections. The daemon's lines are untrusted: they are parsed, never shown raw, and names
+//! are escaped when drawn.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{
+    TopError,
+    model::{Conn, Fact, Model, Socket, facts_of},
+};
+use crate::{
+    client::{Client, ClientError},
+    daemon::protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers},
+    end::End,
+    event::{Endpoint, Owner},
+    state::TcpState,
+};
+
+/// How long a snapshot may take the daemon.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lines waiting between the readers and the model; a reader that finds it full stops
+/// reading, and the daemon then cuts it off as lagged (and says so).
+const QUEUE: usize = 65_536;
+
+/// A transition as `watch -o json` prints it: the fields top needs.
+#[derive(Debug, Deserialize)]
+struct WireTransition {
+    pid: Option<u32>,
+    comm: Option<String>,
+    laddr: String,
+    lport: Option<u16>,
+    raddr: String,
+    rport: Option<u16>,
+    old: String,
+    new: String,
+    ms_in_old: Option<f64>,
+    end: Option<String>,
+}
+
+/// A finished connection as `life -o json` prints it: the fields top needs.
+#[derive(Debug, Deserialize)]
+struct WireLife {
+    pid: Option<u32>,
+    comm: Option<String>,
+    laddr: String,
+    lport: Option<u16>,
+    raddr: String,
+    rport: Option<u16>,
+    bytes_sent: Option<u64>,
+    bytes_received: Option<u64>,
+}
+
+/// A socket of a JSON snapshot: the fields top needs.
+#[derive(Debug, Deserialize)]
+struct WireSocket {
+    local_addr: String,
+    local_port: Option<u16>,
+    remote_addr: String,
+    remote_port: Option<u16>,
+    state: String,
+    pid: Option<u32>,
+    program: Option<String>,
+    age_ms: Option<f64>,
+    #[serde(default)]
+    closed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireSnapshot {
+    sockets: Vec<WireSocket>,
+}
+
+/// One line from a subscription.
+enum Incoming {
+    Transition(WireTransition),
+    Life(WireLife),
+    /// The daemon cut the subscription off for reading too slowly, dropping this many
+    /// events; the reader subscribed again.
+    Lagged(u64),
+}
+
+fn owner(pid: Option<u32>, comm: Option<String>) -> Option<Owner> {
+    pid.map(|pid| Owner::new(pid, comm.unwrap_or_default()))
+}
+
+fn endpoint(addr: &str, port: Option<u16>) -> Option<Endpoint> {
+    Some(Endpoint {
+        addr: addr.parse().ok()?,
+        port,
+    })
+}
+
+fn end_named(name: &str) -> Option<End> {
+    [
+        End::Normal,
+        End::Refused,
+        End::Timeout,
+        End::ResetReceived,
+        End::ResetSent,
+        End::Aborted,
+    ]
+    .into_iter()
+    .find(|e| e.name() == name)
+}
+
+/// What a snapshot of the daemon's table gave.
+type Table = Result<Vec<Socket>, TopError>;
+
+/// Through the daemon.
+pub struct DaemonFeed {
+    path: PathBuf,
+    lines: mpsc::Receiver<Result<Incoming, TopError>>,
+    /// Tables fetched in the background, so keys are never held up by a busy daemon.
+    tables: mpsc::Receiver<Table>,
+    /// The readers of the streams and the fetcher of tables.
+    tasks: Vec<JoinHandle<()>>,
+    /// The last table, shown again until a newer one comes.
+    table: Vec<Socket>,
+    /// Events the daemon dropped because this client read too slowly.
+    pub lagged: u64,
+}
+
+impl DaemonFeed {
+    /// Connects and subscribes with `filter` (an expression already checked).
+    pub async fn connect(path: &Path, filter: String) -> Result<Self, TopError> {
+        // The first connection says what is wrong (no daemon, permissions) before anything.
+        drop(Client::connect(path).await?);
+        let (_, lines) = mpsc::channel(1);
+        let (_, tables) = mpsc::channel(1);
+        let mut feed = Self {
+            path: path.to_owned(),
+            lines,
+            tables,
+            tasks: Vec::new(),
+            table: Vec::new(),
+            lagged: 0,
+        };
+        feed.subscribe(filter).await?;
+        Ok(feed)
+    }
+
+    /// (Re)subscribes both streams and the tables with `filter`; what the old ones sent is
+    /// dropped. Waits for the first table.
+    pub async fn subscribe(&mut self, filter: String) -> Result<(), TopError> {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.lines = rx;
+        for stream in [Stream::Transitions, Stream::Lifecycles] {
+            let client = subscribe(&self.path, stream, &filter).await?;
+            let reader = read_lines(
+                client,
+                stream,
+                filter.clone(),
+                tx.clone(),
+                self.path.clone(),
+            );
+            self.tasks.push(tokio::spawn(reader));
+        }
+        let client = Client::connect(&self.path).await?;
+        let (tx, rx) = mpsc::channel(1);
+        self.tables = rx;
+        self.tasks.push(tokio::spawn(fetch_tables(
+            client,
+            self.path.clone(),
+            filter,
+            tx,
+        )));
+        self.table = match self.tables.recv().await {
+            Some(table) => table?,
+            None => return Err(ClientError::Closed.into()),
+        };
+        Ok(())
+    }
+
+    /// Waits for lines and turns them into facts.
+    pub async fn next(&mut self, model: &mut Model) -> Result<(), TopError> {
+        let Some(first) = self.lines.recv().await else {
+            return Err(ClientError::Closed.into());
+        };
+        self.lagged += apply(model, first?);
+        while let Ok(line) = self.lines.try_recv() {
+            self.lagged += apply(model, line?);
+        }
+        Ok(())
+    }
+
+    /// The daemon's live TCP sockets the filter keeps, with their owners: the newest table
+    /// fetched.
+    pub fn live(&mut self) -> Result<Vec<Socket>, TopError> {
+        if let Ok(table) = self.tables.try_recv() {
+            self.table = table?;
+        }
+        Ok(self.table.clone())
+    }
+}
+
+/// Fetches the daemon's table again as soon as the last one was taken.
+async fn fetch_tables(mut client: Client, path: PathBuf, filter: String, tx: mpsc::Sender<Table>) {
+    loop {
+        let table = table(&mut client, &path, &filter).await;
+        let last = table.is_err();
+        if tx.send(table).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// One snapshot of the daemon's table: every TCP socket but those in TIME_WAIT (which are not
+/// connections any more, and may be many).
+async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
+    use TcpState::*;
+    let request = SnapshotRequest {
+        filter: filter.to_owned(),
+        protos: vec!["tcp".into()],
+        servers: WireServers::Include,
+        states: [
+            Established,
+            SynSent,
+            SynRecv,
+            FinWait1,
+            FinWait2,
+            Close,
+            CloseWait,
+            LastAck,
+            Listen,
+            Closing,
+        ]
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect(),
+        format: WireFormat::Json,
+        numeric: true,
+        programs: true,
+        ..SnapshotRequest::default()
+    };
+    let text = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.snapshot(request))
+        .await
+        .map_err(|_| TopError::DaemonTimeout {
+            path: path.to_owned(),
+            after: SNAPSHOT_TIMEOUT,
+        })??;
+    let snapshot: WireSnapshot = serde_json::from_str(&text).map_err(|e| {
+        TopError::Client(ClientError::Protocol {
+            path: path.to_owned(),
+            detail: crate::render::escape::terminal_safe(&e.to_string()).into_owned(),
+        })
+    })?;
+    Ok(snapshot
+        .sockets
+        .into_iter()
+        .filter(|s| !s.closed)
+        .filter_map(|s| {
+            Some(Socket {
+                owner: owner(s.pid, s.program),
+                local: endpoint(&s.local_addr, s.local_port)?,
+                remote: endpoint(&s.remote_addr, s.remote_port)?,
+                state: s.state.parse::<TcpState>().ok()?,
+                age: s
+                    .age_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            })
+        })
+        .collect())
+}
+
+impl Drop for DaemonFeed {
+    fn drop(&mut self) {
+        for r in &self.tasks {
+            r.abort();
+        }
+    }
+}
+
+/// One subscription.
+async fn subscribe(path: &Path, stream: Stream, filter: &str) -> Result<Client, TopError> {
+    let mut client = Client::connect(path).await?;
+    client
+        .subscribe(SubscribeRequest {
+            stream,
+            filter: filter.to_owned(),
+            format: WireFormat::Json,
+            header: false,
+            ..SubscribeRequest::default()
+        })
+        .await?;
+    Ok(client)
+}
+
+/// Reads one subscription's lines into the queue until the daemon closes it or the queue is
+/// dropped. When the daemon cuts it off for lagging, it says how many events were dropped and
+/// subscribes again: a live view goes on with what comes next.
+async fn read_lines(
+    mut client: Client,
+    stream: Stream,
+    filter: String,
+    tx: mpsc::Sender<Result<Incoming, TopError>>,
+    path: PathBuf,
+) {
+    loop {
+        let item = match client.next_line().await {
+            Ok(Some(line)) => {
+                let parsed = match stream {
+                    Stream::Transitions => serde_json::from_str(&line).map(Incoming::Transition),
+                    Stream::Lifecycles => serde_json::from_str(&line).map(Incoming::Life),
+                };
+                parsed.map_err(|e| {
+                    TopError::Client(ClientError::Protocol {
+                        path: path.clone(),
+                        detail: crate::render::escape::terminal_safe(&e.to_string()).into_owned(),
+                    })
+                })
+            }
+            Err(ClientError::Lagged(n)) => match subscribe(&path, stream, &filter).await {
+                Ok(again) => {
+                    client = again;
+                    Ok(Incoming::Lagged(n))
+                }
+                Err(e) => Err(e),
+            },
+            Ok(None) => Err(ClientError::Closed.into()),
+            Err(e) => Err(e.into()),
+        };
+        let last = item.is_err();
+        if tx.send(item).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The facts in one line; returns the events the daemon dropped, if it says so.
+fn apply(model: &mut Model, line: Incoming) -> u64 {
+    match line {
+        Incoming::Lagged(n) => return n,
+        Incoming::Transition(t) => {
+            let (Some(local), Some(remote), Ok(old), Ok(new)) = (
+                endpoint(&t.laddr, t.lport),
+                endpoint(&t.raddr, t.rport),
+                t.old.parse::<TcpState>(),
+                t.new.parse::<TcpState>(),
+            ) else {
+                return 0;
+            };
+            let owner = owner(t.pid, t.comm);
+            let conn = Conn {
+                owner: owner.as_ref(),
+                local,
+                remote,
+            };
+            let in_old = t
+                .ms_in_old
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+            let end = t.end.as_deref().and_then(end_named);
+            for fact in facts_of(old, new, in_old, end) {
+                model.record(&conn, fact);
+            }
+        }
+        Incoming::Life(l) => {
+            let (Some(local), Some(remote), Some(sent), Some(received)) = (
+                endpoint(&l.laddr, l.lport),
+                endpoint(&l.raddr, l.rport),
+                l.bytes_sent,
+                l.bytes_received,
+            ) else {
+                return 0;
+            };
+            let owner = owner(l.pid, l.comm);
+            let conn = Conn {
+                owner: owner.as_ref(),
+                local,
+                remote,
+            };
+            model.record(&conn, Fact::Bytes { sent, received });
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::model::GroupBy;
+
+    #[test]
+    fn daemon_lines_become_the_same_facts() {
+        let mut m = Model::new();
+        let lines = [
+            r#"{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40000,"raddr":"127.0.0.1","rport":80,"old":"CLOSE","new":"SYN_SENT","ms_in_old":null,"end":null,"unknown":1}"#,
+            r#"{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40000,"raddr":"127.0.0.1","rport":80,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":0.25,"end":null}"#,
+            r#"{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40001,"raddr":"127.0.0.1","rport":80,"old":"SYN_SENT","new":"CLOSE","ms_in_old":0.1,"end":"refused"}"#,
+        ];
+        for l in lines {
+            apply(
+                &mut m,
+                Incoming::Transition(serde_json::from_str(l).unwrap()),
+            );
+        }
+        let life = r#"{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40000,"raddr":"127.0.0.1","rport":80,"bytes_sent":10,"bytes_received":2000}"#;
+        apply(&mut m, Incoming::Life(serde_json::from_str(life).unwrap()));
+        let f = m.roll(Duration::from_secs(1), vec![]);
+        let r = &f.rows(GroupBy::Process)[0];
+        assert_eq!((r.active_opens, r.refused, r.bytes_in), (1, 1, 2000));
+        assert_eq!(r.connect_p50, Some(Duration::from_micros(250)));
+    }
+}

@@ -1,0 +1,395 @@
+//! `enetstat top` driven as a person would: on a real terminal (tmux), with keys, while a known
+//! process churns connections to a known loopback port; standalone as root and through a
+//! daemon as a non-root member of its group; and its batch JSON against the churn's own count.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use enetstat_tests::{
+    Peer, PortReservation, Tmux, daemon::Daemon, enetstat_bin, require_program, require_root,
+};
+use serde_json::Value;
+
+/// The tests take turns: each runs a churn at full speed, and the machine may have two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long the screen may take to show what the churn does, once it is drawn.
+const SHOWS_WITHIN: Duration = Duration::from_secs(3);
+
+fn prerequisites(test: &str) -> bool {
+    require_root(test)
+        && require_program(test, "tmux", "tmux").is_some()
+        && require_program(test, "setpriv", "util-linux").is_some()
+}
+
+/// A churn (listener and clients in one `enetstat-peer`) to a reserved loopback port, for
+/// `seconds`.
+fn churn(server: SocketAddr, seconds: u32) -> Peer {
+    let peer = Peer::spawn(&[
+        "churn",
+        "--addr",
+        &server.to_string(),
+        "--seconds",
+        &seconds.to_string(),
+    ]);
+    peer.wait_line("listening ");
+    peer
+}
+
+/// The row of the table whose first cell is `name`, split into cells.
+fn row<'a>(screen: &'a [String], name: &str) -> Option<Vec<&'a str>> {
+    screen.iter().find_map(|l| {
+        let l = l.strip_prefix('!').unwrap_or(l);
+        l.starts_with(name)
+            .then(|| l[name.len()..].split_whitespace().collect::<Vec<_>>())
+    })
+}
+
+/// The rows' first cells, in order, among those starting with `prefix`.
+fn names<'a>(screen: &'a [String], prefix: &str) -> Vec<&'a str> {
+    screen
+        .iter()
+        .map(|l| l.strip_prefix('!').unwrap_or(l))
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// Everything a person checks on the screen, with `command` running `enetstat top`.
+fn drive(command: &str, pid: u32, port: u16) {
+    let tmux = Tmux::start(command, 100, 30);
+    tmux.wait_for(Duration::from_secs(30), "the top screen", |s| {
+        s.first().is_some_and(|l| l.starts_with("enetstat top - "))
+    });
+
+    // The churning process, with a connection rate that is not zero.
+    let comm = format!("{pid} enetstat-peer");
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the churn's process with a rate", |s| {
+        row(s, &comm).is_some_and(|cells| cells.get(1).is_some_and(|conn| *conn != "0"))
+    });
+    assert!(screen[1].contains("[1 Processes]"), "{}", screen.join("\n"));
+    assert!(screen[3].starts_with("PID COMM"), "{}", screen.join("\n"));
+
+    // Tab: the remote endpoints. The churn's clients connect to the port; its accepted side
+    // counts for the clients' address, without a port.
+    tmux.keys(&["Tab"]);
+    let to_port = format!("127.0.0.1:{port}");
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the remote view with the port", |s| {
+        s[1].contains("[2 Remote endpoints]")
+            && row(s, &to_port).is_some()
+            && row(s, "127.0.0.1:*").is_some()
+    });
+    assert!(screen[3].starts_with("REMOTE"), "{}", screen.join("\n"));
+    // Sorted by connects: the port the clients connect to comes first.
+    assert_eq!(
+        names(&screen, "127.0.0.1:"),
+        [to_port.as_str(), "127.0.0.1:*"],
+        "{}",
+        screen.join("\n")
+    );
+    // `s` sorts by the next column, accepts: the accepted side comes first.
+    tmux.keys(&["s"]);
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the order by accepts", |s| {
+        s[3].contains("ACPT▼")
+    });
+    assert_eq!(
+        names(&screen, "127.0.0.1:"),
+        ["127.0.0.1:*", to_port.as_str()],
+        "{}",
+        screen.join("\n")
+    );
+    // `r` reverses it.
+    tmux.keys(&["r"]);
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the reversed order", |s| {
+        s[3].contains("ACPT▲")
+    });
+    assert_eq!(
+        names(&screen, "127.0.0.1:"),
+        [to_port.as_str(), "127.0.0.1:*"],
+        "{}",
+        screen.join("\n")
+    );
+
+    // Tab: the local port, with its accepts.
+    tmux.keys(&["Tab"]);
+    let port_text = port.to_string();
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the local port with accepts", |s| {
+        s[1].contains("[3 Local ports]")
+            && row(s, &port_text).is_some_and(|c| c.get(2).is_some_and(|acpt| *acpt != "0"))
+    });
+    assert!(screen[3].starts_with("PORT"), "{}", screen.join("\n"));
+
+    // Tab: the connections, with their state and age.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(SHOWS_WITHIN, "the connections view", |s| {
+        s[1].contains("[4 Connections]") && s[3].contains("AGE▼")
+    });
+
+    // A bad filter: the error with a caret under the offending word; the old filter stays.
+    tmux.keys(&["/"]);
+    tmux.keys(&["C-u"]);
+    tmux.type_text("dport = :80 bogus");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(SHOWS_WITHIN, "the filter error", |s| {
+        s.iter().any(|l| l.starts_with("invalid filter:"))
+    });
+    let at = screen
+        .iter()
+        .position(|l| l.starts_with("invalid filter:"))
+        .unwrap();
+    let shown = &screen[at + 1];
+    let caret = &screen[at + 2];
+    assert_eq!(
+        caret.find('^'),
+        shown.find("bogus"),
+        "the caret is not under `bogus`:\n{}",
+        screen.join("\n")
+    );
+    assert_eq!(caret.trim(), "^^^^^", "{}", screen.join("\n"));
+    assert!(screen[at - 1].starts_with("/dport = :80 bogus"));
+    tmux.keys(&["Escape"]);
+    tmux.wait_for(SHOWS_WITHIN, "the key line again", |s| {
+        s.last().is_some_and(|l| l.starts_with("q quit"))
+    });
+
+    // `q`: exit 0, and the terminal as it was: the main screen, cooked mode, a cursor.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for(Duration::from_secs(10), "the exit status", |s| {
+        s.iter().any(|l| l.starts_with("stty:"))
+    });
+    let text = screen.join("\n");
+    assert!(text.contains("exited 0"), "{text}");
+    assert!(text.contains("stty: icanon echo"), "{text}");
+    assert!(
+        !text.contains("enetstat top -"),
+        "the alternate screen stayed:\n{text}"
+    );
+    assert_eq!(tmux.format("#{alternate_on}"), "0");
+    assert_eq!(tmux.format("#{cursor_flag}"), "1");
+}
+
+#[test]
+fn top_on_a_terminal_standalone() {
+    if !prerequisites("top_on_a_terminal_standalone") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let peer = churn(server, 60);
+    let command = format!(
+        "{} --standalone top --numeric 'port = {}'",
+        enetstat_bin().display(),
+        server.port()
+    );
+    drive(&command, peer.pid(), server.port());
+    drop(peer);
+    reservation.release();
+}
+
+#[test]
+fn top_through_the_daemon_as_a_group_member() {
+    if !prerequisites("top_through_the_daemon_as_a_group_member") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // gid 4 (adm on Debian): nobody is not in it, so it gets in only as we say.
+    let daemon = Daemon::start("top", &["--socket-group", "4"]);
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let peer = churn(server, 60);
+    let command = format!(
+        "setpriv --reuid=65534 --regid=65534 --groups=4 {} --socket {} top --numeric 'port = {}'",
+        enetstat_bin().display(),
+        daemon.socket.display(),
+        server.port()
+    );
+    drive(&command, peer.pid(), server.port());
+    drop(peer);
+    reservation.release();
+}
+
+#[test]
+fn sigterm_gives_the_terminal_back() {
+    if !prerequisites("sigterm_gives_the_terminal_back") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let command = format!("{} --standalone top", enetstat_bin().display());
+    let tmux = Tmux::start(&command, 80, 24);
+    tmux.wait_for(Duration::from_secs(30), "the top screen", |s| {
+        s.first().is_some_and(|l| l.starts_with("enetstat top - "))
+    });
+    assert_eq!(tmux.format("#{alternate_on}"), "1");
+    let pid = tmux.child_pid();
+    // SAFETY: kill() on a process we started (through tmux).
+    assert_eq!(
+        unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) },
+        0
+    );
+    let screen = tmux.wait_for(Duration::from_secs(10), "the exit status", |s| {
+        s.iter().any(|l| l.starts_with("stty:"))
+    });
+    let text = screen.join("\n");
+    assert!(text.contains("exited 0"), "{text}");
+    assert!(text.contains("stty: icanon echo"), "{text}");
+    assert_eq!(tmux.format("#{alternate_on}"), "0");
+    assert_eq!(tmux.format("#{cursor_flag}"), "1");
+}
+
+#[test]
+fn batch_json_counts_match_the_churn() {
+    if !require_root("batch_json_counts_match_the_churn") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const CONNECTIONS: u64 = 2000;
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let filter = format!("port = {}", server.port());
+    let mut top = Command::new(enetstat_bin())
+        .args([
+            "--standalone",
+            "top",
+            "-b",
+            "-n",
+            "6",
+            "-o",
+            "json",
+            &filter,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start enetstat top");
+    let mut stdout = std::io::BufReader::new(top.stdout.take().unwrap());
+    let mut frames: Vec<Value> = Vec::new();
+    let mut next = |frames: &mut Vec<Value>| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("cannot read top's output");
+        assert!(!line.is_empty(), "top ended early");
+        frames.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    };
+    // The first refresh says top is tracing; the churn then falls inside the others.
+    next(&mut frames);
+    let (mut peer, _) = Peer::churn(server, CONNECTIONS);
+    let done = peer.wait_line("done ");
+    peer.wait_success();
+    while frames.len() < 6 {
+        next(&mut frames);
+    }
+    let status = top.wait().unwrap();
+    assert!(status.success(), "top failed: {status}");
+
+    let pid = u64::from(peer.pid());
+    let (mut connects, mut accepts, mut from_rates) = (0u64, 0u64, 0f64);
+    for f in &frames {
+        assert_eq!(f["lost_events"].as_u64(), Some(0), "{f}");
+        let interval = f["interval_s"].as_f64().unwrap();
+        assert!(interval > 0.5 && interval < 2.0, "{f}");
+        for p in f["processes"].as_array().unwrap() {
+            assert_eq!(
+                p["pid"].as_u64(),
+                Some(pid),
+                "a process other than the churn: {p}"
+            );
+            assert_eq!(p["comm"], "enetstat-peer");
+            connects += p["connects"].as_u64().unwrap();
+            accepts += p["accepts"].as_u64().unwrap();
+            from_rates += p["connects_per_s"].as_f64().unwrap() * interval;
+            assert_eq!(p["refused"].as_u64(), Some(0), "{p}");
+        }
+    }
+    let within = |n: f64| (n - CONNECTIONS as f64).abs() <= CONNECTIONS as f64 * 0.1;
+    assert!(
+        within(connects as f64) && within(accepts as f64) && within(from_rates),
+        "the churn made {CONNECTIONS} connections ({done}); top counted {connects} connects, \
+         {accepts} accepts, {from_rates:.1} from its rates"
+    );
+    // The local port and the remote port both show, in their own views.
+    let port = u64::from(server.port());
+    let accepted_on_port: u64 = frames
+        .iter()
+        .flat_map(|f| f["local_ports"].as_array().unwrap().clone())
+        .filter(|r| r["port"].as_u64() == Some(port))
+        .map(|r| r["accepts"].as_u64().unwrap())
+        .sum();
+    let connects_to_port: u64 = frames
+        .iter()
+        .flat_map(|f| f["remotes"].as_array().unwrap().clone())
+        .filter(|r| r["port"].as_u64() == Some(port) && r["addr"] == "127.0.0.1")
+        .map(|r| r["connects"].as_u64().unwrap())
+        .sum();
+    assert_eq!((accepted_on_port, connects_to_port), (accepts, connects));
+    reservation.release();
+}
+
+/// Whether `screen` (with escapes) sets a foreground or background colour anywhere: SGR 30-37,
+/// 38, 40-47, 48 or 90-107.
+fn has_colour(screen: &str) -> bool {
+    screen.split("\x1b[").skip(1).any(|seq| {
+        let params = seq.split('m').next().unwrap_or("");
+        params.split(';').any(|p| {
+            p.parse::<u32>()
+                .is_ok_and(|n| matches!(n, 30..=38 | 40..=48 | 90..=107))
+        })
+    })
+}
+
+#[test]
+fn resize_and_no_color() {
+    if !prerequisites("resize_and_no_color") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = enetstat_bin();
+    let top_screen = |s: &[String]| s.first().is_some_and(|l| l.starts_with("enetstat top - "));
+
+    // With colour, the title is coloured; with NO_COLOR, nothing is (bold and reverse stay).
+    let tmux = Tmux::start(&format!("{} --standalone top", bin.display()), 100, 30);
+    tmux.wait_for(Duration::from_secs(30), "the top screen", top_screen);
+    assert!(
+        has_colour(&tmux.screen_with_escapes()),
+        "{}",
+        tmux.screen_with_escapes()
+    );
+    drop(tmux);
+    let tmux = Tmux::start(
+        &format!("NO_COLOR=1 {} --standalone top", bin.display()),
+        100,
+        30,
+    );
+    tmux.wait_for(Duration::from_secs(30), "the top screen", top_screen);
+    let escaped = tmux.screen_with_escapes();
+    assert!(
+        !has_colour(&escaped),
+        "colour with NO_COLOR set:\n{escaped:?}"
+    );
+
+    // Resized down to 80x24 and back: the whole screen is redrawn at each size, the key
+    // line last.
+    for (w, h) in [(80u16, 24usize), (120, 40), (80, 24)] {
+        tmux.resize(w, h as u16);
+        let screen = tmux.wait_for(SHOWS_WITHIN, "the screen at the new size", |s| {
+            s.len() == h
+                && top_screen(s)
+                && s[h - 1].starts_with("q quit")
+                && s[3].starts_with("PID COMM")
+        });
+        assert!(screen.iter().all(|l| l.chars().count() <= usize::from(w)));
+    }
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for(Duration::from_secs(10), "the exit status", |s| {
+        s.iter().any(|l| l.starts_with("stty:"))
+    });
+    assert!(
+        screen.iter().any(|l| l == "exited 0"),
+        "{}",
+        screen.join("\n")
+    );
+}
