@@ -1,10 +1,11 @@
 //! Daemon options the README promises: `--keep-closed` forgets closed connections after that
 //! long, `--keep-capabilities` keeps every capability, and `--event-log` is written as the
-//! `--user` user.
+//! `--user` user, whose name the error gives when that user may not write there.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::unix::fs::{MetadataExt, PermissionsExt},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -12,7 +13,7 @@ use std::{
 use enetstat_tests::{
     Peer, PortReservation, Signal,
     daemon::{Daemon, TempDir},
-    require_root,
+    enetstat_bin, require_root,
 };
 use serde_json::{Value, json};
 
@@ -143,6 +144,48 @@ fn daemon_event_log_is_written_as_the_user_it_runs_as() {
         .count();
     assert!(ours > 0, "the log holds the test's transitions");
     reservation.release();
+}
+
+/// With `--user`, the log is opened once the daemon is that user: a directory only root may
+/// write to refuses it, and the error names the user and what to do, not a bare EACCES.
+#[test]
+fn daemon_event_log_refused_to_the_user_names_the_user() {
+    if !require_root("daemon_event_log_refused_to_the_user_names_the_user") {
+        return;
+    }
+    let logs = TempDir::new("rootlog");
+    let log = logs.path.join("events.ndjson");
+    let dir = TempDir::new("rootlogsock");
+    let socket = dir.path.join("enetstat.sock");
+    let mut child = Command::new(enetstat_bin())
+        .args(["daemon", "--socket", socket.to_str().unwrap()])
+        .args(["--user", "nobody", "--event-log", log.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon ran for 60 s with an event log nobody may write");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let dir_text = logs.path.display().to_string();
+    assert!(
+        stderr.contains(&format!("cannot open the event log {}", log.display()))
+            && stderr.contains("as user nobody (--user nobody)")
+            && stderr.contains(&format!("`chown nobody {dir_text}`")),
+        "{stderr}"
+    );
+    assert!(!log.exists(), "no log made");
+    assert!(!socket.exists(), "the socket is removed on the way out");
 }
 
 /// Through the daemon, `watch` ends with the standalone summary (seen, shown, lost), refuses
