@@ -39,7 +39,7 @@ mod summary;
 mod tracer;
 mod transition;
 
-pub use binaries::{enetstat_bin, peer_bin};
+pub use binaries::{ender_bin, enetstat_bin, peer_bin};
 pub use bpf::{prog_exists, prog_ids_held_by, wait_progs_gone};
 pub use cgroup::{Cgroup, cgroup2_root};
 pub use expect::{

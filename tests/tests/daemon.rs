@@ -652,12 +652,6 @@ fn daemon_metrics_pass_promtool_and_a_real_prometheus_sees_connections_rise() {
     metrics_port.release();
 }
 
-fn netns_inode(ns: &Netns) -> u64 {
-    std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .expect("the namespace's file")
-        .ino()
-}
-
 #[test]
 fn daemon_tells_two_network_namespaces_apart() {
     if !require_root("daemon_tells_two_network_namespaces_apart") {
@@ -665,7 +659,7 @@ fn daemon_tells_two_network_namespaces_apart() {
     }
     let daemon = Daemon::start("netns", &[]);
     let (a, b) = (Netns::new("da"), Netns::new("db"));
-    let (ia, ib) = (netns_inode(&a), netns_inode(&b));
+    let (ia, ib) = (a.inode(), b.inode());
     assert_ne!(ia, ib);
     let ra = Reader::start(&daemon.socket, &format!("netns {ia}"));
     let rb = Reader::start(&daemon.socket, &format!("netns {ib}"));
