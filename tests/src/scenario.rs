@@ -240,6 +240,11 @@ impl Child {
         self.child.id()
     }
 
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The next line, waiting at most `timeout`.
     pub fn line(&mut self, timeout: Duration) -> (Instant, String) {
         match self.lines.recv_timeout(timeout) {

@@ -74,9 +74,12 @@ fn daemon_closed(socket: &Path, filter: &str, is_it: impl Fn(&Value) -> bool) ->
 fn daemon_in(ns: &Netns, socket: &Path) -> Child {
     let mut cmd = ns.command(enetstat_bin());
     cmd.args(["daemon", "--socket", socket.to_str().expect("UTF-8")]);
-    let daemon = Child::spawn(cmd, "enetstat daemon (in a namespace)");
+    let mut daemon = Child::spawn(cmd, "enetstat daemon (in a namespace)");
     let deadline = Instant::now() + Duration::from_secs(60);
     while UnixStream::connect(socket).is_err() {
+        if let Some(status) = daemon.exited() {
+            panic!("the daemon exited ({status}); its stderr is above");
+        }
         assert!(
             Instant::now() < deadline,
             "the daemon did not serve in 60 s"
