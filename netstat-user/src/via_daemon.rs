@@ -117,6 +117,7 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
                 max_bytes: args.event_log_size,
                 keep: args.event_log_keep,
                 queue: 65_536,
+                run_as: args.user.clone(),
             }),
     };
     let metrics = args.metrics;

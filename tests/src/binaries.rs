@@ -65,3 +65,19 @@ pub fn peer_bin() -> PathBuf {
     );
     path
 }
+
+/// The `enetstat-ender` binary (connections that end every way there is), next to
+/// `enetstat-peer`.
+///
+/// # Panics
+///
+/// When it does not exist.
+pub fn ender_bin() -> PathBuf {
+    let path = peer_bin().with_file_name("enetstat-ender");
+    assert!(
+        path.is_file(),
+        "enetstat-ender was not found at {}; `cargo test -p enetstat-tests` builds it",
+        path.display()
+    );
+    path
+}

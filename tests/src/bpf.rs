@@ -20,6 +20,30 @@ pub fn prog_ids_held_by(pid: u32) -> BTreeSet<u32> {
     ids
 }
 
+/// The ids of the tracing (`tp_btf`) programs loaded now by anyone but process `ours`: another
+/// tracer on the machine (a test suite running next door, say) whose programs call
+/// `bpf_get_socket_cookie` gives every socket its cookie for everyone to read.
+///
+/// # Panics
+///
+/// When bpftool cannot run or prints something that is not its JSON.
+pub fn foreign_tracing_progs(ours: u32) -> BTreeSet<u32> {
+    let out = bpftool(&["-j", "prog", "show"]);
+    assert!(out.status.success(), "`bpftool -j prog show` failed");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("`bpftool -j prog show` printed no JSON: {e}"));
+    let held = prog_ids_held_by(ours);
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["type"] == "tracing")
+        .filter_map(|p| p["id"].as_u64())
+        .map(|id| u32::try_from(id).expect("prog id fits u32"))
+        .filter(|id| !held.contains(id))
+        .collect()
+}
+
 fn from_bpftool_pids(pid: u32) -> BTreeSet<u32> {
     let out = bpftool(&["-j", "prog", "show"]);
     assert!(

@@ -40,8 +40,8 @@ mod tmux;
 mod tracer;
 mod transition;
 
-pub use binaries::{enetstat_bin, peer_bin};
-pub use bpf::{prog_exists, prog_ids_held_by, wait_progs_gone};
+pub use binaries::{ender_bin, enetstat_bin, peer_bin};
+pub use bpf::{foreign_tracing_progs, prog_exists, prog_ids_held_by, wait_progs_gone};
 pub use cgroup::{Cgroup, cgroup2_root};
 pub use expect::{
     ACCEPTED, CLIENT, Checker, Expect, LISTENER, REFUSED, Roles, group_by_cookie, show,

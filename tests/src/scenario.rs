@@ -74,6 +74,27 @@ impl Netns {
     fn etc_dir(&self) -> PathBuf {
         PathBuf::from("/etc/netns").join(&self.name)
     }
+
+    /// The namespace's inode: what enetstat prints as `netns`.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap_or_else(|e| panic!("cannot stat /run/netns/{}: {e}", self.name))
+            .ino()
+    }
+
+    /// `sysctl -w KEY=VALUE` inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ]);
+    }
 }
 
 impl Drop for Netns {
@@ -140,6 +161,28 @@ impl SynDropHost {
     }
 }
 
+/// A client namespace with a SYN-dropping host behind a veth pair, `tcp_syn_retries` lowered
+/// to 1 inside it (a connect gives up after about 3 s instead of about 2 minutes, with
+/// ETIMEDOUT). Fields drop in order: the host's namespace, then the client's.
+pub struct DropNet {
+    pub host: SynDropHost,
+    pub ns: Netns,
+}
+
+impl DropNet {
+    pub fn new(tag: &str) -> Self {
+        let ns = Netns::new(tag);
+        ns.sysctl("net.ipv4.tcp_syn_retries", "1");
+        let host = SynDropHost::new(&ns);
+        DropNet { host, ns }
+    }
+
+    /// Where a connect times out (the discard port of the SYN-dropping host).
+    pub fn target(&self) -> SocketAddr {
+        SocketAddr::new(self.host.addr, 9)
+    }
+}
+
 /// The socket-making helper, next to the test executable's directory like `enetstat-peer`.
 pub fn sockets_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ENETSTAT_SOCKETS_BIN") {
@@ -195,6 +238,11 @@ impl Child {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The next line, waiting at most `timeout`.

@@ -302,15 +302,27 @@ fn floods_of_clients_and_metrics_connections_are_refused_and_the_daemon_keeps_se
         "{r}"
     );
 
-    // Reconciliation ran all along (every 0.2 s) and never failed; the daemon answers.
-    thread::sleep(Duration::from_secs(2));
-    // Asked on a connection it holds: a new one would be one too many.
-    let s = held[4].request(&json!({"v":1,"op":"stats"}))["stats"].clone();
+    // Reconciliation runs all along (every 0.2 s) and never fails; the daemon answers. Asked
+    // on a connection it holds (a new one would be one too many) until five more ran.
+    let reconciliations = |c: &mut Conn| {
+        let s = c.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
+        (s["reconciliations"].as_u64().unwrap(), s)
+    };
+    let (from, _) = reconciliations(&mut held[4]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let (now, s) = reconciliations(&mut held[4]);
+        if now >= from + 5 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no reconciliation for 60 s: {s}");
+        thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(s["clients_refused"], 50, "{s}");
     assert_eq!(s["subscribers_refused"], 1, "{s}");
     assert_eq!(s["metrics_connections_refused"], 300, "{s}");
     assert_eq!(s["reconcile_failures"], 0, "{s}");
-    assert!(s["uptime_s"].as_f64().unwrap() > 2.0, "{s}");
+    assert!(s["uptime_s"].as_f64().unwrap() > 0.0, "{s}");
     let body = http(port.addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
     assert!(
         body.contains("enetstat_refused_total{what=\"client\"} 50"),
@@ -641,10 +653,17 @@ fn watch_through_the_daemon_into_head_counts_what_was_shown() {
         thread::sleep(Duration::from_millis(50));
     }
     churn(p, 1);
-    thread::sleep(Duration::from_secs(1));
+    // The line head prints (head exits right after), then more connections: the client
+    // finds the pipe closed at its next write.
+    let mut child = child;
+    let mut head = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    head.read_line(&mut first).expect("head's line");
     churn(p, 20);
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut rest = String::new();
+    head.read_to_string(&mut rest).unwrap();
+    let stdout = first + &rest;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stderr.contains(" transitions seen, 1 shown, "), "{stderr}");
@@ -844,9 +863,20 @@ fn a_reconcile_that_runs_out_of_descriptors_is_counted_retried_and_named() {
         .expect("cannot run prlimit (util-linux)");
     assert!(status.success(), "prlimit {limit} failed");
     let mut client = Conn::connect(&socket);
-    thread::sleep(Duration::from_secs(2));
-    let s = client.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
-    assert!(s["reconcile_failures"].as_u64().unwrap() > 0, "{s}");
+    // Asked on that connection (a new one would need another descriptor) until a
+    // reconciliation has failed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = client.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
+        if s["reconcile_failures"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconciliation failed in 60 s with no descriptor to spare: {s}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     drop(client);
     // With the client gone, the next reconciliations work again.
     thread::sleep(Duration::from_secs(1));

@@ -6,22 +6,20 @@
 //! The connections are made by `enetstat-ender` children (src/bin/enetstat-ender.rs), so every
 //! lifecycle can be checked against a known pid. Loopback tests filter the tracers by a
 //! reserved port; the timeout and abort tests run the client in a network namespace of their
-//! own (with a SYN-dropping host behind a veth pair, see `scenario::SynDropHost`) and filter
+//! own (with a SYN-dropping host behind a veth pair, see `scenario::DropNet`) and filter
 //! the tracers by that namespace, so each test sees only its own sockets.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use enetstat_tests::life::LIFE_KEYS;
-use enetstat_tests::scenario::{Child, Netns, SynDropHost};
+use enetstat_tests::life::{LIFE_KEYS, Life};
+use enetstat_tests::scenario::{Child, DropNet, Netns};
 use enetstat_tests::{
-    Finished, PortReservation, Signal, State, Tracer, Transition, current_netns, require_root,
+    Finished, PortReservation, Signal, State, Tracer, Transition, current_netns, ender_bin,
+    require_root,
 };
-use serde::Deserialize;
 
 use State::{CloseWait, Established, FinWait1, FinWait2, LastAck, SynRecv, SynSent};
 
@@ -36,58 +34,9 @@ const EVIL: &str = "ev\x1b[31mil\x07";
 /// How it must look on a terminal.
 const EVIL_ESCAPED: &str = r"ev\x1b[31mil\x07";
 
-/// One state of a lifecycle.
-#[derive(Clone, Debug, Deserialize)]
-struct StateMs {
-    state: State,
-    ms: f64,
-}
-
-/// One line of `enetstat life -o json`.
-#[derive(Clone, Debug, Deserialize)]
-struct Life {
-    time: String,
-    cookie: u64,
-    pid: Option<u32>,
-    comm: Option<String>,
-    family: String,
-    laddr: IpAddr,
-    lport: Option<u16>,
-    raddr: IpAddr,
-    rport: Option<u16>,
-    lifetime_ms: f64,
-    connect_ms: Option<f64>,
-    states: Vec<StateMs>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    retransmits: u32,
-    srtt_us: u32,
-    end: String,
-    complete: bool,
-    netns: u64,
-    #[serde(skip)]
-    raw: String,
-}
-
-impl Life {
-    fn parse(line: &str) -> Life {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("a `life -o json` line is not JSON ({e}): {line}"));
-        let missing: Vec<&str> = LIFE_KEYS
-            .iter()
-            .copied()
-            .filter(|k| value.get(k).is_none())
-            .collect();
-        assert!(missing.is_empty(), "missing keys {missing:?}: {line}");
-        let mut life: Life = serde_json::from_value(value)
-            .unwrap_or_else(|e| panic!("a lifecycle breaks the schema ({e}): {line}"));
-        life.raw = line.to_owned();
-        life
-    }
-
-    fn state_names(&self) -> Vec<State> {
-        self.states.iter().map(|s| s.state).collect()
-    }
+/// One line of `life -o json`, every documented key checked present.
+fn parse_life(line: &str) -> Life {
+    Life::parse(line).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Problems found, reported all at once with the output they were found in.
@@ -123,22 +72,6 @@ impl Problems {
     }
 }
 
-/// `enetstat-ender`, next to the test executable's directory like the other helpers.
-fn ender_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("cannot find the test executable");
-    let path = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("enetstat-ender"))
-        .unwrap_or_default();
-    assert!(
-        path.is_file(),
-        "enetstat-ender was not found at {}; `cargo test -p enetstat-tests` builds it",
-        path.display()
-    );
-    path
-}
-
 /// `enetstat-ender ARGS`, in the test's namespace.
 fn ender(args: &[&str]) -> Child {
     let mut cmd = Command::new(ender_bin());
@@ -163,27 +96,6 @@ fn expect_line(child: &mut Child, prefix: &str) -> String {
         .unwrap_or_else(|| panic!("{}: expected `{prefix}...`, got `{line}`", child.name))
         .trim()
         .to_owned()
-}
-
-/// The inode of a namespace made by [`Netns`]: what enetstat prints as `netns`.
-fn netns_inode(ns: &Netns) -> u64 {
-    std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap_or_else(|e| panic!("cannot stat /run/netns/{}: {e}", ns.name))
-        .ino()
-}
-
-/// `sysctl -w KEY=VALUE` inside `ns`.
-fn sysctl_in(ns: &Netns, key: &str, value: &str) {
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
-        .arg(format!("{key}={value}"))
-        .status()
-        .expect("cannot run sysctl");
-    assert!(
-        status.success(),
-        "sysctl -w {key}={value} in {} failed",
-        ns.name
-    );
 }
 
 /// A `TcpExt` counter of `ns` (`/proc/net/netstat` as seen from inside it).
@@ -241,7 +153,7 @@ fn trace(filter: &[&str], lives: usize, body: impl FnOnce()) -> Traced {
     let watch = stop(watch, true);
     Traced {
         transitions: watch.transitions(),
-        lives: life.stdout.iter().map(|l| Life::parse(l)).collect(),
+        lives: life.stdout.iter().map(|l| parse_life(l)).collect(),
         watch_lines: watch.stdout,
         life_lines: life.stdout,
     }
@@ -298,18 +210,18 @@ fn check_connection<'a>(p: &mut Problems, traced: &'a Traced, want: &Want<'_>) -
     p.check(life.comm.as_deref() == Some(want.comm), || {
         format!("{who}: comm should be {:?}", want.comm)
     });
-    p.check(life.netns == want.netns, || {
+    p.check(life.netns == Some(want.netns), || {
         format!("{who}: netns should be {}", want.netns)
     });
     p.check(life.state_names() == want.states, || {
         format!("{who}: states should be {:?}", want.states)
     });
-    p.check(life.end == want.end, || {
+    p.check(life.end.as_deref() == Some(want.end), || {
         format!("{who}: end should be {}", want.end)
     });
     p.check(life.complete, || format!("{who}: complete should be true"));
     p.check(
-        life.bytes_sent == want.bytes && life.bytes_received == want.bytes,
+        life.bytes_sent == Some(want.bytes) && life.bytes_received == Some(want.bytes),
         || {
             format!(
                 "{who}: bytes_sent and bytes_received should be {}",
@@ -333,7 +245,7 @@ fn check_connection<'a>(p: &mut Problems, traced: &'a Traced, want: &Want<'_>) -
     let active = want.states.first() == Some(&SynSent);
     let connected = active && want.states.get(1) == Some(&Established);
     let synchronized = want.states.contains(&Established);
-    p.check((life.srtt_us > 0) == synchronized, || {
+    p.check(life.srtt_us.is_some_and(|s| s > 0) == synchronized, || {
         format!("{who}: srtt_us should be measured exactly when the connection was established")
     });
     if connected {
@@ -556,27 +468,6 @@ fn end_refused_ipv6() {
     refused("end_refused_ipv6", IpAddr::V6(Ipv6Addr::LOCALHOST));
 }
 
-/// A client namespace with a SYN-dropping host behind a veth pair, `tcp_syn_retries` lowered
-/// to 1 inside it (the SYN gives up after about 3 s instead of about 2 minutes). Fields drop
-/// in order: the host's namespace, then the client's.
-struct DropNet {
-    host: SynDropHost,
-    ns: Netns,
-}
-
-impl DropNet {
-    fn new(tag: &str) -> Self {
-        let ns = Netns::new(tag);
-        sysctl_in(&ns, "net.ipv4.tcp_syn_retries", "1");
-        let host = SynDropHost::new(&ns);
-        DropNet { host, ns }
-    }
-
-    fn target(&self) -> SocketAddr {
-        SocketAddr::new(self.host.addr, 9)
-    }
-}
-
 /// The SYN is never answered; the kernel's retries run out.
 #[test]
 fn end_timeout_in_a_namespace() {
@@ -584,7 +475,7 @@ fn end_timeout_in_a_namespace() {
         return;
     }
     let net = DropNet::new("life-timeout");
-    let netns = netns_inode(&net.ns);
+    let netns = net.ns.inode();
     let target = net.target();
     let filter = format!("netns {netns}");
     let mut child = None;
@@ -615,7 +506,7 @@ fn end_timeout_in_a_namespace() {
     ) {
         // The namespace is the test's own: every SYN retransmitted in it was this socket's.
         p.check(
-            syn_retrans > 0 && u64::from(life.retransmits) == syn_retrans,
+            syn_retrans > 0 && life.retransmits.map(u64::from) == Some(syn_retrans),
             || {
                 format!(
                     "retransmits should be {syn_retrans} (the namespace's TCPSynRetrans): {}",
@@ -634,7 +525,7 @@ fn end_aborted_in_a_namespace() {
         return;
     }
     let net = DropNet::new("life-abort");
-    let netns = netns_inode(&net.ns);
+    let netns = net.ns.inode();
     let target = net.target();
     let filter = format!("netns {netns}");
     let mut child = None;
@@ -785,11 +676,10 @@ fn transfer(test: &str, ip: IpAddr, close_delay_ms: u64) {
     });
     for row in &rows {
         let get = |k: &str| row.get(k).cloned().unwrap_or_default();
-        let Some(life) = traced
-            .lives
-            .iter()
-            .find(|l| get("cookie") == l.cookie.to_string())
-        else {
+        let Some(life) = traced.lives.iter().find(|l| {
+            l.real_cookie
+                .is_some_and(|c| get("cookie") == c.to_string())
+        }) else {
             p.check(false, || format!("CSV row with no JSON lifecycle: {row:?}"));
             continue;
         };
@@ -802,13 +692,16 @@ fn transfer(test: &str, ip: IpAddr, close_delay_ms: u64) {
             ("lport", opt(life.lport.map(|v| v.to_string()))),
             ("raddr", life.raddr.to_string()),
             ("rport", opt(life.rport.map(|v| v.to_string()))),
-            ("bytes_sent", life.bytes_sent.to_string()),
-            ("bytes_received", life.bytes_received.to_string()),
-            ("retransmits", life.retransmits.to_string()),
-            ("srtt_us", life.srtt_us.to_string()),
-            ("end", life.end.clone()),
+            ("bytes_sent", opt(life.bytes_sent.map(|v| v.to_string()))),
+            (
+                "bytes_received",
+                opt(life.bytes_received.map(|v| v.to_string())),
+            ),
+            ("retransmits", opt(life.retransmits.map(|v| v.to_string()))),
+            ("srtt_us", opt(life.srtt_us.map(|v| v.to_string()))),
+            ("end", opt(life.end.clone())),
             ("complete", life.complete.to_string()),
-            ("netns", life.netns.to_string()),
+            ("netns", opt(life.netns.map(|v| v.to_string()))),
         ];
         for (key, want) in same {
             p.check(get(key) == want, || {

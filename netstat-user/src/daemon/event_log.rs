@@ -34,6 +34,8 @@ pub struct EventLogOptions {
     pub keep: u32,
     /// Events waiting for the writer before new ones are dropped.
     pub queue: usize,
+    /// The `--user` the daemon runs as by the time it opens the log, named when it may not.
+    pub run_as: Option<String>,
 }
 
 /// What the log did, for stats.
@@ -53,11 +55,32 @@ pub struct EventLog {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the event log {path}: {source}")]
+#[error("cannot open the event log {path}: {source}{hint}", hint = user_hint(path, source, run_as.as_deref()))]
 pub struct EventLogError {
     path: PathBuf,
     #[source]
     source: io::Error,
+    run_as: Option<String>,
+}
+
+/// Who was refused, when the daemon had stopped being root: the log is opened after `--user`
+/// took effect, so that user must be able to write there.
+fn user_hint(path: &Path, source: &io::Error, run_as: Option<&str>) -> String {
+    match (run_as, source.raw_os_error()) {
+        (Some(user), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            format!(
+                ". The daemon opens it as user {user} (--user {user}), who may not write \
+                 there: make {dir} writable by {user} (e.g. `chown {user} {dir}`), or give a \
+                 path in a directory {user} may write to",
+                dir = dir.display()
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// The mode a new log gets, whatever the umask.
@@ -165,6 +188,7 @@ impl EventLog {
         let file = open(&opts.path).map_err(|source| EventLogError {
             path: opts.path.clone(),
             source,
+            run_as: opts.run_as.clone(),
         })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (tx, rx) = mpsc::sync_channel::<Arc<Event>>(opts.queue.max(1));
@@ -176,6 +200,7 @@ impl EventLog {
             .map_err(|source| EventLogError {
                 path: PathBuf::new(),
                 source,
+                run_as: None,
             })?;
         Ok(EventLog {
             tx: Some(tx),
@@ -299,6 +324,28 @@ mod tests {
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "x");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refusal_under_user_names_the_user() {
+        let error = |run_as: Option<&str>, errno| EventLogError {
+            path: PathBuf::from("/var/log/enetstat/events.ndjson"),
+            source: io::Error::from_raw_os_error(errno),
+            run_as: run_as.map(str::to_owned),
+        };
+        let text = error(Some("nobody"), libc::EACCES).to_string();
+        assert!(
+            text.contains("as user nobody (--user nobody)")
+                && text.contains("`chown nobody /var/log/enetstat`"),
+            "{text}"
+        );
+        // As root, or for another error, the plain cause alone.
+        assert!(!error(None, libc::EACCES).to_string().contains("--user"));
+        assert!(
+            !error(Some("nobody"), libc::ENOSPC)
+                .to_string()
+                .contains("--user")
+        );
     }
 
     #[test]

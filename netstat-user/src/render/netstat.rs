@@ -91,11 +91,13 @@ impl Row {
 /// Which columns a text snapshot has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Columns {
-    /// `-e`: User, Inode, Cookie, Netns, and Cgroup (last, as it is the widest).
+    /// `-e`: User and Inode where netstat puts them (before PID/Program name), then enetstat's
+    /// own Cookie, Netns and Cgroup at the end (Cgroup last, as it has no fixed width).
     pub extend: bool,
     /// `-p`: PID/Program name.
     pub programs: bool,
-    /// While tracing: AGE.
+    /// While tracing: AGE, after netstat's columns and before the `-e` columns of enetstat's
+    /// own, so netstat's columns keep netstat's places whatever the flags.
     pub age: bool,
     /// `-w`: addresses are never truncated.
     pub wide: bool,
@@ -172,10 +174,7 @@ pub fn write_header(out: &mut impl Write, cols: Columns) -> io::Result<()> {
         w = ADDR_WIDTH
     );
     if cols.extend {
-        line.push_str(&format!(
-            " {:<10} {:<10} {:<18} {:<10}",
-            "User", "Inode", "Cookie", "Netns"
-        ));
+        line.push_str(&format!(" {:<10} {:<10}", "User", "Inode"));
     }
     if cols.programs {
         line.push_str(&format!(" {:<22}", "PID/Program name"));
@@ -184,7 +183,7 @@ pub fn write_header(out: &mut impl Write, cols: Columns) -> io::Result<()> {
         line.push_str(&format!(" {:<AGE_WIDTH$}", "AGE"));
     }
     if cols.extend {
-        line.push_str(" Cgroup");
+        line.push_str(&format!(" {:<18} {:<10} Cgroup", "Cookie", "Netns"));
     }
     writeln!(out, "{}", line.trim_end())
 }
@@ -300,11 +299,6 @@ pub fn row_line(line: &mut String, text: &TextRow<'_>, cols: Columns) {
         push_left(line, text.user, 10);
         line.push(' ');
         push_left_num(line, Some(row.inode).filter(|&i| i != 0), 10);
-        line.push(' ');
-        let cookie = row.cookie.known().map(|c| format!("{c:#x}"));
-        push_left(line, cookie.as_deref().unwrap_or("-"), 18);
-        line.push(' ');
-        push_left_num(line, row.netns.map(u64::from), 10);
     }
     if cols.programs {
         line.push(' ');
@@ -333,6 +327,11 @@ pub fn row_line(line: &mut String, text: &TextRow<'_>, cols: Columns) {
         }
     }
     if cols.extend {
+        line.push(' ');
+        let cookie = row.cookie.known().map(|c| format!("{c:#x}"));
+        push_left(line, cookie.as_deref().unwrap_or("-"), 18);
+        line.push(' ');
+        push_left_num(line, row.netns.map(u64::from), 10);
         line.push(' ');
         line.push_str(text.cgroup);
     }
@@ -431,11 +430,10 @@ mod tests {
         let line = text(&r, "a:1", "b:2", cols);
         assert!(
             line.contains(
-                "TIME_WAIT   root       -          0x2a               4026531840 812/nginx*"
+                "TIME_WAIT   root       -          812/nginx*             0x2a               4026531840 docker://4f1e2d3c4b5a\n"
             ),
             "{line}"
         );
-        assert!(line.ends_with(" docker://4f1e2d3c4b5a\n"), "{line}");
         r.closed = Some(ClosedInfo {
             lifetime: Some(Duration::from_micros(420)),
             ago: Duration::from_secs(1),
@@ -444,14 +442,36 @@ mod tests {
         });
         let line = text(&r, "a:1", "b:2", Columns { age: true, ..cols });
         assert!(
-            line.contains("CLOSED") && line.contains(" 420us   docker://"),
+            line.contains("CLOSED") && line.contains(" 812/nginx*             420us   0x2a "),
             "{line}"
         );
         let mut out = Vec::new();
         write_header(&mut out, Columns { age: true, ..cols }).unwrap();
         let head = String::from_utf8(out).unwrap();
-        assert_eq!(head.find("Netns"), line.find("4026531840"));
+        // netstat's columns in netstat's order, then enetstat's: AGE, then -e's own.
+        let names = [
+            "Proto",
+            "Recv-Q",
+            "Send-Q",
+            "Local Address",
+            "Foreign Address",
+            "State",
+            "User",
+            "Inode",
+            "PID/Program name",
+            "AGE",
+            "Cookie",
+            "Netns",
+            "Cgroup",
+        ];
+        let at: Vec<usize> = names.iter().map(|n| head.find(n).unwrap()).collect();
+        assert!(at.is_sorted(), "{head}");
+        assert_eq!(head.find("State"), line.find("CLOSED"));
+        assert_eq!(head.find("User"), line.find("root"));
+        assert_eq!(head.find("PID/Program name"), line.find("812/nginx*"));
         assert_eq!(head.find("AGE"), line.find("420us"));
+        assert_eq!(head.find("Cookie"), line.find("0x2a"));
+        assert_eq!(head.find("Netns"), line.find("4026531840"));
         assert_eq!(head.find("Cgroup"), line.find("docker://"));
     }
 

@@ -47,7 +47,13 @@ pub const PACKAGES: &[Package] = &[
     },
     Package {
         name: "util-linux",
-        why: "`setpriv`: the daemon tests run clients as another user",
+        why: "`setpriv`: the daemon tests run clients as another user; `unshare` and `nsenter` \
+              for the systemd unit's test",
+    },
+    Package {
+        name: "systemd",
+        why: "`systemd-analyze verify` and a private systemd manager that runs the shipped unit \
+              in its test, sandbox and all",
     },
     Package {
         name: "g++",
