@@ -79,6 +79,15 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
 }
 
+/// Whether `bytes` is an owner fact (an accept or a process exit) rather than something that
+/// happened to a socket: those are not among the transitions the kernel counts as seen.
+pub fn is_owner_fact(bytes: &[u8]) -> bool {
+    matches!(
+        read::<u16>(bytes),
+        Ok(record_kind::ACCEPT | record_kind::EXIT)
+    )
+}
+
 /// Decodes a state-change record; any other kind is an error.
 pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
     match decode_record(bytes)? {

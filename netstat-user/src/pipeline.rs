@@ -50,7 +50,8 @@ pub struct Pipeline {
     pub lives: Lives,
     /// Records that could not be decoded (skipped, never fatal).
     pub undecodable: u64,
-    /// Records received, of every kind.
+    /// Records received: transitions and resets, not owner facts (accepts, process exits),
+    /// so it compares with the kernel's `seen` count.
     pub received: u64,
 }
 
@@ -98,7 +99,7 @@ impl Pipeline {
     /// back with what was learned; other records (resets, accepts, exits) only change what
     /// later transitions get.
     pub fn feed(&mut self, bytes: &[u8], table: Option<&mut Table>) -> Option<Step> {
-        self.received += 1;
+        self.received += u64::from(!crate::decode::is_owner_fact(bytes));
         match decode_record(bytes) {
             Ok(Record::Transition(mut t)) => {
                 let ctx = self.tracker.apply(&mut t);

@@ -13,6 +13,7 @@ use crate::{
     cgroup,
     clock::WallClock,
     clock::monotonic_ns,
+    decode::is_owner_fact,
     filter::Filter,
     filter::Observed,
     latency::Latency,
@@ -61,7 +62,8 @@ pub struct WatchOptions {
 /// What happened during a watch, for the closing summary.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
-    /// Records received from the kernel.
+    /// Records received from the kernel: transitions and resets (owner facts, accepts and
+    /// process exits, are not counted: the kernel's `seen` does not count them either).
     pub received: u64,
     /// Transitions printed.
     pub shown: u64,
@@ -172,7 +174,8 @@ pub async fn run(
         let mut io_result = Ok(());
         let mut reached_count = false;
         let mut handle = |bytes: &[u8]| {
-            summary.received += 1;
+            // Transitions and resets, as the kernel's counters count them.
+            summary.received += u64::from(!is_owner_fact(bytes));
             if reached_count || io_result.is_err() {
                 return;
             }

@@ -7,11 +7,12 @@ use serde::Deserialize;
 use crate::transition::State;
 
 /// Every key a lifecycle object carries.
-pub const LIFE_KEYS: [&str; 23] = [
+pub const LIFE_KEYS: [&str; 24] = [
     "time",
     "cookie",
     "pid",
     "comm",
+    "owner_exited",
     "family",
     "laddr",
     "lport",

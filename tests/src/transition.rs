@@ -58,12 +58,13 @@ impl fmt::Display for State {
 }
 
 /// Every key the contract promises on every line (values may be null where it says so).
-pub const CONTRACT_KEYS: [&str; 19] = [
+pub const CONTRACT_KEYS: [&str; 20] = [
     "time",
     "ts_ns",
     "cookie",
     "pid",
     "comm",
+    "owner_exited",
     "family",
     "laddr",
     "lport",

@@ -233,6 +233,7 @@ fn csv_rows_read_back_with_a_csv_reader() {
             "cookie",
             "pid",
             "comm",
+            "owner_exited",
             "family",
             "laddr",
             "lport",

@@ -749,18 +749,44 @@ fn a_hostile_process_name_reaches_no_output_raw() {
         (format!("{stream} {format}"), c)
     })
     .collect();
-    // A thread named with an escape sequence, a bell, a carriage return and a bidi override
-    // (15 bytes at most) connects, so it owns the socket.
+    // A process named with an escape sequence, a bell, a carriage return and a bidi override
+    // (15 bytes at most) connects, so it owns the socket. A process: a thread's connection is
+    // named by its process, whatever the thread's own name.
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-    thread::spawn(move || {
-        let name = std::ffi::CString::new("\u{1b}[2J\u{7}\r\u{202e}x").unwrap();
-        // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, p)).unwrap();
-        drop(s);
-    })
-    .join()
-    .unwrap();
+    let name = std::ffi::CString::new("\u{1b}[2J\u{7}\r\u{202e}x").unwrap();
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: p.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: fork in a multi-threaded process; the child only makes system calls on memory
+    // prepared before the fork.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        // SAFETY: system calls with valid pointers; _exit ends the child at once.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let ok = libc::connect(
+                fd,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            libc::close(fd);
+            libc::_exit(if ok == 0 { 0 } else { 1 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child did not connect"
+    );
     let (s, _) = listener.accept().unwrap();
     drop(s);
     for (what, conn) in &mut subs {
