@@ -220,7 +220,7 @@ fn is_rfc3339_utc(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1,"cgroup_path":"/","container":null,"id":4242}"#;
+    const LINE: &str = r#"{"time":"2026-11-26T09:09:47.123456Z","ts_ns":123,"cookie":4242,"pid":1234,"comm":"enetstat-peer","owner_exited":false,"family":"ipv4","laddr":"127.0.0.1","lport":35124,"raddr":"127.0.0.1","rport":443,"old":"SYN_SENT","new":"ESTABLISHED","ms_in_old":12.087,"netns":4026531840,"end":null,"cgroup":1,"cgroup_path":"/","container":null,"id":4242}"#;
 
     #[test]
     fn parses_the_contract_example() {
