@@ -103,22 +103,19 @@ impl Tracker {
         if let Some(memo) = self.sockets.get_mut(&a.cookie) {
             memo.owner = Some(a.owner.clone());
             memo.source = Source::Own;
-            return;
-        }
-        match () {
-            () if self.sockets.len() < self.capacity => {
-                self.sockets.insert(
-                    a.cookie,
-                    Memo {
-                        since_ns: 0,
-                        owner: Some(a.owner.clone()),
-                        source: Source::Own,
-                        lport: Some(a.lport),
-                        netns: a.netns,
-                    },
-                );
-            }
-            () => self.overflow += 1,
+        } else if self.sockets.len() < self.capacity {
+            self.sockets.insert(
+                a.cookie,
+                Memo {
+                    since_ns: 0,
+                    owner: Some(a.owner.clone()),
+                    source: Source::Own,
+                    lport: Some(a.lport),
+                    netns: a.netns,
+                },
+            );
+        } else {
+            self.overflow += 1;
         }
     }
 
@@ -140,9 +137,15 @@ impl Tracker {
                 let in_old = known_since(memo.since_ns, t.ts_ns);
                 (
                     in_old,
-                    from_task
-                        .clone()
-                        .or_else(|| self.kept(memo.owner, memo.source, memo.netns, t.local.port)),
+                    from_task.clone().or_else(|| {
+                        standing(
+                            &self.owners,
+                            memo.owner,
+                            memo.source,
+                            memo.netns,
+                            t.local.port,
+                        )
+                    }),
                 )
             })
         } else {
@@ -158,15 +161,16 @@ impl Tracker {
                 if let Some(owner) = &from_task {
                     memo.owner = Some(owner.clone());
                     memo.source = Source::Own;
-                } else if memo.source == Source::Listener
-                    && memo
-                        .owner
-                        .as_ref()
-                        .is_some_and(|o| owners.has_exited(o.pid))
-                {
-                    memo.owner = owners.listener_holder(memo.netns, memo.lport).cloned();
+                } else {
+                    memo.owner = standing(
+                        owners,
+                        memo.owner.take(),
+                        memo.source,
+                        memo.netns,
+                        memo.lport,
+                    );
                 }
-                (in_old, memo.owner.clone().map(|o| owners.current(o)))
+                (in_old, memo.owner.clone())
             })
         };
         let (in_old, owner) = match known {
@@ -206,22 +210,23 @@ impl Tracker {
         }
         Context { in_old, owner }
     }
+}
 
-    /// A remembered owner as it stands at a socket's close.
-    fn kept(
-        &self,
-        owner: Option<Owner>,
-        source: Source,
-        netns: u32,
-        port: Option<u16>,
-    ) -> Option<Owner> {
-        match owner {
-            Some(o) if source == Source::Listener && self.owners.has_exited(o.pid) => {
-                self.owners.listener_holder(netns, port).cloned()
-            }
-            Some(o) => Some(self.owners.current(o)),
-            None => None,
+/// A remembered owner as it stands now: a listener's holder that ended gives way to another
+/// live holder; any other owner that ended is kept, marked as ended.
+fn standing(
+    owners: &Owners,
+    owner: Option<Owner>,
+    source: Source,
+    netns: u32,
+    port: Option<u16>,
+) -> Option<Owner> {
+    match owner {
+        Some(o) if source == Source::Listener && owners.has_exited(o.pid) => {
+            owners.listener_holder(netns, port).cloned()
         }
+        Some(o) => Some(owners.current(o)),
+        None => None,
     }
 }
 
