@@ -16,6 +16,7 @@
 //! global, filled in from the running kernel's BTF at load time, never from constants
 //! compiled in here.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 mod classic;

@@ -7,12 +7,17 @@
 //! after that wakes it (and clears the flag). While it is awake it polls the ring on its own
 //! timer and no record sends an IPI. Two CPUs racing on the flag cost one spare wakeup.
 //!
-//! The reader sets the flag, looks at the ring once more, and only then sleeps, so a record
-//! that came before the flag is not missed; one whose program read the flag a moment before
-//! it was set, and committed a moment after that last look, is picked up by the reader's
-//! short first sleep (see `EventStream` in userspace).
+//! No wakeup is lost to the race between the two: a program reserves its record (which
+//! publishes the ring's producer position), then, after a full barrier, reads the flag; the
+//! reader sets the flag, then, after a full barrier, looks at the positions and sleeps only if
+//! nothing is reserved. So either the program sees the flag, or the reader sees the record
+//! (see `EventStream` in userspace).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use netstat_common::Config;
 
 use crate::EVENTS;
@@ -20,6 +25,11 @@ use crate::EVENTS;
 /// 1 while the reader sleeps waiting for a wakeup; set by userspace, cleared here.
 #[map]
 static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU scratch for the barrier before the flag is read: a locked add on a line no other
+/// CPU touches.
+#[map]
+static BARRIER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -54,6 +64,21 @@ pub fn flags(config: &Config, size: usize) -> u64 {
     let Some(asleep) = READER_ASLEEP.get_ptr_mut(0) else {
         return 0;
     };
+    // The reservation stored the producer position with a plain release store, which a later
+    // load may pass; a locked add (an atomic every supported kernel takes, result unused)
+    // orders it before the flag is read.
+    #[cfg(target_arch = "bpf")]
+    if let Some(slot) = BARRIER.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned per-CPU map value; the asm touches nothing else.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({slot} + 0) += {one}",
+                slot = in(reg) slot,
+                one = in(reg) 1u64,
+                options(nostack),
+            );
+        }
+    }
     // SAFETY: a valid map value pointer; racing CPUs at worst both wake the reader.
     unsafe {
         if core::ptr::read_volatile(asleep) != 0 {

@@ -8,6 +8,7 @@
 mod error;
 mod misses;
 mod mode;
+mod positions;
 mod preflight;
 mod stream;
 mod timer;

@@ -8,44 +8,50 @@
 //! - **Polling.** After a drain that found records we read again after `poll_interval`, on our
 //!   own timer; records that come meanwhile send no wakeup.
 //! - **Going to sleep.** A poll that finds the ring empty sets the kernel's `READER_ASLEEP`
-//!   flag, then drains once more (for a record that came just before the flag), then sleeps
-//!   briefly ([`GRACE`]: for a record whose program read the flag an instant before we set
-//!   it), then sleeps until the first record's wakeup.
+//!   flag, then drains once more and looks at the ring's positions ([`Positions`]). A program
+//!   reserves its record, then (after a full barrier) reads the flag; we set the flag, then
+//!   (after a full barrier) look. So either the program sees the flag and wakes us, or we see
+//!   its record reserved, and look again shortly instead of sleeping. Only an empty ring with
+//!   nothing reserved lets us sleep until the first record's wakeup.
 //!
 //! An idle host costs no wakeups; a busy one one timer per `poll_interval` and no IPIs. With
 //! `poll_interval` zero (`--wakeup-us 0`) the kernel wakes us on every event it finds us
 //! caught up for, as its default does.
+//!
+//! (A short fixed sleep after setting the flag, the first design, lost a wakeup when the
+//! program's vCPU was descheduled by the hypervisor between reading the flag and committing:
+//! the record then waited for the next one, forever on a quiet host.)
 
-use std::time::Duration;
+use std::{os::fd::AsFd, time::Duration};
 
 use aya::maps::{Array, MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{ProbeError, timer::Timer};
+use super::{ProbeError, positions::Positions, timer::Timer};
 use crate::identity::{Identities, PENDING_MAX_NS};
 
-/// The first sleep after setting the flag: longer than any program takes between reading the
-/// flag and committing its record (microseconds, with preemption off), short enough for the
-/// latency target.
-const GRACE: Duration = Duration::from_micros(500);
+/// How soon to look again at a record a program has reserved but not yet committed: programs
+/// take microseconds, unless their CPU is preempted.
+const RESERVED_RECHECK: Duration = Duration::from_micros(200);
 
 /// Where the reader is in its cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Records came: read again when the timer fires.
     Polling,
-    /// The ring was empty: set the flag and look once more.
+    /// The ring was empty: set the flag, then look once more.
     Idle,
-    /// Flag set and looked: a short sleep.
-    Grace,
+    /// Flag set: looking at the ring; a record reserved and not committed brings us back
+    /// after [`RESERVED_RECHECK`].
+    Looking,
     /// Sleeping until the kernel wakes us.
     Asleep,
 }
 
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
-    /// The kernel's `READER_ASLEEP` flag; `None` for wake-per-event.
-    asleep: Option<Array<MapData, u32>>,
+    /// The kernel's `READER_ASLEEP` flag and the ring's positions; `None` for wake-per-event.
+    asleep: Option<(Array<MapData, u32>, Positions)>,
     /// Joins the records of one socket where the kernel could not (see [`crate::identity`]).
     identities: Identities,
     poll_interval: Duration,
@@ -60,6 +66,13 @@ impl EventStream {
         asleep: Option<Array<MapData, u32>>,
         poll_interval: Duration,
     ) -> Result<Self, ProbeError> {
+        let asleep = match asleep {
+            Some(flag) => {
+                let positions = Positions::new(ring.as_fd()).map_err(ProbeError::poll)?;
+                Some((flag, positions))
+            }
+            None => None,
+        };
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
         // AsyncFd (and with it the RingBuf) is dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -75,7 +88,7 @@ impl EventStream {
     }
 
     fn set_asleep(&mut self, value: u32) -> Result<(), ProbeError> {
-        if let Some(flag) = self.asleep.as_mut() {
+        if let Some((flag, _)) = self.asleep.as_mut() {
             flag.set(0, &value, 0).map_err(|source| ProbeError::Map {
                 name: "READER_ASLEEP",
                 source,
@@ -93,14 +106,13 @@ impl EventStream {
         match self.state {
             State::Idle => {
                 self.set_asleep(1)?;
-                self.state = State::Grace;
+                self.state = State::Looking;
                 // Drain once more before sleeping: a record may have come before the flag.
                 return Ok(());
             }
-            State::Grace => {
-                self.timer.arm(GRACE).map_err(ProbeError::poll)?;
+            State::Looking => {
+                self.timer.arm(RESERVED_RECHECK).map_err(ProbeError::poll)?;
                 self.wait(true).await?;
-                self.state = State::Asleep;
             }
             State::Polling => self.wait(true).await?,
             State::Asleep => self.wait(false).await?,
@@ -144,7 +156,7 @@ impl EventStream {
         // A record waiting for its socket's next one needs us back soon, even from an idle ring.
         let pending = identities.has_pending();
         if n > 0 || pending {
-            if matches!(self.state, State::Grace | State::Asleep)
+            if matches!(self.state, State::Looking | State::Asleep)
                 && let Err(e) = self.set_asleep(0)
             {
                 tracing::warn!("{e}");
@@ -160,8 +172,16 @@ impl EventStream {
             {
                 tracing::warn!("cannot arm the ring-buffer poll timer: {e}");
             }
-        } else if self.state == State::Polling {
-            self.state = State::Idle;
+        } else {
+            self.state = match self.state {
+                State::Looking => match &self.asleep {
+                    Some((_, positions)) if positions.pending() => State::Looking,
+                    _ => State::Asleep,
+                },
+                // A wakeup that brought nothing (one for records already read): set the flag
+                // again rather than trust it is still set.
+                State::Polling | State::Idle | State::Asleep => State::Idle,
+            };
         }
         n
     }
