@@ -48,6 +48,11 @@ impl serde_json::ser::Formatter for JsonSafe {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // serde_json has already cut C0 controls and quotes out of fragments: ASCII short of
+        // DEL is all safe, and nearly every fragment is that.
+        if fragment.bytes().all(|b| b < 0x7f) {
+            return writer.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if needs_escape(c) {

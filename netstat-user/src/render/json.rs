@@ -98,9 +98,68 @@ impl<'a> JsonTransition<'a> {
     }
 }
 
+/// One transition as an NDJSON line: the bytes serde writes for [`JsonTransition`], written
+/// by hand (see [`super::json_writer`] for why).
 pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
-    super::escape::json_to_writer(&mut *out, &JsonTransition::new(line))?;
-    out.write_all(b"\n")
+    // Built in one buffer and handed on in one write: dozens of small writes into a
+    // `BufWriter` cost more than the line.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        build_line(buf, line)?;
+        out.write_all(buf)
+    })
+}
+
+fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
+    use super::json_writer as w;
+    let t = line.transition;
+    out.write_all(b"{\"time\":")?;
+    w::time(out, &line.time)?;
+    out.write_all(b",\"ts_ns\":")?;
+    w::u64(out, t.ts_ns)?;
+    out.write_all(b",\"cookie\":")?;
+    w::opt_u64(out, t.cookie.known())?;
+    out.write_all(b",\"pid\":")?;
+    w::opt_u64(out, line.owner.map(|o| u64::from(o.pid)))?;
+    out.write_all(b",\"comm\":")?;
+    w::opt_string(out, line.owner.map(|o| o.comm.as_str()))?;
+    out.write_all(b",\"owner_exited\":")?;
+    w::bool(out, line.owner.is_some_and(|o| o.exited))?;
+    out.write_all(b",\"family\":")?;
+    w::display_string(out, t.family)?;
+    out.write_all(b",\"laddr\":")?;
+    w::addr(out, t.local.addr)?;
+    out.write_all(b",\"lport\":")?;
+    w::opt_u64(out, t.local.port.map(u64::from))?;
+    out.write_all(b",\"raddr\":")?;
+    w::addr(out, t.remote.addr)?;
+    out.write_all(b",\"rport\":")?;
+    w::opt_u64(out, t.remote.port.map(u64::from))?;
+    out.write_all(b",\"old\":")?;
+    w::string(out, t.old.name())?;
+    out.write_all(b",\"new\":")?;
+    w::string(out, t.new.name())?;
+    out.write_all(b",\"ms_in_old\":")?;
+    w::opt_f64(out, line.in_old.map(millis))?;
+    out.write_all(b",\"netns\":")?;
+    w::opt_u64(out, (t.netns != 0).then_some(u64::from(t.netns)))?;
+    out.write_all(b",\"end\":")?;
+    w::opt_string(out, line.end.map(End::name))?;
+    out.write_all(b",\"cgroup\":")?;
+    w::u64(out, t.cgroup)?;
+    out.write_all(b",\"cgroup_path\":")?;
+    w::opt_string(out, line.cgroup.map(|c| c.path.as_str()))?;
+    out.write_all(b",\"container\":")?;
+    match line.cgroup.and_then(|c| c.container.as_ref()) {
+        Some(c) => w::display_string(out, c)?,
+        None => out.write_all(b"null")?,
+    }
+    out.write_all(b",\"id\":")?;
+    w::u64(out, t.cookie.0)?;
+    out.write_all(b"}\n")
 }
 
 #[cfg(test)]
@@ -224,5 +283,103 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["cookie"], Value::Null);
         assert_eq!(v["netns"], Value::Null);
+    }
+
+    /// The hand-written line is the bytes serde writes for [`JsonTransition`], whatever the
+    /// fields hold.
+    #[test]
+    fn the_written_line_is_what_serde_writes() {
+        let comms = [
+            "nginx",
+            "psql\n",
+            "a\"b\\c",
+            "\u{202e}evil",
+            "caf\u{e9}",
+            "del\u{7f}",
+            "c1\u{9b}x",
+            "\u{fffd}\u{1b}[2J",
+            "",
+        ];
+        let cgroups = [
+            None,
+            Some(crate::cgroup::Cgroup::new(
+                "/system.slice/nginx.service".into(),
+            )),
+            Some(crate::cgroup::Cgroup::new(format!(
+                "/system.slice/docker-{}.scope",
+                "4f".repeat(32)
+            ))),
+            Some(crate::cgroup::Cgroup::new("/odd\u{1b}path\\x".into())),
+        ];
+        let times = [
+            Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 26, 23, 59, 59).unwrap()
+                + Duration::from_nanos(999_999_999),
+            Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap() + Duration::from_micros(1),
+            Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 58).unwrap()
+                + Duration::from_micros(123_456),
+            Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap(),
+        ];
+        let mut n = 0;
+        for (i, comm) in comms.iter().enumerate() {
+            for (j, cgroup) in cgroups.iter().enumerate() {
+                let time = times[(i + j) % times.len()];
+                let v6 = (i + j) % 2 == 0;
+                let t = Transition {
+                    ts_ns: (i * 1_000_003 + j) as u64,
+                    cookie: if i == 3 {
+                        Cookie::of_address(0xffff_8880_0000_1000)
+                    } else {
+                        Cookie(i as u64 * 77 + 1)
+                    },
+                    family: if v6 { Family::Ipv6 } else { Family::Ipv4 },
+                    local: if v6 {
+                        Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), (i * 1000) as u16)
+                    } else {
+                        Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, j as u8 * 85, 1)), 443)
+                    },
+                    remote: Endpoint::new(
+                        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, j as u16)),
+                        0,
+                    ),
+                    old: TcpState::Established,
+                    new: if j % 2 == 0 {
+                        TcpState::Close
+                    } else {
+                        TcpState::FinWait1
+                    },
+                    netns: 4026531840 / 3 * j as u32,
+                    cgroup: j as u64 * 9,
+                    task: Task {
+                        pid: 7,
+                        tid: 8,
+                        comm: "t".into(),
+                    },
+                    fin: None,
+                };
+                let mut owner = Owner::new(i as u32 * 31, *comm);
+                owner.exited = j == 2;
+                let line = Line {
+                    transition: &t,
+                    time,
+                    owner: (i % 4 != 1).then_some(&owner),
+                    in_old: (j != 0).then(|| Duration::from_nanos((i * 7_919_111 + j) as u64)),
+                    end: (j % 2 == 0).then_some(crate::end::End::ResetSent),
+                    cgroup: cgroup.as_ref(),
+                };
+                let mut ours = Vec::new();
+                write_line(&mut ours, &line).unwrap();
+                let mut theirs = Vec::new();
+                crate::render::escape::json_to_writer(&mut theirs, &JsonTransition::new(&line))
+                    .unwrap();
+                theirs.push(b'\n');
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&theirs)
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, comms.len() * cgroups.len());
     }
 }

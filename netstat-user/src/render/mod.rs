@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod escape;
 pub mod json;
+mod json_writer;
 pub mod life;
 pub mod netstat;
 pub mod table_data;
