@@ -336,7 +336,10 @@ mod tests {
                     local: if v6 {
                         Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), (i * 1000) as u16)
                     } else {
-                        Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, j as u8 * 85, 1)), 443)
+                        Endpoint::new(
+                            IpAddr::V4(std::net::Ipv4Addr::new(10, 0, j as u8 * 85, 1)),
+                            443,
+                        )
                     },
                     remote: Endpoint::new(
                         IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, j as u16)),
