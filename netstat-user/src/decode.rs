@@ -1,6 +1,12 @@
 //! Ring-buffer records to [`Transition`]s, with every length and kind checked first.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    cell::RefCell,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use rustc_hash::FxHashMap;
 
 use netstat_common::{
     AF_INET, AF_INET6, Accept, Exit, Reset, StateChange, record_flags, record_kind,
@@ -154,9 +160,26 @@ fn addresses(raw: &StateChange) -> Result<(Family, IpAddr, IpAddr), DecodeError>
 }
 
 /// The kernel's NUL-padded `comm`, lossily as UTF-8. Escaping for display is the renderer's job.
-fn comm(raw: &[u8; 16]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+///
+/// Names repeat (a host runs a few hundred programs), so each is made once and shared: no
+/// allocation per record. The cache is dropped whole when it grows past a bound.
+fn comm(raw: &[u8; 16]) -> Arc<str> {
+    const MAX_NAMES: usize = 4096;
+    thread_local! {
+        static NAMES: RefCell<FxHashMap<[u8; 16], Arc<str>>> = RefCell::default();
+    }
+    NAMES.with_borrow_mut(|names| {
+        if let Some(name) = names.get(raw) {
+            return name.clone();
+        }
+        if names.len() >= MAX_NAMES {
+            names.clear();
+        }
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        let name: Arc<str> = String::from_utf8_lossy(&raw[..end]).into();
+        names.insert(*raw, name.clone());
+        name
+    })
 }
 
 #[cfg(test)]
@@ -212,7 +235,7 @@ pub(crate) mod tests {
         assert_eq!(t.local.to_string(), "127.0.0.1:40000");
         assert_eq!(t.remote.to_string(), "127.0.0.1:8080");
         assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
-        assert_eq!(t.task.comm, "curl");
+        assert_eq!(&*t.task.comm, "curl");
         assert_eq!(t.task.pid, 42);
         assert!(t.fin.is_none());
     }
@@ -313,6 +336,6 @@ pub(crate) mod tests {
     fn comm_stops_at_nul_and_survives_bad_utf8() {
         let mut raw = [0u8; 16];
         raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
-        assert_eq!(comm(&raw), "a\u{fffd}b");
+        assert_eq!(&*comm(&raw), "a\u{fffd}b");
     }
 }

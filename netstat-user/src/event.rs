@@ -3,6 +3,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use serde::Serialize;
@@ -97,7 +98,8 @@ impl fmt::Display for Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub pid: u32,
-    pub comm: String,
+    /// Shared: one process name is handed from record to tracker to table to subscribers.
+    pub comm: Arc<str>,
     /// The process has ended since it was last known to own the socket: this is the last
     /// owner, not a current one (`*` after the pid in text, `owner_exited` in JSON).
     pub exited: bool,
@@ -105,7 +107,7 @@ pub struct Owner {
 
 impl Owner {
     /// A live owner.
-    pub fn new(pid: u32, comm: impl Into<String>) -> Self {
+    pub fn new(pid: u32, comm: impl Into<Arc<str>>) -> Self {
         Self {
             pid,
             comm: comm.into(),
@@ -120,7 +122,7 @@ impl Owner {
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
 }
 
 /// What the kernel knew about a connection when it reached CLOSE.

@@ -14,7 +14,7 @@
 //! 4. process exits: an owner that ended is never shown as current. A socket it owned keeps
 //!    it as its last owner, marked [`Owner::exited`]; a listener's ended holder is dropped.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -54,7 +54,7 @@ pub struct Owners {
     exited: FxHashSet<u32>,
     exited_order: VecDeque<u32>,
     /// Process names of multi-threaded processes, whose threads may have other names.
-    names: FxHashMap<u32, String>,
+    names: FxHashMap<u32, Arc<str>>,
 }
 
 impl Owners {
@@ -77,13 +77,13 @@ impl Owners {
     }
 
     /// The name of process `pid`, from `/proc` once, or `thread_comm` if it cannot be read.
-    fn process_name(&mut self, pid: u32, thread_comm: &str) -> String {
+    fn process_name(&mut self, pid: u32, thread_comm: &Arc<str>) -> Arc<str> {
         if let Some(name) = self.names.get(&pid) {
             return name.clone();
         }
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|s| s.trim_end_matches('\n').to_owned())
-            .unwrap_or_else(|_| thread_comm.to_owned());
+            .map(|s| Arc::from(s.trim_end_matches('\n')))
+            .unwrap_or_else(|_| thread_comm.clone());
         self.names.insert(pid, name.clone());
         name
     }
@@ -261,6 +261,6 @@ mod tests {
         };
         let owner = o.of_task(&task, true);
         assert_eq!(owner.pid, me);
-        assert_eq!(owner.comm, own_name.trim_end());
+        assert_eq!(&*owner.comm, own_name.trim_end());
     }
 }

@@ -480,12 +480,12 @@ fn shown_owner(view: &View<'_>, e: &Entry) -> Option<ShownOwner> {
     match (view.owners.get(e.inode()), &e.owner) {
         (Some(o), _) => Some(ShownOwner {
             pid: o.pid,
-            comm: o.comm.clone(),
+            comm: o.comm.to_string(),
             holds: true,
         }),
         (None, Some(o)) if view.tracing => Some(ShownOwner {
             pid: o.pid,
-            comm: o.comm.clone(),
+            comm: o.comm.to_string(),
             holds: false,
         }),
         _ => None,
@@ -517,7 +517,7 @@ fn closed_rows<'t>(view: &View<'_>, table: &'t Table) -> impl Iterator<Item = Ro
         .map(move |c| {
             let owner = c.entry.owner.as_ref().map(|o| ShownOwner {
                 pid: o.pid,
-                comm: o.comm.clone(),
+                comm: o.comm.to_string(),
                 holds: false,
             });
             let closed = ClosedInfo {

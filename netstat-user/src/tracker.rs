@@ -266,7 +266,7 @@ mod tests {
             task: Task {
                 pid,
                 tid: pid,
-                comm: format!("p{pid}"),
+                comm: format!("p{pid}").into(),
             },
             fin: None,
         }

@@ -166,6 +166,17 @@ struct Flow {
     event_log: Option<EventLog>,
 }
 
+/// A dump costs in proportion to the host's sockets, and under churn those are mostly
+/// TIME_WAIT (tens of thousands): reconciling every second then took a third of the daemon's
+/// CPU. So the next dump waits at least this many times as long as the last one took, which
+/// keeps reconciliation under 2% of a core, and `--reconcile` is the shortest interval.
+const RECONCILE_COST_FACTOR: u32 = 50;
+
+/// How long after a reconciliation that took `took` the next may begin (beyond `--reconcile`).
+fn reconcile_pause(took: Duration) -> Duration {
+    took * RECONCILE_COST_FACTOR
+}
+
 impl Engine {
     pub fn new(
         opts: EngineOptions,
@@ -226,6 +237,7 @@ impl Engine {
         let mut tick = tokio::time::interval(self.opts.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut next_reconcile = std::time::Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -241,9 +253,16 @@ impl Engine {
                 _ = tick.tick() => {
                     self.drain(stream);
                     self.flow.police(self.opts.filter_budget, self.opts.reconcile);
+                    if std::time::Instant::now() < next_reconcile {
+                        self.observe(&counters);
+                        continue;
+                    }
+                    let began = std::time::Instant::now();
                     // A failed dump (out of file descriptors, a kernel hiccup) is counted and
                     // tried again at the next tick; the events keep the table live meanwhile.
-                    if let Err(e) = self.reconcile(stream) {
+                    let reconciled = self.reconcile(stream);
+                    next_reconcile = began + reconcile_pause(began.elapsed());
+                    if let Err(e) = reconciled {
                         self.reconcile_failures += 1;
                         if let Some(m) = &self.metrics {
                             m.reconcile_failed();

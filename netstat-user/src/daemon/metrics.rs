@@ -52,8 +52,8 @@ struct EndLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Change {
-    old: String,
-    new: String,
+    old: &'static str,
+    new: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -332,8 +332,8 @@ impl Metrics {
     ) {
         self.transitions
             .get_or_create(&Change {
-                old: t.old.to_string(),
-                new: t.new.to_string(),
+                old: t.old.name(),
+                new: t.new.name(),
             })
             .inc();
         match (t.old, t.new) {
@@ -502,7 +502,7 @@ mod tests {
             task: Task {
                 pid: 0,
                 tid: 0,
-                comm: String::new(),
+                comm: "".into(),
             },
             fin: None,
         }

@@ -156,8 +156,8 @@ pub enum DaemonError {
 /// the table is seeded and the socket is served.
 pub async fn run(
     opts: DaemonOptions,
-    stop: impl Future<Output = ()>,
-    ready: impl FnOnce(),
+    stop: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce() + Send + 'static,
 ) -> Result<(), DaemonError> {
     let gid = opts
         .socket_group
@@ -208,16 +208,24 @@ pub async fn run(
         ..opts.engine.clone()
     };
     let engine = engine::Engine::new(engine_opts, metrics, log, guards);
-    let result = engine
-        .run(&mut stream, rx, stop, || probe.counters(), ready)
-        .await;
+    // A task of the runtime, not `block_on` on this thread: the worker that finds the ring's
+    // timer ready runs the engine itself, where `block_on` had it wake this thread (two
+    // context switches, often on the other CPU, every poll).
+    let result = tokio::spawn(async move {
+        let result = engine
+            .run(&mut stream, rx, stop, || probe.counters(), ready)
+            .await;
+        drop(stream);
+        drop(probe);
+        result
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     serving.abort();
     let _ = serving.await;
     if let Some(h) = http {
         h.abort();
     }
-    drop(stream);
-    drop(probe);
     result.map_err(Into::into)
 }
 

@@ -103,7 +103,7 @@ mod tests {
             task: Task {
                 pid: 1,
                 tid: 1,
-                comm: String::new(),
+                comm: "".into(),
             },
             fin: None,
         }

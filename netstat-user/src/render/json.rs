@@ -70,7 +70,7 @@ impl<'a> JsonTransition<'a> {
             ts_ns: t.ts_ns,
             cookie: t.cookie.known(),
             pid: line.owner.map(|o| o.pid),
-            comm: line.owner.map(|o| Cow::Borrowed(o.comm.as_str())),
+            comm: line.owner.map(|o| Cow::Borrowed(&*o.comm)),
             owner_exited: line.owner.is_some_and(|o| o.exited),
             family: t.family,
             laddr: t.local.addr.to_string(),
@@ -125,7 +125,7 @@ fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
     out.write_all(b",\"pid\":")?;
     w::opt_u64(out, line.owner.map(|o| u64::from(o.pid)))?;
     out.write_all(b",\"comm\":")?;
-    w::opt_string(out, line.owner.map(|o| o.comm.as_str()))?;
+    w::opt_string(out, line.owner.map(|o| &*o.comm))?;
     out.write_all(b",\"owner_exited\":")?;
     w::bool(out, line.owner.is_some_and(|o| o.exited))?;
     out.write_all(b",\"family\":")?;

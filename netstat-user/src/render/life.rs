@@ -111,7 +111,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
             time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
             cookie: l.cookie.known(),
             pid: l.owner.as_ref().map(|o| o.pid),
-            comm: l.owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())),
+            comm: l.owner.as_ref().map(|o| Cow::Borrowed(&*o.comm)),
             owner_exited: l.owner.as_ref().is_some_and(|o| o.exited),
             family: l.family,
             laddr: l.local.addr.to_string(),

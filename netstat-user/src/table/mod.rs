@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use history::{Closed, History};
 pub use reconcile::Corrections;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     event::{Cookie, Endpoint, Family, Final, Owner, Transition},
@@ -50,8 +50,9 @@ pub struct Entry {
     opened_ns: u64,
     /// The last process known to own the socket: from owner-context transitions, the
     /// listener of an accepted socket, or a `/proc` scan (see [`Table::note_holder`]).
-    /// Boxed: most sockets have none, and the table holds one entry per socket.
-    pub owner: Option<Box<Owner>>,
+    /// Shared: most sockets have none, the table holds one entry per socket, and a socket's
+    /// entry, its timewait successor and its history record share one.
+    pub owner: Option<Arc<Owner>>,
     /// Kernel time of the last transition applied; 0 if none.
     last_event_ns: u64,
     /// Start of the dump that last set this entry's state; older transitions are stale.
@@ -261,14 +262,16 @@ impl Table {
         if let Some(e) = self.get_mut(cookie)
             && e.owner.as_deref() != Some(owner)
         {
-            e.owner = Some(Box::new(owner.clone()));
+            e.owner = Some(Arc::new(owner.clone()));
         }
     }
 
     /// A process accepted the socket (see [`crate::owner`]).
     pub fn set_owner(&mut self, cookie: Cookie, owner: &Owner) {
-        if let Some(e) = self.get_mut(cookie) {
-            e.owner = Some(Box::new(owner.clone()));
+        if let Some(e) = self.get_mut(cookie)
+            && e.owner.as_deref() != Some(owner)
+        {
+            e.owner = Some(Arc::new(owner.clone()));
         }
     }
 
@@ -286,9 +289,13 @@ impl Table {
             .index
             .get(&self.live, t.cookie.0)
             .map(|i| &self.live[i as usize]);
-        let owner = owner
-            .map(|o| Box::new(o.clone()))
-            .or_else(|| known.and_then(|e| e.owner.clone()));
+        // The owner the socket had, shared, when the tracker's is the same (nearly always):
+        // no allocation per transition.
+        let owner = match (owner, known.and_then(|e| e.owner.as_ref())) {
+            (Some(o), Some(had)) if **had == *o => Some(had.clone()),
+            (Some(o), _) => Some(Arc::new(o.clone())),
+            (None, had) => had.cloned(),
+        };
 
         if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
             // The dump already showed what came after this transition.
@@ -331,7 +338,7 @@ impl Table {
     /// A transition into CLOSE: the connection goes to the history; an active close that
     /// ended normally leaves a timewait socket with the same cookie behind (no transition
     /// announces it), which stays live until a dump no longer shows it.
-    fn close(&mut self, t: &Transition, owner: Option<Box<Owner>>) {
+    fn close(&mut self, t: &Transition, owner: Option<Arc<Owner>>) {
         let entry = self.remove(t.cookie);
         if t.old == TcpState::Close {
             return; // closing a socket that never connected: not a connection
@@ -384,7 +391,7 @@ fn timewait_state(t: &Transition, fin: &Final, owner: Option<&Owner>) -> Option<
 }
 
 /// A socket first seen in a transition, in `state`: no dump has shown it yet.
-fn from_transition(t: &Transition, state: TcpState, owner: Option<Box<Owner>>) -> Entry {
+fn from_transition(t: &Transition, state: TcpState, owner: Option<Arc<Owner>>) -> Entry {
     Entry {
         cookie: t.cookie,
         proto: Proto::Tcp,

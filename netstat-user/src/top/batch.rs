@@ -57,7 +57,7 @@ impl<'a> JsonRow<'a> {
         match &r.key {
             Key::Process(o) => {
                 pid = Some(o.as_ref().map(|o| o.pid));
-                comm = Some(o.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())));
+                comm = Some(o.as_ref().map(|o| Cow::Borrowed(&*o.comm)));
             }
             Key::Remote(e) => {
                 addr = Some(e.addr.to_string());
@@ -111,7 +111,7 @@ impl<'a> JsonSocket<'a> {
     fn new(s: &'a Socket) -> Self {
         Self {
             pid: s.owner.as_ref().map(|o| o.pid),
-            comm: s.owner.as_ref().map(|o| o.comm.as_str()),
+            comm: s.owner.as_ref().map(|o| &*o.comm),
             laddr: s.local.addr.to_string(),
             lport: s.local.port,
             raddr: s.remote.addr.to_string(),
