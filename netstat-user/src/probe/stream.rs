@@ -14,7 +14,13 @@
 //!   its record reserved, and look again shortly instead of sleeping. Only an empty ring with
 //!   nothing reserved lets us sleep until the first record's wakeup.
 //!
-//! An idle host costs no wakeups; a busy one one timer per `poll_interval` and no IPIs. With
+//! - **Busy.** A drain that found a full batch ([`FULL_BATCH`] records) doubles the interval,
+//!   up to [`MAX_STRETCH`] times `poll_interval`; a small one goes back to `poll_interval`.
+//!   Each poll is a context switch (and on a VM timer exits): at 350k events/s a 250 µs poll
+//!   reads ~90 records, a 1 ms one ~350, for a quarter of the switches. Records wait at most
+//!   the longer interval only when they come that fast; at 10k events/s the interval stays.
+//!
+//! An idle host costs no wakeups; a busy one one timer per poll interval and no IPIs. With
 //! `poll_interval` zero (`--wakeup-us 0`) the kernel wakes us on every event it finds us
 //! caught up for, as its default does.
 //!
@@ -29,6 +35,13 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{ProbeError, positions::Positions, timer::Timer};
 use crate::identity::{Identities, PENDING_MAX_NS};
+
+/// A drain with at least this many records lengthens the poll interval; one with fewer than
+/// a quarter of it shortens it back.
+const FULL_BATCH: usize = 64;
+
+/// The longest poll interval, in multiples of `poll_interval`.
+const MAX_STRETCH: u32 = 4;
 
 /// How soon to look again at a record a program has reserved but not yet committed: programs
 /// take microseconds, unless their CPU is preempted.
@@ -55,6 +68,8 @@ pub struct EventStream {
     /// Joins the records of one socket where the kernel could not (see [`crate::identity`]).
     identities: Identities,
     poll_interval: Duration,
+    /// The interval in use: `poll_interval`, stretched while batches are full.
+    interval: Duration,
     /// Fires the next poll (or the end of the grace sleep).
     timer: Timer,
     state: State,
@@ -82,6 +97,7 @@ impl EventStream {
             asleep,
             identities: Identities::new(),
             poll_interval,
+            interval: poll_interval,
             timer: Timer::new().map_err(ProbeError::poll)?,
             state: State::Idle,
         })
@@ -162,10 +178,15 @@ impl EventStream {
                 tracing::warn!("{e}");
             }
             self.state = State::Polling;
+            if n >= FULL_BATCH {
+                self.interval = (self.interval * 2).min(self.poll_interval * MAX_STRETCH);
+            } else if n < FULL_BATCH / 4 {
+                self.interval = self.poll_interval;
+            }
             let interval = if self.poll_interval.is_zero() {
                 Duration::from_nanos(PENDING_MAX_NS)
             } else {
-                self.poll_interval
+                self.interval
             };
             if (!self.poll_interval.is_zero() || pending)
                 && let Err(e) = self.timer.arm(interval)

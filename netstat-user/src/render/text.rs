@@ -92,9 +92,7 @@ pub fn write_header(out: &mut impl Write, style: &TextStyle) -> io::Result<()> {
 }
 
 pub fn write_line(out: &mut impl Write, line: &Line<'_>, style: &TextStyle) -> io::Result<()> {
-    if let Some(time) = time_column(line, style) {
-        write!(out, "{time} ")?;
-    }
+    write_time(out, line, style)?;
     if style.wide {
         wide(out, line)
     } else {
@@ -102,24 +100,62 @@ pub fn write_line(out: &mut impl Write, line: &Line<'_>, style: &TextStyle) -> i
     }
 }
 
-fn time_column(line: &Line<'_>, style: &TextStyle) -> Option<String> {
+/// The TIME column and its space. Wall time is formatted once per second (chrono parses the
+/// format and finds the local offset on every call, a large part of a line's cost under
+/// churn); the wide layout's microseconds are appended.
+fn write_time(out: &mut impl Write, line: &Line<'_>, style: &TextStyle) -> io::Result<()> {
     let width = if style.wide { WIDE_TIME_W } else { TIME_W };
-    let wall = if style.wide {
-        "%H:%M:%S%.6f"
-    } else {
-        "%H:%M:%S"
-    };
-    Some(match style.time {
-        Time::Hidden => return None,
-        Time::Wall(Zone::Local) => line.time.with_timezone(&Local).format(wall).to_string(),
-        Time::Wall(Zone::Utc) => line.time.with_timezone(&Utc).format(wall).to_string(),
+    let zone = match style.time {
+        Time::Hidden => return Ok(()),
+        Time::Wall(zone) => zone,
         Time::Relative { start_ns } => {
             let secs = line.transition.ts_ns.saturating_sub(start_ns) as f64 / 1e9;
-            match (style.wide, secs < 10_000.0) {
-                (true, _) => format!("{secs:>width$.6}"),
-                (false, true) => format!("{secs:>width$.3}"),
-                (false, false) => format!("{secs:>width$.0}"),
-            }
+            return match (style.wide, secs < 10_000.0) {
+                (true, _) => write!(out, "{secs:>width$.6} "),
+                (false, true) => write!(out, "{secs:>width$.3} "),
+                (false, false) => write!(out, "{secs:>width$.0} "),
+            };
+        }
+    };
+    thread_local! {
+        /// The second and zone last formatted, and `HH:MM:SS` for them.
+        static SECOND: std::cell::RefCell<(i64, Option<Zone>, String)> =
+            const { std::cell::RefCell::new((0, None, String::new())) };
+    }
+    let nanos = line.time.timestamp_subsec_nanos();
+    if nanos >= 1_000_000_000 {
+        // A leap second: chrono's own rendering.
+        let wall = if style.wide {
+            "%H:%M:%S%.6f"
+        } else {
+            "%H:%M:%S"
+        };
+        return match zone {
+            Zone::Local => write!(out, "{} ", line.time.with_timezone(&Local).format(wall)),
+            Zone::Utc => write!(out, "{} ", line.time.with_timezone(&Utc).format(wall)),
+        };
+    }
+    let second = line.time.timestamp();
+    SECOND.with_borrow_mut(|(cached, cached_zone, text)| {
+        if *cached != second || *cached_zone != Some(zone) {
+            text.clear();
+            let _ = match zone {
+                Zone::Local => std::fmt::Write::write_fmt(
+                    text,
+                    format_args!("{}", line.time.with_timezone(&Local).format("%H:%M:%S")),
+                ),
+                Zone::Utc => std::fmt::Write::write_fmt(
+                    text,
+                    format_args!("{}", line.time.with_timezone(&Utc).format("%H:%M:%S")),
+                ),
+            };
+            *cached = second;
+            *cached_zone = Some(zone);
+        }
+        if style.wide {
+            write!(out, "{text}.{:06} ", nanos / 1_000)
+        } else {
+            write!(out, "{text} ")
         }
     })
 }
@@ -450,5 +486,47 @@ mod tests {
         let text = render(&line);
         assert!(!text.contains('\x1b'));
         assert!(text.contains("evil\\x1b[2J"));
+    }
+
+    /// The cached TIME column is what chrono writes, across seconds, zones and layouts.
+    #[test]
+    fn the_time_column_is_what_chrono_writes() {
+        let t = transition();
+        let base = Utc.with_ymd_and_hms(2026, 11, 26, 23, 59, 58).unwrap();
+        for step_us in [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_500_000,
+            2_000_001,
+            86_400_000_000,
+        ] {
+            let time = base + Duration::from_micros(step_us);
+            for zone in [Zone::Local, Zone::Utc, Zone::Local] {
+                for wide in [false, true] {
+                    let line = Line {
+                        transition: &t,
+                        time,
+                        owner: None,
+                        in_old: None,
+                        end: None,
+                        cgroup: None,
+                    };
+                    let style = TextStyle {
+                        wide,
+                        time: Time::Wall(zone),
+                    };
+                    let mut ours = Vec::new();
+                    write_time(&mut ours, &line, &style).unwrap();
+                    let wall = if wide { "%H:%M:%S%.6f" } else { "%H:%M:%S" };
+                    let theirs = match zone {
+                        Zone::Local => time.with_timezone(&Local).format(wall).to_string(),
+                        Zone::Utc => time.format(wall).to_string(),
+                    };
+                    assert_eq!(String::from_utf8(ours).unwrap(), format!("{theirs} "));
+                }
+            }
+        }
     }
 }
