@@ -141,9 +141,12 @@ Examples:
         after_help = "Columns (per second over the last interval, except ACT and the latencies): \
 ACT live connections; CONN/s connects (active opens); ACPT/s accepted connections (passive \
 opens); FAIL/s connects refused or timed out; RSTin/RSTout connections reset by the peer / by \
-this host; P50/P99 connect latency (SYN_SENT -> ESTABLISHED); RX/s TX/s bytes of the \
-connections that closed. A row marked ! had its failures and resets at least double (to 1/s or \
-more) since the interval before.\n\n\
+this host; P50/P99 connect latency (SYN_SENT -> ESTABLISHED); RX/s TX/s bytes moved, by live \
+connections (read from the kernel's socket dump each refresh) and by those that closed (through a \
+daemon, by those that closed only); CONTAINER (process view, 93 columns or wider) the short id of \
+the container the process's sockets are in. PID* is a process that has exited. A row marked ! \
+(bold, red with colour) had its failures and resets at least double (to 1/s or more) since the \
+interval before.\n\n\
 Keys: Tab/Shift-Tab or 1-4 views, s or >/< sort column, r reverse, / filter (the EXPRESSION \
 language of `watch`), p pause, ? help, q or Ctrl-C quit.\n\n\
 Examples:\n  enetstat top\n  enetstat top 'dport = :443'\n  \

@@ -935,6 +935,7 @@ mod tests {
             uid: 0,
             inode,
             cgroup: 0,
+            bytes: None,
         }
     }
 

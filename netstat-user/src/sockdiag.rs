@@ -58,6 +58,19 @@ pub struct DiagSocket {
     /// cgroup v2 id of the socket (`INET_DIAG_CGROUP_ID`, Linux 5.7+); 0 when the kernel
     /// did not say (TIME_WAIT and request sockets have none).
     pub cgroup: u64,
+    /// A full TCP socket's byte counters, when the dump asked for them
+    /// ([`dump_each_with_bytes`]).
+    pub bytes: Option<TcpBytes>,
+}
+
+/// What a TCP socket has moved so far, from its `tcp_info`, counted as the kernel's record at
+/// CLOSE counts it (so the two can be diffed): payload sent once (`tcpi_bytes_sent` less
+/// `tcpi_bytes_retrans`) and payload received (`tcpi_bytes_received`, where the kernel also
+/// counts the peer's FIN as a byte once it came).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpBytes {
+    pub sent: u64,
+    pub received: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,10 +133,35 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_MSG_LEN: usize = 72;
 /// The attribute carrying a full socket's cgroup id; the kernel adds it unasked.
 const INET_DIAG_CGROUP_ID: u16 = 21;
+/// The attribute carrying a full TCP socket's `struct tcp_info`, when asked for.
+const INET_DIAG_INFO: u16 = 2;
+/// Offsets in `struct tcp_info` (`linux/tcp.h`; fields only ever appended): the u64s
+/// `tcpi_bytes_received`, `tcpi_bytes_sent` and `tcpi_bytes_retrans` (Linux 4.19+).
+const TCPI_BYTES_RECEIVED: usize = 128;
+const TCPI_BYTES_SENT: usize = 200;
+const TCPI_BYTES_RETRANS: usize = 208;
 
 /// Dumps every socket of the given protocols in this network namespace, handing each to `f`
 /// as it is read: no list of the whole dump is built.
-pub fn dump_each(protos: &[Proto], mut f: impl FnMut(DiagSocket)) -> Result<(), SockDiagError> {
+pub fn dump_each(protos: &[Proto], f: impl FnMut(DiagSocket)) -> Result<(), SockDiagError> {
+    dump_with(protos, ExtensionFlags::empty(), f)
+}
+
+/// [`dump_each`], with each full TCP socket's byte counters ([`DiagSocket::bytes`]). The
+/// kernel then fills a `tcp_info` (232 bytes) per socket: about three times the bytes of a
+/// plain dump, still one dump.
+pub fn dump_each_with_bytes(
+    protos: &[Proto],
+    f: impl FnMut(DiagSocket),
+) -> Result<(), SockDiagError> {
+    dump_with(protos, ExtensionFlags::INFO, f)
+}
+
+fn dump_with(
+    protos: &[Proto],
+    extensions: ExtensionFlags,
+    mut f: impl FnMut(DiagSocket),
+) -> Result<(), SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Open)?;
     socket.bind_auto().map_err(SockDiagError::Open)?;
     socket
@@ -145,7 +183,15 @@ pub fn dump_each(protos: &[Proto], mut f: impl FnMut(DiagSocket)) -> Result<(), 
     for &proto in protos {
         for family in [AF_INET, AF_INET6] {
             seq += 1;
-            dump_one(&socket, seq, proto, family, &mut buf, &mut f)?;
+            dump_one(
+                &socket,
+                seq,
+                proto,
+                family,
+                extensions.clone(),
+                &mut buf,
+                &mut f,
+            )?;
         }
     }
     Ok(())
@@ -156,6 +202,7 @@ fn dump_one(
     seq: u32,
     proto: Proto,
     family: u8,
+    extensions: ExtensionFlags,
     buf: &mut [u8],
     f: &mut impl FnMut(DiagSocket),
 ) -> Result<(), SockDiagError> {
@@ -170,7 +217,11 @@ fn dump_one(
                 Proto::Tcp => IPPROTO_TCP,
                 Proto::Udp => IPPROTO_UDP,
             },
-            extensions: ExtensionFlags::empty(),
+            // UDP has no tcp_info to give.
+            extensions: match proto {
+                Proto::Tcp => extensions,
+                Proto::Udp => ExtensionFlags::empty(),
+            },
             // Every state the kernel knows, NEW_SYN_RECV (bit 12) included: `ss -a` asks
             // for the same, so request sockets show as SYN_RECV.
             states: StateFlags::from_bits_retain((1 << 13) - 1),
@@ -271,23 +322,43 @@ fn cookie(raw: [u8; 8]) -> Cookie {
     Cookie(u64::from(hi) << 32 | u64::from(lo))
 }
 
-/// The cgroup id among a message's attributes (`struct nlattr`s after the fixed part), or 0.
-fn cgroup_attr(mut attrs: &[u8]) -> u64 {
+/// The payload of the attribute `wanted` among a message's attributes (`struct nlattr`s after
+/// the fixed part).
+fn attr(mut attrs: &[u8], wanted: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
         let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
         if len < 4 || len > attrs.len() {
             break;
         }
-        if kind == INET_DIAG_CGROUP_ID && len >= 12 {
-            return u64::from_ne_bytes(attrs[4..12].try_into().unwrap());
+        if kind == wanted {
+            return Some(&attrs[4..len]);
         }
         attrs = &attrs[align4(len).min(attrs.len())..];
     }
-    0
+    None
 }
 
-/// One `struct inet_diag_msg` and the one attribute read from it (the cgroup id).
+/// The cgroup id among a message's attributes, or 0.
+fn cgroup_attr(attrs: &[u8]) -> u64 {
+    attr(attrs, INET_DIAG_CGROUP_ID)
+        .and_then(|p| Some(u64::from_ne_bytes(p.get(..8)?.try_into().ok()?)))
+        .unwrap_or(0)
+}
+
+/// The byte counters of the `tcp_info` among a message's attributes; `None` without one, or
+/// from a kernel whose `tcp_info` ends before them (before 4.19).
+fn bytes_attr(attrs: &[u8]) -> Option<TcpBytes> {
+    let info = attr(attrs, INET_DIAG_INFO)?;
+    let u64_at = |i: usize| Some(u64::from_ne_bytes(info.get(i..i + 8)?.try_into().ok()?));
+    Some(TcpBytes {
+        sent: u64_at(TCPI_BYTES_SENT)?.saturating_sub(u64_at(TCPI_BYTES_RETRANS)?),
+        received: u64_at(TCPI_BYTES_RECEIVED)?,
+    })
+}
+
+/// One `struct inet_diag_msg` and the attributes read from it (the cgroup id, the byte
+/// counters).
 fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
     if p.len() < INET_DIAG_MSG_LEN {
         return Err(SockDiagError::Decode(format!(
@@ -322,6 +393,7 @@ fn parse_msg(proto: Proto, p: &[u8]) -> Result<DiagSocket, SockDiagError> {
         uid: u32_at(64),
         inode: u64::from(u32_at(68)),
         cgroup: cgroup_attr(&p[INET_DIAG_MSG_LEN..]),
+        bytes: bytes_attr(&p[INET_DIAG_MSG_LEN..]),
     })
 }
 
@@ -440,5 +512,49 @@ mod tests {
             assert_eq!(mine.cgroup, own, "the socket is in this process's cgroup");
         }
         assert_ne!(mine.cookie, Cookie(0));
+    }
+
+    #[test]
+    fn a_dump_with_bytes_counts_what_a_connection_moved() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(&[7; 3000]).unwrap();
+        let mut got = [0u8; 3000];
+        server.read_exact(&mut got).unwrap();
+        server.write_all(&[1; 100]).unwrap();
+        client.read_exact(&mut got[..100]).unwrap();
+        let port = client.local_addr().unwrap().port();
+        let mut sockets = Vec::new();
+        dump_each_with_bytes(&[Proto::Tcp], |d| sockets.push(d)).unwrap();
+        let by_port = |p: u16| {
+            sockets
+                .iter()
+                .find(|s| s.local.port == Some(p) && s.state == TcpState::Established)
+                .unwrap_or_else(|| panic!("no socket on port {p}"))
+        };
+        assert_eq!(
+            by_port(port).bytes,
+            Some(TcpBytes {
+                sent: 3000,
+                received: 100
+            })
+        );
+        let server_port = server.local_addr().unwrap().port();
+        let accepted = sockets
+            .iter()
+            .find(|s| s.local.port == Some(server_port) && s.remote.port == Some(port))
+            .unwrap();
+        assert_eq!(
+            accepted.bytes,
+            Some(TcpBytes {
+                sent: 100,
+                received: 3000
+            })
+        );
+        // Without asking, no counters; a listener has none to give.
+        let plain = dump(&[Proto::Tcp]).unwrap();
+        assert!(plain.iter().all(|s| s.bytes.is_none()));
     }
 }

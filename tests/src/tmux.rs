@@ -133,6 +133,33 @@ impl Tmux {
         }
     }
 
+    /// [`Tmux::wait_for`] on the screen with its attributes as escape sequences, one string
+    /// per line.
+    pub fn wait_for_escaped(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen: Vec<String> = self
+                .screen_with_escapes()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen did not show {what} within {timeout:?}:\n{}",
+                screen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The pid of the process the pane's shell runs (the program under test), once it runs.
     pub fn child_pid(&self) -> u32 {
         let shell = self.format("#{pane_pid}");

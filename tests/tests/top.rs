@@ -1,6 +1,8 @@
 //! `enetstat top` driven as a person would: on a real terminal (tmux), with keys, while a known
 //! process churns connections to a known loopback port; standalone as root and through a
 //! daemon as a non-root member of its group; and its batch JSON against the churn's own count.
+//! A process whose connections start being refused is highlighted (in colour, and without
+//! with NO_COLOR), and a process in a container is shown with it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -10,7 +12,8 @@ use std::{
 };
 
 use enetstat_tests::{
-    Peer, PortReservation, Tmux, daemon::Daemon, enetstat_bin, require_program, require_root,
+    Cgroup, Peer, PortReservation, Tmux, daemon::Daemon, enetstat_bin, require_program,
+    require_root, skip,
 };
 use serde_json::Value;
 
@@ -392,4 +395,192 @@ fn resize_and_no_color() {
         "{}",
         screen.join("\n")
     );
+}
+
+/// The SGR parameters a line of `capture-pane -e` sets, and its text without the escapes.
+fn sgr(line: &str) -> (Vec<u32>, String) {
+    let (mut params, mut text) = (Vec::new(), String::new());
+    let mut rest = line;
+    while let Some(at) = rest.find("\x1b[") {
+        text.push_str(&rest[..at]);
+        let seq = &rest[at + 2..];
+        let end = seq
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(seq.len());
+        if seq[end..].starts_with('m') {
+            params.extend(seq[..end].split(';').filter_map(|p| p.parse::<u32>().ok()));
+        }
+        rest = seq.get(end + 1..).unwrap_or("");
+    }
+    text.push_str(rest);
+    (params, text)
+}
+
+/// A process connects to a port every 20 ms under `enetstat top` (with `env` before it);
+/// then the server goes away and its connections are refused. Returns the process's row,
+/// with its escapes, once top marks the jump in its failures.
+fn row_when_refusals_begin(test: &str, env: &str) -> String {
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let addr = reservation.addr().to_string();
+    let server = Peer::spawn(&["serve", "--addr", &addr, "--accept", "1000000"]);
+    server.wait_line("listening ");
+    let knocker = Peer::spawn(&["knock", "--addr", &addr, "--seconds", "120"]);
+    knocker.wait_line("connected");
+    // Two-second refreshes: the marked refresh stays on the screen long enough to read.
+    let command = format!(
+        "{env}{} --standalone top --numeric -d 2 'port = {}'",
+        enetstat_bin().display(),
+        reservation.port()
+    );
+    let tmux = Tmux::start(&command, 100, 30);
+    let name = format!("{} enetstat-peer", knocker.pid());
+    let screen = tmux.wait_for(Duration::from_secs(30), "the knocker connecting", |s| {
+        row(s, &name).is_some_and(|cells| cells.get(1).is_some_and(|conn| *conn != "0"))
+    });
+    let line = screen.iter().find(|l| l.contains(&name)).unwrap();
+    assert!(
+        !line.starts_with('!'),
+        "{test}: marked before any refusal:\n{line}"
+    );
+
+    drop(server);
+    knocker.wait_line("refused");
+    let marked = format!("!{name}");
+    let screen = tmux.wait_for_escaped(Duration::from_secs(8), "the knocker marked", |s| {
+        s.iter().any(|l| sgr(l).1.starts_with(&marked))
+    });
+    let line = screen
+        .iter()
+        .find(|l| sgr(l).1.starts_with(&marked))
+        .unwrap()
+        .clone();
+    tmux.keys(&["q"]);
+    tmux.wait_for(Duration::from_secs(10), "the exit", |s| {
+        s.iter().any(|l| l == "exited 0")
+    });
+    drop(knocker);
+    reservation.release();
+    line
+}
+
+#[test]
+fn refusals_that_begin_are_highlighted_in_colour() {
+    if !prerequisites("refusals_that_begin_are_highlighted_in_colour") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let line = row_when_refusals_begin("refusals_that_begin_are_highlighted_in_colour", "");
+    let (params, text) = sgr(&line);
+    // Bold red (tmux writes red as SGR 31, or as colour 1 of 256: 38;5;1), and the FAIL
+    // column not zero.
+    let red = params.contains(&31) || params.windows(3).any(|w| w == [38, 5, 1]);
+    assert!(params.contains(&1) && red, "{line:?}");
+    let fail = text.split_whitespace().nth(5);
+    assert!(fail.is_some_and(|f| f != "0"), "{text}");
+}
+
+#[test]
+fn refusals_that_begin_are_highlighted_without_colour_under_no_color() {
+    if !prerequisites("refusals_that_begin_are_highlighted_without_colour_under_no_color") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let line = row_when_refusals_begin(
+        "refusals_that_begin_are_highlighted_without_colour_under_no_color",
+        "NO_COLOR=1 ",
+    );
+    let (params, _) = sgr(&line);
+    assert!(params.contains(&1), "not bold: {line:?}");
+    assert!(!has_colour(&line), "colour with NO_COLOR set: {line:?}");
+}
+
+/// A container id no real runtime will have: 64 hex digits from this test's pid and time.
+fn container_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:032x}{:032x}", u128::from(std::process::id()), nanos)
+}
+
+fn top_batch(args: &[&str]) -> Vec<String> {
+    let out = Command::new(enetstat_bin())
+        .args(["--standalone", "top", "-b"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run enetstat top");
+    assert!(
+        out.status.success(),
+        "enetstat top {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_process_in_a_container_is_shown_with_it() {
+    const TEST: &str = "a_process_in_a_container_is_shown_with_it";
+    if !require_root(TEST) {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let id = container_id();
+    let rel = format!("enetstat-test-{}/docker-{id}.scope", std::process::id());
+    let Some(cg) = Cgroup::create(&rel) else {
+        skip(TEST, "no cgroup v2 is mounted");
+        return;
+    };
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let addr = reservation.addr().to_string();
+    let filter = format!("port = {}", reservation.port());
+    let churn = Peer::spawn_in(&cg, &["churn", "--addr", &addr, "--seconds", "60"]);
+    churn.wait_line("listening ");
+    let pid = u64::from(churn.pid());
+    let docker = format!("docker://{id}");
+
+    // JSON: the process row and its live connections carry the full id.
+    let frames = top_batch(&["-n", "2", "-o", "json", "-d", "500ms", &filter]);
+    let mut rows = 0;
+    for line in &frames {
+        let f: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for p in f["processes"].as_array().unwrap() {
+            assert_eq!(p["pid"].as_u64(), Some(pid), "another process: {p}");
+            assert_eq!(p["container"], docker.as_str(), "{p}");
+            assert_eq!(p["owner_exited"], false, "{p}");
+            rows += 1;
+        }
+        for c in f["connections"].as_array().unwrap() {
+            assert_eq!(c["container"], docker.as_str(), "{c}");
+        }
+        // The other views have no container column.
+        for r in f["remotes"].as_array().unwrap() {
+            assert!(r.get("container").is_none(), "{r}");
+        }
+    }
+    assert!(rows > 0, "the churn never showed: {frames:#?}");
+
+    // Text: the CONTAINER column, last, with the short id under it.
+    let text = top_batch(&["-n", "1", "-o", "text", "--numeric", &filter]);
+    let header = text.iter().find(|l| l.starts_with("PID COMM")).unwrap();
+    let name = format!("{pid} enetstat-peer");
+    let row = text
+        .iter()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("no row for the churn:\n{}", text.join("\n")));
+    assert!(header.ends_with("CONTAINER"), "{header}");
+    assert!(row.ends_with(&id[..12]), "{header}\n{row}");
+    assert_eq!(
+        header.find("CONTAINER"),
+        row.find(&id[..12]),
+        "{header}\n{row}"
+    );
+
+    drop(churn);
+    reservation.release();
+    drop(cg);
 }

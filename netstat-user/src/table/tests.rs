@@ -53,6 +53,7 @@ fn d(cookie: u64, proto: Proto, state: TcpState, ports: (u16, u16), inode: u64) 
         uid: 0,
         inode,
         cgroup: 0,
+        bytes: None,
     }
 }
 

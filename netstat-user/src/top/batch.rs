@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::{
     cells::{self, Names},
+    columns::{Column, ConnColumn, sort_rows, sort_sockets},
     keys::View,
-    model::{Column, ConnColumn, Frame, Key, Row, Socket, per_second, sort_rows, sort_sockets},
+    model::{Frame, Key, Row, Socket, per_second},
 };
 use crate::{render::millis, state::TcpState};
 
@@ -23,6 +24,12 @@ pub struct JsonRow<'a> {
     pub pid: Option<Option<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<Option<Cow<'a, str>>>,
+    /// Process view: the process has exited (the row counts its last sockets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_exited: Option<bool>,
+    /// Process view: the container of its sockets (`runtime://id`), null when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Option<&'a str>>,
     /// Remote view: the address, and the port (null for the clients of a local service).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
@@ -54,10 +61,13 @@ impl<'a> JsonRow<'a> {
     fn new(r: &'a Row, frame: &Frame) -> Self {
         let per_s = |n: u64| (per_second(n, frame.interval) * 1000.0).round() / 1000.0;
         let (mut pid, mut comm, mut addr, mut port) = (None, None, None, None);
+        let (mut owner_exited, mut container) = (None, None);
         match &r.key {
             Key::Process(o) => {
                 pid = Some(o.as_ref().map(|o| o.pid));
                 comm = Some(o.as_ref().map(|o| Cow::Borrowed(&*o.comm)));
+                owner_exited = Some(r.exited);
+                container = Some(r.container.as_deref());
             }
             Key::Remote(e) => {
                 addr = Some(e.addr.to_string());
@@ -68,6 +78,8 @@ impl<'a> JsonRow<'a> {
         Self {
             pid,
             comm,
+            owner_exited,
+            container,
             addr,
             port,
             active: r.active,
@@ -98,6 +110,7 @@ impl<'a> JsonRow<'a> {
 pub struct JsonSocket<'a> {
     pub pid: Option<u32>,
     pub comm: Option<&'a str>,
+    pub owner_exited: bool,
     pub laddr: String,
     pub lport: Option<u16>,
     pub raddr: String,
@@ -105,6 +118,8 @@ pub struct JsonSocket<'a> {
     pub state: TcpState,
     /// Milliseconds in the current state, when known.
     pub age_ms: Option<f64>,
+    /// `runtime://id`, when the socket's cgroup is a container's.
+    pub container: Option<&'a str>,
 }
 
 impl<'a> JsonSocket<'a> {
@@ -112,12 +127,14 @@ impl<'a> JsonSocket<'a> {
         Self {
             pid: s.owner.as_ref().map(|o| o.pid),
             comm: s.owner.as_ref().map(|o| &*o.comm),
+            owner_exited: s.owner.as_ref().is_some_and(|o| o.exited),
             laddr: s.local.addr.to_string(),
             lport: s.local.port,
             raddr: s.remote.addr.to_string(),
             rport: s.remote.port,
             state: s.state,
             age_ms: s.age.map(millis),
+            container: s.container.as_deref(),
         }
     }
 }
@@ -210,10 +227,11 @@ pub fn write_text(
     match view.group_by() {
         Some(by) => {
             let rows = frame.rows(by);
+            let columns = Column::of(by);
             names.prepare(rows, &[]);
             let cells: Vec<Vec<String>> = rows
                 .iter()
-                .map(|row| cells::row_cells(row, frame.interval, names, 0))
+                .map(|row| cells::row_cells(row, columns, frame.interval, names, 0))
                 .collect();
             let name_width = cells
                 .iter()
@@ -224,22 +242,23 @@ pub fn write_text(
             let line = |cells: &mut dyn Iterator<Item = (Column, String)>| {
                 let mut s = String::new();
                 for (c, text) in cells {
-                    if c == Column::Name {
-                        s.push_str(&format!("{text:<name_width$}"));
-                    } else {
-                        s.push_str(&format!(" {text:>w$}", w = usize::from(cells::width(c))));
+                    let w = usize::from(cells::width(c));
+                    match c {
+                        Column::Name => s.push_str(&format!("{text:<name_width$}")),
+                        Column::Container => s.push_str(&format!(" {text:<w$}")),
+                        _ => s.push_str(&format!(" {text:>w$}")),
                     }
                 }
-                s
+                s.trim_end().to_owned()
             };
             let header = line(
-                &mut Column::ALL
-                    .into_iter()
-                    .map(|c| (c, cells::header(view, c).to_owned())),
+                &mut columns
+                    .iter()
+                    .map(|&c| (c, cells::header(view, c).to_owned())),
             );
             writeln!(out, "{header}")?;
             for row in cells {
-                writeln!(out, "{}", line(&mut Column::ALL.into_iter().zip(row)))?;
+                writeln!(out, "{}", line(&mut columns.iter().copied().zip(row)))?;
             }
         }
         None => {

@@ -5,12 +5,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::{
+    columns::{Column, ConnColumn},
     keys::View,
-    model::{Column, ConnColumn, Key, Row, Socket, per_second},
+    model::{Key, Row, Socket, per_second},
 };
 use crate::{
     event::{Endpoint, Owner},
-    render::{escape_comm, netstat::short_duration},
+    render::{escape_comm, netstat::short_duration, text::pid_text},
     resolve::Resolver,
     sockdiag::Proto,
 };
@@ -64,19 +65,34 @@ impl Names {
     }
 }
 
-/// `PID COMM`, or `-` when no owner is known.
+/// `PID COMM`, or `-` when no owner is known; `PID*` when the process has exited (the
+/// socket's last owner), as `watch` and snapshots mark it.
 pub fn owner(o: Option<&Owner>) -> String {
     match o {
-        Some(o) => format!("{} {}", o.pid, escape_comm(&o.comm)),
+        Some(o) => format!("{} {}", pid_text(o), escape_comm(&o.comm)),
         None => "-".to_owned(),
     }
+}
+
+/// A container cell: the 12-digit short id `docker ps` and `crictl ps` show, blank when none
+/// is known.
+pub fn container(c: Option<&str>) -> String {
+    let id = c.map_or("", |c| c.rsplit_once("://").map_or(c, |(_, id)| id));
+    escape_comm(&id.chars().take(12).collect::<String>()).into_owned()
 }
 
 /// The first cell of a grouped row: `!` marks a jump in failures or resets.
 pub fn name(row: &Row, names: &Names) -> String {
     let mark = if row.jumped { "!" } else { "" };
     let name = match &row.key {
-        Key::Process(o) => owner(o.as_ref()),
+        Key::Process(o) => owner(
+            o.as_ref()
+                .map(|o| Owner {
+                    exited: row.exited,
+                    ..o.clone()
+                })
+                .as_ref(),
+        ),
         Key::Remote(e) => names.endpoint(e),
         Key::LocalPort(p) => match names.service(*p) {
             Some(s) => format!("{p} ({})", escape_comm(s)),
@@ -158,6 +174,7 @@ pub fn header(view: View, column: Column) -> &'static str {
         Column::P99 => "P99",
         Column::BytesIn => "RX",
         Column::BytesOut => "TX",
+        Column::Container => "CONTAINER",
     }
 }
 
@@ -173,16 +190,23 @@ pub fn width(column: Column) -> u16 {
         | Column::BytesIn
         | Column::BytesOut => 5,
         Column::ResetsOut => 7,
+        Column::Container => 12,
         _ => 6,
     }
 }
 
-/// The cells of a grouped row, in [`Column::ALL`] order, the name in at most `name_width`
-/// characters (0: whole).
-pub fn row_cells(row: &Row, interval: Duration, names: &Names, name_width: usize) -> Vec<String> {
+/// The cells of a grouped row, one per column of `columns`, the name in at most
+/// `name_width` characters (0: whole).
+pub fn row_cells(
+    row: &Row,
+    columns: &[Column],
+    interval: Duration,
+    names: &Names,
+    name_width: usize,
+) -> Vec<String> {
     let r = |n: u64| rate(per_second(n, interval));
     let keep_port = matches!(row.key, Key::Remote(_));
-    Column::ALL
+    columns
         .iter()
         .map(|c| match c {
             Column::Name => fit(&name(row, names), name_width, keep_port),
@@ -196,6 +220,7 @@ pub fn row_cells(row: &Row, interval: Duration, names: &Names, name_width: usize
             Column::P99 => latency(row.connect_p99),
             Column::BytesIn => bytes(per_second(row.bytes_in, interval)),
             Column::BytesOut => bytes(per_second(row.bytes_out, interval)),
+            Column::Container => container(row.container.as_deref()),
         })
         .collect()
 }

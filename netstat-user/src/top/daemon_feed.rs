@@ -3,6 +3,10 @@
 //! the daemon, give the facts; a snapshot of the daemon's table each refresh gives the live
 //! connections. The daemon's lines are untrusted: they are parsed, never shown raw, and names
 //! are escaped when drawn.
+//!
+//! An owner the daemon says has exited (`owner_exited`) is marked as standalone marks it, and
+//! the container comes from the daemon, which resolved it where the sockets are. The daemon
+//! gives no live byte counters: RX and TX count connections as they close.
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +40,8 @@ const QUEUE: usize = 65_536;
 struct WireTransition {
     pid: Option<u32>,
     comm: Option<String>,
+    #[serde(default)]
+    owner_exited: bool,
     laddr: String,
     lport: Option<u16>,
     raddr: String,
@@ -44,6 +50,7 @@ struct WireTransition {
     new: String,
     ms_in_old: Option<f64>,
     end: Option<String>,
+    container: Option<String>,
 }
 
 /// A finished connection as `life -o json` prints it: the fields top needs.
@@ -51,12 +58,15 @@ struct WireTransition {
 struct WireLife {
     pid: Option<u32>,
     comm: Option<String>,
+    #[serde(default)]
+    owner_exited: bool,
     laddr: String,
     lport: Option<u16>,
     raddr: String,
     rport: Option<u16>,
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
+    container: Option<String>,
 }
 
 /// A socket of a JSON snapshot: the fields top needs.
@@ -72,6 +82,7 @@ struct WireSocket {
     age_ms: Option<f64>,
     #[serde(default)]
     closed: bool,
+    container: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,8 +99,11 @@ enum Incoming {
     Lagged(u64),
 }
 
-fn owner(pid: Option<u32>, comm: Option<String>) -> Option<Owner> {
-    pid.map(|pid| Owner::new(pid, comm.unwrap_or_default()))
+fn owner(pid: Option<u32>, comm: Option<String>, exited: bool) -> Option<Owner> {
+    pid.map(|pid| Owner {
+        exited,
+        ..Owner::new(pid, comm.unwrap_or_default())
+    })
 }
 
 fn endpoint(addr: &str, port: Option<u16>) -> Option<Endpoint> {
@@ -262,7 +276,9 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
         .filter(|s| !s.closed)
         .filter_map(|s| {
             Some(Socket {
-                owner: owner(s.pid, s.program),
+                // A snapshot names the process that holds the socket now, or (`holds`
+                // false) the last one that did, which may still run: not marked.
+                owner: owner(s.pid, s.program, false),
                 local: endpoint(&s.local_addr, s.local_port)?,
                 remote: endpoint(&s.remote_addr, s.remote_port)?,
                 state: s.state.parse::<TcpState>().ok()?,
@@ -270,6 +286,7 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
                     .age_ms
                     .filter(|ms| ms.is_finite() && *ms >= 0.0)
                     .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                container: s.container.map(Into::into),
             })
         })
         .collect())
@@ -352,11 +369,12 @@ fn apply(model: &mut Model, line: Incoming) -> u64 {
             ) else {
                 return 0;
             };
-            let owner = owner(t.pid, t.comm);
+            let owner = owner(t.pid, t.comm, t.owner_exited);
             let conn = Conn {
                 owner: owner.as_ref(),
                 local,
                 remote,
+                container: t.container.as_deref(),
             };
             let in_old = t
                 .ms_in_old
@@ -376,11 +394,12 @@ fn apply(model: &mut Model, line: Incoming) -> u64 {
             ) else {
                 return 0;
             };
-            let owner = owner(l.pid, l.comm);
+            let owner = owner(l.pid, l.comm, l.owner_exited);
             let conn = Conn {
                 owner: owner.as_ref(),
                 local,
                 remote,
+                container: l.container.as_deref(),
             };
             model.record(&conn, Fact::Bytes { sent, received });
         }
@@ -413,5 +432,37 @@ mod tests {
         let r = &f.rows(GroupBy::Process)[0];
         assert_eq!((r.active_opens, r.refused, r.bytes_in), (1, 1, 2000));
         assert_eq!(r.connect_p50, Some(Duration::from_micros(250)));
+        assert!(!r.exited);
+    }
+
+    #[test]
+    fn an_exited_owner_and_a_container_reach_the_row() {
+        let mut m = Model::new();
+        let id = "ab".repeat(32);
+        let lines = [
+            format!(
+                r#"{{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40000,"raddr":"127.0.0.1","rport":80,"old":"SYN_SENT","new":"CLOSE","ms_in_old":0.1,"end":"refused","container":"docker://{id}"}}"#
+            ),
+            format!(
+                r#"{{"pid":7,"comm":"curl","owner_exited":true,"laddr":"127.0.0.1","lport":40001,"raddr":"127.0.0.1","rport":80,"old":"SYN_SENT","new":"CLOSE","ms_in_old":0.1,"end":"refused","container":"docker://{id}"}}"#
+            ),
+        ];
+        for l in &lines {
+            apply(
+                &mut m,
+                Incoming::Transition(serde_json::from_str(l).unwrap()),
+            );
+        }
+        let f = m.roll(Duration::from_secs(1), vec![]);
+        // One row: an exited owner marks it rather than splitting it.
+        let [r] = f.rows(GroupBy::Process) else {
+            panic!("{f:#?}")
+        };
+        assert_eq!(r.refused, 2);
+        assert!(r.exited);
+        let want = format!("docker://{id}");
+        assert_eq!(r.container.as_deref(), Some(want.as_str()));
+        let names = crate::top::cells::Names::new(None);
+        assert_eq!(crate::top::cells::name(r, &names), "!7* curl");
     }
 }

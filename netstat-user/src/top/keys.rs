@@ -4,7 +4,10 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::model::{Column, ConnColumn, GroupBy};
+use super::{
+    columns::{Column, ConnColumn},
+    model::GroupBy,
+};
 use crate::filter::{Filter, ParseError};
 
 /// The four views, in Tab order.
@@ -47,11 +50,21 @@ impl View {
         View::ALL.iter().position(|v| *v == self).unwrap_or(0)
     }
 
+    /// The columns of a grouped view, as shown when the screen is `wide` enough for all
+    /// (else without the process view's CONTAINER, the last).
+    pub fn columns(self, wide: bool) -> &'static [Column] {
+        let all = Column::of(self.group_by().unwrap_or(GroupBy::Remote));
+        match (self, wide) {
+            (View::Processes, false) => &all[..all.len() - 1],
+            _ => all,
+        }
+    }
+
     /// How many columns it can be sorted by.
-    fn columns(self) -> usize {
+    fn sortable(self, wide: bool) -> usize {
         match self {
             View::Connections => ConnColumn::ALL.len(),
-            _ => Column::ALL.len(),
+            _ => self.columns(wide).len(),
         }
     }
 
@@ -100,6 +113,8 @@ pub struct Ui {
     pub filter: String,
     /// Rows scrolled past at the top.
     pub scroll: usize,
+    /// Whether the screen has room for every column (see [`Ui::set_wide`]).
+    wide: bool,
 }
 
 impl Ui {
@@ -112,12 +127,31 @@ impl Ui {
             editing: None,
             filter,
             scroll: 0,
+            wide: true,
         }
+    }
+
+    /// Says whether the screen has room for every column. A column it loses is no longer
+    /// a sort key: a view sorted by it goes back to its first order.
+    pub fn set_wide(&mut self, wide: bool) {
+        self.wide = wide;
+        for v in View::ALL {
+            let (col, reverse) = &mut self.sort[v.index()];
+            if *col >= v.sortable(wide) {
+                (*col, *reverse) = (v.default_sort(), false);
+            }
+        }
+    }
+
+    /// The current view's columns (grouped views).
+    pub fn columns(&self) -> &'static [Column] {
+        self.view.columns(self.wide)
     }
 
     /// The current view's sort column (grouped views).
     pub fn column(&self) -> Column {
-        Column::ALL[self.sort[self.view.index()].0 % Column::ALL.len()]
+        let columns = self.columns();
+        columns[self.sort[self.view.index()].0 % columns.len()]
     }
 
     /// The current view's sort column (connections view).
@@ -138,7 +172,7 @@ impl Ui {
     }
 
     fn move_sort(&mut self, forward: bool) -> Action {
-        let n = self.view.columns();
+        let n = self.view.sortable(self.wide);
         let (col, _) = &mut self.sort[self.view.index()];
         *col = if forward {
             (*col + 1) % n
@@ -312,6 +346,29 @@ mod tests {
         assert_eq!((ui.conn_column(), ui.sort().1), (ConnColumn::Age, false));
         press(&mut ui, KeyCode::Right);
         assert_eq!(ui.conn_column(), ConnColumn::Process);
+    }
+
+    #[test]
+    fn only_the_process_view_sorts_by_container_and_only_when_shown() {
+        let mut ui = Ui::new(View::Processes, String::new());
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        assert_eq!(ui.column(), Column::Container);
+        // Too narrow for it: back to the first order, and `<` from the name wraps to TX.
+        ui.set_wide(false);
+        assert_eq!((ui.column(), ui.sort().1), (Column::Connects, false));
+        assert!(!ui.columns().contains(&Column::Container));
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        assert_eq!(ui.column(), Column::BytesOut);
+        ui.set_wide(true);
+        press(&mut ui, KeyCode::Char('2'));
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        press(&mut ui, KeyCode::Char('<'));
+        assert_eq!(ui.column(), Column::BytesOut);
     }
 
     #[test]

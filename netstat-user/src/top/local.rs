@@ -1,24 +1,31 @@
 //! `enetstat top` tracing in this process (root): the probe's records go through the one
 //! [`Pipeline`] (owners, time in the old state, the live table, how a connection ended and
 //! its bytes), as for `watch`, `life` and `-c`; what the filter keeps becomes facts for the
-//! model. Nothing new runs per event in the kernel.
+//! model. Nothing new runs per event in the kernel. Each refresh's socket dump also gives the
+//! bytes live connections moved ([`LiveBytes`]), and cgroup ids name containers
+//! ([`Containers`]).
 
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+
 use super::{
     TopError,
+    containers::Containers,
+    live_bytes::LiveBytes,
     model::{Conn, Fact, Model, Socket, facts_of},
 };
 use crate::{
+    cgroup,
     clock::monotonic_ns,
     daemon::engine::EntrySubject,
-    event::Owner,
+    event::{Cookie, Owner},
     filter::{Filter, Observed},
     netns::own_netns,
     pids::SocketOwners,
     pipeline::{self, Pipeline, Step},
     probe::{EventStream, Probe, ProbeOptions},
-    sockdiag::{self, Proto},
+    sockdiag::{self, Proto, TcpBytes},
     state::TcpState,
     table::{Limits, Table},
 };
@@ -35,6 +42,8 @@ pub struct LocalFeed {
     table: Table,
     owners: SocketOwners,
     filter: Filter,
+    containers: Containers,
+    bytes: LiveBytes,
 }
 
 impl LocalFeed {
@@ -59,6 +68,8 @@ impl LocalFeed {
             ),
             owners: SocketOwners::new(),
             filter,
+            containers: Containers::new(cgroup::Paths::new()),
+            bytes: LiveBytes::new(),
         };
         let netns = pipeline::records_netns(feed.probe.mode());
         if let Err(e) = feed.pipeline.seed_owners(netns) {
@@ -66,8 +77,14 @@ impl LocalFeed {
         }
         // Tracing is on before the seed, so nothing falls between the dump and the first event.
         feed.drain(&mut Model::new());
+        let bytes = &mut feed.bytes;
         feed.table.seed_with(monotonic_ns(), |sink| {
-            sockdiag::dump_each(&[Proto::Tcp], sink)
+            sockdiag::dump_each_with_bytes(&[Proto::Tcp], |d| {
+                if let Some(b) = d.bytes {
+                    bytes.baseline(d.cookie, b);
+                }
+                sink(d);
+            })
         })?;
         Ok(feed)
     }
@@ -92,6 +109,8 @@ impl LocalFeed {
                 stream: &mut self.stream,
                 pipeline: &mut self.pipeline,
                 filter: &self.filter,
+                containers: &mut self.containers,
+                bytes: &mut self.bytes,
             },
             &mut self.table,
         )
@@ -99,15 +118,24 @@ impl LocalFeed {
 
     /// The live TCP sockets the filter keeps (but those in TIME_WAIT, which are not
     /// connections any more, and may be many), with their owners (from events, or from
-    /// `/proc` for sockets that predate tracing).
+    /// `/proc` for sockets that predate tracing); the bytes they moved since the last
+    /// refresh go to the model.
     pub fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         self.drain(model);
         // Every refresh: events cannot tell a socket's move to TIME_WAIT; the dump can.
+        let mut sampled: FxHashMap<Cookie, TcpBytes> = FxHashMap::default();
         let (mut part, table) = self.parts();
         table.reconcile_with(
             monotonic_ns(),
             &[Proto::Tcp],
-            |sink| sockdiag::dump_each(&[Proto::Tcp], sink),
+            |sink| {
+                sockdiag::dump_each_with_bytes(&[Proto::Tcp], |d| {
+                    if let Some(b) = d.bytes {
+                        sampled.insert(d.cookie, b);
+                    }
+                    sink(d);
+                })
+            },
             |table| part.run(table, model),
         )?;
         // A /proc scan reads every process's descriptors: at most every few seconds. Sockets
@@ -121,30 +149,55 @@ impl LocalFeed {
         }
         let now = monotonic_ns();
         let netns = self.table.netns();
-        let sockets = self
+        let mut sockets = Vec::new();
+        let live = self
             .table
             .live()
-            .filter(|e| e.proto == Proto::Tcp && e.state != TcpState::TimeWait)
-            .filter_map(|e| {
-                let owner: Option<Owner> = e
-                    .owner
-                    .as_deref()
-                    .or_else(|| self.owners.get(e.inode()))
-                    .cloned();
-                let subject = EntrySubject {
-                    entry: e,
-                    owners: owner.iter().cloned().collect(),
-                    netns,
-                };
-                self.filter.matches(&subject).then(|| Socket {
-                    owner,
+            .filter(|e| e.proto == Proto::Tcp && e.state != TcpState::TimeWait);
+        for e in live {
+            // Every socket's sample is taken up, kept or not, so a new filter starts right.
+            let moved = sampled
+                .get(&e.cookie)
+                .map(|&b| self.bytes.moved(e.cookie, b));
+            let owner: Option<Owner> = e
+                .owner
+                .as_deref()
+                .or_else(|| self.owners.get(e.inode()))
+                .cloned();
+            let subject = EntrySubject {
+                entry: e,
+                owners: owner.iter().cloned().collect(),
+                netns,
+            };
+            if !self.filter.matches(&subject) {
+                continue;
+            }
+            let container = self.containers.shared(e.cgroup());
+            if let Some(b) = moved.filter(|b| b.sent + b.received > 0) {
+                let conn = Conn {
+                    owner: owner.as_ref(),
                     local: e.local,
                     remote: e.remote,
-                    state: e.state,
-                    age: e.age_ns(now).map(Duration::from_nanos),
-                })
-            })
-            .collect();
+                    container: container.as_deref(),
+                };
+                model.record(
+                    &conn,
+                    Fact::Bytes {
+                        sent: b.sent,
+                        received: b.received,
+                    },
+                );
+            }
+            sockets.push(Socket {
+                owner,
+                local: e.local,
+                remote: e.remote,
+                state: e.state,
+                age: e.age_ns(now).map(Duration::from_nanos),
+                container,
+            });
+        }
+        self.bytes.end_refresh();
         Ok(sockets)
     }
 
@@ -164,6 +217,8 @@ struct Drain<'a> {
     stream: &'a mut EventStream,
     pipeline: &'a mut Pipeline,
     filter: &'a Filter,
+    containers: &'a mut Containers,
+    bytes: &'a mut LiveBytes,
 }
 
 impl Drain<'_> {
@@ -172,19 +227,35 @@ impl Drain<'_> {
             stream,
             pipeline,
             filter,
+            containers,
+            bytes,
         } = self;
-        stream.drain(|bytes| {
-            if let Some(step) = pipeline.feed(bytes, Some(table)) {
-                apply(filter, model, step);
+        stream.drain(|raw| {
+            if let Some(step) = pipeline.feed(raw, Some(table)) {
+                apply(filter, containers, bytes, model, step);
             }
         });
     }
 }
 
-/// The facts of one transition the filter keeps: opens, latency, how it ended, and its bytes
-/// when it finished a connection.
-fn apply(filter: &Filter, model: &mut Model, step: Step) {
+/// The facts of one transition the filter keeps: opens, latency, how it ended, and, when it
+/// finished a connection, the bytes it moved since a refresh last counted them.
+fn apply(
+    filter: &Filter,
+    containers: &mut Containers,
+    bytes: &mut LiveBytes,
+    model: &mut Model,
+    step: Step,
+) {
     let t = &step.transition;
+    // Taken off whether the filter keeps it or not: the socket is gone either way.
+    let left = step.life.as_ref().filter(|l| l.counters).map(|l| {
+        let total = TcpBytes {
+            sent: l.bytes_sent,
+            received: l.bytes_received,
+        };
+        bytes.closed(l.cookie, total)
+    });
     let observed = Observed {
         transition: t,
         owner: step.owner.as_ref(),
@@ -196,16 +267,17 @@ fn apply(filter: &Filter, model: &mut Model, step: Step) {
         owner: step.owner.as_ref(),
         local: t.local,
         remote: t.remote,
+        container: containers.of(t.cgroup),
     };
     for fact in facts_of(t.old, t.new, step.in_old, step.end) {
         model.record(&conn, fact);
     }
-    if let Some(l) = step.life.as_ref().filter(|l| l.counters) {
+    if let Some(b) = left {
         model.record(
             &conn,
             Fact::Bytes {
-                sent: l.bytes_sent,
-                received: l.bytes_received,
+                sent: b.sent,
+                received: b.received,
             },
         );
     }

@@ -8,8 +8,11 @@
 
 pub mod batch;
 pub mod cells;
+pub mod columns;
+pub mod containers;
 pub mod daemon_feed;
 pub mod keys;
+pub mod live_bytes;
 pub mod local;
 pub mod model;
 pub mod terminal;
@@ -270,6 +273,8 @@ async fn run_screen(
             time: &clock,
             warning: warning.as_deref(),
         };
+        let width = screen.terminal.size().map_err(TopError::Terminal)?.width;
+        ui.set_wide(view::wide_enough(width));
         // Sorting happens on a copy: the frame keeps the order the model gave.
         let mut shown_frame = frame.clone();
         screen

@@ -3,8 +3,13 @@
 //! percentiles and bytes, with the live connections counted from the table. Pure: no I/O, no
 //! clock; the caller says how long the interval was.
 //!
-//! Facts come from transitions ([`facts_of`]) and from finished connections ([`Fact::Bytes`]),
-//! so standalone tracing and a daemon's streams feed the same model.
+//! Facts come from transitions ([`facts_of`]) and from bytes moved ([`Fact::Bytes`]: by
+//! finished connections, and standalone by live ones too), so standalone tracing and a
+//! daemon's streams feed the same model.
+//!
+//! A process row is keyed by pid and name alone: an owner that has since exited (the
+//! tracker's [`Owner::exited`], the daemon's `owner_exited`) marks the row rather than
+//! splitting it, and the container its sockets are in is carried along, not keyed on.
 //!
 //! Which socket counts where: a connection whose local port is one this host listens on (a
 //! service port: a LISTEN socket in the table, or a port a connection was accepted on) counts
@@ -17,6 +22,7 @@ use std::{
     cmp::Ordering,
     collections::{HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -61,7 +67,7 @@ pub enum Key {
 
 impl Key {
     /// Orders keys of one view for ties: by pid, address or port.
-    fn cmp_for_ties(&self, other: &Key) -> Ordering {
+    pub(super) fn cmp_for_ties(&self, other: &Key) -> Ordering {
         match (self, other) {
             (Key::Process(a), Key::Process(b)) => {
                 let k = |o: &Option<Owner>| o.as_ref().map(|o| (o.pid, o.comm.clone()));
@@ -130,6 +136,8 @@ pub struct Conn<'a> {
     pub owner: Option<&'a Owner>,
     pub local: Endpoint,
     pub remote: Endpoint,
+    /// The container the socket is in (`runtime://id`), when its cgroup names one.
+    pub container: Option<&'a str>,
 }
 
 /// A live socket, from the table.
@@ -141,6 +149,8 @@ pub struct Socket {
     pub state: TcpState,
     /// Time in the current state, when a transition showed when it began.
     pub age: Option<Duration>,
+    /// The container it is in (`runtime://id`), when its cgroup names one.
+    pub container: Option<Arc<str>>,
 }
 
 impl Socket {
@@ -166,6 +176,39 @@ struct Tally {
     bytes_out: u64,
     /// Connect latencies, microseconds.
     connect_us: Vec<u64>,
+    container: Seen,
+    /// A fact or live socket named its owner as exited.
+    exited: bool,
+}
+
+/// The container of a group's sockets as far as seen: a row shows one only when every
+/// socket that named one named the same (a process whose sockets are in two containers, or
+/// the row of sockets with no known owner, shows none).
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Seen {
+    #[default]
+    Nothing,
+    One(Arc<str>),
+    Several,
+}
+
+impl Seen {
+    fn note(&mut self, container: Option<&str>) {
+        let Some(c) = container else { return };
+        match self {
+            Seen::Nothing => *self = Seen::One(c.into()),
+            Seen::One(known) if **known == *c => {}
+            Seen::One(_) => *self = Seen::Several,
+            Seen::Several => {}
+        }
+    }
+
+    fn one(self) -> Option<Arc<str>> {
+        match self {
+            Seen::One(c) => Some(c),
+            Seen::Nothing | Seen::Several => None,
+        }
+    }
 }
 
 impl Tally {
@@ -213,6 +256,11 @@ pub struct Row {
     pub connects_measured: usize,
     /// Failures plus resets per second rose sharply from the interval before.
     pub jumped: bool,
+    /// Process view: the container of the process's sockets, when known and the same for
+    /// all.
+    pub container: Option<Arc<str>>,
+    /// Process view: the process has exited (the row counts its last sockets).
+    pub exited: bool,
 }
 
 impl Row {
@@ -224,110 +272,6 @@ impl Row {
     pub fn bad(&self) -> u64 {
         self.failed() + self.resets_in + self.resets_out
     }
-}
-
-/// A column of the grouped views.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Column {
-    Name,
-    Active,
-    Connects,
-    Accepts,
-    Failed,
-    ResetsIn,
-    ResetsOut,
-    P50,
-    P99,
-    BytesIn,
-    BytesOut,
-}
-
-impl Column {
-    pub const ALL: [Column; 11] = [
-        Column::Name,
-        Column::Active,
-        Column::Connects,
-        Column::Accepts,
-        Column::Failed,
-        Column::ResetsIn,
-        Column::ResetsOut,
-        Column::P50,
-        Column::P99,
-        Column::BytesIn,
-        Column::BytesOut,
-    ];
-
-    fn value(self, r: &Row) -> u64 {
-        let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64 + 1);
-        match self {
-            Column::Name => 0,
-            Column::Active => r.active,
-            Column::Connects => r.active_opens,
-            Column::Accepts => r.passive_opens,
-            Column::Failed => r.failed(),
-            Column::ResetsIn => r.resets_in,
-            Column::ResetsOut => r.resets_out,
-            Column::P50 => us(r.connect_p50),
-            Column::P99 => us(r.connect_p99),
-            Column::BytesIn => r.bytes_in,
-            Column::BytesOut => r.bytes_out,
-        }
-    }
-}
-
-/// Sorts rows by `column`: numbers largest first, names in order; `reverse` turns it round.
-/// Ties go by pid, address or port, so the order is stable from one refresh to the next.
-pub fn sort_rows(rows: &mut [Row], column: Column, reverse: bool) {
-    rows.sort_by(|a, b| {
-        let primary = match column {
-            Column::Name => a.key.cmp_for_ties(&b.key),
-            c => c.value(b).cmp(&c.value(a)),
-        };
-        let primary = if reverse { primary.reverse() } else { primary };
-        primary.then_with(|| a.key.cmp_for_ties(&b.key))
-    });
-}
-
-/// A column of the connections view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnColumn {
-    Process,
-    Local,
-    Remote,
-    State,
-    Age,
-}
-
-impl ConnColumn {
-    pub const ALL: [ConnColumn; 5] = [
-        ConnColumn::Process,
-        ConnColumn::Local,
-        ConnColumn::Remote,
-        ConnColumn::State,
-        ConnColumn::Age,
-    ];
-}
-
-/// Sorts live sockets by `column`: ages oldest first, the rest in order; `reverse` turns it
-/// round. Ties go by local then remote endpoint.
-pub fn sort_sockets(sockets: &mut [Socket], column: ConnColumn, reverse: bool) {
-    let ends = |s: &Socket| (s.local.addr, s.local.port, s.remote.addr, s.remote.port);
-    sockets.sort_by(|a, b| {
-        let primary = match column {
-            ConnColumn::Process => {
-                let k = |s: &Socket| s.owner.as_ref().map(|o| (o.comm.clone(), o.pid));
-                k(a).cmp(&k(b))
-            }
-            ConnColumn::Local => (a.local.addr, a.local.port).cmp(&(b.local.addr, b.local.port)),
-            ConnColumn::Remote => {
-                (a.remote.addr, a.remote.port).cmp(&(b.remote.addr, b.remote.port))
-            }
-            ConnColumn::State => a.state.name().cmp(b.state.name()),
-            ConnColumn::Age => b.age.cmp(&a.age),
-        };
-        let primary = if reverse { primary.reverse() } else { primary };
-        primary.then_with(|| ends(a).cmp(&ends(b)))
-    });
 }
 
 /// The `p`th percentile (nearest rank) of `values`, which it sorts; `None` when empty.
@@ -387,6 +331,8 @@ impl Frame {
             connect_p99: None,
             connects_measured: 0,
             jumped: false,
+            container: None,
+            exited: false,
         };
         for r in &self.processes {
             total.active += r.active;
@@ -463,8 +409,10 @@ impl Model {
         } else {
             remote
         };
+        // Keyed as a live owner: whether it has exited is the row's mark, not its identity.
+        let owner = owner.map(|o| Owner::new(o.pid, o.comm.clone()));
         [
-            Some(Key::Process(owner.cloned())),
+            Some(Key::Process(owner)),
             Some(Key::Remote(remote)),
             local.port.filter(|_| service).map(Key::LocalPort),
         ]
@@ -476,19 +424,26 @@ impl Model {
             self.services.insert(port);
         }
         let owner = conn.owner.or_else(|| self.listeners.get(&conn.local.port?));
+        let exited = owner.is_some_and(|o| o.exited);
         let keys = self.keys(owner, conn.local, conn.remote);
         for (by, key) in GroupBy::ALL.into_iter().zip(keys) {
             let Some(key) = key else { continue };
             let full = self.groups[slot(by)] >= MAX_GROUPS;
-            match self.tallies.get_mut(&(by, key.clone())) {
-                Some(t) => t.add(fact),
-                None if full => self.dropped += 1,
-                None => {
-                    let mut t = Tally::default();
-                    t.add(fact);
-                    self.tallies.insert((by, key), t);
-                    self.groups[slot(by)] += 1;
+            let t = match self.tallies.get_mut(&(by, key.clone())) {
+                Some(t) => t,
+                None if full => {
+                    self.dropped += 1;
+                    continue;
                 }
+                None => {
+                    self.groups[slot(by)] += 1;
+                    self.tallies.entry((by, key)).or_default()
+                }
+            };
+            t.add(fact);
+            if by == GroupBy::Process {
+                t.container.note(conn.container);
+                t.exited |= exited;
             }
         }
     }
@@ -511,21 +466,24 @@ impl Model {
         self.note_listeners(&live);
         self.services.extend(accepted);
         let mut active: HashMap<(GroupBy, Key), u64> = HashMap::new();
+        let mut tallies = std::mem::take(&mut self.tallies);
         for s in live.iter().filter(|s| s.is_connection()) {
             let owner = s
                 .owner
                 .as_ref()
                 .or_else(|| self.listeners.get(&s.local.port?));
+            let exited = owner.is_some_and(|o| o.exited);
             let keys = self.keys(owner, s.local, s.remote);
             for (by, key) in GroupBy::ALL.into_iter().zip(keys) {
                 if let Some(key) = key {
-                    *active.entry((by, key)).or_default() += 1;
+                    *active.entry((by, key.clone())).or_default() += 1;
+                    let t = tallies.entry((by, key)).or_default();
+                    if by == GroupBy::Process {
+                        t.container.note(s.container.as_deref());
+                        t.exited |= exited;
+                    }
                 }
             }
-        }
-        let mut tallies = std::mem::take(&mut self.tallies);
-        for k in active.keys() {
-            tallies.entry(k.clone()).or_default();
         }
         let mut frame = Frame {
             interval,
@@ -563,6 +521,8 @@ impl Model {
                 connect_p99: us(percentile(&mut t.connect_us, 99.0)),
                 connects_measured: t.connect_us.len(),
                 jumped,
+                container: t.container.one(),
+                exited: t.exited,
                 key,
             };
             // A group with nothing to show (only orderly closes) is left out.

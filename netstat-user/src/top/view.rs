@@ -12,9 +12,26 @@ use ratatui::{
 
 use super::{
     cells::{self, Names},
+    columns::{Column, ConnColumn, sort_rows, sort_sockets},
     keys::{HELP, Ui, View},
-    model::{Column, ConnColumn, Frame, per_second, sort_rows, sort_sockets},
+    model::{Frame, per_second},
 };
+
+/// Whether a screen `width` columns wide has room for every column of the process view
+/// (CONTAINER too) with the name at its narrowest: 93 columns. At 80 the container is left
+/// out rather than squeezing the name or the numbers.
+pub fn wide_enough(width: u16) -> bool {
+    let fixed: u16 = Column::ALL[1..].iter().map(|c| cells::width(*c) + 1).sum();
+    width >= fixed + cells::width(Column::Name)
+}
+
+/// Numbers are right-aligned under their headers; names and containers are text.
+fn aligned(column: Column, text: String) -> Cell<'static> {
+    match column {
+        Column::Name | Column::Container => Cell::from(text),
+        _ => Cell::from(Line::from(text).right_aligned()),
+    }
+}
 
 /// Colours, or none (`NO_COLOR`, or a terminal without them): then only bold and reverse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,17 +152,18 @@ pub fn draw(
     match ui.view.group_by() {
         Some(by) => {
             let rows = frame.rows_mut(by);
+            let columns = ui.columns();
             sort_rows(rows, ui.column(), reverse);
-            let headers = Column::ALL
+            let headers = columns
                 .iter()
                 .enumerate()
                 .map(|(i, c)| sort_mark(cells::header(ui.view, *c), i == column, reverse));
-            let widths = Column::ALL.map(|c| match c {
+            let widths = columns.iter().map(|&c| match c {
                 Column::Name => Constraint::Min(cells::width(c)),
                 c => Constraint::Length(cells::width(c)),
             });
             // What the fixed columns and the gaps between columns leave the name.
-            let fixed: u16 = Column::ALL[1..].iter().map(|c| cells::width(*c) + 1).sum();
+            let fixed: u16 = columns[1..].iter().map(|c| cells::width(*c) + 1).sum();
             let name_width = usize::from(
                 table
                     .width
@@ -158,23 +176,21 @@ pub fn draw(
                 } else {
                     Style::new()
                 };
-                let cells = cells::row_cells(row, interval, names, name_width);
-                TableRow::new(cells.into_iter().enumerate().map(|(i, c)| {
-                    if i == 0 {
-                        Cell::from(c)
-                    } else {
-                        Cell::from(Line::from(c).right_aligned())
-                    }
-                }))
+                let cells = cells::row_cells(row, columns, interval, names, name_width);
+                TableRow::new(
+                    columns
+                        .iter()
+                        .zip(cells)
+                        .map(|(&column, text)| aligned(column, text)),
+                )
                 .style(style)
             });
-            let header = TableRow::new(headers.enumerate().map(|(i, h)| {
-                if i == 0 {
-                    Cell::from(h)
-                } else {
-                    Cell::from(Line::from(h).right_aligned())
-                }
-            }))
+            let header = TableRow::new(
+                columns
+                    .iter()
+                    .zip(headers)
+                    .map(|(&column, text)| aligned(column, text)),
+            )
             .style(look.header());
             screen.render_widget(Table::new(body, widths).header(header), table);
         }
@@ -254,6 +270,9 @@ fn draw_help(screen: &mut Screen, area: Rect) {
     ));
     lines.push(Line::from(
         " ! marks a row whose failures or resets at least doubled (>= 1/s).",
+    ));
+    lines.push(Line::from(
+        " PID*: the process has exited. CONTAINER shows from 93 columns.",
     ));
     screen.render_widget(Clear, r);
     screen.render_widget(

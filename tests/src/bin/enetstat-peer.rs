@@ -11,6 +11,7 @@
 //! enetstat-peer serve   --addr IP:PORT [--accept N] [--fork]
 //! enetstat-peer connect --addr IP:PORT [--count N] [--timeout-secs S]
 //! enetstat-peer churn   --addr IP[:PORT] (--connections N | --seconds S) [--workers W] [--window K]
+//! enetstat-peer knock   --addr IP:PORT --seconds S [--interval-ms MS]
 //! ```
 //!
 //! - `serve` binds and listens on `--addr` (port 0 picks one), prints `listening <port>`, then
@@ -30,6 +31,10 @@
 //!   `N` connections; with `--seconds S` as many as it can in `S` seconds (for benchmarks). At
 //!   most `--window` connections wait for the server at a time, so the accept queue never
 //!   overflows (an overflow would change the transitions).
+//! - `knock` connects and closes at once every `MS` milliseconds for `S` seconds, going on
+//!   when a connect is refused; it prints `connected` after the first connection that
+//!   succeeds and `refused` after the first that is refused (so a test knows when refusals
+//!   began), then exits 0.
 //!
 //! Lines go to stdout and are flushed at once; errors go to stderr as `enetstat-peer: ...`.
 //!
@@ -100,6 +105,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
     },
+    /// Connect and close every INTERVAL for SECONDS, whether refused or not.
+    Knock {
+        /// Address to connect to.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// How long to go on.
+        #[arg(long)]
+        seconds: f64,
+        /// Time between connects.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+    },
     /// Listener and clients in one process: connect/close cycles, as fast as possible.
     Churn {
         /// Address to listen on: an IP (port 0) or IP:PORT.
@@ -159,6 +176,15 @@ fn main() -> ExitCode {
             count,
             timeout_secs,
         } => connect(addr, count, Duration::from_secs(timeout_secs)),
+        Command::Knock {
+            addr,
+            seconds,
+            interval_ms,
+        } => knock(
+            addr,
+            Duration::from_secs_f64(seconds),
+            Duration::from_millis(interval_ms),
+        ),
         Command::Churn {
             addr,
             connections,
@@ -255,6 +281,31 @@ fn connect(addr: SocketAddr, count: u64, timeout: Duration) -> Result<(), Failur
         let port = local_port(&stream.local_addr())?;
         drop(stream);
         say(&format!("connected {port}"))?;
+    }
+    Ok(())
+}
+
+fn knock(addr: SocketAddr, seconds: Duration, interval: Duration) -> Result<(), Failure> {
+    let end = Instant::now() + seconds;
+    let (mut connected, mut refused) = (false, false);
+    while Instant::now() < end {
+        match TcpStream::connect(addr) {
+            Ok(stream) => {
+                drop(stream);
+                if !connected {
+                    connected = true;
+                    say("connected")?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if !refused {
+                    refused = true;
+                    say("refused")?;
+                }
+            }
+            Err(e) => return Err(Failure::io(&format!("cannot connect to {addr}"), &e)),
+        }
+        thread::sleep(interval);
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct Tools {
     pub daemon: bool,
     /// `enetstat watch --stats-json PATH` (hidden).
     pub stats_json: bool,
+    /// `enetstat top -b -o json`.
+    pub top: bool,
 }
 
 impl Tools {
@@ -49,15 +51,17 @@ impl Tools {
             live: accepts(&["-c", "1", "-tan"]),
             daemon: accepts(&["daemon"]),
             stats_json: accepts(&["watch", "--stats-json", "/dev/null"]),
+            top: accepts(&["top", "-b", "-o", "json"]),
             enetstat,
             loadgen,
         };
         say!(
-            "enetstat offers: snapshot (-tan) {}, live table (-c) {}, daemon {}, watch --stats-json {}",
+            "enetstat offers: snapshot (-tan) {}, live table (-c) {}, daemon {}, watch --stats-json {}, top -b {}",
             yes(tools.snapshot),
             yes(tools.live),
             yes(tools.daemon),
-            yes(tools.stats_json)
+            yes(tools.stats_json),
+            yes(tools.top)
         );
         tools
     }
@@ -84,7 +88,20 @@ impl Tools {
     /// Starts a long-running enetstat that says nothing when ready (live table, daemon),
     /// waiting `settle` for it to load, seed and settle. Fails if it exits meanwhile.
     pub fn background(&self, name: &str, args: &[String], settle: Duration) -> Result<Child> {
-        let mut child = Child::spawn(name, self.enetstat(args))?;
+        self.background_to(name, args, Stdio::null(), settle)
+    }
+
+    /// [`Tools::background`] with stdout going to `stdout`.
+    pub fn background_to(
+        &self,
+        name: &str,
+        args: &[String],
+        stdout: Stdio,
+        settle: Duration,
+    ) -> Result<Child> {
+        let mut command = self.enetstat(args);
+        command.stdout(stdout);
+        let mut child = Child::spawn(name, command)?;
         super::child::pause(settle)?;
         if !child.running() {
             let status = child.wait(Duration::from_secs(1))?;

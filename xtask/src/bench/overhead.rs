@@ -6,10 +6,17 @@
 //! as in real servers). For each configuration it also counts the IPIs the host took
 //! (`/proc/interrupts`: function calls, reschedules, IRQ work), per 1000 transitions: on a VM
 //! each is an exit to the hypervisor, which is where event delivery used to cost most.
+//!
+//! `enetstat top -b` runs as a configuration of its own: the issue that added top asked that
+//! it keep the overhead targets beside a full-speed churn.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{Context, Row, Verdict, child, enetstat::Summary, median};
@@ -23,6 +30,40 @@ struct Config {
     /// Whether it prints "tracing" when ready (watch) or needs a settle time.
     announces: bool,
     target: Option<f64>,
+    /// Where `top -b -o json` writes its refreshes. It prints no closing summary: its first
+    /// refresh says it is ready, and its last one how many events it lost.
+    refreshes: Option<PathBuf>,
+}
+
+/// How long top may take to load, attach, seed and print its first refresh.
+const TOP_READY: Duration = Duration::from_secs(60);
+
+/// The complete lines of `path` so far.
+fn lines_of(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
+}
+
+/// Waits until `path` holds at least `n` complete lines.
+fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Result<()> {
+    let end = Instant::now() + timeout;
+    while lines_of(path).len() < n {
+        if Instant::now() >= end {
+            bail!("{} had no refresh {n} after {timeout:?}", path.display());
+        }
+        child::pause(Duration::from_millis(20))?;
+    }
+    Ok(())
+}
+
+/// The events top's last refresh in `path` says went uncounted.
+fn top_lost(path: &Path) -> Result<u64> {
+    let last = lines_of(path).pop().context("top printed no refresh")?;
+    let frame: Value = serde_json::from_str(&last).context("top's refresh is not JSON")?;
+    frame["lost_events"]
+        .as_u64()
+        .context("top's refresh has no lost_events")
 }
 
 /// The load shapes, as `enetstat-loadgen --shape` names them.
@@ -78,6 +119,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             announces: false,
             target: None,
             peer: None,
+            refreshes: None,
         },
         Config {
             name: "watch -o json > /dev/null",
@@ -85,6 +127,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             announces: true,
             target: Some(0.85),
             peer: None,
+            refreshes: None,
         },
         Config {
             name: "watch -o json --wakeup-us 0 (wake per event)",
@@ -92,6 +135,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             announces: true,
             target: None,
             peer: None,
+            refreshes: None,
         },
     ];
     if cx.tools.daemon {
@@ -102,6 +146,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             announces: false,
             target: Some(0.92),
             peer: None,
+            refreshes: None,
         });
     }
     if cx.tools.live {
@@ -111,6 +156,20 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             announces: false,
             target: None,
             peer: None,
+            refreshes: None,
+        });
+    }
+    if cx.tools.top {
+        // Enough refreshes to outlast the settle and the churn; it is stopped before.
+        let refreshes = (cx.seconds + 120.0).ceil().to_string();
+        configs.push(Config {
+            name: "top -b -d 1 -o json > file",
+            args: words(&format!("top -b -d 1 -n {refreshes} -o json")),
+            announces: false,
+            // A standalone tracer, as `watch` is.
+            target: Some(0.85),
+            peer: None,
+            refreshes: Some(super::enetstat::scratch(&cx.out_dir, "overhead-top.ndjson")),
         });
     }
 
@@ -135,6 +194,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
                 announces: false,
                 target: None,
                 peer: Some((program, args)),
+                refreshes: None,
             });
         }
     }
@@ -178,6 +238,21 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
                 (Some(args), _) if config.announces => {
                     cx.tools.tracer(config.name, args, Stdio::null()).map(Some)
                 }
+                (Some(args), _) if config.refreshes.is_some() => {
+                    let path = config.refreshes.as_deref().unwrap_or(Path::new(""));
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))
+                        .and_then(|file| {
+                            let top = cx.tools.background_to(
+                                config.name,
+                                args,
+                                Stdio::from(file),
+                                Duration::ZERO,
+                            )?;
+                            wait_lines(path, 1, TOP_READY)?;
+                            Ok(Some(top))
+                        })
+                }
                 (Some(args), _) => cx
                     .tools
                     .background(config.name, args, Duration::from_secs(3))
@@ -212,12 +287,19 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             }
             if let Some(mut tracer) = tracer {
                 let cpu_after = child::cpu_time(tracer.id());
+                // The refresh after the churn: it counts the churn's last events.
+                if let Some(path) = &config.refreshes {
+                    wait_lines(path, lines_of(path).len() + 1, Duration::from_secs(10))?;
+                }
                 if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
                     let elapsed = result["elapsed_s"].as_f64().unwrap_or(1.0);
                     cpu[i].push((b - a).as_secs_f64() / elapsed * 100.0);
                 }
                 tracer.stop(libc::SIGINT, Duration::from_secs(10))?;
-                lost[i] += Summary::find(&tracer.stderr.all()).map_or(0, |s| s.lost);
+                lost[i] += match &config.refreshes {
+                    Some(path) => top_lost(path)?,
+                    None => Summary::find(&tracer.stderr.all()).map_or(0, |s| s.lost),
+                };
             }
         }
     }

@@ -1,6 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::top::columns::{Column, ConnColumn, sort_rows, sort_sockets};
 use TcpState::*;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -20,6 +21,7 @@ fn socket(o: Option<&Owner>, local: u16, remote: u16, state: TcpState) -> Socket
         remote: ep(remote),
         state,
         age: None,
+        container: None,
     }
 }
 
@@ -37,6 +39,7 @@ fn transition(
         owner: Some(o),
         local: ep(local),
         remote: ep(remote),
+        container: None,
     };
     for f in facts_of(old, new, Some(Duration::from_micros(in_old_us)), end) {
         m.record(&conn, f);
@@ -101,6 +104,7 @@ fn rates_latency_and_bytes_per_process_remote_and_port() {
             owner: Some(&client),
             local: ep(port),
             remote: ep(80),
+            container: None,
         };
         m.record(
             &conn,
@@ -294,6 +298,7 @@ fn accepted_connections_without_an_owner_get_their_listeners() {
         owner: None,
         local: ep(80),
         remote: ep(50000),
+        container: None,
     };
     m.record(&conn, Fact::Opened(Opened::Passive));
     let live = vec![
@@ -304,4 +309,67 @@ fn accepted_connections_without_an_owner_get_their_listeners() {
     assert_eq!(f.processes.len(), 1, "{:?}", f.processes);
     let nginx = row(&f, GroupBy::Process, &Key::Process(Some(server)));
     assert_eq!((nginx.passive_opens, nginx.active), (1, 1));
+}
+
+#[test]
+fn a_process_row_carries_its_container_and_its_exit_without_splitting() {
+    let mut m = Model::new();
+    let nginx = owner(10, "nginx");
+    let gone = Owner {
+        exited: true,
+        ..nginx.clone()
+    };
+    let (a, b) = ("docker://aaaa", "docker://bbbb");
+    let conn = |o, local, container| Conn {
+        owner: Some(o),
+        local: ep(local),
+        remote: ep(80),
+        container,
+    };
+    m.record(&conn(&nginx, 40000, Some(a)), Fact::Opened(Opened::Active));
+    m.record(&conn(&nginx, 40001, None), Fact::Opened(Opened::Active));
+    let stray = owner(11, "stray");
+    m.record(&conn(&stray, 40002, Some(a)), Fact::Opened(Opened::Active));
+    m.record(&conn(&stray, 40003, Some(b)), Fact::Opened(Opened::Active));
+    let live = vec![Socket {
+        container: Some(a.into()),
+        ..socket(Some(&gone), 40004, 80, Established)
+    }];
+    let f = m.roll(Duration::from_secs(1), live);
+    let r = row(&f, GroupBy::Process, &Key::Process(Some(nginx.clone())));
+    assert_eq!((r.active_opens, r.active), (2, 1));
+    assert_eq!(r.container.as_deref(), Some(a));
+    assert!(r.exited, "the live socket named its owner as exited");
+    assert_eq!(f.rows(GroupBy::Process).len(), 2, "{:?}", f.processes);
+    // Sockets in two containers: none shown.
+    let r = row(&f, GroupBy::Process, &Key::Process(Some(stray)));
+    assert_eq!((r.container.as_deref(), r.exited), (None, false));
+    // The next interval starts afresh.
+    let f = m.roll(Duration::from_secs(1), vec![]);
+    assert!(f.processes.is_empty());
+}
+
+#[test]
+fn rows_sort_by_container_with_the_unknown_last() {
+    let mut m = Model::new();
+    for (pid, container) in [(1, None), (2, Some("docker://b")), (3, Some("docker://a"))] {
+        let o = owner(pid, "x");
+        let conn = Conn {
+            owner: Some(&o),
+            local: ep(40000 + pid as u16),
+            remote: ep(80),
+            container,
+        };
+        m.record(&conn, Fact::Opened(Opened::Active));
+    }
+    let mut rows = m.roll(Duration::from_secs(1), vec![]).processes;
+    sort_rows(&mut rows, Column::Container, false);
+    let pids: Vec<u32> = rows
+        .iter()
+        .map(|r| match &r.key {
+            Key::Process(Some(o)) => o.pid,
+            k => panic!("{k:?}"),
+        })
+        .collect();
+    assert_eq!(pids, [3, 2, 1]);
 }

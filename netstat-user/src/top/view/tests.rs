@@ -22,6 +22,7 @@ fn frame() -> Frame {
         owner: Some(&curl),
         local: Endpoint::new(lo, 40000),
         remote: Endpoint::new(lo, 8080),
+        container: None,
     };
     for _ in 0..30 {
         m.record(&conn, Fact::Opened(Opened::Active));
@@ -36,12 +37,17 @@ fn frame() -> Frame {
         remote: Endpoint::new(lo, 8080),
         state: TcpState::SynSent,
         age: Some(Duration::from_secs(75)),
+        container: None,
     }];
     m.roll(Duration::from_secs(1), live)
 }
 
-/// Draws at `width` x `height` and returns the screen's lines.
+/// Draws at `width` x `height`, told the width as `top` tells it, and returns the screen's
+/// lines.
 fn screen(ui: &Ui, width: u16, height: u16) -> Vec<String> {
+    let mut ui = ui.clone();
+    ui.set_wide(wide_enough(width));
+    let ui = &ui;
     let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
     let names = Names::new(None);
     let status = Status {
@@ -133,4 +139,22 @@ fn help_and_small_terminals_do_not_panic() {
         screen(&ui, w, h);
         screen(&Ui::new(View::Connections, String::new()), w, h);
     }
+}
+
+#[test]
+fn the_container_column_shows_from_93_columns() {
+    let ui = Ui::new(View::Processes, String::new());
+    assert!(!wide_enough(92) && wide_enough(93));
+    let s = screen(&ui, 93, 24);
+    assert!(
+        s[3].trim_end().ends_with("TX CONTAINER"),
+        "{}",
+        s.join("\n")
+    );
+    assert!(s.iter().all(|l| l.chars().count() == 93));
+    // Other views have none.
+    let mut ui = ui;
+    ui.view = View::Remotes;
+    let s = screen(&ui, 120, 24);
+    assert!(s[3].trim_end().ends_with("TX"), "{}", s.join("\n"));
 }
