@@ -289,8 +289,9 @@ pub async fn continuous(
     let mut table = Table::new(opts.limits, crate::netns::own_netns());
     // The table's owners come from the same pipeline as `watch`'s.
     let mut pipeline = Pipeline::new(opts.limits.max_sockets);
+    // Every record, however many: each refresh and each merged dump must follow them all.
     let drain = |stream: &mut EventStream, table: &mut Table, pipeline: &mut Pipeline| {
-        stream.drain(|bytes| {
+        stream.drain_all(|bytes| {
             pipeline.feed(bytes, Some(table));
         });
     };

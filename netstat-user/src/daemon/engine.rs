@@ -215,7 +215,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut stop = pin!(stop);
         // Tracing is on before the seed, so nothing falls between the dump and the events.
-        self.drain(stream);
+        self.flow.catch_up(stream, &mut self.table);
         let started = monotonic_ns();
         // Straight from the dump into the table: no list of every socket next to it.
         self.table.seed_with(started, |sink| {
@@ -309,7 +309,7 @@ impl Engine {
             started,
             &both,
             |sink| sockdiag::dump_each(&both, sink),
-            |table| flow.drain(stream, table),
+            |table| flow.catch_up(stream, table),
         )?;
         if c.total() > 0 {
             tracing::debug!(?c, "reconciliation corrected the table");
@@ -416,10 +416,17 @@ impl Flow {
         });
     }
 
-    /// Handles every record waiting in the ring.
+    /// Handles the records waiting in the ring (a bounded batch: the loop comes back for more).
     fn drain(&mut self, stream: &mut EventStream, table: &mut Table) {
         self.clock.refresh();
         stream.drain(|bytes| self.record(bytes, table));
+    }
+
+    /// Handles every record waiting in the ring, however many: before a dump's chunk is
+    /// merged.
+    fn catch_up(&mut self, stream: &mut EventStream, table: &mut Table) {
+        self.clock.refresh();
+        stream.drain_all(|bytes| self.record(bytes, table));
     }
 
     /// Applies one record to the table and hands it to every subscriber whose filter it

@@ -43,6 +43,11 @@ const FULL_BATCH: usize = 64;
 /// The longest poll interval, in multiples of `poll_interval`.
 const MAX_STRETCH: u32 = 4;
 
+/// The most records one drain hands on. A reader slower than the kernel would otherwise never
+/// come back from a drain, and its front end (keys in `top`, clients of the daemon, Ctrl-C)
+/// would wait; the rest is read right after, on the next turn of the loop.
+const DRAIN_MAX: usize = 16_384;
+
 /// How soon to look again at a record a program has reserved but not yet committed: programs
 /// take microseconds, unless their CPU is preempted.
 const RESERVED_RECHECK: Duration = Duration::from_micros(200);
@@ -162,7 +167,9 @@ impl EventStream {
         let ring = self.ring.get_mut();
         let identities = &mut self.identities;
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < DRAIN_MAX
+            && let Some(item) = ring.next()
+        {
             identities.feed(&item, &mut f);
             n += 1;
         }
@@ -183,12 +190,15 @@ impl EventStream {
             } else if n < FULL_BATCH / 4 {
                 self.interval = self.poll_interval;
             }
-            let interval = if self.poll_interval.is_zero() {
+            let interval = if n == DRAIN_MAX {
+                // More waiting: back as soon as the loop has looked at everything else.
+                Duration::from_micros(1)
+            } else if self.poll_interval.is_zero() {
                 Duration::from_nanos(PENDING_MAX_NS)
             } else {
                 self.interval
             };
-            if (!self.poll_interval.is_zero() || pending)
+            if (!self.poll_interval.is_zero() || pending || n == DRAIN_MAX)
                 && let Err(e) = self.timer.arm(interval)
             {
                 tracing::warn!("cannot arm the ring-buffer poll timer: {e}");
@@ -210,9 +220,23 @@ impl EventStream {
     /// [`drain`](Self::drain), then hands on every record still waiting for its socket's next
     /// one: for the last read before stopping.
     pub fn drain_to_end(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let n = self.drain(&mut f);
+        let n = self.drain_all(&mut f);
         self.identities.expire(u64::MAX, &mut f);
         n
+    }
+
+    /// [`drain`](Self::drain) until the ring is empty, however many that takes: for a catch-up
+    /// that must see every record before it goes on (a dump merged after the transitions
+    /// that preceded it).
+    pub fn drain_all(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        loop {
+            let batch = self.drain(&mut f);
+            n += batch;
+            if batch < DRAIN_MAX {
+                return n;
+            }
+        }
     }
 }
 
