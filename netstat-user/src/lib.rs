@@ -31,6 +31,7 @@ pub mod render;
 pub mod resolve;
 pub mod snapshot;
 pub mod sockdiag;
+pub mod source;
 pub mod state;
 pub mod table;
 #[cfg(test)]

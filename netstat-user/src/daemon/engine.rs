@@ -24,10 +24,11 @@ use crate::{
     mem,
     pids::SocketOwners,
     pipeline::{self, Pipeline, Step},
-    probe::{EventStream, KernelCounters, Mode, ProbeError},
+    probe::{KernelCounters, Mode, ProbeError},
     render::netstat::Row,
     snapshot::{self, SnapshotOptions, Status},
     sockdiag::{self, Proto, SockDiagError},
+    source::RecordSource,
     state::TcpState,
     table::{Entry, Limits, Table},
 };
@@ -207,7 +208,7 @@ impl Engine {
     /// Keeps the table live from `stream` and serves `commands` until `stop` resolves.
     pub async fn run(
         mut self,
-        stream: &mut EventStream,
+        stream: &mut impl RecordSource,
         mut commands: mpsc::Receiver<Command>,
         stop: impl std::future::Future<Output = ()>,
         counters: impl Fn() -> Result<KernelCounters, ProbeError>,
@@ -299,7 +300,7 @@ impl Engine {
         }
     }
 
-    fn reconcile(&mut self, stream: &mut EventStream) -> Result<(), EngineError> {
+    fn reconcile(&mut self, stream: &mut impl RecordSource) -> Result<(), EngineError> {
         let started = monotonic_ns();
         let both = [Proto::Tcp, Proto::Udp];
         let flow = &mut self.flow;
@@ -389,7 +390,7 @@ impl Engine {
             .map_or(0, |l| which(&l.counters).load(Ordering::Relaxed))
     }
 
-    fn drain(&mut self, stream: &mut EventStream) {
+    fn drain(&mut self, stream: &mut impl RecordSource) {
         self.flow.drain(stream, &mut self.table);
     }
 }
@@ -417,14 +418,14 @@ impl Flow {
     }
 
     /// Handles the records waiting in the ring (a bounded batch: the loop comes back for more).
-    fn drain(&mut self, stream: &mut EventStream, table: &mut Table) {
+    fn drain(&mut self, stream: &mut impl RecordSource, table: &mut Table) {
         self.clock.refresh();
         stream.drain(|bytes| self.record(bytes, table));
     }
 
     /// Handles every record waiting in the ring, however many: before a dump's chunk is
     /// merged.
-    fn catch_up(&mut self, stream: &mut EventStream, table: &mut Table) {
+    fn catch_up(&mut self, stream: &mut impl RecordSource, table: &mut Table) {
         self.clock.refresh();
         stream.drain_all(|bytes| self.record(bytes, table));
     }
@@ -539,3 +540,6 @@ impl Subject for EntrySubject<'_> {
         Some(self.entry.cookie)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -258,3 +258,17 @@ impl Drop for EventStream {
         }
     }
 }
+
+impl crate::source::RecordSource for EventStream {
+    fn ready(&mut self) -> impl std::future::Future<Output = Result<(), ProbeError>> + Send {
+        EventStream::ready(self)
+    }
+
+    fn drain(&mut self, f: impl FnMut(&[u8])) -> usize {
+        EventStream::drain(self, f)
+    }
+
+    fn drain_all(&mut self, f: impl FnMut(&[u8])) -> usize {
+        EventStream::drain_all(self, f)
+    }
+}
