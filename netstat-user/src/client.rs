@@ -64,12 +64,8 @@ pub enum ClientError {
          --socket PATH, or use --standalone"
     )]
     NotASocket(PathBuf),
-    #[error("cannot talk to the daemon at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot talk to the daemon at {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
         "the daemon at {path} answered something this client does not understand ({detail}). \
          Is it an enetstat daemon of the same version?"
@@ -167,10 +163,10 @@ impl Client {
                     },
                 });
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(ClientError::Io {
                     path: path.to_owned(),
-                    source,
+                    cause,
                 });
             }
         };
@@ -195,7 +191,7 @@ impl Client {
                     io::ErrorKind::ConnectionRefused => ClientError::Stale(path.to_owned()),
                     _ => ClientError::Io {
                         path: path.to_owned(),
-                        source: e,
+                        cause: e,
                     },
                 });
             }
@@ -208,10 +204,10 @@ impl Client {
         })
     }
 
-    fn io(&self, source: io::Error) -> ClientError {
+    fn io(&self, cause: io::Error) -> ClientError {
         ClientError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 

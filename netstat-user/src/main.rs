@@ -32,24 +32,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("enetstat: error: {}", report(&err));
+            // `{:#}`: the error and the causes `context` chained, `: `-separated. Each of
+            // enetstat's errors names its own cause in its message and chains nothing, so
+            // no cause is printed twice.
+            eprintln!("enetstat: error: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, `: `-separated, leaving out a cause whose text a message before
-/// it already quotes (many messages name their cause inline, and also chain it).
-fn report(err: &anyhow::Error) -> String {
-    let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn init_logging(verbose: u8) {

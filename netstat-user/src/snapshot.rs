@@ -189,7 +189,7 @@ pub enum SnapshotError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// Counters shown with each snapshot while tracing.

@@ -104,7 +104,7 @@ pub enum WatchError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// Why the watch loop ended.

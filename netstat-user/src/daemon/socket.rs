@@ -119,9 +119,9 @@ fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Res
 /// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
 /// answers on it, and sets mode 0660 and the group.
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
-    let err = |source| DaemonError::Socket {
+    let err = |cause| DaemonError::Socket {
         path: path.to_owned(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let made = make_dirs(dir, gid).map_err(err)?;

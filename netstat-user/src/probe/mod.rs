@@ -447,7 +447,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
         {
             ProbeError::NoDescriptors {
                 doing: "create the eBPF maps",
-                source: io_error,
+                cause: io_error,
             }
         }
         aya::EbpfError::MapError(MapError::CreateError { ref io_error, .. })
@@ -460,7 +460,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
         aya::EbpfError::ProgramError(p) => classify_program_error("inet_sock_set_state", p),
         other if crate::fd_limit::caused(&other) => ProbeError::NoDescriptors {
             doing: "load the eBPF object",
-            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+            cause: std::io::Error::from_raw_os_error(libc::EMFILE),
         },
         other => ProbeError::Load(other),
     }
@@ -480,7 +480,7 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
             if crate::fd_limit::is_exhausted(&io_error) {
                 return ProbeError::NoDescriptors {
                     doing: "load the eBPF programs",
-                    source: io_error,
+                    cause: io_error,
                 };
             }
             let log = format!("{verifier_log:?}");
