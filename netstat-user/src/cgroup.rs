@@ -117,7 +117,9 @@ impl Paths {
         self.paths.get(&id)
     }
 
-    /// The path of cgroup `id`, if it exists (or existed at the last scan).
+    /// The path of cgroup `id`, if it exists (or existed at the last scan). Callers take the
+    /// whole [`Cgroup`] ([`get`](Self::get)); this is for tests.
+    #[cfg(test)]
     pub fn path(&mut self, id: u64) -> Option<&str> {
         self.get(id).map(|c| c.path.as_str())
     }

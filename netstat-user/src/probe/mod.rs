@@ -149,7 +149,6 @@ pub struct Probe {
     ebpf: Ebpf,
     options: ProbeOptions,
     mode: Mode,
-    resets: bool,
     owners: OwnerHooks,
 }
 
@@ -274,13 +273,11 @@ impl Probe {
         }
         // The reset tracepoints only refine how connections ended; without them enetstat
         // still traces every transition, so a kernel lacking them is a warning, not an error.
-        let mut resets = true;
         for &(name, tracepoint) in mode.reset_programs() {
             if let Err(e) = attach_btf(&mut ebpf, &kernel_btf, name, tracepoint) {
                 tracing::warn!(
                     "{e}; connection endings by reset will be inferred from socket errors only"
                 );
-                resets = false;
             }
         }
         let owners = Self::attach_owner_programs(&mut ebpf, &config);
@@ -288,7 +285,6 @@ impl Probe {
             ebpf,
             options,
             mode,
-            resets,
             owners,
         })
     }
@@ -310,7 +306,6 @@ impl Probe {
             ebpf,
             options,
             mode,
-            resets: false,
             owners,
         })
     }
@@ -323,11 +318,6 @@ impl Probe {
     /// Which owner facts the kernel gives.
     pub fn owner_hooks(&self) -> OwnerHooks {
         self.owners
-    }
-
-    /// Whether the TCP reset tracepoints are attached.
-    pub fn traces_resets(&self) -> bool {
-        self.resets
     }
 
     /// The stream of raw records. Can be taken once.
