@@ -172,8 +172,7 @@ async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
         },
     };
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (_end, summary) =
-        watch::run(&mut stream, &opts, &mut out, stop, || probe.counters()).await?;
+    let summary = watch::run(&mut stream, &opts, &mut out, stop, || probe.counters()).await?;
     let _ = out.flush();
     drop(stream);
     drop(probe);
@@ -301,11 +300,10 @@ async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
         ..ProbeOptions::default()
     })?;
     let mut stream = probe.events()?;
-    let (_end, status) =
-        enetstat::snapshot::continuous(&mut stream, &opts, cont, &mut out, stop, || {
-            probe.counters()
-        })
-        .await?;
+    let status = enetstat::snapshot::continuous(&mut stream, &opts, cont, &mut out, stop, || {
+        probe.counters()
+    })
+    .await?;
     let _ = out.flush();
     drop(stream);
     drop(probe);

@@ -267,14 +267,6 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
     out.flush().map_err(SnapshotError::Output)
 }
 
-/// Why a continuous snapshot ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    Stopped,
-    Count,
-    ClosedOutput,
-}
-
 /// Keeps the table live from `stream` and prints a snapshot every interval until `stop`
 /// resolves, the count is reached, or the output closes.
 pub async fn continuous(
@@ -284,7 +276,7 @@ pub async fn continuous(
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
     counters: impl Fn() -> Result<KernelCounters, ProbeError>,
-) -> Result<(End, Status), SnapshotError> {
+) -> Result<Status, SnapshotError> {
     let mut stop = pin!(stop);
     let mut table = Table::new(opts.limits, crate::netns::own_netns());
     // The table's owners come from the same pipeline as `watch`'s.
@@ -311,7 +303,7 @@ pub async fn continuous(
     let mut first = true;
     let mut status = Status::default();
 
-    let end = loop {
+    loop {
         tokio::select! {
             r = stream.ready() => {
                 r?;
@@ -319,7 +311,7 @@ pub async fn continuous(
                 continue;
             }
             _ = tick.tick() => {}
-            () = &mut stop => break End::Stopped,
+            () = &mut stop => break,
         }
         drain(stream, &mut table, &mut pipeline);
         if last_reconcile.elapsed() >= cont.reconcile {
@@ -366,15 +358,15 @@ pub async fn continuous(
         mem::trim();
         match written {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::ClosedOutput,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
             Err(e) => return Err(SnapshotError::Output(e)),
         }
         shown += 1;
         if cont.count.is_some_and(|n| shown >= n) {
-            break End::Count;
+            break;
         }
-    };
-    Ok((end, status))
+    }
+    Ok(status)
 }
 
 /// The live sockets a snapshot shows, in the order shown.
