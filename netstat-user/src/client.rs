@@ -91,18 +91,12 @@ pub struct Client {
 
 /// The name of a group, or its number.
 fn group_name(gid: u32) -> String {
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-        return gid.to_string();
-    }
-    // SAFETY: on success gr_name points to a NUL-terminated string inside buf.
-    unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
-        .to_string_lossy()
-        .into_owned()
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| gid.to_string())
 }
 
 /// Whether this process has `gid` as its group or one of its supplementary groups.

@@ -878,7 +878,7 @@ fn endpoint_text(view: &View<'_>, proto: Proto, e: Endpoint) -> String {
     netstat::address(&host, &port, view.opts.wide)
 }
 
-/// User names by uid, from the system's user database (`getpwuid_r`), cached.
+/// User names by uid, from the system's user database, cached.
 #[derive(Debug, Default)]
 struct Users {
     names: std::collections::HashMap<u32, String>,
@@ -893,17 +893,8 @@ impl Users {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(user.name).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -93,8 +93,7 @@ fn refuse(message: String) -> io::Error {
 /// [`LOG_MODE`] when new, and never another user's file in a directory others can write.
 fn open(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -302,16 +301,17 @@ mod tests {
     #[test]
     fn the_log_is_0640_whatever_the_umask_and_never_followed() {
         use std::os::unix::fs::PermissionsExt;
+
+        use nix::sys::stat::{Mode, umask};
         let dir = std::env::temp_dir().join(format!("enetstat-evlog-m-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = dir.join("events.ndjson");
-        // SAFETY: umask only swaps the process's mask (this test restores it).
-        let old = unsafe { libc::umask(0) };
+        // This test restores the process's mask.
+        let old = umask(Mode::empty());
         let opened = open(&p);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        umask(old);
         drop(opened.unwrap());
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
