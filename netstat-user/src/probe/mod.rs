@@ -34,6 +34,24 @@ use crate::btf;
 /// The kernel object, built by `build.rs` with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netstat"));
 
+/// The program `name` in the object, as the kind `P` that attaches to `tracepoint`.
+fn program<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|e| ProbeError::attach(tracepoint, e))
+}
+
 /// Loads the BTF tracepoint program `name` and attaches it to `tracepoint`.
 fn attach_btf(
     ebpf: &mut Ebpf,
@@ -41,20 +59,13 @@ fn attach_btf(
     name: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbeError> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+    let program: &mut BtfTracePoint = program(ebpf, name, tracepoint)?;
     program
         .load(tracepoint, btf)
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+        .map_err(|e| ProbeError::attach(tracepoint, e))?;
     Ok(())
 }
 
@@ -74,20 +85,13 @@ fn attach_classic_in(
     category: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbeError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+    let program: &mut TracePoint = program(ebpf, name, tracepoint)?;
     program
         .load()
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach(category, tracepoint)
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+        .map_err(|e| ProbeError::attach(tracepoint, e))?;
     Ok(())
 }
 
