@@ -200,6 +200,22 @@ impl Probe {
             .map_err(classify_load_error)
     }
 
+    /// The probe, once the state programs are attached: adds the owner programs.
+    fn with_owner_programs(
+        mut ebpf: Ebpf,
+        options: ProbeOptions,
+        mode: Mode,
+        config: &Config,
+    ) -> Self {
+        let owners = Self::attach_owner_programs(&mut ebpf, config);
+        Self {
+            ebpf,
+            options,
+            mode,
+            owners,
+        }
+    }
+
     /// Attaches the owner programs (classic tracepoints in process context). They only
     /// refine owners, so a kernel without them (no CONFIG_FTRACE_SYSCALLS, no task offsets)
     /// gets a warning that says what is lost.
@@ -284,13 +300,7 @@ impl Probe {
                 );
             }
         }
-        let owners = Self::attach_owner_programs(&mut ebpf, &config);
-        Ok(Self {
-            ebpf,
-            options,
-            mode,
-            owners,
-        })
+        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
     }
 
     /// The classic tracepoint, with its record layout from tracefs.
@@ -305,13 +315,7 @@ impl Probe {
         for &(name, tracepoint) in mode.programs() {
             attach_classic(&mut ebpf, name, tracepoint)?;
         }
-        let owners = Self::attach_owner_programs(&mut ebpf, &config);
-        Ok(Self {
-            ebpf,
-            options,
-            mode,
-            owners,
-        })
+        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
     }
 
     /// How the programs trace on this kernel.
