@@ -4,8 +4,8 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// Must match `xtask`'s `NIGHTLY`.
-const NIGHTLY: &str = "nightly-2026-07-01";
+/// The pinned nightly, from the file xtask's `pins::NIGHTLY` reads too.
+const NIGHTLY: &str = include_str!("../nightly-toolchain.txt").trim_ascii();
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()

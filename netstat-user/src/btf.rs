@@ -20,10 +20,10 @@ pub enum BtfError {
          kernel >= 5.8); install such a kernel or enable that option"
     )]
     Missing { path: PathBuf },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot parse the kernel's BTF in {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -61,15 +61,15 @@ impl Readable for Bytes {
 /// Resolves the offsets the kernel program needs from the BTF file at `path`: the socket's,
 /// and (zero when any is missing) the task and file structures' for the owner programs.
 pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
-    let data = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    let data = std::fs::read(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             BtfError::Missing {
                 path: path.to_owned(),
             }
         } else {
             BtfError::Read {
                 path: path.to_owned(),
-                source,
+                cause,
             }
         }
     })?;

@@ -16,17 +16,16 @@ use std::{
 /// Where cgroup v2 is usually mounted (the unified hierarchy).
 pub const ROOT: &str = "/sys/fs/cgroup";
 
-/// Where cgroup v2 is mounted here: the first `cgroup2` mount in `/proc/self/mounts`
+/// Where cgroup v2 is mounted here: the first `cgroup2` mount in `/proc/mounts`
 /// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems), else [`ROOT`].
 pub fn root() -> PathBuf {
-    std::fs::read_to_string("/proc/self/mounts")
+    procfs::mounts()
         .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                let mut f = l.split_whitespace();
-                let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
-                (kind == "cgroup2").then(|| PathBuf::from(at))
-            })
+        .and_then(|mounts| {
+            mounts
+                .into_iter()
+                .find(|m| m.fs_vfstype == "cgroup2")
+                .map(|m| PathBuf::from(m.fs_file))
         })
         .unwrap_or_else(|| PathBuf::from(ROOT))
 }
@@ -49,9 +48,9 @@ pub fn id_of(path: &str) -> Option<u64> {
 /// The id of this process's own cgroup (from `/proc/self/cgroup`), when cgroup v2 is
 /// mounted.
 pub fn own_id() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    id_of(path)
+    let cgroups = procfs::process::Process::myself().ok()?.cgroups().ok()?;
+    let v2 = cgroups.into_iter().find(|c| c.hierarchy == 0)?;
+    id_of(&v2.pathname)
 }
 
 /// What a cgroup id names: its path, and the container it belongs to when the path is a
@@ -117,7 +116,9 @@ impl Paths {
         self.paths.get(&id)
     }
 
-    /// The path of cgroup `id`, if it exists (or existed at the last scan).
+    /// The path of cgroup `id`, if it exists (or existed at the last scan). Callers take the
+    /// whole [`Cgroup`] ([`get`](Self::get)); this is for tests.
+    #[cfg(test)]
     pub fn path(&mut self, id: u64) -> Option<&str> {
         self.get(id).map(|c| c.path.as_str())
     }

@@ -272,7 +272,7 @@ pub struct DaemonArgs {
     pub event_log: Option<std::path::PathBuf>,
 
     /// Rotate the event log when it reaches this size (PATH -> PATH.1 -> ...).
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_log_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = crate::size_arg::parse_log_size)]
     pub event_log_size: u64,
 
     /// Rotated event logs kept.
@@ -286,24 +286,6 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| *n >= 1)
         .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
-}
-
-/// A size like `64M` or `1G` (binary units), or bytes.
-fn parse_log_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (digits, shift) = match t.chars().last() {
-        Some('K') => (&t[..t.len() - 1], 10),
-        Some('M') => (&t[..t.len() - 1], 20),
-        Some('G') => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_shl(shift))
-        .filter(|n| *n >= 4096)
-        .ok_or_else(|| format!("{s:?} is not a size of at least 4K; use e.g. 64M"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -64,12 +64,8 @@ pub enum ClientError {
          --socket PATH, or use --standalone"
     )]
     NotASocket(PathBuf),
-    #[error("cannot talk to the daemon at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot talk to the daemon at {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
         "the daemon at {path} answered something this client does not understand ({detail}). \
          Is it an enetstat daemon of the same version?"
@@ -95,18 +91,12 @@ pub struct Client {
 
 /// The name of a group, or its number.
 fn group_name(gid: u32) -> String {
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-        return gid.to_string();
-    }
-    // SAFETY: on success gr_name points to a NUL-terminated string inside buf.
-    unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
-        .to_string_lossy()
-        .into_owned()
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| gid.to_string())
 }
 
 /// Whether this process has `gid` as its group or one of its supplementary groups.
@@ -167,10 +157,10 @@ impl Client {
                     },
                 });
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(ClientError::Io {
                     path: path.to_owned(),
-                    source,
+                    cause,
                 });
             }
         };
@@ -195,7 +185,7 @@ impl Client {
                     io::ErrorKind::ConnectionRefused => ClientError::Stale(path.to_owned()),
                     _ => ClientError::Io {
                         path: path.to_owned(),
-                        source: e,
+                        cause: e,
                     },
                 });
             }
@@ -208,10 +198,10 @@ impl Client {
         })
     }
 
-    fn io(&self, source: io::Error) -> ClientError {
+    fn io(&self, cause: io::Error) -> ClientError {
         ClientError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 

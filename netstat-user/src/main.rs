@@ -32,24 +32,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("enetstat: error: {}", report(&err));
+            // `{:#}`: the error and the causes `context` chained, `: `-separated. Each of
+            // enetstat's errors names its own cause in its message and chains nothing, so
+            // no cause is printed twice.
+            eprintln!("enetstat: error: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, `: `-separated, leaving out a cause whose text a message before
-/// it already quotes (many messages name their cause inline, and also chain it).
-fn report(err: &anyhow::Error) -> String {
-    let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn init_logging(verbose: u8) {
@@ -183,8 +172,7 @@ async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
         },
     };
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (_end, summary) =
-        watch::run(&mut stream, &opts, &mut out, stop, || probe.counters()).await?;
+    let summary = watch::run(&mut stream, &opts, &mut out, stop, || probe.counters()).await?;
     let _ = out.flush();
     drop(stream);
     drop(probe);
@@ -312,11 +300,10 @@ async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
         ..ProbeOptions::default()
     })?;
     let mut stream = probe.events()?;
-    let (_end, status) =
-        enetstat::snapshot::continuous(&mut stream, &opts, cont, &mut out, stop, || {
-            probe.counters()
-        })
-        .await?;
+    let status = enetstat::snapshot::continuous(&mut stream, &opts, cont, &mut out, stop, || {
+        probe.counters()
+    })
+    .await?;
     let _ = out.flush();
     drop(stream);
     drop(probe);

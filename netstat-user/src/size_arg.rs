@@ -1,8 +1,10 @@
-//! The one parser for sizes on the command line (`--ring-size`): bytes with an optional binary
-//! unit, a power of two of at least a page, as the kernel's ring buffer needs.
+//! The one parser for sizes on the command line: bytes with an optional binary unit. The
+//! ring buffer (`--ring-size`) takes a power of two of at least a page, as the kernel needs;
+//! the event log (`--event-log-size`) any size of at least 4K.
 
-/// `4096`, `64K`, `8M`, `1G` (binary units; a trailing `B`/`iB` is allowed).
-pub fn parse_size(s: &str) -> Result<u32, String> {
+/// `4096`, `64K`, `8M`, `1G` (binary units; a trailing `B`/`iB` is allowed) in bytes, or
+/// `None` when `s` is not a size.
+fn bytes(s: &str) -> Option<u64> {
     let t = s.trim().to_ascii_uppercase();
     let t = t.trim_end_matches("IB").trim_end_matches('B');
     let (digits, shift) = match t.chars().last() {
@@ -11,19 +13,27 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         Some('G') => (&t[..t.len() - 1], 30),
         _ => (t, 0),
     };
-    let bad = || format!("{s:?} is not a size; use bytes or K/M/G, e.g. 8M");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let bytes = n
-        .checked_shl(shift)
-        .filter(|b| *b <= u64::from(u32::MAX))
-        .ok_or_else(bad)?;
-    let bytes = bytes as u32;
+    digits.parse::<u64>().ok()?.checked_shl(shift)
+}
+
+/// A ring-buffer size: a power of two of at least 4K that fits 32 bits.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let bytes = bytes(s)
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is not a size; use bytes or K/M/G, e.g. 8M"))?;
     if bytes < 4096 || !bytes.is_power_of_two() {
         return Err(format!(
             "{s:?} must be a power of two of at least 4K (e.g. 4M, 8M, 16M)"
         ));
     }
     Ok(bytes)
+}
+
+/// An event-log size: at least 4K.
+pub fn parse_log_size(s: &str) -> Result<u64, String> {
+    bytes(s)
+        .filter(|n| *n >= 4096)
+        .ok_or_else(|| format!("{s:?} is not a size of at least 4K; use e.g. 64M"))
 }
 
 #[cfg(test)]
@@ -39,5 +49,15 @@ mod tests {
         assert!(parse_size("1K").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("8G").is_err());
+    }
+
+    #[test]
+    fn log_sizes() {
+        assert_eq!(parse_log_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_log_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_log_size("5000"), Ok(5000));
+        assert_eq!(parse_log_size("8G"), Ok(8 << 30));
+        assert!(parse_log_size("1K").unwrap_err().contains("at least 4K"));
+        assert!(parse_log_size("lots").is_err());
     }
 }

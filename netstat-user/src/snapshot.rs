@@ -189,7 +189,7 @@ pub enum SnapshotError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// Counters shown with each snapshot while tracing.
@@ -267,14 +267,6 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
     out.flush().map_err(SnapshotError::Output)
 }
 
-/// Why a continuous snapshot ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    Stopped,
-    Count,
-    ClosedOutput,
-}
-
 /// Keeps the table live from `stream` and prints a snapshot every interval until `stop`
 /// resolves, the count is reached, or the output closes.
 pub async fn continuous(
@@ -284,7 +276,7 @@ pub async fn continuous(
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
     counters: impl Fn() -> Result<KernelCounters, ProbeError>,
-) -> Result<(End, Status), SnapshotError> {
+) -> Result<Status, SnapshotError> {
     let mut stop = pin!(stop);
     let mut table = Table::new(opts.limits, crate::netns::own_netns());
     // The table's owners come from the same pipeline as `watch`'s.
@@ -312,7 +304,7 @@ pub async fn continuous(
     let mut first = true;
     let mut status = Status::default();
 
-    let end = loop {
+    loop {
         tokio::select! {
             r = stream.ready() => {
                 r?;
@@ -320,7 +312,7 @@ pub async fn continuous(
                 continue;
             }
             _ = tick.tick() => {}
-            () = &mut stop => break End::Stopped,
+            () = &mut stop => break,
         }
         drain(stream, &mut table, &mut pipeline);
         if last_reconcile.elapsed() >= cont.reconcile {
@@ -367,15 +359,15 @@ pub async fn continuous(
         mem::trim();
         match written {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::ClosedOutput,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
             Err(e) => return Err(SnapshotError::Output(e)),
         }
         shown += 1;
         if cont.count.is_some_and(|n| shown >= n) {
-            break End::Count;
+            break;
         }
-    };
-    Ok((end, status))
+    }
+    Ok(status)
 }
 
 /// The live sockets a snapshot shows, in the order shown.
@@ -887,7 +879,7 @@ fn endpoint_text(view: &View<'_>, proto: Proto, e: Endpoint) -> String {
     netstat::address(&host, &port, view.opts.wide)
 }
 
-/// User names by uid, from the system's user database (`getpwuid_r`), cached.
+/// User names by uid, from the system's user database, cached.
 #[derive(Debug, Default)]
 struct Users {
     names: std::collections::HashMap<u32, String>,
@@ -902,17 +894,8 @@ impl Users {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(user.name).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

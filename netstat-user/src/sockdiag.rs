@@ -76,17 +76,16 @@ pub struct TcpBytes {
 #[derive(Debug, thiserror::Error)]
 pub enum SockDiagError {
     #[error("cannot open a netlink sock_diag socket: {0}. {hint}", hint = open_hint(.0))]
-    Open(#[source] io::Error),
+    Open(io::Error),
     #[error("cannot talk to the kernel over netlink sock_diag: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     #[error(
-        "the kernel refused to dump {what} sockets: {source}. Load its socket-diagnostics \
+        "the kernel refused to dump {what} sockets: {cause}. Load its socket-diagnostics \
          module (`modprobe tcp_diag udp_diag inet_diag`), as `ss` also needs"
     )]
     Refused {
         what: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("the kernel sent a sock_diag reply enetstat cannot read: {0}")]
     Decode(String),
@@ -112,7 +111,9 @@ fn open_hint(e: &io::Error) -> String {
     }
 }
 
-/// Dumps every socket of the given protocols in this network namespace.
+/// Dumps every socket of the given protocols in this network namespace, as a list. The engine
+/// merges a dump as it is read ([`dump_each`]); a list is for tests.
+#[cfg(test)]
 pub fn dump(protos: &[Proto]) -> Result<Vec<DiagSocket>, SockDiagError> {
     let mut out = Vec::new();
     dump_each(protos, |d| out.push(d))?;
@@ -295,12 +296,12 @@ pub fn parse_datagram(
                     .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 if code != 0 {
                     let errno = code.checked_neg().unwrap_or(i32::MAX);
-                    let source = io::Error::from_raw_os_error(errno);
+                    let cause = io::Error::from_raw_os_error(errno);
                     // IPv6 disabled in this kernel: nothing to dump.
                     if family == AF_INET6 && errno == libc::EAFNOSUPPORT {
                         return Ok(Datagram::Done);
                     }
-                    return Err(SockDiagError::Refused { what, source });
+                    return Err(SockDiagError::Refused { what, cause });
                 }
             }
             SOCK_DIAG_BY_FAMILY => f(parse_msg(proto, payload)?),

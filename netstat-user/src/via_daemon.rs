@@ -145,6 +145,19 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
 /// How long `watch` through the daemon waits for the daemon's counters.
 const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The daemon's `stats`, or an error when it does not answer within [`STATS_TIMEOUT`].
+async fn stats(counters: &mut Client, path: &Path) -> Result<serde_json::Value> {
+    tokio::time::timeout(STATS_TIMEOUT, counters.stats())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the daemon at {} did not answer a stats request within {STATS_TIMEOUT:?}",
+                path.display()
+            )
+        })?
+        .map_err(Into::into)
+}
+
 /// `enetstat watch` and `enetstat life` through the daemon: the same lines standalone mode
 /// prints, rendered by the daemon.
 pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode> {
@@ -155,14 +168,7 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
     // The daemon's kernel counters before and after, for the summary. A daemon that does not
     // answer must not hang the client (nor keep it from seeing Ctrl-C before the loop below).
     let mut counters = Client::connect(path).await?;
-    let before = tokio::time::timeout(STATS_TIMEOUT, counters.stats())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the daemon at {} did not answer a stats request within {STATS_TIMEOUT:?}",
-                path.display()
-            )
-        })??;
+    let before = stats(&mut counters, path).await?;
     let stream = match mode {
         Mode::Transitions => Stream::Transitions,
         Mode::Lifecycles => Stream::Lifecycles,
@@ -242,14 +248,7 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
     if pending > 0 && out.flush().is_ok() {
         shown += pending;
     }
-    let after = tokio::time::timeout(STATS_TIMEOUT, counters.stats())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the daemon at {} did not answer a stats request within {STATS_TIMEOUT:?}",
-                path.display()
-            )
-        })??;
+    let after = stats(&mut counters, path).await?;
     let delta = |key: &str| {
         let n = |v: &serde_json::Value| v[key].as_u64().unwrap_or(0);
         n(&after).saturating_sub(n(&before))

@@ -104,28 +104,18 @@ pub enum WatchError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
-}
-
-/// Why the watch loop ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    Stopped,
-    Count,
-    Duration,
-    /// The reader went away (`enetstat watch | head`).
-    ClosedOutput,
+    Output(io::Error),
 }
 
 /// Runs the event log until `stop` resolves, `--count` or `--duration` is reached, or the
-/// output closes. `counters` is read at the end for the summary.
+/// output closes (`enetstat watch | head`). `counters` is read at the end for the summary.
 pub async fn run(
     stream: &mut EventStream,
     opts: &WatchOptions,
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
     counters: impl Fn() -> Result<KernelCounters, ProbeError>,
-) -> Result<(End, Summary), WatchError> {
+) -> Result<Summary, WatchError> {
     let mut stop = pin!(stop);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut sleep = pin!(async {
@@ -162,13 +152,13 @@ pub async fn run(
         .and_then(|()| out.flush())
         .map_err(WatchError::Output)?;
 
-    let end = 'outer: loop {
+    loop {
         // Stopping still drains what the ring holds: those transitions happened.
-        let mut ending = None;
+        let mut ending = false;
         tokio::select! {
             r = stream.ready() => r?,
-            () = &mut stop => ending = Some(End::Stopped),
-            () = &mut sleep => ending = Some(End::Duration),
+            () = &mut stop => ending = true,
+            () = &mut sleep => ending = true,
         }
         clock.refresh();
         let mut io_result = Ok(());
@@ -222,7 +212,7 @@ pub async fn run(
             summary.shown += 1;
             reached_count = opts.count.is_some_and(|n| summary.shown >= n);
         };
-        if ending.is_some() {
+        if ending {
             stream.drain_to_end(&mut handle);
         } else {
             stream.drain(&mut handle);
@@ -232,17 +222,14 @@ pub async fn run(
         summary.undecodable = pipeline.undecodable;
         match flushed {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break 'outer End::ClosedOutput,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
             Err(e) => return Err(WatchError::Output(e)),
         }
-        if reached_count {
-            break End::Count;
+        if reached_count || ending {
+            break;
         }
-        if let Some(end) = ending {
-            break end;
-        }
-    };
+    }
     summary.kernel = counters()?;
     summary.latency = latency;
-    Ok((end, summary))
+    Ok(summary)
 }

@@ -5,9 +5,11 @@
 //! 1.98.0-nightly with LLVM 22; aya 0.16 needs rustc >= 1.98, and later nightlies move to LLVM
 //! 23, which Debian does not ship (DESIGN.md, decision 8).
 
-/// The toolchain for everything except xtask itself. Must match `NIGHTLY` in
-/// `netstat-user/build.rs`, which compiles the eBPF crate with it.
-pub const NIGHTLY: &str = "nightly-2026-07-01";
+/// The toolchain for everything except xtask itself, from `nightly-toolchain.txt` at the root,
+/// which `netstat-user/build.rs` also reads to compile the eBPF crate: one pin for both. Not a
+/// `rust-toolchain.toml`, which would make rustup refuse to run xtask before it could install
+/// the toolchain (DESIGN.md, decision 8).
+pub const NIGHTLY: &str = include_str!("../../nightly-toolchain.txt").trim_ascii();
 
 /// Components of [`NIGHTLY`]: `rust-src` for `-Z build-std=core` on the BPF target, the other
 /// two for `cargo xtask lint`.

@@ -55,18 +55,17 @@ pub struct EventLog {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the event log {path}: {source}{hint}", hint = user_hint(path, source, run_as.as_deref()))]
+#[error("cannot open the event log {path}: {cause}{hint}", hint = user_hint(path, cause, run_as.as_deref()))]
 pub struct EventLogError {
     path: PathBuf,
-    #[source]
-    source: io::Error,
+    cause: io::Error,
     run_as: Option<String>,
 }
 
 /// Who was refused, when the daemon had stopped being root: the log is opened after `--user`
 /// took effect, so that user must be able to write there.
-fn user_hint(path: &Path, source: &io::Error, run_as: Option<&str>) -> String {
-    match (run_as, source.raw_os_error()) {
+fn user_hint(path: &Path, cause: &io::Error, run_as: Option<&str>) -> String {
+    match (run_as, cause.raw_os_error()) {
         (Some(user), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -94,8 +93,7 @@ fn refuse(message: String) -> io::Error {
 /// [`LOG_MODE`] when new, and never another user's file in a directory others can write.
 fn open(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -185,9 +183,9 @@ fn rotate(path: &Path, keep: u32) -> io::Result<()> {
 impl EventLog {
     /// Opens (appends to) the log and starts its writer thread.
     pub fn start(opts: EventLogOptions) -> Result<EventLog, EventLogError> {
-        let file = open(&opts.path).map_err(|source| EventLogError {
+        let file = open(&opts.path).map_err(|cause| EventLogError {
             path: opts.path.clone(),
-            source,
+            cause,
             run_as: opts.run_as.clone(),
         })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -197,9 +195,9 @@ impl EventLog {
         let writer = std::thread::Builder::new()
             .name("event-log".into())
             .spawn(move || write_loop(&opts, file, size, &rx, &c))
-            .map_err(|source| EventLogError {
+            .map_err(|cause| EventLogError {
                 path: PathBuf::new(),
-                source,
+                cause,
                 run_as: None,
             })?;
         Ok(EventLog {
@@ -303,16 +301,17 @@ mod tests {
     #[test]
     fn the_log_is_0640_whatever_the_umask_and_never_followed() {
         use std::os::unix::fs::PermissionsExt;
+
+        use nix::sys::stat::{Mode, umask};
         let dir = std::env::temp_dir().join(format!("enetstat-evlog-m-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = dir.join("events.ndjson");
-        // SAFETY: umask only swaps the process's mask (this test restores it).
-        let old = unsafe { libc::umask(0) };
+        // This test restores the process's mask.
+        let old = umask(Mode::empty());
         let opened = open(&p);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        umask(old);
         drop(opened.unwrap());
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
@@ -330,7 +329,7 @@ mod tests {
     fn a_refusal_under_user_names_the_user() {
         let error = |run_as: Option<&str>, errno| EventLogError {
             path: PathBuf::from("/var/log/enetstat/events.ndjson"),
-            source: io::Error::from_raw_os_error(errno),
+            cause: io::Error::from_raw_os_error(errno),
             run_as: run_as.map(str::to_owned),
         };
         let text = error(Some("nobody"), libc::EACCES).to_string();

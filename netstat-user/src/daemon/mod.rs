@@ -107,11 +107,10 @@ pub struct DaemonOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot set up the socket {path}: {source}")]
+    #[error("cannot set up the socket {path}: {cause}")]
     Socket {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "another enetstat daemon is already serving on {0}. Stop it first (e.g. `systemctl stop \
@@ -129,8 +128,8 @@ pub enum DaemonError {
     )]
     Group(String),
     #[error(
-        "cannot serve metrics on {addr}: {source}{hint}",
-        hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+        "cannot serve metrics on {addr}: {cause}{hint}",
+        hint = if cause.kind() == std::io::ErrorKind::AddrInUse {
             ". Another process (another enetstat daemon?) serves on that address; stop it, or \
              give --metrics another ADDR"
         } else {
@@ -139,8 +138,7 @@ pub enum DaemonError {
     )]
     Metrics {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Privilege(#[from] privilege::PrivilegeError),
@@ -176,7 +174,7 @@ pub async fn run(
         (Some(addr), Some(m)) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|source| DaemonError::Metrics { addr, source })?;
+                .map_err(|cause| DaemonError::Metrics { addr, cause })?;
             Some(tokio::spawn(http::serve(
                 listener,
                 m.clone(),

@@ -21,33 +21,35 @@ pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_D
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     #[error("cannot drop capabilities: {0}")]
-    Caps(#[from] caps::errors::CapsError),
+    Caps(caps::errors::CapsError),
     #[error(
         "there is no user {0:?}. Create it (`useradd --system --no-create-home --shell \
          /usr/sbin/nologin {0}`), or name another --user"
     )]
     NoUser(String),
-    #[error("cannot look up user {name:?}: {source}")]
-    Lookup {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
+    #[error("cannot look up user {name:?}: {cause}")]
+    Lookup { name: String, cause: nix::Error },
     #[error(
         "--user {0} needs the daemon to start as root: it loads its programs, then becomes \
          {0} itself. Run it with sudo, or drop --user"
     )]
     NotRoot(String),
     #[error(
-        "cannot switch to user {name:?} ({step}): {source}. --user needs CAP_SETUID, \
+        "cannot switch to user {name:?} ({step}): {cause}. --user needs CAP_SETUID, \
          CAP_SETGID and CAP_SETPCAP"
     )]
     Switch {
         name: String,
         step: &'static str,
-        #[source]
-        source: nix::Error,
+        cause: nix::Error,
     },
+}
+
+impl From<caps::errors::CapsError> for PrivilegeError {
+    /// By hand rather than `#[from]`, which would also chain the error its message names.
+    fn from(e: caps::errors::CapsError) -> Self {
+        PrivilegeError::Caps(e)
+    }
 }
 
 /// Drops every capability but [`KEPT`] from the calling thread.
@@ -102,9 +104,9 @@ const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
 impl RunAs {
     /// Looks up `name` (or a numeric uid).
     pub fn lookup(name: &str) -> Result<RunAs, PrivilegeError> {
-        let lookup = |source| PrivilegeError::Lookup {
+        let lookup = |cause| PrivilegeError::Lookup {
             name: name.to_owned(),
-            source,
+            cause,
         };
         let user = match name.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)),
@@ -132,10 +134,10 @@ impl RunAs {
             return Err(PrivilegeError::NotRoot(self.name.clone()));
         }
         let fail = |step| {
-            move |source| PrivilegeError::Switch {
+            move |cause| PrivilegeError::Switch {
                 name: self.name.clone(),
                 step,
-                source,
+                cause,
             }
         };
         // SAFETY: prctl with integer arguments only.

@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use nix::sys::stat::{Mode, umask};
 use tokio::net::UnixListener;
 
 use super::DaemonError;
@@ -82,8 +83,7 @@ fn only_the_socket(dir: &Path, name: Option<&std::ffi::OsStr>) -> bool {
 /// daemon that ran as another user left it behind (then a root daemon takes it back).
 /// Elsewhere it warns, at start, when it will not be able to.
 fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Result<()> {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     let meta = std::fs::metadata(dir)?;
     let mode = meta.mode();
     let sticky = mode & 0o1000 != 0;
@@ -119,9 +119,9 @@ fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Res
 /// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
 /// answers on it, and sets mode 0660 and the group.
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
-    let err = |source| DaemonError::Socket {
+    let err = |cause| DaemonError::Socket {
         path: path.to_owned(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let made = make_dirs(dir, gid).map_err(err)?;
@@ -146,11 +146,9 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         Err(e) => return Err(err(e)),
     }
     // Nobody but root may connect until the mode and group are set.
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
+    let old = umask(Mode::from_bits_truncate(0o177));
     let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    umask(old);
     let listener = match bound {
         Ok(l) => l,
         // Two daemons started at once: the other one bound between the check and this bind.
@@ -165,8 +163,7 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         ino,
     };
     // Owned by root even when the daemon runs as another user (`--user`).
-    // SAFETY: geteuid cannot fail.
-    if gid.is_some() || unsafe { libc::geteuid() } != 0 {
+    if gid.is_some() || !nix::unistd::geteuid().is_root() {
         std::os::unix::fs::chown(path, Some(0), gid).map_err(err)?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;

@@ -18,7 +18,7 @@ pub enum ProbeError {
         "{0}. Without BTF enetstat traces with the classic tracepoint, which it could not use; \
          the snapshot (`enetstat -tan`) needs neither and still works"
     )]
-    Tracefs(#[from] super::TracefsError),
+    Tracefs(super::TracefsError),
 
     #[error("{0}")]
     Mode(String),
@@ -42,16 +42,17 @@ pub enum ProbeError {
     },
 
     #[error(
-        "cannot attach to the `{tracepoint}` tracepoint: {source}. Tracing needs Linux 5.8+ with \
-         that tracepoint; the snapshot (`enetstat -tan`) needs no eBPF and still works"
+        "cannot attach to the `{tracepoint}` tracepoint: {}. Tracing needs Linux 5.8+ with \
+         that tracepoint; the snapshot (`enetstat -tan`) needs no eBPF and still works",
+        with_causes(cause)
     )]
     Attach {
         tracepoint: &'static str,
-        source: aya::programs::ProgramError,
+        cause: aya::programs::ProgramError,
     },
 
-    #[error("cannot load enetstat's eBPF object: {0}")]
-    Load(#[source] aya::EbpfError),
+    #[error("cannot load enetstat's eBPF object: {}", with_causes(.0))]
+    Load(aya::EbpfError),
 
     #[error(
         "the eBPF object has no {what} `{name}`; the build is broken (rebuild with `cargo xtask build`)"
@@ -61,20 +62,23 @@ pub enum ProbeError {
         name: &'static str,
     },
 
+    /// The one variant that also chains its cause (so a report through `{:#}` names aya's
+    /// message twice): its field must be called `source`, which makes thiserror chain it,
+    /// until `probe/stream.rs` (which builds it) is free to take the rename to `cause`.
     #[error("cannot read the BPF map `{name}`: {source}")]
     Map {
         name: &'static str,
         source: aya::maps::MapError,
     },
 
-    #[error("cannot {doing}: {source}. {hint}", hint = crate::fd_limit::hint())]
+    #[error("cannot {doing}: {cause}. {hint}", hint = crate::fd_limit::hint())]
     NoDescriptors {
         doing: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("cannot watch the ring buffer for events: {0}")]
-    Poll(#[source] std::io::Error),
+    Poll(std::io::Error),
 
     #[error("--ring-size {0} is not a power of two of at least 4096 bytes (try 4M, 8M, 16M)")]
     RingSize(u32),
@@ -82,14 +86,14 @@ pub enum ProbeError {
 
 impl ProbeError {
     /// A tracepoint that would not attach, or the descriptor limit when that is the cause.
-    pub(super) fn attach(tracepoint: &'static str, source: aya::programs::ProgramError) -> Self {
-        if crate::fd_limit::caused(&source) {
+    pub(super) fn attach(tracepoint: &'static str, cause: aya::programs::ProgramError) -> Self {
+        if crate::fd_limit::caused(&cause) {
             ProbeError::NoDescriptors {
                 doing: "attach the eBPF programs",
-                source: std::io::Error::from_raw_os_error(libc::EMFILE),
+                cause: std::io::Error::from_raw_os_error(libc::EMFILE),
             }
         } else {
-            ProbeError::Attach { tracepoint, source }
+            ProbeError::Attach { tracepoint, cause }
         }
     }
 
@@ -98,10 +102,62 @@ impl ProbeError {
         if crate::fd_limit::is_exhausted(&e) {
             ProbeError::NoDescriptors {
                 doing: "watch the ring buffer for events",
-                source: e,
+                cause: e,
             }
         } else {
             ProbeError::Poll(e)
         }
+    }
+}
+
+/// An aya error with the causes it chains: aya's messages name their cause inline in some
+/// variants ("error parsing BPF object: {0}") and only chain it in others ("`bpf_link_create`
+/// failed", the errno behind it chained), so a cause whose text the message before it already
+/// quotes is left out. Our own errors name their cause once, inline, and chain nothing; this
+/// is where a foreign chain is folded into that one message.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    for cause in std::iter::successors(e.source(), |c| c.source()) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+impl From<super::TracefsError> for ProbeError {
+    /// By hand rather than `#[from]`, which would also chain the error its message names.
+    fn from(e: super::TracefsError) -> Self {
+        ProbeError::Tracefs(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("`bpf_link_create` failed")]
+    struct ChainsOnly(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("program error: {0}")]
+    struct InlinesAndChains(#[source] ChainsOnly);
+
+    #[test]
+    fn an_aya_cause_is_named_once_whichever_way_aya_reports_it() {
+        let e = InlinesAndChains(ChainsOnly(std::io::Error::from_raw_os_error(libc::EPERM)));
+        assert_eq!(
+            with_causes(&e),
+            "program error: `bpf_link_create` failed: Operation not permitted (os error 1)"
+        );
+    }
+
+    #[test]
+    fn our_errors_chain_no_cause() {
+        let e = ProbeError::poll(std::io::Error::from_raw_os_error(libc::EBADF));
+        assert!(std::error::Error::source(&e).is_none(), "{e}");
     }
 }

@@ -34,6 +34,24 @@ use crate::btf;
 /// The kernel object, built by `build.rs` with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netstat"));
 
+/// The program `name` in the object, as the kind `P` that attaches to `tracepoint`.
+fn program<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::Missing {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|e| ProbeError::attach(tracepoint, e))
+}
+
 /// Loads the BTF tracepoint program `name` and attaches it to `tracepoint`.
 fn attach_btf(
     ebpf: &mut Ebpf,
@@ -41,20 +59,13 @@ fn attach_btf(
     name: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbeError> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+    let program: &mut BtfTracePoint = program(ebpf, name, tracepoint)?;
     program
         .load(tracepoint, btf)
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+        .map_err(|e| ProbeError::attach(tracepoint, e))?;
     Ok(())
 }
 
@@ -74,20 +85,13 @@ fn attach_classic_in(
     category: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbeError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::Missing {
-            what: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+    let program: &mut TracePoint = program(ebpf, name, tracepoint)?;
     program
         .load()
         .map_err(|e| classify_program_error(name, e))?;
     program
         .attach(category, tracepoint)
-        .map_err(|source| ProbeError::attach(tracepoint, source))?;
+        .map_err(|e| ProbeError::attach(tracepoint, e))?;
     Ok(())
 }
 
@@ -149,7 +153,6 @@ pub struct Probe {
     ebpf: Ebpf,
     options: ProbeOptions,
     mode: Mode,
-    resets: bool,
     owners: OwnerHooks,
 }
 
@@ -195,6 +198,22 @@ impl Probe {
             .map_max_entries("EVENTS", options.ring_size)
             .load(OBJECT)
             .map_err(classify_load_error)
+    }
+
+    /// The probe, once the state programs are attached: adds the owner programs.
+    fn with_owner_programs(
+        mut ebpf: Ebpf,
+        options: ProbeOptions,
+        mode: Mode,
+        config: &Config,
+    ) -> Self {
+        let owners = Self::attach_owner_programs(&mut ebpf, config);
+        Self {
+            ebpf,
+            options,
+            mode,
+            owners,
+        }
     }
 
     /// Attaches the owner programs (classic tracepoints in process context). They only
@@ -274,23 +293,14 @@ impl Probe {
         }
         // The reset tracepoints only refine how connections ended; without them enetstat
         // still traces every transition, so a kernel lacking them is a warning, not an error.
-        let mut resets = true;
         for &(name, tracepoint) in mode.reset_programs() {
             if let Err(e) = attach_btf(&mut ebpf, &kernel_btf, name, tracepoint) {
                 tracing::warn!(
                     "{e}; connection endings by reset will be inferred from socket errors only"
                 );
-                resets = false;
             }
         }
-        let owners = Self::attach_owner_programs(&mut ebpf, &config);
-        Ok(Self {
-            ebpf,
-            options,
-            mode,
-            resets,
-            owners,
-        })
+        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
     }
 
     /// The classic tracepoint, with its record layout from tracefs.
@@ -305,14 +315,7 @@ impl Probe {
         for &(name, tracepoint) in mode.programs() {
             attach_classic(&mut ebpf, name, tracepoint)?;
         }
-        let owners = Self::attach_owner_programs(&mut ebpf, &config);
-        Ok(Self {
-            ebpf,
-            options,
-            mode,
-            resets: false,
-            owners,
-        })
+        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
     }
 
     /// How the programs trace on this kernel.
@@ -323,11 +326,6 @@ impl Probe {
     /// Which owner facts the kernel gives.
     pub fn owner_hooks(&self) -> OwnerHooks {
         self.owners
-    }
-
-    /// Whether the TCP reset tracepoints are attached.
-    pub fn traces_resets(&self) -> bool {
-        self.resets
     }
 
     /// The stream of raw records. Can be taken once.
@@ -447,7 +445,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
         {
             ProbeError::NoDescriptors {
                 doing: "create the eBPF maps",
-                source: io_error,
+                cause: io_error,
             }
         }
         aya::EbpfError::MapError(MapError::CreateError { ref io_error, .. })
@@ -460,7 +458,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
         aya::EbpfError::ProgramError(p) => classify_program_error("inet_sock_set_state", p),
         other if crate::fd_limit::caused(&other) => ProbeError::NoDescriptors {
             doing: "load the eBPF object",
-            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+            cause: std::io::Error::from_raw_os_error(libc::EMFILE),
         },
         other => ProbeError::Load(other),
     }
@@ -480,7 +478,7 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
             if crate::fd_limit::is_exhausted(&io_error) {
                 return ProbeError::NoDescriptors {
                     doing: "load the eBPF programs",
-                    source: io_error,
+                    cause: io_error,
                 };
             }
             let log = format!("{verifier_log:?}");

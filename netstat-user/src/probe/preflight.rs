@@ -7,8 +7,7 @@ use super::ProbeError;
 
 /// Root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN (kernels before 5.8 had no CAP_BPF).
 pub fn check_privileges() -> Result<(), ProbeError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);

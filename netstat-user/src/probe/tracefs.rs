@@ -19,14 +19,14 @@ pub enum TracefsError {
         "tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({0}). Mount it \
          (`mount -t tracefs tracefs /sys/kernel/tracing`) and run enetstat again"
     )]
-    Mount(#[source] io::Error),
+    Mount(io::Error),
     #[error(
         "this kernel has no sock:inet_sock_set_state tracepoint ({path} is missing; Linux \
          4.16+ has it)"
     )]
     NoTracepoint { path: PathBuf },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     #[error("{path} has no field `{field}`; this kernel's tracepoint is not one enetstat knows")]
     Field { path: PathBuf, field: &'static str },
 }
@@ -54,13 +54,13 @@ pub fn root() -> Result<PathBuf, TracefsError> {
 /// The offsets of the tracepoint's fields, from its format file under `root`.
 pub fn offsets(root: &Path) -> Result<TracepointOffsets, TracefsError> {
     let path = root.join(FORMAT);
-    let text = std::fs::read_to_string(&path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
+    let text = std::fs::read_to_string(&path).map_err(|cause| {
+        if cause.kind() == io::ErrorKind::NotFound {
             TracefsError::NoTracepoint { path: path.clone() }
         } else {
             TracefsError::Read {
                 path: path.clone(),
-                source,
+                cause,
             }
         }
     })?;

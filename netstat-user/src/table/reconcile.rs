@@ -49,15 +49,19 @@ fn ends_silently(d: &DiagSocket) -> bool {
 }
 
 impl Table {
-    /// Seeds the table from the first dump (started at `started_ns`); nothing is counted.
+    /// Seeds the table from the first dump (started at `started_ns`); nothing is counted. The
+    /// engine seeds from a dump as it is read ([`seed_with`](Self::seed_with)); a list of
+    /// sockets is for tests.
+    #[cfg(test)]
     pub fn seed(&mut self, dump: &[DiagSocket], started_ns: u64) {
         self.merge(dump.iter().cloned(), started_ns, &[Proto::Tcp, Proto::Udp]);
         self.seeded = true;
     }
 
-    /// [`seed`](Self::seed) from a dump read as it is merged: `dump` hands every socket to
-    /// the sink it is given (see [`crate::sockdiag::dump_each`]), and no list of the whole
-    /// dump is kept. Only for a dump nothing else changes the table during.
+    /// Seeds the table from the first dump (started at `started_ns`), nothing counted, merging
+    /// the dump as it is read: `dump` hands every socket to the sink it is given (see
+    /// [`crate::sockdiag::dump_each`]), and no list of the whole dump is kept. Only for a dump
+    /// nothing else changes the table during.
     pub fn seed_with<E>(
         &mut self,
         started_ns: u64,

@@ -53,14 +53,14 @@ pub enum TopError {
         "cannot use the terminal: {0}. `enetstat top` draws on an interactive terminal; for \
          output to a pipe or file use batch mode (-b)"
     )]
-    Terminal(#[source] io::Error),
+    Terminal(io::Error),
     #[error(
         "standard output is not a terminal. `enetstat top` draws on an interactive terminal; \
          for output to a pipe or file use batch mode (-b)"
     )]
     NotATerminal,
     #[error("cannot write the output: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
 }
 
 /// Where the facts come from.
