@@ -62,13 +62,10 @@ pub enum ProbeError {
         name: &'static str,
     },
 
-    /// The one variant that also chains its cause (so a report through `{:#}` names aya's
-    /// message twice): its field must be called `source`, which makes thiserror chain it,
-    /// until `probe/stream.rs` (which builds it) is free to take the rename to `cause`.
-    #[error("cannot read the BPF map `{name}`: {source}")]
+    #[error("cannot read the BPF map `{name}`: {cause}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        cause: aya::maps::MapError,
     },
 
     #[error("cannot {doing}: {cause}. {hint}", hint = crate::fd_limit::hint())]

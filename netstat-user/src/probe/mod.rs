@@ -334,9 +334,9 @@ impl Probe {
             what: "map",
             name: "EVENTS",
         })?;
-        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+        let ring = RingBuf::try_from(map).map_err(|cause| ProbeError::Map {
             name: "EVENTS",
-            source,
+            cause,
         })?;
         // Wake-per-event (`--wakeup-us 0`) leaves the kernel's default and needs no flag.
         let asleep = if self.options.wakeup_interval.is_zero() {
@@ -349,9 +349,9 @@ impl Probe {
                     what: "map",
                     name: "READER_ASLEEP",
                 })?;
-            Some(Array::try_from(map).map_err(|source| ProbeError::Map {
+            Some(Array::try_from(map).map_err(|cause| ProbeError::Map {
                 name: "READER_ASLEEP",
-                source,
+                cause,
             })?)
         };
         EventStream::new(ring, asleep, self.options.wakeup_interval)
@@ -359,9 +359,9 @@ impl Probe {
 
     /// Current kernel counters.
     pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
-        let map_err = |source: MapError| ProbeError::Map {
+        let map_err = |cause: MapError| ProbeError::Map {
             name: "COUNTERS",
-            source,
+            cause,
         };
         let map = self.ebpf.map("COUNTERS").ok_or(ProbeError::Missing {
             what: "map",

@@ -110,9 +110,9 @@ impl EventStream {
 
     fn set_asleep(&mut self, value: u32) -> Result<(), ProbeError> {
         if let Some((flag, _)) = self.asleep.as_mut() {
-            flag.set(0, &value, 0).map_err(|source| ProbeError::Map {
+            flag.set(0, &value, 0).map_err(|cause| ProbeError::Map {
                 name: "READER_ASLEEP",
-                source,
+                cause,
             })?;
         }
         Ok(())
