@@ -10,13 +10,15 @@ use std::{collections::HashMap, time::Instant};
 use procfs::process::{FDTarget, Process, all_processes};
 
 use crate::event::Owner;
+use std::sync::Arc;
 
 /// Socket inode -> the process holding it, from one scan of `/proc`.
 #[derive(Debug, Default)]
 pub struct SocketOwners {
     by_inode: HashMap<u64, Owner>,
     /// Names by pid from the last scan, so a rescan reads each surviving process's name once.
-    comms: HashMap<u32, String>,
+    /// Each process's name once, shared by the owners of all its sockets.
+    comms: HashMap<u32, Arc<str>>,
     scanned_at: Option<Instant>,
     /// Processes skipped in the last scan (exited mid-scan, or not readable).
     pub skipped: usize,
@@ -71,7 +73,7 @@ impl SocketOwners {
             let comm = match self.comms.get(&pid) {
                 Some(c) => c.clone(),
                 None => match process.stat() {
-                    Ok(stat) => stat.comm,
+                    Ok(stat) => Arc::from(stat.comm),
                     Err(_) => {
                         skipped += 1;
                         continue;
