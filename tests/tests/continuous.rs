@@ -62,10 +62,15 @@ fn daemon_closed(socket: &Path, filter: &str, is_it: impl Fn(&Value) -> bool) ->
             [] => {}
             many => panic!("more than one closed socket for {filter}: {many:#?}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no closed socket for {filter} in the daemon's snapshot after 30 s"
-        );
+        if Instant::now() >= deadline {
+            // Say what the daemon did see, for the next one to read.
+            let all = daemon_sockets(socket, filter);
+            let stats = Conn::connect(socket).request(&json!({"v": 1, "op": "stats"}));
+            panic!(
+                "no closed socket for {filter} in the daemon's snapshot after 30 s; it has \
+                 {all:#?}; its stats: {stats}"
+            );
+        }
         thread::sleep(Duration::from_millis(50));
     }
 }

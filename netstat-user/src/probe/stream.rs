@@ -7,6 +7,9 @@
 //!
 //! - **Polling.** After a drain that found records we read again after `poll_interval`, on our
 //!   own timer; records that come meanwhile send no wakeup.
+//! - **A trickle.** A drain of fewer than [`TRICKLE`] records goes back to sleep at once: at
+//!   a few events at a time a wakeup each costs little, and polling would hold each one for a
+//!   poll interval.
 //! - **Going to sleep.** A poll that finds the ring empty sets the kernel's `READER_ASLEEP`
 //!   flag, then drains once more and looks at the ring's positions ([`Positions`]). A program
 //!   reserves its record, then (after a full barrier) reads the flag; we set the flag, then
@@ -40,6 +43,9 @@ use crate::identity::{Identities, PENDING_MAX_NS};
 /// Records per `poll_interval` (the rate, whatever the interval in use) at which the interval
 /// doubles; below half of it, it halves back.
 const FULL_BATCH: usize = 64;
+
+/// A drain with fewer records than this sleeps again at once instead of polling.
+const TRICKLE: usize = 4;
 
 /// The longest poll interval, in multiples of `poll_interval`.
 const MAX_STRETCH: u32 = 4;
@@ -179,6 +185,14 @@ impl EventStream {
         }
         // A record waiting for its socket's next one needs us back soon, even from an idle ring.
         let pending = identities.has_pending();
+        if n > 0 && n < TRICKLE && !pending && self.asleep.is_some() {
+            // A trickle: back to sleep at once, and the next record wakes us. Polling pays
+            // when records come faster than wakeups cost; for a few at a time it only holds
+            // each for a poll interval or two (what the latency at 1k events/s was).
+            self.state = State::Idle;
+            self.interval = self.poll_interval;
+            return n;
+        }
         if n > 0 || pending {
             if matches!(self.state, State::Looking | State::Asleep)
                 && let Err(e) = self.set_asleep(0)
