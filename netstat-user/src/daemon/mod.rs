@@ -206,19 +206,15 @@ pub async fn run(
         ..opts.engine.clone()
     };
     let engine = engine::Engine::new(engine_opts, metrics, log, guards);
-    // A task of the runtime, not `block_on` on this thread: the worker that finds the ring's
-    // timer ready runs the engine itself, where `block_on` had it wake this thread (two
-    // context switches, often on the other CPU, every poll).
-    let result = tokio::spawn(async move {
-        let result = engine
-            .run(&mut stream, rx, stop, || probe.counters(), ready)
-            .await;
-        drop(stream);
-        drop(probe);
-        result
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    // Here, on the thread that loaded the programs, not as a task on a worker: capabilities
+    // are per thread, and on kernels that check CAP_BPF on every bpf() call (5.10 with
+    // `kernel.unprivileged_bpf_disabled`) only this thread keeps it (see
+    // `drop_capabilities`). As a task, the engine could not set the ring's sleep flag there.
+    let result = engine
+        .run(&mut stream, rx, stop, || probe.counters(), ready)
+        .await;
+    drop(stream);
+    drop(probe);
     serving.abort();
     let _ = serving.await;
     if let Some(h) = http {
