@@ -123,7 +123,7 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
     let metrics = args.metrics;
     runtime.block_on(async move {
         let stop = crate::stop_signal()?;
-        daemon::run(opts, stop, move || {
+        daemon::run(opts, stop, || {
             match metrics {
                 Some(addr) => eprintln!(
                     "enetstat: tracing TCP state transitions; daemon serving on {} and metrics \

@@ -154,8 +154,8 @@ pub enum DaemonError {
 /// the table is seeded and the socket is served.
 pub async fn run(
     opts: DaemonOptions,
-    stop: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce() + Send + 'static,
+    stop: impl Future<Output = ()>,
+    ready: impl FnOnce(),
 ) -> Result<(), DaemonError> {
     let gid = opts
         .socket_group
