@@ -73,15 +73,25 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
         }
     };
     let keep_caps = args.keep_capabilities;
-    // Capabilities are per thread: the runtime's threads never need more than the daemon
-    // keeps; the main thread loads the programs and drops the rest right after.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
+    // Two runtimes. The clients, the metrics and the blocking /proc and netlink work run on
+    // `services`, whose threads never need more than the daemon keeps (capabilities are per
+    // thread). The engine runs alone on this thread, in a runtime of its own: it loads the
+    // programs here and drops the rest of its capabilities right after, and its poll timer and
+    // ring are driven by this thread's own epoll. As `block_on` on a multi-threaded runtime,
+    // every poll was a wakeup from a worker thread, which on a VM is an IPI (an exit to the
+    // hypervisor) per poll.
+    let services = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("enetstat-services")
         .on_thread_start(move || {
             if !keep_caps && let Err(e) = daemon::privilege::drop_capabilities() {
                 tracing::warn!("{e}");
             }
         })
+        .enable_all()
+        .build()
+        .map_err(crate::runtime_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(crate::runtime_error)?;
@@ -121,9 +131,11 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
             }),
     };
     let metrics = args.metrics;
+    // A handle: the runtime itself must be dropped outside any async context.
+    let services = services.handle().clone();
     runtime.block_on(async move {
         let stop = crate::stop_signal()?;
-        daemon::run(opts, stop, || {
+        daemon::run(opts, &services, stop, || {
             match metrics {
                 Some(addr) => eprintln!(
                     "enetstat: tracing TCP state transitions; daemon serving on {} and metrics \

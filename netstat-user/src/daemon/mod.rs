@@ -152,8 +152,11 @@ pub enum DaemonError {
 
 /// Runs the daemon until `stop` resolves. `ready` is called once the programs are attached,
 /// the table is seeded and the socket is served.
+/// Everything but the engine (clients, metrics, the event log's tasks) runs on `services`;
+/// the engine runs in the caller's task, on the thread that loads the programs.
 pub async fn run(
     opts: DaemonOptions,
+    services: &tokio::runtime::Handle,
     stop: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> Result<(), DaemonError> {
@@ -169,13 +172,16 @@ pub async fn run(
     // The socket file is removed when `_file` drops: on return, error or panic.
     // First, so a second daemon on the same socket says so (not that its metrics port is
     // taken).
-    let (listener, _file) = socket::bind(&opts.socket, gid)?;
+    // Both listeners register with `services`' reactor, where their tasks run.
+    let (listener, _file) = {
+        let _services = services.enter();
+        socket::bind(&opts.socket, gid)?
+    };
     let http = match (opts.metrics, &metrics) {
         (Some(addr), Some(m)) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = bind_metrics(addr, services)
                 .map_err(|cause| DaemonError::Metrics { addr, cause })?;
-            Some(tokio::spawn(http::serve(
+            Some(services.spawn(http::serve(
                 listener,
                 m.clone(),
                 guards.metrics.clone(),
@@ -195,7 +201,7 @@ pub async fn run(
         limits: opts.engine.limits,
         guards: guards.clone(),
     };
-    let serving = tokio::spawn(server::serve(listener, shared));
+    let serving = services.spawn(server::serve(listener, shared));
     let log = opts
         .event_log
         .clone()
@@ -206,10 +212,10 @@ pub async fn run(
         ..opts.engine.clone()
     };
     let engine = engine::Engine::new(engine_opts, metrics, log, guards);
-    // Here, on the thread that loaded the programs, not as a task on a worker: capabilities
-    // are per thread, and on kernels that check CAP_BPF on every bpf() call (5.10 with
-    // `kernel.unprivileged_bpf_disabled`) only this thread keeps it (see
-    // `drop_capabilities`). As a task, the engine could not set the ring's sleep flag there.
+    // Here, on the thread that loaded the programs, not as a task on `services`:
+    // capabilities are per thread, and on kernels that check CAP_BPF on every bpf() call
+    // (5.10 with `kernel.unprivileged_bpf_disabled`) only this thread keeps it (see
+    // `drop_capabilities`). On a worker, the engine could not set the ring's sleep flag there.
     let result = engine
         .run(&mut stream, rx, stop, || probe.counters(), ready)
         .await;
@@ -221,6 +227,22 @@ pub async fn run(
         h.abort();
     }
     result.map_err(Into::into)
+}
+
+/// The metrics listener, registered with `services`' reactor.
+fn bind_metrics(
+    addr: SocketAddr,
+    services: &tokio::runtime::Handle,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }?;
+    // As `TcpListener::bind` does: a restarted daemon can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let _services = services.enter();
+    socket.listen(1024)
 }
 
 /// Default for how long closed connections are kept for `--recent`.
