@@ -181,11 +181,7 @@ pub async fn run(
         (Some(addr), Some(m)) => {
             let listener = bind_metrics(addr, services)
                 .map_err(|cause| DaemonError::Metrics { addr, cause })?;
-            Some(services.spawn(http::serve(
-                listener,
-                m.clone(),
-                guards.metrics.clone(),
-            )))
+            Some(services.spawn(http::serve(listener, m.clone(), guards.metrics.clone())))
         }
         _ => None,
     };

@@ -76,7 +76,9 @@ pub fn run(cx: &Context) -> Result<(Value, Vec<Row>)> {
         &stats,
         true,
     ));
-    details.push(json!({ "idle_s": IDLE.as_secs(), "rounds": IDLE_ROUNDS, "stats": stats, "load": loads }));
+    details.push(
+        json!({ "idle_s": IDLE.as_secs(), "rounds": IDLE_ROUNDS, "stats": stats, "load": loads }),
+    );
     Ok((json!({ "runs": details }), rows))
 }
 
@@ -111,8 +113,8 @@ fn measure(
             tracer.stderr.tail(5)
         )
     })?;
-    let s = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", stats.display()))?;
+    let s =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", stats.display()))?;
     Ok((s, loads))
 }
 
@@ -134,7 +136,11 @@ fn row(config: String, s: &Value, has_target: bool) -> Row {
             us(max),
             l["count"]
         ),
-        target: if has_target { TARGET.into() } else { "-".into() },
+        target: if has_target {
+            TARGET.into()
+        } else {
+            "-".into()
+        },
         verdict: if has_target {
             Verdict::of(p50 < TARGET_P50_US && p99 < TARGET_P99_US)
         } else {
