@@ -59,7 +59,7 @@ pub struct DiagSocket {
     /// did not say (TIME_WAIT and request sockets have none).
     pub cgroup: u64,
     /// A full TCP socket's byte counters, when the dump asked for them
-    /// ([`dump_each_with_bytes`]).
+    /// ([`dump_connections_with_bytes`]).
     pub bytes: Option<TcpBytes>,
 }
 
@@ -145,22 +145,51 @@ const TCPI_BYTES_RETRANS: usize = 208;
 /// Dumps every socket of the given protocols in this network namespace, handing each to `f`
 /// as it is read: no list of the whole dump is built.
 pub fn dump_each(protos: &[Proto], f: impl FnMut(DiagSocket)) -> Result<(), SockDiagError> {
-    dump_with(protos, ExtensionFlags::empty(), f)
+    dump_with(protos, Ask::default(), f)
 }
 
-/// [`dump_each`], with each full TCP socket's byte counters ([`DiagSocket::bytes`]). The
-/// kernel then fills a `tcp_info` (232 bytes) per socket: about three times the bytes of a
-/// plain dump, still one dump.
-pub fn dump_each_with_bytes(
+/// Every state the kernel knows, NEW_SYN_RECV (bit 12) included: `ss -a` asks for the same,
+/// so request sockets show as SYN_RECV.
+const ALL_STATES: u32 = (1 << 13) - 1;
+/// `TCP_TIME_WAIT`'s bit in a dump request's state mask.
+const TIME_WAIT_BIT: u32 = 1 << 6;
+
+/// [`dump_each`] without the sockets in TIME_WAIT (the kernel skips them without writing a
+/// line for them; under churn they are nearly all of the dump), and with each full TCP
+/// socket's byte counters ([`DiagSocket::bytes`]): the kernel then fills a `tcp_info` (232
+/// bytes) per socket, about three times the bytes of a plain dump, still one dump.
+pub fn dump_connections_with_bytes(
     protos: &[Proto],
     f: impl FnMut(DiagSocket),
 ) -> Result<(), SockDiagError> {
-    dump_with(protos, ExtensionFlags::INFO, f)
+    let ask = Ask {
+        extensions: ExtensionFlags::INFO,
+        states: ALL_STATES & !TIME_WAIT_BIT,
+    };
+    dump_with(protos, ask, f)
+}
+
+/// What a dump asks the kernel for, beyond the protocol and family.
+#[derive(Clone)]
+struct Ask {
+    /// Extra attributes per socket.
+    extensions: ExtensionFlags,
+    /// A mask of `1 << state`.
+    states: u32,
+}
+
+impl Default for Ask {
+    fn default() -> Self {
+        Self {
+            extensions: ExtensionFlags::empty(),
+            states: ALL_STATES,
+        }
+    }
 }
 
 fn dump_with(
     protos: &[Proto],
-    extensions: ExtensionFlags,
+    ask: Ask,
     mut f: impl FnMut(DiagSocket),
 ) -> Result<(), SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Open)?;
@@ -184,15 +213,7 @@ fn dump_with(
     for &proto in protos {
         for family in [AF_INET, AF_INET6] {
             seq += 1;
-            dump_one(
-                &socket,
-                seq,
-                proto,
-                family,
-                extensions.clone(),
-                &mut buf,
-                &mut f,
-            )?;
+            dump_one(&socket, seq, proto, family, ask.clone(), &mut buf, &mut f)?;
         }
     }
     Ok(())
@@ -203,7 +224,7 @@ fn dump_one(
     seq: u32,
     proto: Proto,
     family: u8,
-    extensions: ExtensionFlags,
+    ask: Ask,
     buf: &mut [u8],
     f: &mut impl FnMut(DiagSocket),
 ) -> Result<(), SockDiagError> {
@@ -220,12 +241,10 @@ fn dump_one(
             },
             // UDP has no tcp_info to give.
             extensions: match proto {
-                Proto::Tcp => extensions,
+                Proto::Tcp => ask.extensions,
                 Proto::Udp => ExtensionFlags::empty(),
             },
-            // Every state the kernel knows, NEW_SYN_RECV (bit 12) included: `ss -a` asks
-            // for the same, so request sockets show as SYN_RECV.
-            states: StateFlags::from_bits_retain((1 << 13) - 1),
+            states: StateFlags::from_bits_retain(ask.states),
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
             } else {
@@ -516,6 +535,30 @@ mod tests {
     }
 
     #[test]
+    fn a_connections_dump_leaves_out_time_wait() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let port = client.local_addr().unwrap().port();
+        // The client closes first: its socket waits in TIME_WAIT once the server closes too.
+        drop(client);
+        server.read_exact(&mut [0]).unwrap_err();
+        drop(server);
+        let waiting = |s: &DiagSocket| s.local.port == Some(port) && s.state == TcpState::TimeWait;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dump(&[Proto::Tcp]).unwrap().iter().any(waiting) {
+            assert!(std::time::Instant::now() < deadline, "no TIME_WAIT socket");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut sockets = Vec::new();
+        dump_connections_with_bytes(&[Proto::Tcp], |d| sockets.push(d)).unwrap();
+        assert!(!sockets.iter().any(waiting));
+        let listening = listener.local_addr().unwrap().port();
+        assert!(sockets.iter().any(|s| s.local.port == Some(listening)));
+    }
+
+    #[test]
     fn a_dump_with_bytes_counts_what_a_connection_moved() {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -528,7 +571,7 @@ mod tests {
         client.read_exact(&mut got[..100]).unwrap();
         let port = client.local_addr().unwrap().port();
         let mut sockets = Vec::new();
-        dump_each_with_bytes(&[Proto::Tcp], |d| sockets.push(d)).unwrap();
+        dump_connections_with_bytes(&[Proto::Tcp], |d| sockets.push(d)).unwrap();
         let by_port = |p: u16| {
             sockets
                 .iter()

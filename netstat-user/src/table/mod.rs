@@ -158,6 +158,8 @@ pub struct Table {
     has_stand_ins: bool,
     /// Stand-in ids by (protocol, local, remote), rebuilt for each dump merge.
     stand_ins: HashMap<(Proto, Endpoint, Endpoint), Cookie>,
+    /// Whether the table keeps sockets in TIME_WAIT (see [`Table::without_timewait`]).
+    timewait: bool,
 }
 
 impl Table {
@@ -172,7 +174,17 @@ impl Table {
             counters: Counters::default(),
             has_stand_ins: false,
             stand_ins: HashMap::new(),
+            timewait: true,
         }
+    }
+
+    /// A table of connections only: no socket in TIME_WAIT, neither the successor an active
+    /// close leaves nor one a dump shows (`top`, which shows none, dumps without them:
+    /// [`crate::sockdiag::dump_connections_with_bytes`]). Under churn they outnumber the
+    /// connections a hundred to one, and each would cost a merge every refresh.
+    pub fn without_timewait(mut self) -> Self {
+        self.timewait = false;
+        self
     }
 
     /// The network namespace (inode) whose sockets the table holds, when it was given one.
@@ -211,19 +223,25 @@ impl Table {
     /// Adds an entry whose cookie is not in the table.
     fn insert(&mut self, e: Entry) {
         debug_assert!(self.index.get(&self.live, e.cookie.0).is_none());
-        self.index
-            .insert(&self.live, e.cookie.0, self.live.len() as u32);
+        self.index.insert(e.cookie.0, self.live.len() as u32);
         self.live.push(e);
     }
 
     fn remove(&mut self, cookie: Cookie) -> Option<Entry> {
-        let i = self.index.remove(&self.live, cookie.0)? as usize;
+        let found = self.index.find(&self.live, cookie.0)?;
+        Some(self.remove_found(found))
+    }
+
+    /// Removes the entry `found` names.
+    fn remove_found(&mut self, found: index::Found) -> Entry {
+        self.index.remove(found);
+        let i = found.pos as usize;
         let e = self.live.swap_remove(i);
         if let Some(moved) = self.live.get(i) {
             self.index
                 .moved(moved.cookie.0, self.live.len() as u32, i as u32);
         }
-        Some(e)
+        e
     }
 
     /// Keeps the entries `keep` says to keep.
@@ -285,10 +303,9 @@ impl Table {
         }
         self.counters.transitions += 1;
         self.has_stand_ins |= t.cookie.known().is_none();
-        let known = self
-            .index
-            .get(&self.live, t.cookie.0)
-            .map(|i| &self.live[i as usize]);
+        // Looked up once: the entry's position serves every step below.
+        let found = self.index.find(&self.live, t.cookie.0);
+        let known = found.map(|f| &self.live[f.pos as usize]);
         // The owner the socket had, shared, when the tracker's is the same (nearly always):
         // no allocation per transition.
         let owner = match (owner, known.and_then(|e| e.owner.as_ref())) {
@@ -300,17 +317,18 @@ impl Table {
         if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
             // The dump already showed what came after this transition.
             self.counters.stale += 1;
-            if let (Some(e), Some(o)) = (self.get_mut(t.cookie), owner) {
-                e.owner.get_or_insert(o);
+            if let (Some(f), Some(o)) = (found, owner) {
+                self.live[f.pos as usize].owner.get_or_insert(o);
             }
             return;
         }
 
         if t.new == TcpState::Close {
-            self.close(t, owner);
+            self.close(t, owner, found);
             return;
         }
-        if let Some(e) = self.get_mut(t.cookie) {
+        if let Some(f) = found {
+            let e = &mut self.live[f.pos as usize];
             e.state = t.new;
             e.since_ns = t.ts_ns;
             e.last_event_ns = t.ts_ns;
@@ -338,8 +356,8 @@ impl Table {
     /// A transition into CLOSE: the connection goes to the history; an active close that
     /// ended normally leaves a timewait socket with the same cookie behind (no transition
     /// announces it), which stays live until a dump no longer shows it.
-    fn close(&mut self, t: &Transition, owner: Option<Arc<Owner>>) {
-        let entry = self.remove(t.cookie);
+    fn close(&mut self, t: &Transition, owner: Option<Arc<Owner>>, found: Option<index::Found>) {
+        let entry = found.map(|f| self.remove_found(f));
         if t.old == TcpState::Close {
             return; // closing a socket that never connected: not a connection
         }
@@ -348,7 +366,9 @@ impl Table {
         fill(&mut entry.local, t.local);
         fill(&mut entry.remote, t.remote);
         let fin = t.fin.unwrap_or_default();
-        if let Some(state) = timewait_state(t, &fin, entry.owner.as_deref()) {
+        if let Some(state) = timewait_state(t, &fin, entry.owner.as_deref())
+            .filter(|&s| self.timewait || s != TcpState::TimeWait)
+        {
             let mut tw = entry.clone();
             tw.state = state;
             tw.since_ns = t.ts_ns;

@@ -339,8 +339,9 @@ fn a_streamed_reconciliation_matches_one_from_a_list() {
 
 #[test]
 fn the_index_finds_every_socket_through_inserts_and_removals() {
-    // Sequential and scattered cookies; rounds of dumps that drop and add sockets, each
-    // checked against the set the table should hold.
+    // Sequential and scattered cookies, and some that share their low 32 bits (the index's
+    // fingerprint and home); rounds of dumps that drop and add sockets, each checked against
+    // the set the table should hold.
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         rng ^= rng << 13;
@@ -349,7 +350,11 @@ fn the_index_finds_every_socket_through_inserts_and_removals() {
         rng
     };
     let cookies: Vec<u64> = (1..=3_000)
-        .map(|i| if i % 3 == 0 { next() | 1 } else { i })
+        .map(|i| match i % 7 {
+            0 => i << 32 | 42,
+            _ if i % 3 == 0 => next() | 1,
+            _ => i,
+        })
         .collect();
     let mut tb = table();
     let mut held = std::collections::BTreeSet::new();
@@ -413,4 +418,26 @@ fn a_transition_without_a_netns_is_applied() {
     syn.netns = 0;
     tb.apply(&syn);
     assert_eq!(tb.len(), 1);
+}
+
+#[test]
+fn a_table_without_timewait_keeps_no_successor_of_an_active_close() {
+    let mut tb = Tracked {
+        table: Table::new(Limits::default(), Some(NETNS)).without_timewait(),
+        tracker: crate::tracker::Tracker::new(1 << 16),
+    };
+    tb.seed(&[], 0);
+    tb.apply(&t(5, 100, Close, SynSent, (40000, 80), 9));
+    tb.apply(&t(5, 200, SynSent, Established, (40000, 80), 9));
+    tb.apply(&t(5, 300, Established, FinWait1, (40000, 80), 9));
+    tb.apply(&t(5, 400, FinWait1, Close, (40000, 80), 9));
+    assert_eq!(tb.len(), 0);
+    // Kept by default.
+    let mut tb = table();
+    tb.seed(&[], 0);
+    tb.apply(&t(5, 100, Close, SynSent, (40000, 80), 9));
+    tb.apply(&t(5, 200, SynSent, Established, (40000, 80), 9));
+    tb.apply(&t(5, 300, Established, FinWait1, (40000, 80), 9));
+    tb.apply(&t(5, 400, FinWait1, Close, (40000, 80), 9));
+    assert_eq!(tb.get(Cookie(5)).map(|e| e.state), Some(TimeWait));
 }

@@ -2,9 +2,10 @@
 //! count a long transfer while it runs, not only when its connection closes.
 //!
 //! Why this is cheap enough: top already dumps the kernel's socket table once per refresh (to
-//! see moves to TIME_WAIT that no event shows); asking that same dump for each socket's
-//! `tcp_info` ([`crate::sockdiag::dump_each_with_bytes`]) adds its byte counters at about three
-//! times the dump's bytes, once per refresh, and nothing per event (a closing connection costs
+//! see moves out of the connection states that no event shows); asking that same dump for
+//! each socket's `tcp_info` ([`crate::sockdiag::dump_connections_with_bytes`]) adds its byte
+//! counters at about three times the dump's bytes, once per refresh, and nothing per event (a
+//! closing connection costs
 //! one hash removal). What each socket had moved at its last sample is kept; a sample counts
 //! the difference, and a close (whose record carries the connection's totals, counted the
 //! same way) counts what was left since. So every byte counts once, in the interval it moved

@@ -59,13 +59,15 @@ impl LocalFeed {
             stream,
             pipeline: Pipeline::new(max_sockets),
             probe,
+            // Top shows no socket in TIME_WAIT.
             table: Table::new(
                 Limits {
                     max_sockets,
                     max_closed: 0,
                 },
                 own_netns(),
-            ),
+            )
+            .without_timewait(),
             owners: SocketOwners::new(),
             filter,
             containers: Containers::new(cgroup::Paths::new()),
@@ -79,7 +81,7 @@ impl LocalFeed {
         feed.drain(&mut Model::new());
         let bytes = &mut feed.bytes;
         feed.table.seed_with(monotonic_ns(), |sink| {
-            sockdiag::dump_each_with_bytes(&[Proto::Tcp], |d| {
+            sockdiag::dump_connections_with_bytes(&[Proto::Tcp], |d| {
                 if let Some(b) = d.bytes {
                     bytes.baseline(d.cookie, b);
                 }
@@ -129,7 +131,7 @@ impl LocalFeed {
             monotonic_ns(),
             &[Proto::Tcp],
             |sink| {
-                sockdiag::dump_each_with_bytes(&[Proto::Tcp], |d| {
+                sockdiag::dump_connections_with_bytes(&[Proto::Tcp], |d| {
                     if let Some(b) = d.bytes {
                         sampled.insert(d.cookie, b);
                     }
