@@ -27,6 +27,9 @@ impl Closed {
     }
 }
 
+/// The most records reserved up front; a larger history grows as it fills.
+const RESERVED_MAX: usize = 1 << 20;
+
 /// The bounded history of closed connections.
 #[derive(Debug)]
 pub struct History {
@@ -38,7 +41,9 @@ pub struct History {
 impl History {
     pub fn new(capacity: usize) -> Self {
         Self {
-            closed: VecDeque::new(),
+            // Reserved at once (address space: pages cost only once written), so a daemon
+            // started under churn does not copy its history at every doubling while it fills.
+            closed: VecDeque::with_capacity(capacity.min(RESERVED_MAX)),
             capacity,
             overflow: 0,
         }
