@@ -107,7 +107,7 @@ fn replay(c: &mut Criterion) {
     };
     group.bench_function("watch_path", watch_path(Filter::default(), false));
     let port = first_port(&records);
-    let both = Filter::parse(&format!("sport = :{port} or dport = :{port}"))
+    let both = enetstat::filter::parse(&format!("sport = :{port} or dport = :{port}"))
         .expect("a valid filter expression");
     group.bench_function("watch_path_port_filter", watch_path(both, false));
     group.bench_function("watch_json", watch_path(Filter::default(), true));

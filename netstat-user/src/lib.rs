@@ -8,34 +8,28 @@
 //! owner); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
 //! binary wires these together.
 
+// The pure modules live in netstat-core (stable toolchain, no kernel); these keep their
+// paths (`enetstat::table`, `crate::event`, ...) for the rest of the crate and its users.
+pub use netstat_core::{decode, end, event, identity, life, owner, render, state, table, tracker};
+
 pub mod btf;
 pub mod cgroup;
 pub mod client;
 pub mod clock;
 pub mod daemon;
-pub mod decode;
-pub mod end;
-pub mod event;
 pub mod fd_limit;
 pub mod filter;
-pub mod identity;
 pub mod latency;
-pub mod life;
 pub mod mem;
 pub mod netns;
-pub mod owner;
 pub mod pids;
 pub mod pipeline;
 pub mod probe;
-pub mod render;
 pub mod resolve;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod source;
-pub mod state;
-pub mod table;
 #[cfg(test)]
 mod test_skip;
 pub mod top;
-pub mod tracker;
 pub mod watch;

@@ -925,7 +925,12 @@ mod tests {
 
     fn text_of(opts: &SnapshotOptions, dump: &[DiagSocket]) -> String {
         let mut table = Table::new(Limits::default(), None);
-        table.seed(dump, 0);
+        table
+            .seed_with(0, |sink| {
+                dump.iter().cloned().for_each(sink);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         let owners = SocketOwners::new();
         let mut names = Names::new(Duration::ZERO);
         let mut view = View {

@@ -17,7 +17,7 @@ use crate::{
     filter::Filter,
     filter::Observed,
     latency::Latency,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, SeedOwners as _},
     probe::{EventStream, KernelCounters, ProbeError},
     render::{self, Line, text::TextStyle},
 };

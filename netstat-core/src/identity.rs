@@ -207,7 +207,7 @@ mod tests {
     use netstat_common::{AF_INET, AF_INET6};
 
     use super::*;
-    use crate::decode::tests::record;
+    use crate::decode::fixtures::record;
 
     fn run(ids: &mut Identities, records: &[StateChange]) -> Vec<StateChange> {
         let mut got = Vec::new();

@@ -5,8 +5,8 @@ use std::{
 
 use super::*;
 use crate::{
+    diag::DiagSocket,
     event::{Final, Task},
-    sockdiag::DiagSocket,
 };
 use TcpState::*;
 

@@ -10,7 +10,7 @@ use super::{
     escape_comm, millis,
     netstat::{Row, ShownOwner},
 };
-use crate::{cgroup::Cgroup, event::Family, sockdiag::Proto, state::TcpState};
+use crate::{cgroup::Cgroup, diag::Proto, event::Family, state::TcpState};
 
 /// One socket as JSON.
 #[derive(Debug, Serialize)]

@@ -10,8 +10,8 @@ use std::{
 
 use super::escape_comm;
 use crate::{
+    diag::Proto,
     event::{Cookie, Family},
-    sockdiag::Proto,
     state::TcpState,
 };
 
