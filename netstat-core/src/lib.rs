@@ -16,6 +16,7 @@ pub mod diag;
 pub mod end;
 pub mod event;
 pub mod filter;
+pub mod http;
 pub mod identity;
 pub mod life;
 pub mod owner;
