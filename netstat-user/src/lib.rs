@@ -7,6 +7,11 @@
 //! remembers per socket what a single record cannot tell (time in the previous state, the
 //! owner); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
 //! binary wires these together.
+//!
+//! The pure steps (decode, tracker, life, pipeline, table, filter, render, the daemon's wire
+//! protocol) are the `netstat-core` crate, which builds on stable without the eBPF build;
+//! this crate re-exports them at their old paths and does all the I/O. `docs/architecture.md`
+//! maps both.
 
 // The pure modules live in netstat-core (stable toolchain, no kernel); these keep their
 // paths (`enetstat::table`, `crate::event`, ...) for the rest of the crate and its users.
