@@ -13,6 +13,15 @@
 //! this crate re-exports them at their old paths and does all the I/O. `docs/architecture.md`
 //! maps both.
 
+// The binary's own dependencies (command line, man pages and completions, logging), which
+// the library does not use: named so that `unused_crate_dependencies`, which looks at one
+// target at a time, keeps its eye on the library's.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use clap_mangen as _;
+use tracing_subscriber as _;
+
 // The pure modules live in netstat-core (stable toolchain, no kernel); these keep their
 // paths (`enetstat::table`, `crate::event`, ...) for the rest of the crate and its users.
 pub use netstat_core::{decode, end, event, identity, life, owner, render, state, table, tracker};
