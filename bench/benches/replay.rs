@@ -65,7 +65,7 @@ fn replay(c: &mut Criterion) {
             for r in &records {
                 let _ = black_box(decode_record(black_box(r)));
             }
-        })
+        });
     });
 
     let watch_path = |filter: Filter, json: bool| {
@@ -105,7 +105,7 @@ fn replay(c: &mut Criterion) {
                 black_box(&out);
                 out.clear();
                 shown
-            })
+            });
         }
     };
     group.bench_function("watch_path", watch_path(Filter::default(), false));
@@ -131,7 +131,7 @@ fn replay(c: &mut Criterion) {
                 }
             }
             kept
-        })
+        });
     });
     group.finish();
 }

@@ -128,6 +128,8 @@ mod tests {
 
     const ID: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
+    // An Option, as container_of gives: the cases compare with it.
+    #[allow(clippy::unnecessary_wraps)]
     fn c(runtime: Runtime) -> Option<Container> {
         Some(Container {
             runtime,

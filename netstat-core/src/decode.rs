@@ -205,7 +205,7 @@ pub mod fixtures {
             cookie: 7,
             skaddr: 0xffff_0000,
             tid: 43,
-            netns: 4026531840,
+            netns: 4_026_531_840,
             sk_err: 0,
             retransmits: 0,
             srtt_us: 0,

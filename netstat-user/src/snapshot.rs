@@ -751,7 +751,7 @@ fn render_rows(
     let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let cgroups = match view.opts.format {
         Format::Json | Format::Csv => cgroups_of(&mut view.names.cgroups, rows),
-        Format::Text => Default::default(),
+        Format::Text => std::collections::HashMap::default(),
     };
     match view.opts.format {
         Format::Json => table_data::write_json(

@@ -56,7 +56,7 @@ impl Case {
                 remote: r,
                 old,
                 new,
-                netns: 4026531840,
+                netns: 4_026_531_840,
                 cgroup: 0,
                 task: Task {
                     pid: 1,

@@ -10,7 +10,7 @@ use crate::{
 };
 use TcpState::*;
 
-const NETNS: u32 = 4026531840;
+const NETNS: u32 = 4_026_531_840;
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn t(
