@@ -3,6 +3,9 @@
 //! its LLVM major version with rustc; `cargo xtask setup` installs both.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
+// A build-dependency only so that cargo rebuilds us when the kernel crate changes (see
+// Cargo.toml); named so that `unused_crate_dependencies` sees it used.
+use netstat_ebpf as _;
 
 /// The pinned nightly, from the file xtask's `pins::NIGHTLY` reads too.
 const NIGHTLY: &str = include_str!("../nightly-toolchain.txt").trim_ascii();

@@ -10,6 +10,12 @@
 //!
 //! `cargo xtask bench` drives all of them; docs/performance.md has the results.
 
+// The replay benchmark's dev-dependencies, which the library's tests do not use.
+#[cfg(test)]
+use criterion as _;
+#[cfg(test)]
+use enetstat as _;
+
 pub mod churn;
 pub mod hold;
 pub mod limits;

@@ -12,6 +12,8 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, bail};
+// Every one of the kernel's state numbers, by its kernel name.
+#[allow(clippy::wildcard_imports)]
 use netstat_common::{AF_INET, AF_INET6, StateChange, record_kind, tcp_state::*};
 use serde::Deserialize;
 
@@ -39,7 +41,7 @@ fn blank(family: u16) -> StateChange {
     let mut r: StateChange = unsafe { std::mem::zeroed() };
     r.kind = record_kind::STATE_CHANGE;
     r.family = family;
-    r.netns = 4026531840;
+    r.netns = 4_026_531_840;
     r
 }
 

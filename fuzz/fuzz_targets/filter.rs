@@ -1,4 +1,4 @@
-//! Fuzz target `filter`: the filter language, `enetstat::filter::Filter::parse_with`, on
+//! Fuzz target `filter`: the filter language, `netstat_core::filter::Filter::parse_with`, on
 //! arbitrary text (`cargo xtask fuzz`): lengths, nesting and Unicode.
 //!
 //! Beyond "never panics, never overflows the stack", every input checks:
@@ -11,8 +11,8 @@
 
 #![no_main]
 
-use enetstat::filter::{Filter, MAX_DEPTH, MAX_LEN, Problem};
 use libfuzzer_sys::fuzz_target;
+use netstat_core::filter::{Filter, MAX_DEPTH, MAX_LEN, Problem};
 
 fn services(name: &str) -> Option<u16> {
     match name {
@@ -22,7 +22,7 @@ fn services(name: &str) -> Option<u16> {
     }
 }
 
-fn parse(text: &str) -> Result<Filter, enetstat::filter::ParseError> {
+fn parse(text: &str) -> Result<Filter, netstat_core::filter::ParseError> {
     Filter::parse_with(text, &services)
 }
 
@@ -47,7 +47,7 @@ fuzz_target!(|text: &str| {
             assert!(
                 !shown
                     .chars()
-                    .any(|c| c != '\n' && enetstat::render::escape::needs_escape(c)),
+                    .any(|c| c != '\n' && netstat_core::render::escape::needs_escape(c)),
                 "{shown:?}"
             );
         }

@@ -1,4 +1,4 @@
-//! Fuzz target `http`: the metrics endpoint's request handling, `enetstat::daemon::http`
+//! Fuzz target `http`: the metrics endpoint's request handling, `netstat_core::http`
 //! (`Incoming`, `route`, `reply`), on arbitrary bytes arriving in arbitrary pieces
 //! (`cargo xtask fuzz`).
 //!
@@ -12,8 +12,8 @@
 
 #![no_main]
 
-use enetstat::daemon::http::{Incoming, MAX_HEAD, Route, reply};
 use libfuzzer_sys::fuzz_target;
+use netstat_core::http::{Incoming, MAX_HEAD, Route, reply};
 
 fn answer(pieces: &[&[u8]]) -> Option<Route> {
     let mut incoming = Incoming::default();

@@ -1,5 +1,5 @@
 //! Fuzz target `request`: the daemon's request parser,
-//! `enetstat::daemon::protocol::parse_request`, on arbitrary bytes (`cargo xtask fuzz`).
+//! `netstat_core::protocol::parse_request`, on arbitrary bytes (`cargo xtask fuzz`).
 //!
 //! Beyond "never panics", every input checks:
 //!
@@ -13,8 +13,8 @@
 
 use std::cell::RefCell;
 
-use enetstat::daemon::protocol::{MAX_REQUEST, RequestError, parse_request, request_line};
 use libfuzzer_sys::fuzz_target;
+use netstat_core::protocol::{MAX_REQUEST, RequestError, parse_request, request_line};
 
 thread_local! {
     /// `MAX_REQUEST` spaces, reused so each input costs a copy rather than a 64 KiB allocation.

@@ -1,4 +1,4 @@
-//! Fuzz target `sockdiag`: the sock_diag reply parser, `enetstat::sockdiag::parse_datagram`,
+//! Fuzz target `sockdiag`: the sock_diag reply parser, `netstat_core::diag::parse_datagram`,
 //! which reads the kernel's bytes with hand-written offsets (`cargo xtask fuzz`).
 //!
 //! The first byte picks the protocol and the family the dump asked for; the rest is the
@@ -7,11 +7,8 @@
 
 #![no_main]
 
-use enetstat::sockdiag::{Proto, parse_datagram};
 use libfuzzer_sys::fuzz_target;
-
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+use netstat_core::diag::{AF_INET, AF_INET6, Proto, parse_datagram};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, datagram)) = data.split_first() else {

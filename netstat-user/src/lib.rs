@@ -7,35 +7,43 @@
 //! remembers per socket what a single record cannot tell (time in the previous state, the
 //! owner); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
 //! binary wires these together.
+//!
+//! The pure steps (decode, tracker, life, pipeline, table, filter, render, the daemon's wire
+//! protocol) are the `netstat-core` crate, which builds on stable without the eBPF build;
+//! this crate re-exports them at their old paths and does all the I/O. `docs/architecture.md`
+//! maps both.
+
+// The binary's own dependencies (command line, man pages and completions, logging), which
+// the library does not use: named so that `unused_crate_dependencies`, which looks at one
+// target at a time, keeps its eye on the library's.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use clap_mangen as _;
+use tracing_subscriber as _;
+
+// The pure modules live in netstat-core (stable toolchain, no kernel); these keep their
+// paths (`enetstat::table`, `crate::event`, ...) for the rest of the crate and its users.
+pub use netstat_core::{decode, end, event, identity, life, owner, render, state, table, tracker};
 
 pub mod btf;
 pub mod cgroup;
 pub mod client;
 pub mod clock;
 pub mod daemon;
-pub mod decode;
-pub mod end;
-pub mod event;
 pub mod fd_limit;
 pub mod filter;
-pub mod identity;
 pub mod latency;
-pub mod life;
 pub mod mem;
 pub mod netns;
-pub mod owner;
 pub mod pids;
 pub mod pipeline;
 pub mod probe;
-pub mod render;
 pub mod resolve;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod source;
-pub mod state;
-pub mod table;
 #[cfg(test)]
 mod test_skip;
 pub mod top;
-pub mod tracker;
 pub mod watch;

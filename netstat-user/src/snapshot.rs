@@ -751,7 +751,7 @@ fn render_rows(
     let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let cgroups = match view.opts.format {
         Format::Json | Format::Csv => cgroups_of(&mut view.names.cgroups, rows),
-        Format::Text => Default::default(),
+        Format::Text => std::collections::HashMap::default(),
     };
     match view.opts.format {
         Format::Json => table_data::write_json(
@@ -925,7 +925,12 @@ mod tests {
 
     fn text_of(opts: &SnapshotOptions, dump: &[DiagSocket]) -> String {
         let mut table = Table::new(Limits::default(), None);
-        table.seed(dump, 0);
+        table
+            .seed_with(0, |sink| {
+                dump.iter().cloned().for_each(sink);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         let owners = SocketOwners::new();
         let mut names = Names::new(Duration::ZERO);
         let mut view = View {

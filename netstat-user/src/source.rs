@@ -6,7 +6,9 @@
 
 use std::future::Future;
 
-use crate::probe::ProbeError;
+// The error module, not `crate::probe`: the probe's stream implements this trait, so naming
+// the probe here would tie the two into an import cycle.
+use crate::probe::error::ProbeError;
 
 pub trait RecordSource {
     /// Waits until records may be waiting. Cancel-safe: it sits in `select!`s beside signals

@@ -17,7 +17,7 @@ use crate::{
     filter::Filter,
     filter::Observed,
     latency::Latency,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, SeedOwners as _},
     probe::{EventStream, KernelCounters, ProbeError},
     render::{self, Line, text::TextStyle},
 };
@@ -128,10 +128,10 @@ pub async fn run(
     if let Some(netns) = opts.seed_owners {
         match pipeline.seed_owners(netns) {
             Ok(n) => {
-                tracing::debug!("{n} sockets that predate tracing got their owners from /proc")
+                tracing::debug!("{n} sockets that predate tracing got their owners from /proc");
             }
             Err(e) => {
-                tracing::warn!("{e}; sockets that predate tracing show no owner until they act")
+                tracing::warn!("{e}; sockets that predate tracing show no owner until they act");
             }
         }
     }

@@ -7,7 +7,10 @@ use std::{
     process::Command,
 };
 
-use crate::{cmd, pins::NIGHTLY};
+use crate::{
+    cmd,
+    pins::{NIGHTLY, STABLE},
+};
 
 /// `cargo +NIGHTLY <args>` in the workspace root. `cargo` is rustup's proxy, which is what
 /// understands `+toolchain`.
@@ -19,6 +22,21 @@ where
     let mut command = cmd::new("cargo");
     command
         .arg(format!("+{NIGHTLY}"))
+        .args(args)
+        .current_dir(workspace_root());
+    command
+}
+
+/// `cargo +stable <args>` in the workspace root: for netstat-core, which must build without
+/// the nightly.
+pub fn stable<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = cmd::new("cargo");
+    command
+        .arg(format!("+{STABLE}"))
         .args(args)
         .current_dir(workspace_root());
     command

@@ -4,8 +4,8 @@
 //! own panic handler, so its test harness must be built with `panic=abort`.
 //!
 //! The cargo-fuzz crate (`fuzz/`, outside the workspace) gets rustfmt only: clippy would have to
-//! build all of enetstat's dependencies (and the eBPF programs) once more, in its own workspace,
-//! for one short file that `cargo xtask test` compiles anyway.
+//! build netstat-core's dependencies once more, in its own workspace, for four short files that
+//! `cargo xtask test` compiles anyway.
 
 use anyhow::{Result, bail};
 use clap::Args;

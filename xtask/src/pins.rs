@@ -11,6 +11,12 @@
 /// the toolchain (DESIGN.md, decision 8).
 pub const NIGHTLY: &str = include_str!("../../nightly-toolchain.txt").trim_ascii();
 
+/// The toolchain netstat-core's tests also run on (`cargo xtask test`), to show that the pure
+/// core builds without the nightly, aya or the eBPF build. The current stable, not a pinned
+/// release: what it guards is "builds on stable", and netstat-core's `rust-version` says the
+/// oldest it was checked on.
+pub const STABLE: &str = "stable";
+
 /// Components of [`NIGHTLY`]: `rust-src` for `-Z build-std=core` on the BPF target, the other
 /// two for `cargo xtask lint`.
 pub const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];

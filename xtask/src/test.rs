@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test in the workspace, including the end-to-end tests, which drive
+//! `cargo xtask test`: netstat-core's tests on the stable toolchain first (the pure core must
+//! build without the nightly), then every test in the workspace, including the end-to-end tests, which drive
 //! the real release binary named by `ENETSTAT_BIN` and need root, and the Debian-package test,
 //! which installs the package named by `ENETSTAT_DEB`, built here from that same binary. Then
 //! the fuzz targets run briefly, 40 s in all (`cargo xtask fuzz` runs each longer), and the
@@ -40,11 +41,9 @@ pub struct Options {
 
 impl Options {
     pub fn run(self) -> Result<()> {
-        if self.fuzz_seconds > 0 {
-            setup::ensure_with_fuzzing()?;
-        } else {
-            setup::ensure()?;
-        }
+        setup::ensure_for_tests(self.fuzz_seconds > 0)?;
+        say!("netstat-core on the stable toolchain: the pure core builds without the nightly");
+        cmd::run(&mut cargo::stable(["test", "-p", "netstat-core"]))?;
         let bin = build::build(Profile::Release)?;
         let deb = package(&bin)?;
 

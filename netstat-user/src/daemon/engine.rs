@@ -23,7 +23,7 @@ use crate::{
     life::Lifecycle,
     mem,
     pids::SocketOwners,
-    pipeline::{self, Pipeline, Step},
+    pipeline::{self, Pipeline, SeedOwners as _, Step},
     probe::{KernelCounters, Mode, ProbeError},
     render::netstat::Row,
     snapshot::{self, SnapshotOptions, Status},

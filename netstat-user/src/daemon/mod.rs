@@ -70,7 +70,7 @@ pub mod limits;
 pub mod lines;
 pub mod metrics;
 pub mod privilege;
-pub mod protocol;
+pub use netstat_core::protocol;
 pub mod server;
 pub mod socket;
 

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     event::Family,
-    filter::{Filter, ParseError},
+    filter::{self, Filter, ParseError},
     pids::SocketOwners,
     snapshot::{self, Format, Selection, Servers, SnapshotOptions},
     sockdiag::Proto,
@@ -51,7 +51,7 @@ pub struct Shared {
 impl Shared {
     /// Parses a request's filter; a filter over a size limit is counted.
     fn filter(&self, text: &str) -> Result<Filter, String> {
-        Filter::parse(text).map_err(|e: ParseError| {
+        filter::parse(text).map_err(|e: ParseError| {
             if e.problem().is_limit() {
                 self.guards.filters_refused.fetch_add(1, Ordering::Relaxed);
             }

@@ -5,7 +5,8 @@
 //! everything; the kernel also releases the programs if the process dies, since they are held
 //! only by this process's file descriptors (nothing is pinned).
 
-mod error;
+// `pub(crate)` for `crate::source`, which names the error without depending on this module.
+pub(crate) mod error;
 mod misses;
 mod mode;
 mod positions;

@@ -197,7 +197,7 @@ impl Ui {
                     self.editing = None;
                     Action::Redraw
                 }
-                KeyCode::Enter => match Filter::parse(&editor.text) {
+                KeyCode::Enter => match crate::filter::parse(&editor.text) {
                     Ok(filter) => {
                         self.filter = std::mem::take(&mut editor.text);
                         self.editing = None;

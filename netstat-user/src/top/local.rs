@@ -23,7 +23,7 @@ use crate::{
     filter::{Filter, Observed},
     netns::own_netns,
     pids::SocketOwners,
-    pipeline::{self, Pipeline, Step},
+    pipeline::{self, Pipeline, SeedOwners as _, Step},
     probe::{EventStream, Probe, ProbeOptions},
     sockdiag::{self, Proto, TcpBytes},
     state::TcpState,

@@ -77,7 +77,7 @@ impl Feed {
         }
     }
 
-    async fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
+    fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         match self {
             Feed::Local(f) => f.live(model),
             Feed::Daemon(f) => f.live(),
@@ -154,12 +154,12 @@ pub struct TopOptions {
 const NAME_BUDGET: Duration = Duration::from_millis(200);
 
 /// Ends the interval: the frame of the time since the last one.
-async fn roll(
+fn roll(
     feed: &mut Feed,
     model: &mut Model,
     last: &mut tokio::time::Instant,
 ) -> Result<Frame, TopError> {
-    let live = feed.live(model).await?;
+    let live = feed.live(model)?;
     let now = tokio::time::Instant::now();
     let interval = now - *last;
     *last = now;
@@ -188,7 +188,7 @@ async fn run_batch(
     let mut model = Model::new();
     let mut names = Names::new((!opts.numeric).then_some(NAME_BUDGET));
     let mut out = io::BufWriter::new(io::stdout());
-    let first = feed.live(&mut model).await?;
+    let first = feed.live(&mut model)?;
     model.note_listeners(&first);
     let mut last = tokio::time::Instant::now();
     let mut tick = tokio::time::interval_at(last + opts.delay, opts.delay);
@@ -200,7 +200,7 @@ async fn run_batch(
             _ = tick.tick() => {}
             () = &mut stop => return Ok(()),
         }
-        let mut frame = roll(feed, &mut model, &mut last).await?;
+        let mut frame = roll(feed, &mut model, &mut last)?;
         let written = match format {
             BatchFormat::Json => batch::write_json(
                 &mut out,
@@ -247,7 +247,7 @@ async fn run_screen(
     let mut stop = pin!(stop);
     let mut model = Model::new();
     let mut names = Names::new((!opts.numeric).then_some(NAME_BUDGET));
-    let first = feed.live(&mut model).await?;
+    let first = feed.live(&mut model)?;
     model.note_listeners(&first);
     // Until the first interval ends there are no rates to show, only the live connections.
     let mut frame = Frame {
@@ -296,7 +296,7 @@ async fn run_screen(
                                 // (a few milliseconds of events would make wild ones).
                                 feed.set_filter(f).await?;
                                 model.clear();
-                                let live = feed.live(&mut model).await?;
+                                let live = feed.live(&mut model)?;
                                 model.note_listeners(&live);
                                 frame = Frame {
                                     connections: live,
@@ -316,7 +316,7 @@ async fn run_screen(
                     if ui.paused {
                         continue;
                     }
-                    frame = roll(feed, &mut model, &mut last).await?;
+                    frame = roll(feed, &mut model, &mut last)?;
                     names.prepare(&frame.remotes, &frame.connections);
                     names.prepare(&frame.local_ports, &[]);
                     clock = Local::now().format("%H:%M:%S").to_string();

@@ -293,6 +293,8 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
                 }
                 if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
                     let elapsed = result["elapsed_s"].as_f64().unwrap_or(1.0);
+                    // The process's CPU time only grows.
+                    #[allow(clippy::unchecked_time_subtraction)]
                     cpu[i].push((b - a).as_secs_f64() / elapsed * 100.0);
                 }
                 tracer.stop(libc::SIGINT, Duration::from_secs(10))?;

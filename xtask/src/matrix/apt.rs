@@ -5,6 +5,7 @@
 //! (including `Dir::Etc`, so `/etc/apt/apt.conf.d` is not read either).
 
 use std::{
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -175,8 +176,10 @@ impl Apt {
 fn sources_list() -> String {
     SOURCES
         .iter()
-        .map(|(uri, suite)| format!("deb [signed-by={KEYRING}] {uri} {suite} main\n"))
-        .collect()
+        .fold(String::new(), |mut list, (uri, suite)| {
+            let _ = writeln!(list, "deb [signed-by={KEYRING}] {uri} {suite} main");
+            list
+        })
 }
 
 fn apt_conf(root: &Path) -> String {

@@ -28,7 +28,7 @@ impl Options {
         } else {
             Mode::Install
         };
-        setup(mode, &[STEPS, FUZZ_STEPS])
+        setup(mode, &[STEPS, TEST_STEPS, FUZZ_STEPS])
     }
 }
 
@@ -42,9 +42,19 @@ pub fn ensure_with_bench_peers() -> Result<()> {
     setup(Mode::Install, &[STEPS, BENCH_STEPS])
 }
 
-/// [`ensure`], and what fuzzing needs too; for `cargo xtask fuzz` and `cargo xtask test`.
+/// [`ensure`], and what fuzzing needs too; for `cargo xtask fuzz`.
 pub fn ensure_with_fuzzing() -> Result<()> {
     setup(Mode::Install, &[STEPS, FUZZ_STEPS])
+}
+
+/// [`ensure`], what only the tests need, and what fuzzing needs when they fuzz; for
+/// `cargo xtask test`.
+pub fn ensure_for_tests(fuzzing: bool) -> Result<()> {
+    if fuzzing {
+        setup(Mode::Install, &[STEPS, TEST_STEPS, FUZZ_STEPS])
+    } else {
+        setup(Mode::Install, &[STEPS, TEST_STEPS])
+    }
 }
 
 /// Whether a step may install what it finds missing.
@@ -65,6 +75,9 @@ const STEPS: &[(&str, Step)] = &[
     ("system packages", packages::ensure),
     ("bpf-linker", bpf_linker::ensure),
 ];
+
+/// What only the tests need: the stable toolchain that netstat-core's tests also run on.
+const TEST_STEPS: &[(&str, Step)] = &[("the stable toolchain", toolchain::ensure_stable)];
 
 /// What only the benchmarks need: the peers they measure side by side.
 const BENCH_STEPS: &[(&str, Step)] = &[("benchmark peers", packages::ensure_bench)];

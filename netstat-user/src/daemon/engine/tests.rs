@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::{
     daemon::{limits::ConnectionLimits, protocol::Stream},
-    decode::tests::record,
+    decode::fixtures::record,
 };
 
 /// Records handed over in batches, as the ring would hand them.
@@ -145,7 +145,7 @@ impl Running {
         filter: &str,
         capacity: usize,
     ) -> (mpsc::Receiver<Arc<Event>>, Arc<AtomicU64>) {
-        let filter = Filter::parse(filter).expect("a valid filter");
+        let filter = crate::filter::parse(filter).expect("a valid filter");
         let (queue, events) = mpsc::channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let (registered, done) = oneshot::channel();

@@ -5,12 +5,12 @@ use std::{
 
 use super::*;
 use crate::{
+    diag::DiagSocket,
     event::{Final, Task},
-    sockdiag::DiagSocket,
 };
 use TcpState::*;
 
-const NETNS: u32 = 4026531840;
+const NETNS: u32 = 4_026_531_840;
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn t(
@@ -351,7 +351,7 @@ fn the_index_finds_every_socket_through_inserts_and_removals() {
     };
     let cookies: Vec<u64> = (1..=3_000)
         .map(|i| match i % 7 {
-            0 => i << 32 | 42,
+            0 => i << 32 | 0x2a,
             _ if i % 3 == 0 => next() | 1,
             _ => i,
         })

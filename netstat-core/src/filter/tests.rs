@@ -56,7 +56,7 @@ impl Case {
                 remote: r,
                 old,
                 new,
-                netns: 4026531840,
+                netns: 4_026_531_840,
                 cgroup: 0,
                 task: Task {
                     pid: 1,
@@ -572,14 +572,6 @@ fn flags_combine_with_the_expression() {
 }
 
 #[test]
-fn system_service_names_resolve() {
-    let f = Filter::parse("dport = :https").unwrap();
-    assert_eq!(f.to_string(), "dport = :443");
-    let f = Filter::from_words(&["dport", "=", ":ssh", "and", "state", "established"]).unwrap();
-    assert_eq!(f.to_string(), "dport = :22 and state established");
-}
-
-#[test]
 fn cgroup_by_id_or_path() {
     let mut case = client();
     case.t.cgroup = 1234;
@@ -596,14 +588,13 @@ fn cgroup_by_id_or_path() {
     // An unknown cgroup (0) matches no id.
     case.t.cgroup = 0;
     check(&case, &["not cgroup 0"], &["cgroup 0"]);
-    let f = Filter::parse("cgroup 1234 and state established").unwrap();
-    assert_eq!(Filter::parse(&f.to_string()).unwrap(), f);
-    let err = Filter::parse("cgroup /no/such/cgroup/anywhere").unwrap_err();
-    assert!(err.to_string().contains("a cgroup id or the path"), "{err}");
-    if let Some(root) = crate::cgroup::id_of("/") {
-        assert_eq!(
-            Filter::parse("cgroup /").unwrap(),
-            Filter::parse(&format!("cgroup {root}")).unwrap()
-        );
-    }
+    let f = parse("cgroup 1234 and state established");
+    assert_eq!(parse(&f.to_string()), f);
+    let err = error("cgroup /no/such/cgroup/anywhere");
+    assert!(err.contains("a cgroup id or the path"), "{err}");
+    let cgroups = |path: &str| (path == "/system.slice/x.service").then_some(1234);
+    assert_eq!(
+        Filter::parse_with_cgroups("cgroup /system.slice/x.service", &services, &cgroups).unwrap(),
+        parse("cgroup 1234")
+    );
 }

@@ -13,7 +13,7 @@ use crate::state::TcpState;
 /// A socket cookie: the kernel's never-reused 64-bit socket id, the same one netlink
 /// sock_diag reports (`ss -e` prints it as `sk:`), so events and dumps join on it.
 ///
-/// Where the kernel cannot give the cookie (see [`crate::probe::Mode`]), a socket gets an id
+/// Where the kernel cannot give the cookie (see netstat-user's `probe::Mode`), a socket gets an id
 /// of enetstat's own while it lives ([`crate::identity`]). Such an id has the top bit set,
 /// which no cookie (a counter) ever has; [`Cookie::known`] tells the two apart, and output
 /// shows an unknown cookie as null. The id is never the socket's kernel address, which

@@ -335,7 +335,7 @@ mod tests {
         Line {
             transition: t,
             time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap()
-                + Duration::from_micros(123456),
+                + Duration::from_micros(123_456),
             owner: None,
             in_old,
             end: None,
@@ -362,7 +362,7 @@ mod tests {
         );
         // Every column at its widest still fits.
         let mut t = transition();
-        t.remote = Endpoint::new(IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)), 65535);
+        t.remote = Endpoint::new(IpAddr::V4(Ipv4Addr::BROADCAST), 65535);
         t.old = TcpState::FinWait2;
         t.new = TcpState::TimeWait;
         let long = Owner::new(4_194_304, "systemd-resolve");
@@ -437,7 +437,7 @@ mod tests {
         let line = Line {
             transition: &t,
             time: Utc.with_ymd_and_hms(2026, 11, 26, 9, 9, 47).unwrap()
-                + Duration::from_micros(123456),
+                + Duration::from_micros(123_456),
             owner: Some(&owner),
             in_old: Some(Duration::from_micros(12087)),
             end: None,

@@ -91,7 +91,7 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
         match c {
             '\n' => out.push('\n'),
             c if (c as u32) < 0x80 && needs_escape(c) => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
+                out.push_str(&format!("\\x{:02x}", c as u32));
             }
             c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
@@ -102,7 +102,7 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
 
 /// [`escape_comm`] on an optional field, keeping a borrowed value when nothing changes: what
 /// the CSV writers apply to process names and cgroup paths.
-pub fn escape_field<'a>(field: Option<Cow<'a, str>>) -> Option<Cow<'a, str>> {
+pub fn escape_field(field: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
     field.map(|f| {
         match escape_comm(&f) {
             Cow::Borrowed(_) => None,
@@ -126,10 +126,10 @@ pub fn escape_comm(comm: &str) -> Cow<'_, str> {
         match c {
             '\\' => out.push_str("\\\\"),
             c if (c as u32) < 0x80 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
+                out.push_str(&format!("\\x{:02x}", c as u32));
             }
             c if needs_escape(c) || c == '\u{fffd}' => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
             }
             c => out.push(c),
         }

@@ -185,7 +185,7 @@ mod tests {
             remote: Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080),
             old: TcpState::Close,
             new: TcpState::SynSent,
-            netns: 4026531840,
+            netns: 4_026_531_840,
             cgroup: 0,
             task: Task {
                 pid: 1,
@@ -228,7 +228,7 @@ mod tests {
                 "old": "CLOSE",
                 "new": "SYN_SENT",
                 "ms_in_old": null,
-                "netns": 4026531840u32,
+                "netns": 4_026_531_840u32,
                 "end": null,
                 "cgroup": 0,
                 "cgroup_path": null,
@@ -351,7 +351,7 @@ mod tests {
                     } else {
                         TcpState::FinWait1
                     },
-                    netns: 4026531840 / 3 * j as u32,
+                    netns: 4_026_531_840 / 3 * j as u32,
                     cgroup: j as u64 * 9,
                     task: Task {
                         pid: 7,

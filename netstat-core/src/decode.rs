@@ -184,14 +184,14 @@ fn comm(raw: &[u8; 16]) -> Arc<str> {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    const RECORD_LEN: usize = size_of::<StateChange>();
+/// Records as the kernel writes them, for unit tests here and in netstat-user (which turns
+/// this on with the `fixtures` feature, for its tests only).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
+    use netstat_common::{AF_INET, StateChange, record_kind};
 
     /// A record as the kernel would write it: 127.0.0.1:40000 -> 127.0.0.1:8080.
-    pub(crate) fn record(old: u8, new: u8) -> StateChange {
+    pub fn record(old: u8, new: u8) -> StateChange {
         let mut r = StateChange {
             kind: record_kind::STATE_CHANGE,
             family: AF_INET,
@@ -205,7 +205,7 @@ pub(crate) mod tests {
             cookie: 7,
             skaddr: 0xffff_0000,
             tid: 43,
-            netns: 4026531840,
+            netns: 4_026_531_840,
             sk_err: 0,
             retransmits: 0,
             srtt_us: 0,
@@ -222,6 +222,13 @@ pub(crate) mod tests {
         r.comm[..4].copy_from_slice(b"curl");
         r
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixtures::record, *};
+
+    const RECORD_LEN: usize = size_of::<StateChange>();
 
     fn bytes(r: &StateChange) -> Vec<u8> {
         // SAFETY: StateChange is repr(C) plain data without implicit padding.

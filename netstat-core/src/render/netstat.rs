@@ -10,8 +10,8 @@ use std::{
 
 use super::escape_comm;
 use crate::{
+    diag::Proto,
     event::{Cookie, Family},
-    sockdiag::Proto,
     state::TcpState,
 };
 
@@ -133,12 +133,12 @@ pub fn short_duration(d: Duration) -> String {
     let us = d.as_micros();
     let s = d.as_secs();
     match () {
-        _ if us < 1_000 => format!("{us}us"),
-        _ if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1_000.0),
-        _ if s < 60 => format!("{:.1}s", d.as_secs_f64()),
-        _ if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ if s < 86_400 => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3_600),
+        () if us < 1_000 => format!("{us}us"),
+        () if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1_000.0),
+        () if s < 60 => format!("{:.1}s", d.as_secs_f64()),
+        () if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        () if s < 86_400 => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
+        () => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3_600),
     }
 }
 
@@ -365,7 +365,7 @@ mod tests {
             uid: Some(0),
             inode: 4242,
             cookie: Cookie(0x2a),
-            netns: Some(4026531840),
+            netns: Some(4_026_531_840),
             cgroup: 77,
             age: Some(Duration::from_secs(2 * 3600 + 13 * 60)),
             closed: None,

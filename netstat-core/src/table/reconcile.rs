@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::{Entry, Table};
 use crate::{
+    diag::{DiagSocket, Proto},
     event::Cookie,
-    sockdiag::{DiagSocket, Proto},
     state::TcpState,
 };
 
@@ -60,8 +60,8 @@ impl Table {
 
     /// Seeds the table from the first dump (started at `started_ns`), nothing counted, merging
     /// the dump as it is read: `dump` hands every socket to the sink it is given (see
-    /// [`crate::sockdiag::dump_each`]), and no list of the whole dump is kept. Only for a dump
-    /// nothing else changes the table during.
+    /// netstat-user's `sockdiag::dump_each`), and no list of the whole dump is kept. Only for
+    /// a dump nothing else changes the table during.
     pub fn seed_with<E>(
         &mut self,
         started_ns: u64,
@@ -90,7 +90,7 @@ impl Table {
 
     /// [`reconcile`](Self::reconcile) with a dump read as it is merged, a chunk at a time,
     /// so no list of the whole dump is kept (a dump of 200,000 sockets is 16 MB). `dump`
-    /// hands every socket to the sink it is given ([`crate::sockdiag::dump_each`]);
+    /// hands every socket to the sink it is given (netstat-user's `sockdiag::dump_each`);
     /// `catch_up` applies the transitions that came meanwhile (drains the ring) and runs
     /// before each chunk is merged, so every socket is merged after every transition that
     /// preceded its line of the dump, as when the whole dump is read before the table

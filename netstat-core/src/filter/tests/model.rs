@@ -20,7 +20,7 @@ const PORTS: [u16; 7] = [0, 22, 80, 443, 1024, 40000, 65535];
 const PIDS: [u32; 3] = [1, 4242, 777];
 const COMMS: [&str; 6] = ["curl", "nginx: worker", "python3", "and", "x*y", "é"];
 const PATTERNS: [&str; 6] = ["cu*", "*", "?url", "nginx*", "*3", "x?y"];
-const NETNS: [u32; 2] = [1, 4026531840];
+const NETNS: [u32; 2] = [1, 4_026_531_840];
 const COOKIES: [u64; 2] = [1, 77];
 
 /// State spellings and the netstat names each stands for.

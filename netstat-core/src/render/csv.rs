@@ -98,7 +98,7 @@ mod tests {
             remote: Endpoint::new(lo, 5432),
             old: TcpState::Close,
             new: TcpState::SynSent,
-            netns: 4026531840,
+            netns: 4_026_531_840,
             cgroup: 0,
             task: Task {
                 pid: 1,

@@ -207,7 +207,7 @@ mod tests {
     use netstat_common::{AF_INET, AF_INET6};
 
     use super::*;
-    use crate::decode::tests::record;
+    use crate::decode::fixtures::record;
 
     fn run(ids: &mut Identities, records: &[StateChange]) -> Vec<StateChange> {
         let mut got = Vec::new();
@@ -289,7 +289,7 @@ mod tests {
         ids.expire(clone.ts_ns + 1, &mut |b| got.push(read::<StateChange>(b)));
         assert!(got.is_empty());
         ids.expire(clone.ts_ns + PENDING_MAX_NS, &mut |b| {
-            got.push(read::<StateChange>(b))
+            got.push(read::<StateChange>(b));
         });
         assert_eq!(got, [clone]);
         assert_eq!(ids.unmatched, 1);

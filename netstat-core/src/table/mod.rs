@@ -1,9 +1,9 @@
 //! The live socket table: every TCP and UDP socket of one network namespace, keyed by cookie.
 //!
-//! Seeded from the kernel's socket dump ([`crate::sockdiag`]), kept live by TCP transitions,
-//! and reconciled against a fresh dump now and then ([`Table::reconcile`]): events say when
-//! and by whom, the dump says what events cannot (UDP sockets, queues, inodes, TIME_WAIT
-//! endings). Every correction a dump makes to what events said is counted. Connections that
+//! Seeded from the kernel's socket dump ([`crate::diag`] sockets, read by netstat-user's
+//! `sockdiag`), kept live by TCP transitions, and reconciled against a fresh dump now and then
+//! ([`Table::reconcile`]): events say when and by whom, the dump says what events cannot (UDP
+//! sockets, queues, inodes, TIME_WAIT endings). Every correction a dump makes to what events said is counted. Connections that
 //! close go to a bounded [`history`]. Both are capped; overflow is counted.
 //!
 //! Pure state: no I/O. Times are kernel monotonic nanoseconds (`bpf_ktime_get_ns`).
@@ -20,8 +20,8 @@ pub use reconcile::Corrections;
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
+    diag::Proto,
     event::{Cookie, Endpoint, Family, Final, Owner, Transition},
-    sockdiag::Proto,
     state::TcpState,
 };
 
@@ -206,7 +206,7 @@ impl Table {
 
     /// Live sockets, in no particular order, as a slice (positions are not stable across
     /// changes to the table).
-    pub(crate) fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &[Entry] {
         &self.live
     }
 

@@ -122,7 +122,7 @@ pub fn time(out: &mut impl Write, time: &DateTime<Utc>) -> io::Result<()> {
         if *cached != day {
             let full = time.to_rfc3339_opts(SecondsFormat::Micros, true);
             let t = full.find('T').map_or(0, |t| t + 1);
-            *prefix = full[..t].to_owned();
+            full[..t].clone_into(prefix);
             *cached = day;
         }
         out.write_all(b"\"")?;

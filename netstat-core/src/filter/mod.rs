@@ -21,7 +21,7 @@ pub mod groups;
 mod kernel;
 mod lexer;
 pub mod parser;
-mod services;
+pub mod services;
 
 use std::fmt;
 
@@ -43,25 +43,25 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses a filter expression; the empty string matches everything. Service names are
-    /// looked up in /etc/services.
-    pub fn parse(text: &str) -> Result<Self, ParseError> {
-        Self::parse_with(text, &services::lookup)
-    }
-
-    /// Parses the words of a command line, joined with spaces as ss does
-    /// (`enetstat watch dport = :443`).
-    pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<Self, ParseError> {
-        let text: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
-        Self::parse(&text.join(" "))
-    }
-
-    /// [`Filter::parse`] with a given service lookup (for tests).
+    /// Parses a filter expression with a given service lookup; the empty string matches
+    /// everything. Cgroups are taken by id only: a path needs the cgroup tree
+    /// ([`Filter::parse_with_cgroups`]). For tests and the fuzz target; enetstat itself parses
+    /// with netstat-user's `filter::parse`, which looks both up on the system.
     pub fn parse_with(
         text: &str,
         services: &dyn Fn(&str) -> Option<u16>,
     ) -> Result<Self, ParseError> {
-        parser::parse(text, services).map(Self::from)
+        Self::parse_with_cgroups(text, services, &|_| None)
+    }
+
+    /// Parses a filter expression, looking service names (`:https`) up with `services` and
+    /// cgroup paths (`cgroup /system.slice/x.service`) with `cgroups`.
+    pub fn parse_with_cgroups(
+        text: &str,
+        services: &dyn Fn(&str) -> Option<u16>,
+        cgroups: &dyn Fn(&str) -> Option<u64>,
+    ) -> Result<Self, ParseError> {
+        parser::parse(text, services, cgroups).map(Self::from)
     }
 
     /// Both filters.

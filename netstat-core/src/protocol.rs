@@ -1,5 +1,5 @@
 //! The wire protocol: one JSON object per line (NDJSON) each way. See the module docs of
-//! [`crate::daemon`] for the full description; this file parses requests and builds replies,
+//! netstat-user's `daemon` for the full description; this file parses requests and builds replies,
 //! with no I/O, so the parser is unit-tested (and fuzzed by its property test) without a socket.
 
 use serde::{Deserialize, Serialize};

@@ -36,11 +36,12 @@ use crate::event::Family;
 
 type Result<T> = std::result::Result<T, (Problem, Range<usize>)>;
 
-/// Parses `text`, looking service names up with `services`. The empty expression matches
-/// everything.
+/// Parses `text`, looking service names up with `services` and cgroup paths with `cgroups`.
+/// The empty expression matches everything.
 pub fn parse(
     text: &str,
     services: &dyn Fn(&str) -> Option<u16>,
+    cgroups: &dyn Fn(&str) -> Option<u64>,
 ) -> std::result::Result<Expr, ParseError> {
     let run = || -> Result<Expr> {
         if text.len() > MAX_LEN {
@@ -59,6 +60,7 @@ pub fn parse(
             pos: 0,
             depth: 0,
             services,
+            cgroups,
         };
         if p.toks.is_empty() {
             return Ok(Expr::True);
@@ -94,6 +96,7 @@ struct Parser<'a> {
     /// How deep in `(`, `not` and `!` the parser is.
     depth: usize,
     services: &'a dyn Fn(&str) -> Option<u16>,
+    cgroups: &'a dyn Fn(&str) -> Option<u64>,
 }
 
 fn is_word(t: &Token, w: &str) -> bool {
@@ -314,7 +317,7 @@ impl Parser<'_> {
                     Some(Token {
                         tok: Tok::Word(s) | Tok::Quoted(s),
                         ..
-                    }) => s.parse::<u64>().ok().or_else(|| crate::cgroup::id_of(s)),
+                    }) => s.parse::<u64>().ok().or_else(|| (self.cgroups)(s)),
                     _ => None,
                 };
                 let Some(id) = id else {

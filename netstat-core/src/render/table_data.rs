@@ -10,7 +10,7 @@ use super::{
     escape_comm, millis,
     netstat::{Row, ShownOwner},
 };
-use crate::{cgroup::Cgroup, event::Family, sockdiag::Proto, state::TcpState};
+use crate::{cgroup::Cgroup, diag::Proto, event::Family, state::TcpState};
 
 /// One socket as JSON.
 #[derive(Debug, Serialize)]
@@ -205,7 +205,7 @@ mod tests {
             uid: Some(1000),
             inode: 99,
             cookie: Cookie(5),
-            netns: Some(4026531840),
+            netns: Some(4_026_531_840),
             cgroup: 0,
             age: Some(Duration::from_micros(1500)),
             closed: None,
@@ -226,7 +226,7 @@ mod tests {
                 "pid": 7, "program": "pg,\"x\"", "holds": true, "uid": 1000,
                 "inode": 99, "cookie": 5, "age_ms": 1.5, "closed": false,
                 "lifetime_ms": null, "closed_ago_ms": null, "errno": null,
-                "netns": 4026531840u32, "cgroup": null, "cgroup_path": null,
+                "netns": 4_026_531_840u32, "cgroup": null, "cgroup_path": null,
                 "container": null
             })
         );
