@@ -9,7 +9,6 @@
 use std::{
     future::Future,
     io::{self, Write},
-    net::IpAddr,
     pin::pin,
     sync::Arc,
     time::Duration,
@@ -21,20 +20,22 @@ use serde::Serialize;
 use crate::{
     cgroup,
     clock::monotonic_ns,
-    event::{Cookie, Endpoint, Family, Owner},
+    event::{Cookie, Endpoint, Owner},
     mem,
     pids::SocketOwners,
     pipeline::Pipeline,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
-        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow, Title},
+        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow},
         table_data::{self, JsonSnapshot, JsonSocket},
     },
     resolve::Resolver,
     sockdiag::{self, Proto, SockDiagError},
-    state::TcpState,
     table::{Counters, Entry, Limits, Table},
 };
+
+use netstat_core::table::select::shown_live;
+pub use netstat_core::table::select::{Matcher, Selection, Servers, is_server};
 
 /// Output format of a snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,99 +43,6 @@ pub enum Format {
     Text,
     Json,
     Csv,
-}
-
-/// Which sockets by their role, as netstat's `-l` and `-a` choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Servers {
-    /// The default: connections, no listening TCP or unconnected UDP sockets.
-    Exclude,
-    /// `-l`: only those.
-    Only,
-    /// `-a`: everything.
-    Include,
-}
-
-/// An extra test on each socket (for the filter-expression language).
-pub type Matcher = Arc<dyn Fn(&Entry) -> bool + Send + Sync>;
-
-/// Which sockets a snapshot shows.
-#[derive(Clone)]
-pub struct Selection {
-    pub protos: Vec<Proto>,
-    pub servers: Servers,
-    /// As shown: a v4-mapped IPv6 socket is IPv4.
-    pub family: Option<Family>,
-    /// Only these states (any when empty); overrides `servers`.
-    pub states: Vec<TcpState>,
-    pub extra: Option<Matcher>,
-}
-
-impl std::fmt::Debug for Selection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Selection")
-            .field("protos", &self.protos)
-            .field("servers", &self.servers)
-            .field("family", &self.family)
-            .field("states", &self.states)
-            .field("extra", &self.extra.is_some())
-            .finish()
-    }
-}
-
-impl Default for Selection {
-    fn default() -> Self {
-        Self {
-            protos: vec![Proto::Tcp, Proto::Udp],
-            servers: Servers::Exclude,
-            family: None,
-            states: Vec::new(),
-            extra: None,
-        }
-    }
-}
-
-/// A listening TCP socket, or an unconnected UDP socket: what netstat calls a server.
-pub fn is_server(e: &Entry) -> bool {
-    match e.proto {
-        Proto::Tcp => e.state == TcpState::Listen,
-        Proto::Udp => e.state != TcpState::Established,
-    }
-}
-
-impl Selection {
-    /// Whether a live socket is shown.
-    pub fn matches(&self, e: &Entry) -> bool {
-        self.protos.contains(&e.proto)
-            && self.family.is_none_or(|f| f == e.family)
-            && if self.states.is_empty() {
-                match self.servers {
-                    Servers::Exclude => !is_server(e),
-                    Servers::Only => is_server(e),
-                    Servers::Include => true,
-                }
-            } else {
-                self.states.contains(&e.state)
-            }
-            && self.extra.as_ref().is_none_or(|m| m(e))
-    }
-
-    /// Whether a closed connection is shown (`--recent`): never with `-l`.
-    pub fn matches_closed(&self, e: &Entry) -> bool {
-        self.servers != Servers::Only
-            && self.protos.contains(&e.proto)
-            && self.family.is_none_or(|f| f == e.family)
-            && self.extra.as_ref().is_none_or(|m| m(e))
-    }
-
-    fn title(&self) -> Title {
-        match self.servers {
-            _ if !self.states.is_empty() => Title::All,
-            Servers::Include => Title::All,
-            Servers::Only => Title::Servers,
-            Servers::Exclude => Title::Connections,
-        }
-    }
 }
 
 /// How to show a snapshot.
@@ -370,103 +278,6 @@ pub async fn continuous(
     Ok(status)
 }
 
-/// The live sockets a snapshot shows, in the order shown.
-fn shown_live<'t>(opts: &SnapshotOptions, table: &'t Table) -> Vec<&'t Entry> {
-    // Sockets with two IPv4 addresses (nearly all, usually) sort as 16-byte integers: their
-    // whole order but the cookie (100 bits, see `packed_key`) above their position in the
-    // table (28 bits); equal keys (listeners sharing a port) are then put in cookie order.
-    // The rest sort on the full key, and the two sorted runs are merged. Cookies are
-    // unique, so no two keys are equal and unstable sorts show the same as a stable one.
-    const POS_BITS: u32 = 28;
-    const POS: u128 = (1 << POS_BITS) - 1;
-    let entries = table.entries();
-    let mut keys: Vec<u128> = Vec::new();
-    let mut rest: Vec<&Entry> = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if !opts.select.matches(e) {
-            continue;
-        }
-        match packed_key(e) {
-            Some(k) if (i as u128) <= POS => keys.push(k << POS_BITS | i as u128),
-            _ => rest.push(e),
-        }
-    }
-    keys.sort_unstable();
-    let mut packed: Vec<&Entry> = Vec::with_capacity(keys.len());
-    let mut run = 0;
-    for (n, &k) in keys.iter().enumerate() {
-        if n > 0 && k >> POS_BITS != keys[n - 1] >> POS_BITS {
-            packed[run..].sort_unstable_by_key(|e| e.cookie);
-            run = n;
-        }
-        packed.push(&entries[(k & POS) as usize]);
-    }
-    packed[run..].sort_unstable_by_key(|e| e.cookie);
-    drop(keys);
-    if rest.is_empty() {
-        return packed;
-    }
-    rest.sort_unstable_by_key(|e| sort_key(e));
-    let mut live = Vec::with_capacity(packed.len() + rest.len());
-    let mut a = packed.into_iter().peekable();
-    let mut b = rest.into_iter().peekable();
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if sort_key(x) < sort_key(y) => a.next(),
-            (Some(_), Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, _) => b.next(),
-        };
-        match next {
-            Some(e) => live.push(e),
-            None => break,
-        }
-    }
-    live
-}
-
-/// [`sort_key`] but the cookie, as one integer, for a socket with two IPv4 addresses:
-/// protocol (1 bit), IPv6 family (1), local address (32), local port (17: 0 for none, else
-/// port + 1, as `None < Some`), remote address (32), remote port (17).
-fn packed_key(e: &Entry) -> Option<u128> {
-    let (IpAddr::V4(l), IpAddr::V4(r)) = (e.local.addr, e.remote.addr) else {
-        return None;
-    };
-    let port = |p: Option<u16>| p.map_or(0, |p| u128::from(p) + 1);
-    Some(
-        u128::from(e.proto == Proto::Udp) << 99
-            | u128::from(e.family == Family::Ipv6) << 98
-            | u128::from(u32::from(l)) << 66
-            | port(e.local.port) << 49
-            | u128::from(u32::from(r)) << 17
-            | port(e.remote.port),
-    )
-}
-
-/// The order of a snapshot: protocol, IPv4 first, local then remote endpoint, cookie.
-#[inline]
-fn sort_key(
-    e: &Entry,
-) -> (
-    Proto,
-    bool,
-    IpAddr,
-    Option<u16>,
-    IpAddr,
-    Option<u16>,
-    Cookie,
-) {
-    (
-        e.proto,
-        e.family == Family::Ipv6,
-        e.local.addr,
-        e.local.port,
-        e.remote.addr,
-        e.remote.port,
-        e.cookie,
-    )
-}
-
 /// The process a live socket's row names: the holder a `/proc` scan found, else (while
 /// tracing) the last owner transitions showed.
 fn shown_owner(view: &View<'_>, e: &Entry) -> Option<ShownOwner> {
@@ -525,7 +336,7 @@ fn closed_rows<'t>(view: &View<'_>, table: &'t Table) -> impl Iterator<Item = Ro
 
 /// The rows of a snapshot, sorted as shown: live sockets, then closed connections.
 fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
-    let live = shown_live(view.opts, table);
+    let live = shown_live(&view.opts.select, table);
     let holders = holders(view, &live);
     let mut rows: Vec<Row> = live
         .iter()
@@ -603,7 +414,7 @@ fn write_text_streaming(
     netstat::write_header(out, cols)?;
     let mut text = TextBuffers::default();
     let mut orphans = false;
-    let live = shown_live(opts, table);
+    let live = shown_live(&opts.select, table);
     let holders = holders(view, &live);
     for e in &live {
         let r = row(
@@ -903,7 +714,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::sockdiag::DiagSocket;
+    use crate::{event::Family, sockdiag::DiagSocket, state::TcpState};
 
     fn d(cookie: u64, proto: Proto, state: TcpState, inode: u64) -> DiagSocket {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -11,6 +11,7 @@
 mod history;
 mod index;
 mod reconcile;
+pub mod select;
 
 use serde::Serialize;
 
