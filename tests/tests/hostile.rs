@@ -611,6 +611,31 @@ fn assert_on_time(reader: thread::JoinHandle<(Conn, Instant)>, churned: Instant)
     conn
 }
 
+/// Asserts, from a daemon's `stats`, that the kernel dropped no event for want of room in the
+/// ring. The daemon traces every socket on the host, and a shared test host may be flooded by
+/// others meanwhile (a benchmark makes 100,000 transitions a second and more, which a loaded
+/// 2-core VM does not keep up with, and this test cannot tell from its own traffic): past
+/// [`FLOOD`] transitions seen, a drop is reported, not failed. Either way the events the
+/// test's subscribers want are each checked, and on time.
+fn assert_no_drops(s: &Value) {
+    let drops = s["kernel_ringbuf_full"]
+        .as_u64()
+        .expect("kernel_ringbuf_full");
+    let seen = s["kernel_seen"].as_u64().expect("kernel_seen");
+    if drops > 0 && seen > FLOOD {
+        eprintln!(
+            "NOT CHECKED: the kernel dropped {drops} events, but the host made {seen} \
+             transitions meanwhile, over ten times this test's own: others flooded it"
+        );
+        return;
+    }
+    assert_eq!(drops, 0, "the kernel dropped events: {s}");
+}
+
+/// Transitions seen past which the host was flooded by others: over ten times what the
+/// tests that check drops make themselves (2,000 connections, about 20,000).
+const FLOOD: u64 = 300_000;
+
 /// The metrics body from `addr`, once it has `line` (the metrics' counters follow `stats` at
 /// the next `--reconcile` tick).
 fn metrics_with(addr: SocketAddr, line: &str) -> String {
@@ -767,7 +792,7 @@ fn a_subscriber_whose_filter_costs_more_than_its_share_is_cut_off_not_the_others
     let s = stats(&daemon.socket);
     assert_eq!(s["subscribers_cut_off"], 1, "{s}");
     assert_eq!(s["subscribers"], 1, "{s}");
-    assert_eq!(s["kernel_ringbuf_full"], 0, "{s}");
+    assert_no_drops(&s);
 }
 
 #[test]
@@ -800,8 +825,7 @@ fn thirty_subscribers_with_long_globs_hold_up_no_plain_one() {
     let reader = read_events(plain, n);
     churn(p, n);
     let _plain = assert_on_time(reader, Instant::now());
-    let s = stats(&daemon.socket);
-    assert_eq!(s["kernel_ringbuf_full"], 0, "{s}");
+    assert_no_drops(&stats(&daemon.socket));
     drop(globs);
 }
 
