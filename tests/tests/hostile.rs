@@ -403,6 +403,92 @@ fn directories_sockets_and_logs_get_their_modes_whatever_the_umask() {
 }
 
 #[test]
+fn a_socket_directory_another_user_could_write_is_refused_or_tightened() {
+    if !require_root("a_socket_directory_another_user_could_write_is_refused_or_tightened") {
+        return;
+    }
+    let dir = TempDir::new("opendir");
+    // A directory that holds something else, so it is not the daemon's to take: whoever may
+    // write there (or owns it) could replace the socket with a fake daemon.
+    let make = |name: &str, mode: u32, owner: u32| {
+        let d = dir.path.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("other"), "").unwrap();
+        std::os::unix::fs::chown(&d, Some(owner), None).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        d
+    };
+    for (run, socket, says) in [
+        (
+            make("world", 0o777, 0),
+            "enetstat.sock",
+            "(mode 0777) may be written by its group and every user, without the sticky bit",
+        ),
+        (
+            make("group", 0o770, 0),
+            "enetstat.sock",
+            "(mode 0770) may be written by its group, without the sticky bit",
+        ),
+        (
+            make("theirs", 0o755, 65534),
+            "enetstat.sock",
+            "belongs to uid 65534, another user",
+        ),
+        // Above the socket's directory: it could be renamed away and replaced.
+        (
+            make("above", 0o757, 0),
+            "inner/enetstat.sock",
+            "(mode 0757) may be written by every user, without the sticky bit",
+        ),
+    ] {
+        let socket = run.join(socket);
+        let out = enetstat(&["daemon", "--socket", socket.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot set up the socket {}: the directory {} {says}",
+                socket.display(),
+                run.display()
+            )),
+            "{stderr}"
+        );
+        let fix = if says.contains("belongs") {
+            "give --socket a path in a directory of root's or of this daemon's own".to_owned()
+        } else {
+            format!("`chmod go-w {}`", run.display())
+        };
+        assert!(stderr.contains(&fix), "{stderr}");
+        assert!(!socket.exists(), "{stderr}");
+        assert!(!run.join("inner").exists(), "nothing made: {stderr}");
+    }
+    // Sticky (as /tmp): others may write, but not remove or rename the socket. Served.
+    let sticky = make("sticky", 0o1777, 0);
+    let d = Spawned::daemon(daemon_command(&sticky.join("enetstat.sock"), &[]));
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    // The daemon's own (nothing but its socket in it), left wide open by another user: taken
+    // and tightened, with a word.
+    let own = dir.path.join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), None).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = Spawned::daemon(daemon_command(&own.join("enetstat.sock"), &[]));
+    assert_eq!(mode(&own), 0o755);
+    assert_eq!(std::fs::metadata(&own).unwrap().uid(), 0);
+    assert!(
+        d.stderr().contains(&format!(
+            "{} was mode 0777: other users could have replaced the socket in it",
+            own.display()
+        )),
+        "{}",
+        d.stderr()
+    );
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
 fn the_event_log_never_follows_a_link_nor_takes_another_users_file() {
     if !require_root("the_event_log_never_follows_a_link_nor_takes_another_users_file") {
         return;
