@@ -488,6 +488,56 @@ fn a_socket_directory_another_user_could_write_is_refused_or_tightened() {
     assert!(status.success(), "{stderr}");
 }
 
+/// `PATH.n`, the `n`th rotated event log.
+fn rotated(path: &Path, n: u32) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    s.into()
+}
+
+#[test]
+fn an_event_log_left_world_readable_is_made_0640_and_stays_so_through_rotation() {
+    if !require_root("an_event_log_left_world_readable_is_made_0640_and_stays_so_through_rotation")
+    {
+        return;
+    }
+    let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let p = port.port();
+    port.release();
+    let dir = TempDir::new("oldlog");
+    // As an older version left it under umask 022.
+    let log = dir.path.join("events.ndjson");
+    std::fs::write(&log, "{}\n").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let socket = dir.path.join("enetstat.sock");
+    let args = [
+        "--event-log",
+        log.to_str().unwrap(),
+        "--event-log-size",
+        "4K",
+        "--event-log-keep",
+        "2",
+    ];
+    let d = Spawned::daemon(daemon_command(&socket, &args));
+    assert_eq!(mode(&log), 0o640, "at start");
+    // Enough transitions to rotate more than twice (4 KiB is a dozen lines).
+    churn(p, 50);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rotated(&log, 2).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "never rotated twice: {}",
+            d.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for file in [log.clone(), rotated(&log, 1), rotated(&log, 2)] {
+        assert_eq!(mode(&file), 0o640, "{}", file.display());
+    }
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn the_event_log_never_follows_a_link_nor_takes_another_users_file() {
     if !require_root("the_event_log_never_follows_a_link_nor_takes_another_users_file") {
