@@ -570,3 +570,27 @@ fn shell_words_split_as_sh_does() {
         "enetstat daemon --user nobody"
     );
 }
+
+/// The rows (header and rule included) of the first Markdown table after the line `heading`.
+fn table_after<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != heading)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(rows.len() > 2, "no table after {heading:?}");
+    rows
+}
+
+/// The README's escaping table is the one in `render::escape`'s doc, which a unit test there
+/// walks against `needs_escape`: what the README says is what the code does.
+#[test]
+fn the_escaping_table_is_the_one_the_code_is_tested_against() {
+    let doc: Vec<&str> = include_str!("../../netstat-user/src/render/escape.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! "))
+        .filter(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(table_after(README, "### Escaping"), doc);
+}
