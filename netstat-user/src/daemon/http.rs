@@ -25,7 +25,7 @@ const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 /// Longest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Longest time a client may take to send its request and take the reply.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until the listener is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, gate: Arc<Gate>) {
