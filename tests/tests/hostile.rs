@@ -19,9 +19,9 @@ use std::{
 
 use enetstat::{filter::MAX_LEN, render::escape::needs_escape};
 use enetstat_tests::{
-    PortReservation, READY_PREFIX,
+    PortReservation, READY_PREFIX, Tmux,
     daemon::{Conn, Daemon, TempDir},
-    enetstat_bin, require_root,
+    enetstat_bin, require_program, require_root,
 };
 use serde_json::{Value, json};
 
@@ -1049,6 +1049,60 @@ fn a_hostile_process_name_reaches_no_output_raw() {
                 break;
             }
         }
+    }
+}
+
+#[test]
+fn log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color() {
+    if !require_root("log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color") {
+        return;
+    }
+    if require_program(
+        "log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color",
+        "tmux",
+        "tmux",
+    )
+    .is_none()
+    {
+        return;
+    }
+    // A pipe (as a log file or the journal gets): plain text, not escape codes.
+    let out = Command::new(enetstat_bin())
+        .args([
+            "-v",
+            "--standalone",
+            "watch",
+            "--duration",
+            "1s",
+            "dport = :1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run enetstat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    // A terminal: coloured, unless NO_COLOR says not to.
+    for (no_color, coloured) in [("", true), ("1", false)] {
+        let command = format!(
+            "NO_COLOR={no_color} {} -v --standalone watch --duration 1s 'dport = :1'",
+            enetstat_bin().display()
+        );
+        let tmux = Tmux::start(&command, 200, 30);
+        tmux.wait_for(Duration::from_secs(30), "the exit", |screen| {
+            screen.iter().any(|l| l.starts_with("exited "))
+        });
+        let screen = tmux.screen_with_escapes();
+        let info = screen
+            .lines()
+            .find(|l| l.contains("INFO"))
+            .unwrap_or_else(|| panic!("no INFO line: {screen}"));
+        assert_eq!(
+            info.contains('\u{1b}'),
+            coloured,
+            "NO_COLOR={no_color}: {info:?}"
+        );
     }
 }
 
