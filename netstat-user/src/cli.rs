@@ -94,7 +94,8 @@ impl Cli {
 pub enum Command {
     /// Print every TCP state transition as it happens, one line each, until Ctrl-C.
     #[command(
-        after_help = "Columns: TIME, PID/COMM of the socket's owner (\"-\" when unknown), \
+        // The limits from their constants, so the help cannot drift from them.
+        after_help = format!("Columns: TIME, PID/COMM of the socket's owner (\"-\" when unknown), \
 LPORT (LOCAL with -w) and REMOTE endpoints (\"*\" for a port not yet assigned), OLD>NEW \
 state, and MS, the milliseconds the socket spent in OLD (blank on the first transition seen \
 for a socket), then how the connection ended when it was not an orderly close (refused, \
@@ -111,12 +112,14 @@ src|dst ADDR                10.0.0.0/8, 10.0.0.1:80, ::1, [::1]:443, [fe80::]/10
 pid N | comm NAME           the owner; NAME may use * and ? (quote names with spaces)\n  \
 family ipv4|ipv6 | netns N | cookie N | cgroup PATH|ID\n  \
 and (&&, or just a space), or (||), not (!), ( )\n\
-A filter is at most 4096 bytes and nests (, not and ! at most 64 deep.\n\n\
+A filter is at most {MAX_LEN} bytes and nests (, not and ! at most {MAX_DEPTH} deep.\n\n\
 Examples:\n  enetstat watch\n  enetstat watch 'dport = :443 and (state syn-sent or state \
 established) and not dst 10.0.0.0/8'\n  enetstat watch -o json --count 100 > transitions.ndjson\n  \
 enetstat watch -o csv --time none state close > closes.csv\n  \
-enetstat watch --rport 5432 --duration 60"
-    )]
+enetstat watch --rport 5432 --duration 60",
+        MAX_LEN = enetstat::filter::MAX_LEN,
+        MAX_DEPTH = enetstat::filter::MAX_DEPTH,
+    ))]
     Watch(WatchArgs),
 
     /// Print one line per TCP connection when it ends: owner, both ends, lifetime, connect
@@ -158,16 +161,23 @@ enetstat top -b -n 3 -o json > top.ndjson"
     /// of closed connections and the lifecycles, and serve them to clients on a Unix socket
     /// (and Prometheus metrics with --metrics). Stops on SIGINT or SIGTERM.
     #[command(
-        after_help = "The socket (--socket, default /run/enetstat/enetstat.sock) is mode 0660, owner root, \
+        // The limits from their constants, so the help cannot drift from them.
+        after_help = format!("The socket (--socket, default /run/enetstat/enetstat.sock) is mode 0660, owner root, \
 group --socket-group: its members can run `enetstat`, `enetstat watch` and `enetstat life` without \
 root. The protocol (NDJSON) is described in the README.\n\n\
-Limits: a subscriber that falls --client-queue events behind, or does not read for 10 s, is \
-cut off; a filter is at most 4096 bytes and nests (, not and ! at most 64 deep; a request line \
-is at most 64 KiB; a metrics request head at most 16 KiB, sent within 10 s. Every refusal is \
-counted in `stats` and the metrics.\n\n\
+Limits: a subscriber that falls --client-queue events behind, or does not read for {WRITE} s, \
+is cut off; a filter is at most {MAX_LEN} bytes and nests (, not and ! at most {MAX_DEPTH} deep; \
+a request line is at most {REQUEST} KiB; a metrics request head at most {HEAD} KiB, sent within \
+{HTTP} s. Every refusal is counted in `stats` and the metrics.\n\n\
 Examples:\n  enetstat daemon --socket-group enetstat\n  \
-enetstat daemon --metrics 127.0.0.1:9977 --keep-closed 1h"
-    )]
+enetstat daemon --metrics 127.0.0.1:9977 --keep-closed 1h",
+        WRITE = enetstat::daemon::limits::WRITE_TIMEOUT.as_secs(),
+        MAX_LEN = enetstat::filter::MAX_LEN,
+        MAX_DEPTH = enetstat::filter::MAX_DEPTH,
+        REQUEST = enetstat::daemon::protocol::MAX_REQUEST / 1024,
+        HEAD = enetstat::daemon::http::MAX_HEAD / 1024,
+        HTTP = enetstat::daemon::http::CLIENT_TIMEOUT.as_secs(),
+    ))]
     Daemon(DaemonArgs),
 
     /// Write the man pages and shell completions to DIR (for packaging).

@@ -70,8 +70,19 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_target(false)
         .init();
+}
+
+/// Whether log lines may be coloured: only on a terminal (a pipe, a file or the journal gets
+/// plain text, not escape codes), and not under `NO_COLOR` (set and not empty) or a `dumb`
+/// one.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+        && !std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        && !std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
 
 /// Why the async runtime would not start; its epoll and eventfd are the first descriptors

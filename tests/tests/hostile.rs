@@ -17,10 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use enetstat::{filter::MAX_LEN, render::escape::needs_escape};
 use enetstat_tests::{
-    PortReservation, READY_PREFIX,
+    PortReservation, READY_PREFIX, Tmux,
     daemon::{Conn, Daemon, TempDir},
-    enetstat_bin, require_root,
+    enetstat_bin, require_program, require_root,
 };
 use serde_json::{Value, json};
 
@@ -36,15 +37,11 @@ fn enetstat(args: &[&str]) -> std::process::Output {
         .expect("cannot run enetstat")
 }
 
-/// Characters that must never reach a terminal raw (what `render::escape::needs_escape` says),
-/// line feeds aside.
+/// Characters that must never reach a terminal raw (the library's own rule,
+/// [`needs_escape`]), line feeds aside.
 fn raw_controls(text: &str) -> Vec<char> {
     text.chars()
-        .filter(|&c| {
-            c != '\n'
-                && (c.is_control()
-                    || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        })
+        .filter(|&c| c != '\n' && needs_escape(c))
         .collect()
 }
 
@@ -183,7 +180,8 @@ fn filters_too_deep_or_too_long_are_refused_everywhere_and_counted() {
         "{r}"
     );
 
-    // The same connection still works, and the daemon counted the three.
+    // The same connection still works, and the daemon counted the four refused for a limit
+    // (too long twice, too deep twice; not the wrong filter nor the duplicate key).
     let s = conn.request(&json!({"v":1,"op":"stats"}))["stats"].clone();
     assert_eq!(s["filters_refused"], 4, "{s}");
     let body = http(port.addr(), b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -332,6 +330,10 @@ fn floods_of_clients_and_metrics_connections_are_refused_and_the_daemon_keeps_se
         body.contains("enetstat_refused_total{what=\"metrics_connection\"} 300"),
         "{body}"
     );
+    assert!(
+        body.contains("enetstat_refused_total{what=\"subscriber\"} 1"),
+        "{body}"
+    );
     drop(held);
     let (status, stderr) = d.stop();
     assert!(status.success(), "{stderr}");
@@ -398,6 +400,142 @@ fn directories_sockets_and_logs_get_their_modes_whatever_the_umask() {
         assert!(status.success(), "{stderr}");
         assert!(!socket.exists(), "the socket is left behind: {stderr}");
     }
+}
+
+#[test]
+fn a_socket_directory_another_user_could_write_is_refused_or_tightened() {
+    if !require_root("a_socket_directory_another_user_could_write_is_refused_or_tightened") {
+        return;
+    }
+    let dir = TempDir::new("opendir");
+    // A directory that holds something else, so it is not the daemon's to take: whoever may
+    // write there (or owns it) could replace the socket with a fake daemon.
+    let make = |name: &str, mode: u32, owner: u32| {
+        let d = dir.path.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("other"), "").unwrap();
+        std::os::unix::fs::chown(&d, Some(owner), None).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        d
+    };
+    for (run, socket, says) in [
+        (
+            make("world", 0o777, 0),
+            "enetstat.sock",
+            "(mode 0777) may be written by its group and every user, without the sticky bit",
+        ),
+        (
+            make("group", 0o770, 0),
+            "enetstat.sock",
+            "(mode 0770) may be written by its group, without the sticky bit",
+        ),
+        (
+            make("theirs", 0o755, 65534),
+            "enetstat.sock",
+            "belongs to uid 65534, another user",
+        ),
+        // Above the socket's directory: it could be renamed away and replaced.
+        (
+            make("above", 0o757, 0),
+            "inner/enetstat.sock",
+            "(mode 0757) may be written by every user, without the sticky bit",
+        ),
+    ] {
+        let socket = run.join(socket);
+        let out = enetstat(&["daemon", "--socket", socket.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot set up the socket {}: the directory {} {says}",
+                socket.display(),
+                run.display()
+            )),
+            "{stderr}"
+        );
+        let fix = if says.contains("belongs") {
+            "give --socket a path in a directory of root's or of this daemon's own".to_owned()
+        } else {
+            format!("`chmod go-w {}`", run.display())
+        };
+        assert!(stderr.contains(&fix), "{stderr}");
+        assert!(!socket.exists(), "{stderr}");
+        assert!(!run.join("inner").exists(), "nothing made: {stderr}");
+    }
+    // Sticky (as /tmp): others may write, but not remove or rename the socket. Served.
+    let sticky = make("sticky", 0o1777, 0);
+    let d = Spawned::daemon(daemon_command(&sticky.join("enetstat.sock"), &[]));
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    // The daemon's own (nothing but its socket in it), left wide open by another user: taken
+    // and tightened, with a word.
+    let own = dir.path.join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(65534), None).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = Spawned::daemon(daemon_command(&own.join("enetstat.sock"), &[]));
+    assert_eq!(mode(&own), 0o755);
+    assert_eq!(std::fs::metadata(&own).unwrap().uid(), 0);
+    assert!(
+        d.stderr().contains(&format!(
+            "{} was mode 0777: other users could have replaced the socket in it",
+            own.display()
+        )),
+        "{}",
+        d.stderr()
+    );
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+/// `PATH.n`, the `n`th rotated event log.
+fn rotated(path: &Path, n: u32) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    s.into()
+}
+
+#[test]
+fn an_event_log_left_world_readable_is_made_0640_and_stays_so_through_rotation() {
+    if !require_root("an_event_log_left_world_readable_is_made_0640_and_stays_so_through_rotation")
+    {
+        return;
+    }
+    let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let p = port.port();
+    port.release();
+    let dir = TempDir::new("oldlog");
+    // As an older version left it under umask 022.
+    let log = dir.path.join("events.ndjson");
+    std::fs::write(&log, "{}\n").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let socket = dir.path.join("enetstat.sock");
+    let args = [
+        "--event-log",
+        log.to_str().unwrap(),
+        "--event-log-size",
+        "4K",
+        "--event-log-keep",
+        "2",
+    ];
+    let d = Spawned::daemon(daemon_command(&socket, &args));
+    assert_eq!(mode(&log), 0o640, "at start");
+    // Enough transitions to rotate more than twice (4 KiB is a dozen lines).
+    churn(p, 50);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rotated(&log, 2).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "never rotated twice: {}",
+            d.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for file in [log.clone(), rotated(&log, 1), rotated(&log, 2)] {
+        assert_eq!(mode(&file), 0o640, "{}", file.display());
+    }
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]
@@ -572,6 +710,82 @@ fn churn(port: u16, n: usize) {
     accept.join().unwrap();
 }
 
+/// How late a good subscriber's last event may arrive after the connections that made it are
+/// done. The daemon reads a record within 250 µs (`--wakeup-us`) and hands it to a subscriber
+/// within milliseconds; a loaded 2-core test VM can make that a few hundred. 3 s is an order
+/// of magnitude above that, and far below the stalls this must catch: issue 13's 10.5 s, and
+/// the 10 s a write to a subscriber that never reads may block before it is cut off.
+const ON_TIME: Duration = Duration::from_secs(3);
+
+/// Reads `n` events from `conn` on a thread of its own, failing on an error line or the end
+/// of the stream. Gives the connection back with the time the last event arrived.
+fn read_events(mut conn: Conn, n: usize) -> thread::JoinHandle<(Conn, Instant)> {
+    thread::spawn(move || {
+        for got in 0..n {
+            let line = conn
+                .line()
+                .unwrap_or_else(|| panic!("cut off after {got} of {n} events"));
+            assert!(
+                !line.starts_with("{\"error\""),
+                "after {got} events: {line}"
+            );
+        }
+        (conn, Instant::now())
+    })
+}
+
+/// Asserts that the last of the events `reader` reads came within [`ON_TIME`] of `churned`,
+/// the end of the traffic that made them.
+fn assert_on_time(reader: thread::JoinHandle<(Conn, Instant)>, churned: Instant) -> Conn {
+    let (conn, last) = reader.join().expect("every event");
+    let late = last.saturating_duration_since(churned);
+    eprintln!("the last event came {late:?} after the traffic");
+    assert!(
+        late < ON_TIME,
+        "the last event came {late:?} after the traffic: another subscriber held it up"
+    );
+    conn
+}
+
+/// Asserts, from a daemon's `stats`, that the kernel dropped no event for want of room in the
+/// ring. The daemon traces every socket on the host, and a shared test host may be flooded by
+/// others meanwhile (a benchmark makes 100,000 transitions a second and more, which a loaded
+/// 2-core VM does not keep up with, and this test cannot tell from its own traffic): past
+/// [`FLOOD`] transitions seen, a drop is reported, not failed. Either way the events the
+/// test's subscribers want are each checked, and on time.
+fn assert_no_drops(s: &Value) {
+    let drops = s["kernel_ringbuf_full"]
+        .as_u64()
+        .expect("kernel_ringbuf_full");
+    let seen = s["kernel_seen"].as_u64().expect("kernel_seen");
+    if drops > 0 && seen > FLOOD {
+        eprintln!(
+            "NOT CHECKED: the kernel dropped {drops} events, but the host made {seen} \
+             transitions meanwhile, over ten times this test's own: others flooded it"
+        );
+        return;
+    }
+    assert_eq!(drops, 0, "the kernel dropped events: {s}");
+}
+
+/// Transitions seen past which the host was flooded by others: over ten times what the
+/// tests that check drops make themselves (2,000 connections, about 20,000).
+const FLOOD: u64 = 300_000;
+
+/// The metrics body from `addr`, once it has `line` (the metrics' counters follow `stats` at
+/// the next `--reconcile` tick).
+fn metrics_with(addr: SocketAddr, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        if body.lines().any(|l| l == line) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in 20 s: {body}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_event() {
     if !require_root("a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_event") {
@@ -580,7 +794,18 @@ fn a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_event() {
     let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let p = port.port();
     port.release();
-    let daemon = Daemon::start("stuck", &["--client-queue", "1000", "--ring-size", "16M"]);
+    let metrics = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let daemon = Daemon::start(
+        "stuck",
+        &[
+            "--client-queue",
+            "1000",
+            "--ring-size",
+            "16M",
+            "--metrics",
+            &metrics.addr().to_string(),
+        ],
+    );
     // Subscribes to everything on the port and never reads.
     let mut stuck = daemon.connect();
     let ack = stuck.request(&json!({"v":1,"op":"subscribe","filter":format!("port = :{p}")}));
@@ -591,18 +816,10 @@ fn a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_event() {
     let ack = good.request(&json!({"v":1,"op":"subscribe","filter":filter}));
     assert_eq!(ack["ok"], true);
     let n = 3000;
-    let reader = thread::spawn(move || {
-        let mut got = 0;
-        while got < n {
-            let line = good.line().expect("the good subscriber is never cut off");
-            assert!(!line.starts_with("{\"error\""), "{line}");
-            got += 1;
-        }
-        (got, good)
-    });
+    let reader = read_events(good, n);
     churn(p, n);
-    let (got, _good) = reader.join().unwrap();
-    assert_eq!(got, n, "every event, on time");
+    // Every event, on time: a write to the stuck one never holds the others up.
+    let _good = assert_on_time(reader, Instant::now());
     // The stuck one filled its socket and its queue; it is cut off once a write to it has
     // waited 10 s, and the daemon keeps nothing for it.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -623,6 +840,7 @@ fn a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_event() {
         .unwrap();
     let rest = stuck.rest();
     assert!(!rest.is_empty(), "what it had been sent");
+    metrics_with(metrics.addr(), "enetstat_subscribers_cut_off_total 1");
 }
 
 #[test]
@@ -700,24 +918,51 @@ fn a_subscriber_whose_filter_costs_more_than_its_share_is_cut_off_not_the_others
         true
     );
     let n = 2000;
-    let reader = thread::spawn(move || {
-        let mut got = 0;
-        while got < n {
-            let line = good.line().expect("the cheap subscriber is never cut off");
-            assert!(!line.starts_with("{\"error\""), "{line}");
-            got += 1;
-        }
-        (got, good)
-    });
+    let reader = read_events(good, n);
     churn(p, n);
-    let (got, _good) = reader.join().unwrap();
-    assert_eq!(got, n, "every event");
+    // Every event, on time: the costly filter held nobody up, and the kernel dropped nothing.
+    let _good = assert_on_time(reader, Instant::now());
     let line = heavy.line().expect("an explanation before the close");
     assert!(line.contains("more than its share"), "{line}");
     assert_eq!(heavy.line(), None);
     let s = stats(&daemon.socket);
     assert_eq!(s["subscribers_cut_off"], 1, "{s}");
     assert_eq!(s["subscribers"], 1, "{s}");
+    assert_no_drops(&s);
+}
+
+#[test]
+fn thirty_subscribers_with_long_globs_hold_up_no_plain_one() {
+    if !require_root("thirty_subscribers_with_long_globs_hold_up_no_plain_one") {
+        return;
+    }
+    let port = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let p = port.port();
+    port.release();
+    // Issue 13's item 3 as reported: thirty subscribers with `comm "*aaaa…"` (60,000 `a`s
+    // then; as long as a filter may be now) beside a plain one, then 1,500 connections. The
+    // plain one's last event came 10.5 s late, and the kernel dropped 8,108 events.
+    let daemon = Daemon::start("globs", &[]);
+    let glob = format!("comm \"*{}\"", "a".repeat(MAX_LEN - 8));
+    assert_eq!(glob.len(), MAX_LEN);
+    let globs: Vec<Conn> = (0..30)
+        .map(|_| {
+            let mut c = daemon.connect();
+            let ack = c.request(&json!({"v":1,"op":"subscribe","filter":glob}));
+            assert_eq!(ack["ok"], true, "{ack}");
+            c
+        })
+        .collect();
+    let mut plain = daemon.connect();
+    let filter = format!("dport = :{p} and from close and state syn-sent");
+    let ack = plain.request(&json!({"v":1,"op":"subscribe","filter":filter}));
+    assert_eq!(ack["ok"], true, "{ack}");
+    let n = 1500;
+    let reader = read_events(plain, n);
+    churn(p, n);
+    let _plain = assert_on_time(reader, Instant::now());
+    assert_no_drops(&stats(&daemon.socket));
+    drop(globs);
 }
 
 #[test]
@@ -804,6 +1049,60 @@ fn a_hostile_process_name_reaches_no_output_raw() {
                 break;
             }
         }
+    }
+}
+
+#[test]
+fn log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color() {
+    if !require_root("log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color") {
+        return;
+    }
+    if require_program(
+        "log_lines_are_coloured_on_a_terminal_only_and_never_under_no_color",
+        "tmux",
+        "tmux",
+    )
+    .is_none()
+    {
+        return;
+    }
+    // A pipe (as a log file or the journal gets): plain text, not escape codes.
+    let out = Command::new(enetstat_bin())
+        .args([
+            "-v",
+            "--standalone",
+            "watch",
+            "--duration",
+            "1s",
+            "dport = :1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run enetstat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    // A terminal: coloured, unless NO_COLOR says not to.
+    for (no_color, coloured) in [("", true), ("1", false)] {
+        let command = format!(
+            "NO_COLOR={no_color} {} -v --standalone watch --duration 1s 'dport = :1'",
+            enetstat_bin().display()
+        );
+        let tmux = Tmux::start(&command, 200, 30);
+        tmux.wait_for(Duration::from_secs(30), "the exit", |screen| {
+            screen.iter().any(|l| l.starts_with("exited "))
+        });
+        let screen = tmux.screen_with_escapes();
+        let info = screen
+            .lines()
+            .find(|l| l.contains("INFO"))
+            .unwrap_or_else(|| panic!("no INFO line: {screen}"));
+        assert_eq!(
+            info.contains('\u{1b}'),
+            coloured,
+            "NO_COLOR={no_color}: {info:?}"
+        );
     }
 }
 

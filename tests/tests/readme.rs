@@ -570,3 +570,119 @@ fn shell_words_split_as_sh_does() {
         "enetstat daemon --user nobody"
     );
 }
+
+/// The rows (header and rule included) of the first Markdown table after the line `heading`.
+fn table_after<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != heading)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(rows.len() > 2, "no table after {heading:?}");
+    rows
+}
+
+/// The README's escaping table is the one in `render::escape`'s doc, which a unit test there
+/// walks against `needs_escape`: what the README says is what the code does.
+#[test]
+fn the_escaping_table_is_the_one_the_code_is_tested_against() {
+    let doc: Vec<&str> = include_str!("../../netstat-user/src/render/escape.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! "))
+        .filter(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(table_after(README, "### Escaping"), doc);
+}
+
+/// `n` with a comma every three digits, as the README writes numbers.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// The README's limits table states the limits in force: each default is what `daemon
+/// --help` shows for its flag, each fixed limit is its constant, and the help states the
+/// fixed ones too.
+#[test]
+fn the_limits_table_states_the_limits_in_force() {
+    use enetstat::{
+        daemon::{http, limits, protocol},
+        filter::{MAX_DEPTH, MAX_LEN},
+    };
+    let out = run(&["daemon", "--help"]);
+    assert!(out.status.success());
+    // Words, as the help may wrap anywhere between them.
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rows: Vec<Vec<&str>> = table_after(README, "### Limits")
+        .iter()
+        .skip(2)
+        .map(|r| r.split('|').map(str::trim).collect())
+        .collect();
+    let default_of = |limit: &str| {
+        rows.iter()
+            .find(|r| r[1].starts_with(limit))
+            .unwrap_or_else(|| panic!("no {limit:?} row in the README's limits table"))[2]
+    };
+    let mut flags = 0;
+    for row in &rows {
+        let (default, flag) = (row[2], row[3]);
+        let Some(flag) = flag.strip_prefix('`').and_then(|f| f.strip_suffix('`')) else {
+            continue;
+        };
+        let after = help
+            .split_once(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("{flag} is not in `daemon --help`"))
+            .1;
+        let shown = after
+            .split_once("[default: ")
+            .and_then(|(_, d)| d.split_once(']'))
+            .unwrap_or_else(|| panic!("no default for {flag} in `daemon --help`"))
+            .0;
+        assert_eq!(default.replace(',', ""), shown, "{flag}");
+        flags += 1;
+    }
+    assert_eq!(flags, 5, "{rows:?}");
+    let write = limits::WRITE_TIMEOUT.as_secs();
+    let head = (http::MAX_HEAD / 1024, http::CLIENT_TIMEOUT.as_secs());
+    assert_eq!(default_of("time a write"), format!("{write} s"));
+    assert_eq!(
+        default_of("filter length"),
+        format!("{} bytes", thousands(MAX_LEN))
+    );
+    assert_eq!(default_of("filter nesting"), format!("{MAX_DEPTH} deep"));
+    assert_eq!(
+        default_of("request line"),
+        format!("{} KiB", protocol::MAX_REQUEST / 1024)
+    );
+    assert_eq!(
+        default_of("metrics request head"),
+        format!("{} KiB, {} s", head.0, head.1)
+    );
+    for said in [
+        format!("or does not read for {write} s, is cut off"),
+        format!(
+            "a filter is at most {MAX_LEN} bytes and nests (, not and ! at most {MAX_DEPTH} deep"
+        ),
+        format!(
+            "a request line is at most {} KiB",
+            protocol::MAX_REQUEST / 1024
+        ),
+        format!(
+            "a metrics request head at most {} KiB, sent within {} s",
+            head.0, head.1
+        ),
+    ] {
+        assert!(help.contains(&said), "{said:?} is not in: {help}");
+    }
+}

@@ -3,16 +3,19 @@
 //! control characters, terminal escape sequences and bidi overrides. One rule, for every
 //! format that can reach a terminal, keeps them from reaching it raw:
 //!
-//! | character | text, CSV (and a daemon's replies) | JSON strings |
-//! | --- | --- | --- |
+//! | character | text and CSV | JSON strings |
+//! |---|---|---|
 //! | `\` in a process name or cgroup path | `\\` | `\\` (JSON's own escape) |
-//! | C0 controls U+0000–U+001F, DEL U+007F | `\xNN` (`\x1b`, `\x0a`) | `\u00NN` |
+//! | C0 controls U+0000–U+001F, DEL U+007F | `\xNN` (`\x1b`, `\x0a`) | `\n` `\r` `\t` `\b` `\f` (JSON's own escapes) for those five, `\u00NN` for the rest |
 //! | C1 controls U+0080–U+009F | `\u{NN}` (`\u{9b}`) | `\u00NN` |
-//! | bidi controls (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), invisible characters (U+00AD, U+180E, U+200B–U+200D, U+2060–U+2064, U+FEFF, U+FFF9–U+FFFB), line and paragraph separators (U+2028, U+2029) | `\u{NNNN}` (`\u{202e}`) | `\uNNNN` |
+//! | bidi controls (U+061C, U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), invisible characters (U+00AD, U+180E, U+200B–U+200D, U+2060–U+2064, U+FEFF, U+FFF9–U+FFFB), deprecated and reserved format characters (U+2065, U+206A–U+206F), line and paragraph separators (U+2028, U+2029) | `\u{NNNN}` (`\u{202e}`) | `\uNNNN` |
 //! | U+FFFD (what invalid UTF-8 became) in a process name | `\u{fffd}` | as is |
 //!
 //! Everything else, including other non-ASCII text, passes as it is. JSON escapes keep the
 //! value: a JSON parser reads back the same string. Text and CSV escapes are for people.
+//! What a client prints from a daemon's replies gets the text column (the line feeds that end
+//! its lines aside). The README's "Escaping" shows this same table, and a test walks it
+//! against [`needs_escape`].
 
 use std::{borrow::Cow, io};
 
@@ -164,6 +167,76 @@ mod tests {
         assert_eq!(text, r#"{"comm":"a\u007fb\u009bc\u202ed\u001be\"\\é"}"#);
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["comm"], name);
+    }
+
+    /// The characters a row of the module's table names: every `U+XXXX` and `U+XXXX–U+YYYY`
+    /// in its first cell.
+    fn named(cell: &str) -> Vec<std::ops::RangeInclusive<u32>> {
+        let hex = |s: &str| u32::from_str_radix(&s[..4], 16).unwrap();
+        let mut out = Vec::new();
+        let mut rest = cell;
+        while let Some(i) = rest.find("U+") {
+            let from = hex(&rest[i + 2..]);
+            rest = &rest[i + 6..];
+            match rest.strip_prefix("–U+") {
+                Some(r) => {
+                    out.push(from..=hex(r));
+                    rest = &r[4..];
+                }
+                None => out.push(from..=from),
+            }
+        }
+        out
+    }
+
+    /// The table in this module's doc (which the README's "Escaping" repeats) says exactly
+    /// what [`needs_escape`] does: every character its rows name is escaped, and no other.
+    #[test]
+    fn the_table_names_exactly_what_is_escaped() {
+        let rows: Vec<&str> = include_str!("escape.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! |"))
+            .skip(2)
+            .collect();
+        assert_eq!(rows.len(), 5, "{rows:?}");
+        let mut ranges = Vec::new();
+        for row in &rows {
+            let first = row.split(" | ").next().unwrap().trim();
+            // Backslashes and U+FFFD are escaped in process names and cgroup paths only, by
+            // `escape_comm`; the rest are what `needs_escape` names.
+            if first.starts_with("`\\`") {
+                continue;
+            }
+            if first.starts_with("U+FFFD") {
+                assert!(!needs_escape('\u{fffd}'));
+                assert_eq!(escape_comm("\u{fffd}"), "\\u{fffd}");
+                continue;
+            }
+            ranges.extend(named(first));
+        }
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let listed = ranges.iter().any(|r| r.contains(&(c as u32)));
+            assert_eq!(needs_escape(c), listed, "U+{:04X}", c as u32);
+        }
+        // The JSON column: JSON's own short escapes for five C0 controls, `\u00NN` for the
+        // rest of C0, DEL and C1.
+        for c in (0..0x20)
+            .chain([0x7f])
+            .chain(0x80..0xa0)
+            .filter_map(char::from_u32)
+        {
+            let mut out = Vec::new();
+            json_to_writer(&mut out, &c.to_string()).unwrap();
+            let want = match c {
+                '\n' => "\"\\n\"".to_owned(),
+                '\r' => "\"\\r\"".to_owned(),
+                '\t' => "\"\\t\"".to_owned(),
+                '\u{8}' => "\"\\b\"".to_owned(),
+                '\u{c}' => "\"\\f\"".to_owned(),
+                c => format!("\"\\u{:04x}\"", c as u32),
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), want, "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

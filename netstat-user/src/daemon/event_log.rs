@@ -3,7 +3,9 @@
 //! hands events over through a bounded channel and counts what did not fit; the file is
 //! rotated by size (`PATH` → `PATH.1` → … → `PATH.N`, the oldest deleted).
 //!
-//! The file is made mode 0640 whatever the umask, opened without following a symbolic link
+//! The file is mode 0640 whatever the umask (made so, or set so on an existing file of the
+//! daemon's, which an older version or another tool may have left 0644), opened without
+//! following a symbolic link
 //! (`O_NOFOLLOW`), and must be a regular file. In a directory other users may write to (such
 //! as `/tmp`), a file that belongs to another user is refused: it could be a trap laid for
 //! the daemon.
@@ -89,8 +91,9 @@ fn refuse(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, message)
 }
 
-/// Opens `path` for appending: never through a symbolic link, only a regular file, made
-/// [`LOG_MODE`] when new, and never another user's file in a directory others can write.
+/// Opens `path` for appending: never through a symbolic link, only a regular file, mode
+/// [`LOG_MODE`] when new or the daemon's own, and never another user's file in a directory
+/// others can write.
 fn open(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let uid = nix::unistd::geteuid().as_raw();
@@ -152,9 +155,18 @@ fn open(path: &Path) -> io::Result<File> {
     if !made && shared_dir && meta.uid() != uid {
         return Err(foreign(meta.uid()));
     }
-    if made {
-        // The umask may have taken bits away (or, at 0, added none): set exactly.
+    // A new file: the umask may have taken bits away (or, at 0, added none). An existing one
+    // of the daemon's keeps whatever mode it had, maybe world-readable. Set exactly, on the
+    // descriptor (fchmod), so it is the file just checked.
+    let was = meta.mode() & 0o7777;
+    if made || (meta.uid() == uid && was != LOG_MODE) {
         file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+        if !made {
+            tracing::info!(
+                "the event log {} was mode {was:04o}; made it {LOG_MODE:04o}",
+                path.display()
+            );
+        }
     }
     Ok(file)
 }
@@ -322,6 +334,14 @@ mod tests {
         let e = open(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "x");
+        // A log left world-readable (by an older version, or under umask 022) is set too.
+        let old = dir.join("old.ndjson");
+        std::fs::write(&old, "before\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open(&old).unwrap());
+        let mode = std::fs::metadata(&old).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "before\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -22,7 +22,7 @@ use super::{
 };
 
 /// Longest time a client may take to send its request and take the reply.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until the listener is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, gate: Arc<Gate>) {

@@ -1,6 +1,7 @@
 //! The Unix socket's file: made in directories of mode 0750 with the socket's group, mode
-//! 0660 itself, whatever the umask; a stale one a killed daemon left replaced, a live daemon's
-//! never; removed on exit by whatever user the daemon runs as, or a loud word why not.
+//! 0660 itself, whatever the umask; never in a directory another user could replace it in;
+//! a stale one a killed daemon left replaced, a live daemon's never; removed on exit by
+//! whatever user the daemon runs as, or a loud word why not.
 
 use std::{
     io,
@@ -76,7 +77,74 @@ fn only_the_socket(dir: &Path, name: Option<&std::ffi::OsStr>) -> bool {
     })
 }
 
-/// The daemon must be able to remove its socket when it stops, with the capabilities it
+/// Why another user could swap what is in `dir` (the socket, for a fake daemon that a root
+/// client would believe), if one could: `dir` belongs to a user other than root and the
+/// daemon's, or group or others may write to it without the sticky bit (with it, as in
+/// `/tmp`, they may not remove or rename what is not theirs).
+fn open_to_others(dir: &Path, meta: &std::fs::Metadata, uid: u32) -> Option<String> {
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != 0 && meta.uid() != uid {
+        return Some(format!(
+            "the directory {} belongs to uid {}, another user, who could replace the socket \
+             with a fake daemon; give --socket a path in a directory of root's or of this \
+             daemon's own (such as the default {})",
+            dir.display(),
+            meta.uid(),
+            super::DEFAULT_SOCKET
+        ));
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        let who = match mode & 0o022 {
+            0o020 => "its group",
+            0o002 => "every user",
+            _ => "its group and every user",
+        };
+        return Some(format!(
+            "the directory {} (mode {mode:04o}) may be written by {who}, without the sticky \
+             bit, so they could replace the socket with a fake daemon; take that away \
+             (`chmod go-w {}`) or set the sticky bit (`chmod +t {}`), or give --socket a \
+             path in a directory of its own",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        ));
+    }
+    None
+}
+
+fn refuse(problem: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, problem)
+}
+
+/// Refuses when a directory above the socket's (those that exist) is [`open_to_others`]:
+/// whoever may write there could rename the socket's directory away and put their own.
+/// Checked before any directory is made, so a refusal leaves nothing behind.
+fn check_above(dir: &Path) -> io::Result<()> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = std::path::absolute(dir)?;
+    for above in dir.ancestors().skip(1) {
+        match std::fs::metadata(above) {
+            Ok(meta) => {
+                if let Some(problem) = open_to_others(above, &meta, uid) {
+                    return Err(refuse(problem));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Checks and takes the socket's directory.
+///
+/// Nobody but root and the daemon's user may be able to replace the socket: a directory
+/// another user owns, or one group or others may write to without the sticky bit, is
+/// refused (as those above it are, see [`check_above`]), with the directory, why, and what
+/// to do. Unless it is the daemon's own (below): then it is taken and tightened instead
+/// (group and other write taken away, with a warning), as it holds nothing others need.
+///
+/// The daemon must also be able to remove its socket when it stops, with the capabilities it
 /// keeps (none that override file permissions), as root or as another user (`--user`). So
 /// it owns the socket's directory when the directory is its own: the default
 /// `/run/enetstat`, one it just made, or one that holds nothing but the socket, even when a
@@ -85,31 +153,37 @@ fn only_the_socket(dir: &Path, name: Option<&std::ffi::OsStr>) -> bool {
 fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Result<()> {
     let uid = nix::unistd::geteuid().as_raw();
     let meta = std::fs::metadata(dir)?;
-    let mode = meta.mode();
-    let sticky = mode & 0o1000 != 0;
-    if meta.uid() == uid && mode & 0o200 != 0 {
-        return Ok(());
-    }
-    let ours =
-        Path::new(super::DEFAULT_SOCKET).parent() == Some(dir) || only_the_socket(dir, socket);
-    if made || ours {
-        std::os::unix::fs::chown(dir, Some(uid), None)?;
-        if mode & 0o200 == 0 {
-            std::fs::set_permissions(
-                dir,
-                std::fs::Permissions::from_mode((mode & 0o7777) | 0o200),
-            )?;
+    let mode = meta.mode() & 0o7777;
+    let ours = made
+        || Path::new(super::DEFAULT_SOCKET).parent() == Some(dir)
+        || only_the_socket(dir, socket);
+    if ours {
+        if meta.uid() != uid {
+            std::os::unix::fs::chown(dir, Some(uid), None)?;
+        }
+        let tight = (mode & !0o022) | 0o200;
+        if tight != mode {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(tight))?;
+        }
+        if mode & 0o022 != 0 {
+            tracing::warn!(
+                "{} was mode {mode:04o}: other users could have replaced the socket in it. It \
+                 holds nothing but the socket, so the daemon made it {tight:04o}",
+                dir.display()
+            );
         }
         return Ok(());
     }
-    // A world-writable directory: anyone may remove the socket, but in a sticky one (/tmp)
-    // only its owner, root (the socket is given to root).
-    if mode & 0o002 != 0 && (!sticky || uid == 0) {
+    if let Some(problem) = open_to_others(dir, &meta, uid) {
+        return Err(refuse(problem));
+    }
+    if meta.uid() == uid && mode & 0o200 != 0 {
         return Ok(());
     }
     tracing::warn!(
-        "{} belongs to uid {}, so this daemon (uid {uid}) will not be able to remove its \
-         socket there when it stops; give --socket a path in a directory of its own",
+        "{} belongs to uid {} (mode {mode:04o}), so this daemon (uid {uid}) will not be able \
+         to remove its socket there when it stops; give --socket a path in a directory of its \
+         own",
         dir.display(),
         meta.uid()
     );
@@ -124,6 +198,7 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         cause,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_above(dir).map_err(err)?;
         let made = make_dirs(dir, gid).map_err(err)?;
         take_dir(dir, made, path.file_name()).map_err(err)?;
     }
