@@ -81,7 +81,7 @@ fn init_logging(verbose: u8) {
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal as _;
     std::io::stderr().is_terminal()
-        && !std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && !std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
 

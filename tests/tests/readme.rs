@@ -587,7 +587,7 @@ fn table_after<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
 /// walks against `needs_escape`: what the README says is what the code does.
 #[test]
 fn the_escaping_table_is_the_one_the_code_is_tested_against() {
-    let doc: Vec<&str> = include_str!("../../netstat-user/src/render/escape.rs")
+    let doc: Vec<&str> = include_str!("../../netstat-core/src/render/escape.rs")
         .lines()
         .filter_map(|l| l.strip_prefix("//! "))
         .filter(|l| l.starts_with('|'))

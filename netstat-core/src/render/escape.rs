@@ -214,7 +214,7 @@ mod tests {
             }
             ranges.extend(named(first));
         }
-        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+        for c in (0..=0x0010_ffff).filter_map(char::from_u32) {
             let listed = ranges.iter().any(|r| r.contains(&(c as u32)));
             assert_eq!(needs_escape(c), listed, "U+{:04X}", c as u32);
         }
