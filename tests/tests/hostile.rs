@@ -21,7 +21,7 @@ use enetstat::{filter::MAX_LEN, render::escape::needs_escape};
 use enetstat_tests::{
     PortReservation, READY_PREFIX, Tmux,
     daemon::{Conn, Daemon, TempDir},
-    enetstat_bin, require_program, require_root,
+    enetstat_bin, require_program, require_root, under_ci,
 };
 use serde_json::{Value, json};
 
@@ -751,14 +751,15 @@ fn assert_on_time(reader: thread::JoinHandle<(Conn, Instant)>, churned: Instant)
 /// ring. The daemon traces every socket on the host, and a shared test host may be flooded by
 /// others meanwhile (a benchmark makes 100,000 transitions a second and more, which a loaded
 /// 2-core VM does not keep up with, and this test cannot tell from its own traffic): past
-/// [`FLOOD`] transitions seen, a drop is reported, not failed. Either way the events the
-/// test's subscribers want are each checked, and on time.
+/// [`FLOOD`] transitions seen, a drop is reported, not failed, except under CI, where nothing
+/// but the suite runs and a weaker check would pass for the wrong reason. Either way the events
+/// the test's subscribers want are each checked, and on time.
 fn assert_no_drops(s: &Value) {
     let drops = s["kernel_ringbuf_full"]
         .as_u64()
         .expect("kernel_ringbuf_full");
     let seen = s["kernel_seen"].as_u64().expect("kernel_seen");
-    if drops > 0 && seen > FLOOD {
+    if drops > 0 && seen > FLOOD && !under_ci() {
         eprintln!(
             "NOT CHECKED: the kernel dropped {drops} events, but the host made {seen} \
              transitions meanwhile, over ten times this test's own: others flooded it"
