@@ -254,6 +254,9 @@ impl Engine {
                 _ = tick.tick() => {
                     self.drain(stream);
                     self.flow.police(self.opts.filter_budget, self.opts.reconcile);
+                    // Every tick, not with the reconciliation, which a costly dump delays:
+                    // --keep-closed holds whatever the dumps cost.
+                    self.expire_closed();
                     if std::time::Instant::now() < next_reconcile {
                         self.observe(&counters);
                         continue;
@@ -315,11 +318,15 @@ impl Engine {
         if c.total() > 0 {
             tracing::debug!(?c, "reconciliation corrected the table");
         }
-        let keep = self.opts.keep_closed.as_nanos() as u64;
-        self.table
-            .expire_closed(monotonic_ns().saturating_sub(keep));
         mem::trim();
         Ok(())
+    }
+
+    /// Forgets the connections that closed longer than `--keep-closed` ago.
+    fn expire_closed(&mut self) {
+        let keep = u64::try_from(self.opts.keep_closed.as_nanos()).unwrap_or(u64::MAX);
+        self.table
+            .expire_closed(monotonic_ns().saturating_sub(keep));
     }
 
     fn status(&self, kernel: KernelCounters) -> Status {
