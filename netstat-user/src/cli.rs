@@ -145,8 +145,8 @@ Examples:
 ACT live connections; CONN/s connects (active opens); ACPT/s accepted connections (passive \
 opens); FAIL/s connects refused or timed out; RSTin/RSTout connections reset by the peer / by \
 this host; P50/P99 connect latency (SYN_SENT -> ESTABLISHED); RX/s TX/s bytes moved, by live \
-connections (read from the kernel's socket dump each refresh) and by those that closed (through a \
-daemon, by those that closed only); CONTAINER (process view, 93 columns or wider) the short id of \
+connections (read from the kernel's socket dump each refresh, also through a daemon) and by those \
+that closed; CONTAINER (process view, 93 columns or wider) the short id of \
 the container the process's sockets are in. PID* is a process that has exited. A row marked ! \
 (bold, red with colour) had its failures and resets at least double (to 1/s or more) since the \
 interval before.\n\n\

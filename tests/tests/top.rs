@@ -601,3 +601,103 @@ fn a_process_in_a_container_is_shown_with_it() {
     reservation.release();
     drop(cg);
 }
+
+/// A long transfer counts in RX and TX while its connection is still open, each byte once:
+/// standalone, and through a daemon, where top samples the sockets of the daemon's table in
+/// the kernel's socket dump itself. Both ends are this process, and the connection outlives
+/// top, so only the live samples can have counted its bytes.
+fn live_bytes_count_while_the_connection_is_open(test: &str, through_daemon: bool) {
+    use std::io::{Read as _, Write as _};
+    if !require_root(test) {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const CHUNK: usize = 64 << 10;
+    const CHUNKS: usize = 16;
+    const FRAMES: usize = 5;
+    let daemon = through_daemon.then(|| Daemon::start("top-bytes", &[]));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let filter = format!("port = {port}");
+    let mut cmd = Command::new(enetstat_bin());
+    match &daemon {
+        Some(d) => cmd.arg("--socket").arg(&d.socket),
+        None => cmd.arg("--standalone"),
+    };
+    let mut top = cmd
+        .args([
+            "top",
+            "-b",
+            "-n",
+            &FRAMES.to_string(),
+            "-o",
+            "json",
+            &filter,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start enetstat top");
+    let mut stdout = std::io::BufReader::new(top.stdout.take().unwrap());
+    let mut frames: Vec<Value> = Vec::new();
+    let mut next = |frames: &mut Vec<Value>| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("cannot read top's output");
+        assert!(!line.is_empty(), "top ended early");
+        frames.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    };
+    // The connection opens after the first refresh, and moves 1 MiB over about 1.6 s.
+    next(&mut frames);
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; CHUNK * CHUNKS];
+        server.read_exact(&mut got).unwrap();
+        server
+    });
+    for _ in 0..CHUNKS {
+        client.write_all(&[7; CHUNK]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = reader.join().unwrap();
+    while frames.len() < FRAMES {
+        next(&mut frames);
+    }
+    let status = top.wait().unwrap();
+    assert!(status.success(), "top failed: {status}");
+    let me = u64::from(std::process::id());
+    let (mut sent, mut received) = (0, 0);
+    for f in &frames {
+        for p in f["processes"].as_array().unwrap() {
+            if p["pid"].as_u64() == Some(me) {
+                sent += p["bytes_out"].as_u64().unwrap();
+                received += p["bytes_in"].as_u64().unwrap();
+            }
+        }
+    }
+    let moved = (CHUNK * CHUNKS) as u64;
+    assert_eq!(
+        (sent, received),
+        (moved, moved),
+        "the open connection moved {moved} bytes each way (sent by one end, received by the \
+         other); top's frames counted: {frames:#?}"
+    );
+    drop((client, server));
+}
+
+#[test]
+fn live_bytes_count_while_the_connection_is_open_standalone() {
+    live_bytes_count_while_the_connection_is_open(
+        "live_bytes_count_while_the_connection_is_open_standalone",
+        false,
+    );
+}
+
+#[test]
+fn live_bytes_count_while_the_connection_is_open_through_the_daemon() {
+    live_bytes_count_while_the_connection_is_open(
+        "live_bytes_count_while_the_connection_is_open_through_the_daemon",
+        true,
+    );
+}

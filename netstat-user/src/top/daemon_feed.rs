@@ -5,8 +5,13 @@
 //! are escaped when drawn.
 //!
 //! An owner the daemon says has exited (`owner_exited`) is marked as standalone marks it, and
-//! the container comes from the daemon, which resolved it where the sockets are. The daemon
-//! gives no live byte counters: RX and TX count connections as they close.
+//! the container comes from the daemon, which resolved it where the sockets are.
+//!
+//! RX and TX count live connections too: each refresh, top asks the kernel's socket dump
+//! (which needs no privilege) for the byte counters of the sockets the daemon's table shows,
+//! by cookie, as standalone does ([`LiveBytes`]); a connection's close, whose lifecycle
+//! carries its totals, counts what was left. Sockets the dump cannot see (the daemon traces
+//! another network namespace) count when they close.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,15 +21,19 @@ use std::{
 use serde::Deserialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 
+use rustc_hash::FxHashMap;
+
 use super::{
     TopError,
+    live_bytes::LiveBytes,
     model::{Conn, Fact, Model, Socket, facts_of},
 };
 use crate::{
     client::{Client, ClientError},
     daemon::protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers},
     end::End,
-    event::{Endpoint, Owner},
+    event::{Cookie, Endpoint, Owner},
+    sockdiag::{self, Proto, TcpBytes},
     state::TcpState,
 };
 
@@ -67,6 +76,7 @@ struct WireLife {
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
     container: Option<String>,
+    cookie: Option<u64>,
 }
 
 /// A socket of a JSON snapshot: the fields top needs.
@@ -83,6 +93,7 @@ struct WireSocket {
     #[serde(default)]
     closed: bool,
     container: Option<String>,
+    cookie: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,8 +137,8 @@ fn end_named(name: &str) -> Option<End> {
     .find(|e| e.name() == name)
 }
 
-/// What a snapshot of the daemon's table gave.
-type Table = Result<Vec<Socket>, TopError>;
+/// What a snapshot of the daemon's table gave: each socket with its cookie, where known.
+type Table = Result<Vec<(Option<Cookie>, Socket)>, TopError>;
 
 /// Through the daemon.
 pub struct DaemonFeed {
@@ -138,7 +149,13 @@ pub struct DaemonFeed {
     /// The readers of the streams and the fetcher of tables.
     tasks: Vec<JoinHandle<()>>,
     /// The last table, shown again until a newer one comes.
-    table: Vec<Socket>,
+    table: Vec<(Option<Cookie>, Socket)>,
+    /// What the live connections' byte counters gave so far.
+    bytes: LiveBytes,
+    /// Whether a dump has set the counters' baseline (what moved before top started).
+    baselined: bool,
+    /// Whether a failed dump has been reported: RX and TX then count closes only.
+    dump_failed: bool,
     /// Events the daemon dropped because this client read too slowly.
     pub lagged: u64,
 }
@@ -156,6 +173,9 @@ impl DaemonFeed {
             tables,
             tasks: Vec::new(),
             table: Vec::new(),
+            bytes: LiveBytes::new(),
+            baselined: false,
+            dump_failed: false,
             lagged: 0,
         };
         feed.subscribe(filter).await?;
@@ -202,20 +222,65 @@ impl DaemonFeed {
         let Some(first) = self.lines.recv().await else {
             return Err(ClientError::Closed.into());
         };
-        self.lagged += apply(model, first?);
+        self.lagged += apply(model, &mut self.bytes, first?);
         while let Ok(line) = self.lines.try_recv() {
-            self.lagged += apply(model, line?);
+            self.lagged += apply(model, &mut self.bytes, line?);
         }
         Ok(())
     }
 
     /// The daemon's live TCP sockets the filter keeps, with their owners: the newest table
-    /// fetched.
-    pub fn live(&mut self) -> Result<Vec<Socket>, TopError> {
+    /// fetched. The bytes they moved since the last refresh go to the model.
+    pub fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         if let Ok(table) = self.tables.try_recv() {
             self.table = table?;
         }
-        Ok(self.table.clone())
+        self.count_live_bytes(model);
+        Ok(self.table.iter().map(|(_, s)| s.clone()).collect())
+    }
+
+    /// Samples the byte counters of the table's sockets from the kernel's socket dump.
+    fn count_live_bytes(&mut self, model: &mut Model) {
+        let mut sampled: FxHashMap<Cookie, TcpBytes> = FxHashMap::default();
+        let dumped = sockdiag::dump_connections_with_bytes(&[Proto::Tcp], |d| {
+            if let Some(b) = d.bytes {
+                sampled.insert(d.cookie, b);
+            }
+        });
+        if let Err(e) = dumped {
+            if !self.dump_failed {
+                tracing::warn!("{e}; RX and TX count connections as they close");
+                self.dump_failed = true;
+            }
+            return;
+        }
+        for (cookie, socket) in &self.table {
+            let Some((cookie, &now)) = cookie.and_then(|c| Some((c, sampled.get(&c)?))) else {
+                continue;
+            };
+            if !self.baselined {
+                self.bytes.baseline(cookie, now);
+                continue;
+            }
+            let moved = self.bytes.moved(cookie, now);
+            if moved.sent + moved.received > 0 {
+                let conn = Conn {
+                    owner: socket.owner.as_ref(),
+                    local: socket.local,
+                    remote: socket.remote,
+                    container: socket.container.as_deref(),
+                };
+                model.record(
+                    &conn,
+                    Fact::Bytes {
+                        sent: moved.sent,
+                        received: moved.received,
+                    },
+                );
+            }
+        }
+        self.baselined = true;
+        self.bytes.end_refresh();
     }
 }
 
@@ -275,7 +340,8 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
         .into_iter()
         .filter(|s| !s.closed)
         .filter_map(|s| {
-            Some(Socket {
+            let cookie = s.cookie.map(Cookie);
+            let socket = Socket {
                 // A snapshot names the process that holds the socket now, or (`holds`
                 // false) the last one that did, which may still run: not marked.
                 owner: owner(s.pid, s.program, false),
@@ -287,7 +353,8 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
                     .filter(|ms| ms.is_finite() && *ms >= 0.0)
                     .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
                 container: s.container.map(Into::into),
-            })
+            };
+            Some((cookie, socket))
         })
         .collect())
 }
@@ -356,8 +423,9 @@ async fn read_lines(
     }
 }
 
-/// The facts in one line; returns the events the daemon dropped, if it says so.
-fn apply(model: &mut Model, line: Incoming) -> u64 {
+/// The facts in one line; returns the events the daemon dropped, if it says so. A closed
+/// connection's bytes are what its live samples had not counted yet.
+fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
     match line {
         Incoming::Lagged(n) => return n,
         Incoming::Transition(t) => {
@@ -401,7 +469,18 @@ fn apply(model: &mut Model, line: Incoming) -> u64 {
                 remote,
                 container: l.container.as_deref(),
             };
-            model.record(&conn, Fact::Bytes { sent, received });
+            let total = TcpBytes { sent, received };
+            let left = match l.cookie {
+                Some(c) => bytes.closed(Cookie(c), total),
+                None => total,
+            };
+            model.record(
+                &conn,
+                Fact::Bytes {
+                    sent: left.sent,
+                    received: left.received,
+                },
+            );
         }
     }
     0
@@ -423,11 +502,16 @@ mod tests {
         for l in lines {
             apply(
                 &mut m,
+                &mut LiveBytes::new(),
                 Incoming::Transition(serde_json::from_str(l).unwrap()),
             );
         }
         let life = r#"{"pid":7,"comm":"curl","laddr":"127.0.0.1","lport":40000,"raddr":"127.0.0.1","rport":80,"bytes_sent":10,"bytes_received":2000}"#;
-        apply(&mut m, Incoming::Life(serde_json::from_str(life).unwrap()));
+        apply(
+            &mut m,
+            &mut LiveBytes::new(),
+            Incoming::Life(serde_json::from_str(life).unwrap()),
+        );
         let f = m.roll(Duration::from_secs(1), vec![]);
         let r = &f.rows(GroupBy::Process)[0];
         assert_eq!((r.active_opens, r.refused, r.bytes_in), (1, 1, 2000));
@@ -450,6 +534,7 @@ mod tests {
         for l in &lines {
             apply(
                 &mut m,
+                &mut LiveBytes::new(),
                 Incoming::Transition(serde_json::from_str(l).unwrap()),
             );
         }

@@ -1,4 +1,4 @@
-//! Bytes that live connections moved, for `enetstat top` tracing in this process: RX and TX
+//! Bytes that live connections moved, for `enetstat top`: RX and TX
 //! count a long transfer while it runs, not only when its connection closes.
 //!
 //! Why this is cheap enough: top already dumps the kernel's socket table once per refresh (to
@@ -11,7 +11,8 @@
 //! same way) counts what was left since. So every byte counts once, in the interval it moved
 //! in (to within a refresh).
 //!
-//! Through a daemon there is no such dump: RX and TX count connections as they close.
+//! Through a daemon, top makes the same dump itself (it needs no privilege) and samples the
+//! sockets of the daemon's table by cookie.
 
 use rustc_hash::FxHashMap;
 

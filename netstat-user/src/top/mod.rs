@@ -80,7 +80,7 @@ impl Feed {
     fn live(&mut self, model: &mut Model) -> Result<Vec<Socket>, TopError> {
         match self {
             Feed::Local(f) => f.live(model),
-            Feed::Daemon(f) => f.live(),
+            Feed::Daemon(f) => f.live(model),
         }
     }
 
