@@ -26,6 +26,7 @@
 mod binaries;
 mod bpf;
 mod cgroup;
+pub mod cookies;
 pub mod daemon;
 mod expect;
 pub mod life;
