@@ -421,9 +421,16 @@ impl Probe {
 }
 
 /// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
-/// program type (5.10: `unknown func bpf_get_socket_cookie#46`).
+/// program type (5.10: `unknown func bpf_get_socket_cookie#46`, the kernel's
+/// `"unknown func %s#%d"`; helper 46 is `BPF_FUNC_get_socket_cookie`). Any other refusal,
+/// another unknown helper included, is not this one.
 fn lacks_cookie_helper(log: &str) -> bool {
-    log.contains("unknown func") && (log.contains("bpf_get_socket_cookie") || log.contains("#46"))
+    log.lines().any(|line| {
+        line.trim()
+            .strip_prefix("unknown func ")
+            .and_then(|f| f.rsplit_once('#'))
+            .is_some_and(|(name, id)| name == "bpf_get_socket_cookie" || id == "46")
+    })
 }
 
 fn is_eperm(e: &std::io::Error) -> bool {
@@ -492,5 +499,42 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
             }
         }
         other => ProbeError::Load(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lacks_cookie_helper;
+
+    /// The end of the verifier's log for `inet_sock_set_state` on Debian's 5.10 (bullseye),
+    /// in the kernel's format: the call, `check_helper_call`'s refusal, the summary line.
+    const TAIL_5_10: &str = "\
+        21: (bf) r1 = r6\n\
+        22: R1_w=ptr_sock(id=0,off=0,imm=0) R6=ptr_sock(id=0,off=0,imm=0) R10=fp0\n\
+        22: (85) call bpf_get_socket_cookie#46\n\
+        unknown func bpf_get_socket_cookie#46\n\
+        processed 23 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 \
+        mark_read 1\n";
+
+    #[test]
+    fn the_5_10_refusal_of_the_cookie_helper_is_recognised() {
+        assert!(lacks_cookie_helper(TAIL_5_10));
+        // A log that names the helper only by its number.
+        assert!(lacks_cookie_helper("unknown func #46\n"));
+    }
+
+    #[test]
+    fn other_refusals_are_not_taken_for_a_missing_cookie_helper() {
+        let others = [
+            // Another helper this kernel lacks: a real surprise, reported as a bug.
+            "22: (85) call bpf_sk_storage_get#107\nunknown func bpf_sk_storage_get#107\n",
+            "unknown func bpf_foo#460\n",
+            // The cookie helper called, but the refusal is about something else.
+            "22: (85) call bpf_get_socket_cookie#46\nR1 type=inv expected=sock\n",
+            "",
+        ];
+        for log in others {
+            assert!(!lacks_cookie_helper(log), "{log}");
+        }
     }
 }
