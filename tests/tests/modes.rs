@@ -17,7 +17,7 @@ use enetstat_tests::daemon::{Conn, Daemon};
 use enetstat_tests::scenario::{Child, Netns};
 use enetstat_tests::{
     Checker, Expect, Peer, PortReservation, Signal, Tracer, current_netns, enetstat_bin,
-    foreign_tracing_progs, peer_bin, require_root, under_ci,
+    foreign_tracing_progs, peer_bin, require_root, under_ci, wait_progs_gone,
 };
 use serde_json::{Value, json};
 
@@ -34,6 +34,13 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether someone else's tracing programs are loaded beside `tracer`'s, after giving those
+/// of a tracer that just ended (an earlier test's) the moment the kernel takes to free them.
+fn others_now(tracer: &Tracer) -> bool {
+    let foreign = foreign_tracing_progs(tracer.pid());
+    !foreign.is_empty() && !wait_progs_gone(&foreign, Duration::from_secs(2)).is_empty()
+}
+
 /// True when someone else's tracing programs ran at `tracer`'s start or end. The cookie-field
 /// mode reads the cookie stored in the socket, which the kernel makes only when asked: another
 /// tracer on the machine that asks for every socket's cookie then gives these sockets one too,
@@ -42,7 +49,7 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 /// Then the test can only check the weaker rule (a cookie shown is the socket's own). Under CI
 /// (`CI=true`), where nothing else traces, that fails the test; elsewhere it is said on stderr.
 fn cookies_made_by_others(test: &str, tracer: &Tracer, at_start: bool) -> bool {
-    let others = at_start || !foreign_tracing_progs(tracer.pid()).is_empty();
+    let others = at_start || others_now(tracer);
     if others {
         assert!(
             !under_ci(),
@@ -70,7 +77,7 @@ fn transitions_in(mode: &str, test: &str, ip: IpAddr) {
         &[(MODE_ENV, mode)],
     );
 
-    let others_at_start = !foreign_tracing_progs(tracer.pid()).is_empty();
+    let others_at_start = others_now(&tracer);
     let (mut serve, listening) = Peer::serve(server, 1);
     assert_eq!(listening, server.port());
     let mut client = Peer::connect(server, 1);
@@ -176,7 +183,7 @@ fn life_in(mode: &str, test: &str) {
         &["life", "-o", "json", "--port", &port],
         &[(MODE_ENV, mode)],
     );
-    let others_at_start = !foreign_tracing_progs(tracer.pid()).is_empty();
+    let others_at_start = others_now(&tracer);
     let (mut serve, _) = Peer::serve(server, 1);
     let mut client = Peer::connect(server, 1);
     client.wait_success();
