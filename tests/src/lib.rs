@@ -34,6 +34,7 @@ mod lines;
 mod netns;
 mod peer;
 mod port;
+pub mod recent;
 mod root;
 pub mod scenario;
 mod summary;

@@ -11,13 +11,14 @@
 //! kernels that need these modes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use enetstat_tests::daemon::{Conn, Daemon};
-use enetstat_tests::scenario::{Child, Netns};
+use enetstat_tests::recent::continuous_shows_closed_and_live;
+use enetstat_tests::scenario::Netns;
 use enetstat_tests::{
-    Checker, Expect, Peer, PortReservation, Signal, Tracer, current_netns, enetstat_bin,
-    foreign_tracing_progs, peer_bin, require_root, under_ci, wait_progs_gone,
+    Checker, Expect, Peer, PortReservation, Signal, Tracer, current_netns, foreign_tracing_progs,
+    require_root, under_ci, wait_progs_gone,
 };
 use serde_json::{Value, json};
 
@@ -275,105 +276,15 @@ fn each_mode_is_named_by_verbose_and_the_daemons_stats() {
 }
 
 /// `-c --recent -o json` in a fallback mode, in a namespace of the test's own (its table is
-/// that namespace's): a connection that closed while tracing shows as closed, both ends, with
-/// its lifetime and last owner; the live listener, whose CLOSE>LISTEN was traced, is one row
-/// once the kernel's socket dump has it (its inode), with its AGE (from the transition) and
-/// its holder: the traced socket and the dumped one are joined.
+/// that namespace's): see [`continuous_shows_closed_and_live`].
 fn continuous_in(mode: &str, test: &str) {
     if !require_root(test) {
         return;
     }
     let _turn = turn();
     let ns = Netns::new("cmode");
-    let mut cmd = ns.command(enetstat_bin());
-    cmd.args([
-        "--standalone",
-        "-tanpe",
-        "-o",
-        "json",
-        "-c",
-        "200ms",
-        "--recent",
-        "60s",
-    ])
-    .env(MODE_ENV, mode);
-    let mut snapshots = Child::spawn(cmd, &format!("enetstat -c --recent ({mode})"));
-    // Its first snapshot: it traces from now on.
-    let first = snapshots.json(Duration::from_secs(60));
-    assert_eq!(first["tracing"], true, "{mode}: {first}");
-
-    let server = "127.0.0.1:7070";
-    let mut cmd = ns.command(peer_bin());
-    cmd.args(["serve", "--addr", server, "--accept", "2"]);
-    let mut serve = Child::spawn(cmd, "enetstat-peer serve (in a namespace)");
-    let (_, listening) = serve.line(Duration::from_secs(30));
-    assert_eq!(listening, "listening 7070");
-    let mut cmd = ns.command(peer_bin());
-    cmd.args(["connect", "--addr", server, "--count", "1"]);
-    let mut client = Child::spawn(cmd, "enetstat-peer connect (in a namespace)");
-    let (_, connected) = client.line(Duration::from_secs(30));
-    let client_port: u64 = connected
-        .strip_prefix("connected ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("not `connected <port>`: {connected}"));
-    let client_pid = u64::from(client.pid());
-    let serve_pid = u64::from(serve.pid());
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let snapshot = snapshots.json(Duration::from_secs(30));
-        let sockets = snapshot["sockets"].as_array().cloned().unwrap_or_default();
-        let find = |local: u64, remote: Option<u64>, closed: bool| {
-            sockets
-                .iter()
-                .find(|s| {
-                    s["local_port"] == local
-                        && remote.is_none_or(|r| s["remote_port"] == r)
-                        && s["closed"] == closed
-                })
-                .cloned()
-        };
-        let listeners: Vec<&Value> = sockets
-            .iter()
-            .filter(|s| s["local_port"] == 7070 && s["state"] == "LISTEN")
-            .collect();
-        // Seen by its transition at once; joined to the kernel's dump (its inode) at the next
-        // reconcile.
-        let listener = find(7070, None, false)
-            .filter(|s| s["state"] == "LISTEN" && s["inode"].as_u64().is_some_and(|i| i != 0));
-        let closed_client = find(client_port, Some(7070), true);
-        let closed_server = find(7070, Some(client_port), true);
-        if let (Some(listener), Some(closed_client), Some(closed_server)) =
-            (listener, closed_client, closed_server)
-        {
-            assert_eq!(
-                listeners.len(),
-                1,
-                "{mode}: one row for the listener, its traced and dumped halves joined: \
-                 {listeners:#?}"
-            );
-            assert!(
-                listener["age_ms"].as_f64().is_some(),
-                "{mode}: the live listener's AGE (its traced CLOSE>LISTEN): {listener}"
-            );
-            assert_eq!(listener["pid"], serve_pid, "{mode}: its holder: {listener}");
-            assert_eq!(listener["holds"], true, "{mode}: {listener}");
-            for (s, owner) in [(&closed_client, client_pid), (&closed_server, serve_pid)] {
-                assert!(
-                    s["lifetime_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
-                    "{mode}: a closed connection's lifetime: {s}"
-                );
-                assert_eq!(s["pid"], owner, "{mode}: its last owner: {s}");
-                assert_eq!(s["holds"], false, "{mode}: no one holds it now: {s}");
-            }
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{mode}: no snapshot with the live listener on 7070 and both closed ends of \
-             {client_port} -> 7070 within 30 s; the last: {snapshot}"
-        );
-    }
+    // The port is the namespace's own: nothing else listens there.
+    continuous_shows_closed_and_live(mode, 7070, &|bin| ns.command(bin), &[(MODE_ENV, mode)]);
 }
 
 #[test]

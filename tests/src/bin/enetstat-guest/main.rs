@@ -5,7 +5,7 @@
 //! `src/`): exact transition sequences for a listener, a client and an accepted socket on
 //! 127.0.0.1 and ::1, a refused connect, `life` with exact byte counts and owners, a snapshot
 //! equal to the kernel's own socket dump (`ss`), the daemon serving a snapshot and a
-//! subscription, each line's cookie being the one sock_diag reports for the socket, the mode enetstat picked (`-v` and the daemon's `stats`) being the row's
+//! subscription, `-c --recent` showing closed and live connections, each line's cookie being the one sock_diag reports for the socket, the mode enetstat picked (`-v` and the daemon's `stats`) being the row's
 //! expected one (`ENETSTAT_GUEST_MODE`), and nothing left attached at the end. The guest is quiet (no other TCP
 //! traffic), so one `watch` and one `life` tracer serve every scenario, each scenario told
 //! apart by its own reserved port.
@@ -50,7 +50,7 @@ use crate::tracing::{
 };
 
 /// Every check, in the order they run.
-pub(crate) const PLAN: [&str; 15] = [
+pub(crate) const PLAN: [&str; 16] = [
     "modules",
     "tracing",
     "watch_ipv4",
@@ -59,6 +59,7 @@ pub(crate) const PLAN: [&str; 15] = [
     "life",
     "prefork",
     "cookies",
+    "continuous",
     "snapshot",
     "daemon_start",
     "daemon_snapshot",
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
     // Before the daemon, whose socket dumps would give the cookie-field mode's sockets their
     // cookies early.
     report.run("cookies", mode::check_cookies);
+    report.run("continuous", mode::check_continuous);
 
     // The snapshot's sockets stay up for the daemon's snapshot.
     let mut sockets = None;

@@ -3,11 +3,15 @@
 //! of this row (`enetstat.mode=` on the kernel command line, exported by the guest's init as
 //! `ENETSTAT_GUEST_MODE`); a kernel that wrongly fell back to a lesser mode would pass every
 //! other check. `cookies`: each line's cookie is sock_diag's, as far as that mode can tell.
+//! `continuous`: `-c --recent` in that mode.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
 
+use enetstat_tests::PortReservation;
 use enetstat_tests::cookies::accepted_cookies_are_sock_diags;
 use enetstat_tests::daemon::{Conn, Daemon};
+use enetstat_tests::recent::continuous_shows_closed_and_live;
 use serde_json::json;
 
 use crate::report::print_line;
@@ -23,6 +27,20 @@ fn expected() -> String {
 /// for it, as this row's mode can (the host suite's `cookies` tests, on this kernel).
 pub(crate) fn check_cookies() {
     accepted_cookies_are_sock_diags(IpAddr::V4(Ipv4Addr::LOCALHOST), &expected(), &[]);
+}
+
+/// The `continuous` check: `-c --recent -o json` in this row's mode shows a closed
+/// connection's two ends and the live listener joined to the kernel's dump (the host suite's
+/// `continuous_snapshots_in_*_mode`, on this kernel).
+pub(crate) fn check_continuous() {
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    continuous_shows_closed_and_live(
+        &expected(),
+        reservation.port(),
+        &|bin| Command::new(bin),
+        &[],
+    );
+    reservation.release();
 }
 
 /// The mode `-v` named in stderr (`tracing in mode <mode>`), if it did.
