@@ -233,6 +233,40 @@ mod tests {
         last
     }
 
+    /// FIN_WAIT1>FIN_WAIT1 (Linux 6.12+ re-sets the state when it re-sends a FIN) is one stay
+    /// in FIN_WAIT1, timed from the first FIN_WAIT1, not from the re-set.
+    #[test]
+    fn a_state_set_twice_is_one_stay_and_keeps_its_clock() {
+        let mut lives = Lives::new(10);
+        let l = run(
+            &mut lives,
+            &[
+                t(0, Close, SynSent, 0),
+                t(90, SynSent, Established, 0),
+                t(1_000, Established, FinWait1, 0),
+                t(1_400, FinWait1, FinWait1, 0),
+                t(1_500, FinWait1, FinWait2, 0),
+                t(1_520, FinWait2, Close, 0),
+            ],
+        )
+        .unwrap();
+        let stays: Vec<_> = l
+            .states
+            .iter()
+            .map(|(s, d)| (s.name(), d.as_micros()))
+            .collect();
+        assert_eq!(
+            stays,
+            [
+                ("SYN_SENT", 90),
+                ("ESTABLISHED", 910),
+                ("FIN_WAIT1", 500),
+                ("FIN_WAIT2", 20),
+            ]
+        );
+        assert!(l.complete);
+    }
+
     #[test]
     fn active_connection_lists_states_and_connect_latency() {
         let mut lives = Lives::new(10);

@@ -56,10 +56,26 @@ impl Daemon {
 
     /// Starts one on a given socket (to start again after a kill).
     pub fn start_at(dir: TempDir, socket: PathBuf, args: &[&str]) -> Daemon {
+        Daemon::start_at_with_env(dir, socket, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`ENETSTAT_PROBE_MODE`).
+    pub fn start_with_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let dir = TempDir::new(tag);
+        let socket = dir.path.join("enetstat.sock");
+        Daemon::start_at_with_env(dir, socket, args, env)
+    }
+
+    fn start_at_with_env(
+        dir: TempDir,
+        socket: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let socket_arg = socket.to_str().expect("UTF-8 path").to_owned();
         let mut all = vec!["daemon", "--socket", socket_arg.as_str()];
         all.extend_from_slice(args);
-        let tracer = Tracer::start(&all);
+        let tracer = Tracer::start_with_env(&all, env);
         Daemon {
             tracer: Some(tracer),
             socket,

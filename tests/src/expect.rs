@@ -182,10 +182,11 @@ impl Checker {
     /// (loopback) and one remote port on every line, the listener's owner. Returns its remote
     /// port (the client's port).
     ///
-    /// This holds on LISTEN->SYN_RECV only on kernels that give the new socket its addresses,
-    /// ports and cookie before setting SYN_RECV: 6.16 and later (checked on 6.16, 6.18 and
-    /// 7.3). Debian's 6.1 and 6.12 set the state first, in `inet_csk_clone_lock()`, so there
-    /// that line carries the listener's cookie and unset remote, and this check fails on it.
+    /// It holds on every kernel of the matrix, LISTEN->SYN_RECV included. Debian's 6.1 and 6.12
+    /// set the new socket's SYN_RECV in `inet_csk_clone_lock()` before copying its ports and
+    /// cookie in, so the kernel's record of that line carries the listener's identity; enetstat
+    /// holds it until the socket's next record and gives it the socket's own (`identity.rs`),
+    /// which the matrix's 6.1 and 6.12 rows check with this.
     pub fn accepted(&mut self, seq: &[&Transition]) -> Option<u16> {
         self.sequence("accepted", seq, &ACCEPTED);
         self.common("accepted", seq);

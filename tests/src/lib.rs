@@ -26,6 +26,7 @@
 mod binaries;
 mod bpf;
 mod cgroup;
+pub mod cookies;
 pub mod daemon;
 mod expect;
 pub mod life;
@@ -33,6 +34,7 @@ mod lines;
 mod netns;
 mod peer;
 mod port;
+pub mod recent;
 mod root;
 pub mod scenario;
 mod summary;

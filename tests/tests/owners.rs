@@ -70,6 +70,8 @@ struct Nginx {
     launchers: BTreeSet<u32>,
     masters: BTreeSet<u32>,
     workers: BTreeSet<u32>,
+    /// Each run's master and workers, in order.
+    runs: Vec<BTreeSet<u32>>,
 }
 
 impl Nginx {
@@ -111,6 +113,7 @@ http {{
             launchers: BTreeSet::new(),
             masters: BTreeSet::new(),
             workers: BTreeSet::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -151,7 +154,15 @@ http {{
             workers = children(master);
             workers.len() == 2
         });
-        self.workers.extend(workers);
+        self.workers.extend(&workers);
+        let mut run = workers;
+        run.insert(master);
+        self.runs.push(run);
+    }
+
+    /// The master and workers of the run whose workers include `worker`.
+    fn run_of(&self, worker: u32) -> Option<&BTreeSet<u32>> {
+        self.runs.iter().find(|run| run.contains(&worker))
     }
 
     /// `nginx -s stop`, and waits until every process of this run has gone.
@@ -175,17 +186,38 @@ http {{
     /// Each logged connection's (remote address, remote port) -> the workers that served
     /// connections from it: one, unless a later run's client reused the port.
     fn served_by(&self) -> HashMap<(IpAddr, u16), BTreeSet<u32>> {
-        let log = std::fs::read_to_string(self.dir.path.join("access.log")).unwrap();
         let mut served: HashMap<(IpAddr, u16), BTreeSet<u32>> = HashMap::new();
-        for line in log.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            assert_eq!(f.len(), 6, "an access log line of another format: {line}");
-            let addr: IpAddr = f[1].parse().unwrap();
-            let port: u16 = f[2].parse().unwrap();
-            let pid: u32 = f[5].parse().unwrap();
-            served.entry((addr, port)).or_default().insert(pid);
+        for (key, (_, pid)) in self.logged() {
+            served.entry(key).or_default().insert(pid);
         }
         served
+    }
+
+    /// How many connections the log has from each (remote address, remote port): its
+    /// distinct (`$connection`, `$pid`) pairs, so a keep-alive connection's many requests
+    /// count once and a port reused by a later run's client counts again.
+    fn connections_by(&self) -> HashMap<(IpAddr, u16), usize> {
+        let mut seen: HashMap<(IpAddr, u16), BTreeSet<(u64, u32)>> = HashMap::new();
+        for (key, connection) in self.logged() {
+            seen.entry(key).or_default().insert(connection);
+        }
+        seen.into_iter().map(|(k, c)| (k, c.len())).collect()
+    }
+
+    /// The access log's lines as ((remote address, remote port), (`$connection`, `$pid`)).
+    fn logged(&self) -> Vec<((IpAddr, u16), (u64, u32))> {
+        let log = std::fs::read_to_string(self.dir.path.join("access.log")).unwrap();
+        log.lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                assert_eq!(f.len(), 6, "an access log line of another format: {line}");
+                let connection: u64 = f[0].parse().unwrap();
+                let addr: IpAddr = f[1].parse().unwrap();
+                let port: u16 = f[2].parse().unwrap();
+                let pid: u32 = f[5].parse().unwrap();
+                ((addr, port), (connection, pid))
+            })
+            .collect()
     }
 
     fn pids(&self) -> BTreeSet<u32> {
@@ -286,10 +318,19 @@ fn nginx_workers_own_the_connections_they_serve() {
                 .push(l);
         }
     }
+    // Counted per connection: a (remote address, port) the log has n connections from must
+    // have n life records, no more (each names one of the workers that served it).
+    let connections = nginx.connections_by();
     let mut right = 0;
     let mut missing = Vec::new();
     for (key, workers) in &served {
         let records = lives.get(key).map_or(&[][..], Vec::as_slice);
+        let n = connections[key];
+        assert!(
+            records.len() <= n,
+            "{} life records of the {n} connection(s) from {key:?}: {records:#?}",
+            records.len()
+        );
         for l in records {
             assert!(
                 l.pid.is_some_and(|pid| workers.contains(&pid)),
@@ -299,16 +340,16 @@ fn nginx_workers_own_the_connections_they_serve() {
                 l.raw
             );
         }
-        if records.is_empty() {
+        if records.len() < n {
             missing.push(*key);
-        } else {
-            right += 1;
         }
+        right += records.len();
     }
+    let logged: usize = connections.values().sum();
     assert!(
-        right * 1000 >= served.len() * 999,
-        "{right} of {} connections have a life record naming their worker; none for {:?}",
-        served.len(),
+        right * 1000 >= logged * 999,
+        "{right} of {logged} connections have a life record naming their worker; some \
+         missing for {:?}",
         &missing[..missing.len().min(10)]
     );
 
@@ -333,9 +374,18 @@ fn nginx_workers_own_the_connections_they_serve() {
         );
         if before_accept {
             if let Some(pid) = t.pid {
+                // A process of the run that served it (found by the worker the log names),
+                // not of an earlier run, nor the launcher.
+                let run = served
+                    .get(&key)
+                    .and_then(|w| w.iter().find_map(|&w| nginx.run_of(w)));
                 assert!(
-                    workers.contains(&pid) || nginx.masters.contains(&pid),
-                    "before accept the owner holds the listener: {t}"
+                    run.map_or(
+                        workers.contains(&pid) || nginx.masters.contains(&pid),
+                        |run| { run.contains(&pid) }
+                    ),
+                    "before accept the owner holds the listener, in the run that served it \
+                     ({run:?}): {t}"
                 );
             }
             continue;
@@ -520,11 +570,19 @@ fn resets_client_closes_and_an_ended_worker_keep_the_accepting_process() {
         .filter(|l| l.lport == Some(port))
         .collect();
     for client in [reset_port, closed_port, orphan_port] {
-        let l = lives
-            .iter()
-            .find(|l| l.rport == Some(client))
-            .unwrap_or_else(|| panic!("no life record for client port {client}: {lives:?}"));
+        let records: Vec<&Life> = lives.iter().filter(|l| l.rport == Some(client)).collect();
+        let [l] = records.as_slice() else {
+            panic!("one life record for client port {client}, not {records:?}");
+        };
         assert_eq!(l.pid, Some(worker), "{}", l.raw);
+        // The orphan's worker had ended before the connection closed; the others' had not.
+        let v: serde_json::Value = serde_json::from_str(&l.raw).unwrap();
+        assert_eq!(
+            v["owner_exited"],
+            client == orphan_port,
+            "owner_exited: {}",
+            l.raw
+        );
     }
 }
 

@@ -162,7 +162,8 @@ mod tests {
                 "",
                 "4026531840",
                 "",
-                "0",
+                // cgroup 0: not known, so empty.
+                "",
                 "",
                 "",
                 "42"

@@ -12,6 +12,12 @@ use serde::Serialize;
 use super::{Line, millis};
 use crate::{end::End, event::Family, state::TcpState};
 
+/// A cgroup id as JSON and CSV show it: null (empty) for 0, which no cgroup has (the root's
+/// id is 1) and which records carry when the id is not known.
+pub fn known_cgroup(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
 /// The path of a socket's cgroup and its container (`runtime://id`), when known: the JSON
 /// fields `cgroup_path` and `container` of transitions, lifecycles and snapshots.
 pub fn cgroup_fields(c: Option<&crate::cgroup::Cgroup>) -> (Option<&str>, Option<String>) {
@@ -49,8 +55,9 @@ pub struct JsonTransition<'a> {
     /// How the connection ended (`normal`, `refused`, `timeout`, `reset_received`,
     /// `reset_sent`, `aborted`) on a transition into CLOSE; null otherwise.
     pub end: Option<End>,
-    /// cgroup v2 id of the socket (the inode of its /sys/fs/cgroup directory); 0 if unknown.
-    pub cgroup: u64,
+    /// cgroup v2 id of the socket (the inode of its /sys/fs/cgroup directory); null where
+    /// not known (always without BTF: the classic tracepoint cannot reach the socket).
+    pub cgroup: Option<u64>,
     /// The cgroup's path under the cgroup root, when it (still) exists.
     pub cgroup_path: Option<Cow<'a, str>>,
     /// The container, `runtime://id` as Kubernetes writes a `containerID`, when the cgroup
@@ -82,7 +89,7 @@ impl<'a> JsonTransition<'a> {
             ms_in_old: line.in_old.map(millis),
             netns: (t.netns != 0).then_some(t.netns),
             end: line.end,
-            cgroup: t.cgroup,
+            cgroup: known_cgroup(t.cgroup),
             cgroup_path: cgroup_path.map(Cow::Borrowed),
             container,
             id: t.cookie.0,
@@ -149,7 +156,7 @@ fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
     out.write_all(b",\"end\":")?;
     w::opt_string(out, line.end.map(End::name))?;
     out.write_all(b",\"cgroup\":")?;
-    w::u64(out, t.cgroup)?;
+    w::opt_u64(out, known_cgroup(t.cgroup))?;
     out.write_all(b",\"cgroup_path\":")?;
     w::opt_string(out, line.cgroup.map(|c| c.path.as_str()))?;
     out.write_all(b",\"container\":")?;
@@ -230,7 +237,7 @@ mod tests {
                 "ms_in_old": null,
                 "netns": 4_026_531_840u32,
                 "end": null,
-                "cgroup": 0,
+                "cgroup": null,
                 "cgroup_path": null,
                 "container": null,
                 "id": i64::MAX as u64,

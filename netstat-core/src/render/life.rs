@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     escape_comm,
-    json::cgroup_fields,
+    json::{cgroup_fields, known_cgroup},
     millis,
     text::{pid_text, short_ms},
 };
@@ -57,8 +57,8 @@ pub struct JsonLifecycle<'a, S = Vec<JsonState>> {
     pub complete: bool,
     /// Network namespace inode; null where the kernel cannot give it.
     pub netns: Option<u32>,
-    /// cgroup v2 id at the close; 0 if not known.
-    pub cgroup: u64,
+    /// cgroup v2 id at the close; null if not known (always without BTF).
+    pub cgroup: Option<u64>,
     /// The cgroup's path under the cgroup root, when it (still) exists.
     pub cgroup_path: Option<Cow<'a, str>>,
     /// The container, `runtime://id`, when the cgroup path is a known runtime's.
@@ -128,7 +128,7 @@ impl<'a, S> JsonLifecycle<'a, S> {
             end: l.end,
             complete: l.complete,
             netns: (l.netns != 0).then_some(l.netns),
-            cgroup: l.cgroup,
+            cgroup: known_cgroup(l.cgroup),
             cgroup_path: cgroup_path.map(Cow::Borrowed),
             container,
             id: l.cookie.0,

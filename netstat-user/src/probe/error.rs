@@ -152,6 +152,75 @@ mod tests {
         );
     }
 
+    /// A kernel lacking a feature is told so: the feature, the Linux version that has it, and
+    /// that the snapshot still works; never "a bug in enetstat".
+    fn says_what_is_missing(e: &ProbeError, feature: &str, version: &str) {
+        let text = e.to_string();
+        for want in [
+            feature,
+            version,
+            "the snapshot (`enetstat -tan`)",
+            "still works",
+        ] {
+            assert!(text.contains(want), "`{want}` not in: {text}");
+        }
+        assert!(!text.contains("bug"), "{text}");
+    }
+
+    #[test]
+    fn a_kernel_without_ring_buffers_is_told_what_it_lacks() {
+        let e = ProbeError::NoRingBuffer {
+            detail: std::io::Error::from_raw_os_error(libc::EINVAL).to_string(),
+        };
+        says_what_is_missing(&e, "BPF_MAP_TYPE_RINGBUF", "Linux 5.8");
+        assert!(e.to_string().contains("os error 22"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_without_the_tracepoint_is_told_what_it_lacks() {
+        let e = ProbeError::Tracefs(crate::probe::TracefsError::NoTracepoint {
+            path: "/sys/kernel/tracing/events/sock/inet_sock_set_state/format".into(),
+        });
+        says_what_is_missing(&e, "sock:inet_sock_set_state tracepoint", "Linux 4.16");
+        assert!(e.to_string().contains("Without BTF"), "{e}");
+        let e = ProbeError::Tracefs(crate::probe::TracefsError::Mount(
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        ));
+        let text = e.to_string();
+        assert!(
+            text.contains("mount -t tracefs tracefs /sys/kernel/tracing")
+                && text.contains("still works"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_tracepoint_that_cannot_be_attached_is_named() {
+        let e = ProbeError::Attach {
+            tracepoint: "inet_sock_set_state",
+            cause: aya::programs::ProgramError::NotLoaded,
+        };
+        says_what_is_missing(&e, "`inet_sock_set_state` tracepoint", "Linux 5.8");
+    }
+
+    #[test]
+    fn only_a_verifier_surprise_is_called_a_bug() {
+        let e = ProbeError::Verifier {
+            program: "inet_sock_set_state",
+            errno: std::io::Error::from_raw_os_error(libc::EACCES),
+            kernel: "5.10.0-46-cloud-amd64".to_owned(),
+            log_tail: "unknown func bpf_sk_storage_get#107".to_owned(),
+        };
+        let text = e.to_string();
+        for want in [
+            "a bug in",
+            "5.10.0-46-cloud-amd64",
+            "bpf_sk_storage_get#107",
+        ] {
+            assert!(text.contains(want), "`{want}` not in: {text}");
+        }
+    }
+
     #[test]
     fn our_errors_chain_no_cause() {
         let e = ProbeError::poll(std::io::Error::from_raw_os_error(libc::EBADF));

@@ -422,9 +422,16 @@ impl Probe {
 }
 
 /// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
-/// program type (5.10: `unknown func bpf_get_socket_cookie#46`).
+/// program type (5.10: `unknown func bpf_get_socket_cookie#46`, the kernel's
+/// `"unknown func %s#%d"`; helper 46 is `BPF_FUNC_get_socket_cookie`). Any other refusal,
+/// another unknown helper included, is not this one.
 fn lacks_cookie_helper(log: &str) -> bool {
-    log.contains("unknown func") && (log.contains("bpf_get_socket_cookie") || log.contains("#46"))
+    log.lines().any(|line| {
+        line.trim()
+            .strip_prefix("unknown func ")
+            .and_then(|f| f.rsplit_once('#'))
+            .is_some_and(|(name, id)| name == "bpf_get_socket_cookie" || id == "46")
+    })
 }
 
 fn is_eperm(e: &std::io::Error) -> bool {
@@ -493,5 +500,37 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
             }
         }
         other => ProbeError::Load(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lacks_cookie_helper;
+
+    /// The last 20 lines of the verifier's log (what `ProbeError::Verifier` keeps) when the
+    /// `tp_btf` program is loaded on Debian's 5.10 (5.10.0-46-cloud-amd64), as the kernel
+    /// matrix's guest recorded it with `ENETSTAT_LOG=enetstat=debug`.
+    const TAIL_5_10: &str = include_str!("testdata/verifier-tail-5.10.txt");
+
+    #[test]
+    fn the_5_10_refusal_of_the_cookie_helper_is_recognised() {
+        assert!(lacks_cookie_helper(TAIL_5_10));
+        // A log that names the helper only by its number.
+        assert!(lacks_cookie_helper("unknown func #46\n"));
+    }
+
+    #[test]
+    fn other_refusals_are_not_taken_for_a_missing_cookie_helper() {
+        let others = [
+            // Another helper this kernel lacks: a real surprise, reported as a bug.
+            "22: (85) call bpf_sk_storage_get#107\nunknown func bpf_sk_storage_get#107\n",
+            "unknown func bpf_foo#460\n",
+            // The cookie helper called, but the refusal is about something else.
+            "22: (85) call bpf_get_socket_cookie#46\nR1 type=inv expected=sock\n",
+            "",
+        ];
+        for log in others {
+            assert!(!lacks_cookie_helper(log), "{log}");
+        }
     }
 }

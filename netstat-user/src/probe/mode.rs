@@ -69,7 +69,7 @@ impl Mode {
                 "this kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF=y), so \
                  enetstat traces with the classic sock:inet_sock_set_state tracepoint. It \
                  cannot give cookies, network namespaces, cgroups, the byte, retransmit and RTT \
-                 counters at CLOSE, or endings by reset: those show as null (`-` in text)",
+                 counters at CLOSE, or endings by reset: those show as null (empty in CSV, `-` in text)",
             ),
         }
     }

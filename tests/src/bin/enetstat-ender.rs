@@ -10,6 +10,8 @@
 //! enetstat-ender [--name NAME] pair     --addr IP:PORT --end normal|client-reset|server-reset
 //! enetstat-ender [--name NAME] transfer-serve   --addr IP:PORT --bytes N [--close-delay-ms MS]
 //! enetstat-ender [--name NAME] transfer-connect --addr IP:PORT --bytes N
+//! enetstat-ender [--name NAME] stall-serve --addr IP:PORT --user-timeout-ms MS
+//! enetstat-ender [--name NAME] hold-connect --addr IP:PORT
 //! ```
 //!
 //! - `--name` renames the process (`prctl(PR_SET_NAME)`) before anything else, so its sockets
@@ -31,6 +33,13 @@
 //!   for TIME_WAIT before the server's FIN arrives.
 //! - `transfer-connect` connects, prints `connected <local port>`, writes `N` bytes, reads
 //!   exactly `N` bytes, closes first, prints `done`.
+//!
+//! - `stall-serve` listens, prints `listening <port>`, accepts one connection, prints
+//!   `accepted <client's port>`, sets `TCP_USER_TIMEOUT` to `MS` on it and writes a byte every
+//!   100 ms until a write fails; expects ETIMEDOUT (the peer vanished: its data went
+//!   unacknowledged for `MS`) and prints `timed_out`, then closes.
+//! - `hold-connect` connects, prints `connected <local port>` and reads until EOF or an error;
+//!   prints `done`.
 //!
 //! Any other outcome exits with status 1 and a message on stderr.
 
@@ -104,6 +113,18 @@ enum Command {
         #[arg(long)]
         bytes: usize,
     },
+    /// Accept one connection and write to it until TCP_USER_TIMEOUT ends it.
+    StallServe {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        user_timeout_ms: u32,
+    },
+    /// Connect and read until the end.
+    HoldConnect {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -128,6 +149,11 @@ fn main() -> ExitCode {
                     close_delay_ms,
                 } => transfer_serve(addr, bytes, Duration::from_millis(close_delay_ms)),
                 Command::TransferConnect { addr, bytes } => transfer_connect(addr, bytes),
+                Command::StallServe {
+                    addr,
+                    user_timeout_ms,
+                } => stall_serve(addr, user_timeout_ms),
+                Command::HoldConnect { addr } => hold_connect(addr),
             });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +242,10 @@ fn local_port(s: &TcpStream) -> Result<u16> {
     Ok(s.local_addr().map_err(ctx("local address"))?.port())
 }
 
+fn local_port_of(l: &TcpListener) -> Result<u16> {
+    Ok(l.local_addr().map_err(ctx("local address"))?.port())
+}
+
 fn reset(s: TcpStream) -> Result<()> {
     SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))
@@ -280,6 +310,50 @@ fn transfer_serve(addr: SocketAddr, bytes: usize, close_delay: Duration) -> Resu
     }
     thread::sleep(close_delay);
     drop(s);
+    say("done")
+}
+
+fn stall_serve(addr: SocketAddr, user_timeout_ms: u32) -> Result<()> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    say(&format!("listening {}", local_port_of(&listener)?))?;
+    let (mut s, peer) = listener.accept().map_err(ctx("accept"))?;
+    say(&format!("accepted {}", peer.port()))?;
+    let ms: libc::c_uint = user_timeout_ms;
+    // SAFETY: setsockopt with a pointer to a c_uint of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(format!(
+            "setsockopt(TCP_USER_TIMEOUT): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    loop {
+        match s.write_all(b"x") {
+            Ok(()) => thread::sleep(Duration::from_millis(100)),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+            Err(e) => return Err(format!("write: {e}, not a timeout")),
+        }
+    }
+    say("timed_out")
+}
+
+fn hold_connect(addr: SocketAddr) -> Result<()> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?;
+    say(&format!("connected {}", local_port(&s)?))?;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
     say("done")
 }
 

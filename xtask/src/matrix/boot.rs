@@ -31,6 +31,8 @@ pub struct Guest<'a> {
     pub log: PathBuf,
     /// Hide the kernel's BTF and leave tracefs unmounted (see `Kernel::no_btf`).
     pub no_btf: bool,
+    /// The mode enetstat must pick in the guest (see `Kernel::mode`).
+    pub mode: &'static str,
 }
 
 /// How a guest ended.
@@ -88,7 +90,8 @@ pub fn boot(guest: &Guest<'_>, accel: Accel, smp: usize, timeout: Duration) -> R
         .arg(guest.initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off{}",
+            "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off enetstat.mode={}{}",
+            guest.mode,
             if guest.no_btf { " enetstat.nobtf" } else { "" }
         ))
         .stdin(Stdio::null())

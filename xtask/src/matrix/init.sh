@@ -18,6 +18,12 @@ if grep -q enetstat.nobtf /proc/cmdline; then
 else
     mount -t tracefs tracefs /sys/kernel/tracing
 fi
+# The mode enetstat must pick on this kernel, for the guest's `mode` check.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        enetstat.mode=*) export ENETSTAT_GUEST_MODE="${arg#enetstat.mode=}" ;;
+    esac
+done
 ip link set lo up
 # Keep the kernel's messages off the console the checks print on.
 echo 1 > /proc/sys/kernel/printk

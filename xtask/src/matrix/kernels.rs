@@ -24,6 +24,9 @@ pub struct Kernel {
     /// Boot with the kernel's BTF hidden and tracefs unmounted: a kernel built without
     /// CONFIG_DEBUG_INFO_BTF, as custom and embedded kernels often are.
     pub no_btf: bool,
+    /// The mode enetstat must pick there by probing the kernel (`-v`, the daemon's `stats`):
+    /// the guest fails its `expected_mode` check on any other.
+    pub mode: &'static str,
 }
 
 /// Every row, oldest first.
@@ -34,6 +37,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["bullseye", "bullseye-security"],
         series: |abi| numbered(abi, "5.10.0-"),
         no_btf: false,
+        mode: "tp_btf_cookie_field",
     },
     Kernel {
         name: "6.1",
@@ -41,6 +45,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["bookworm", "bookworm-security", "bookworm-updates"],
         series: |abi| numbered(abi, "6.1.0-"),
         no_btf: false,
+        mode: "tp_btf",
     },
     Kernel {
         name: "6.12",
@@ -48,6 +53,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["trixie", "trixie-security", "trixie-updates"],
         series: |abi| abi.starts_with("6.12."),
         no_btf: false,
+        mode: "tp_btf",
     },
     Kernel {
         name: "6.12-nobtf",
@@ -55,6 +61,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["trixie", "trixie-security", "trixie-updates"],
         series: |abi| abi.starts_with("6.12."),
         no_btf: true,
+        mode: "tracepoint",
     },
     Kernel {
         name: "6.16",
@@ -62,6 +69,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["trixie-backports"],
         series: |abi| abi.starts_with("6.16."),
         no_btf: false,
+        mode: "tp_btf",
     },
     Kernel {
         name: "newest",
@@ -69,6 +77,7 @@ pub const KERNELS: &[Kernel] = &[
         suites: &["trixie-backports"],
         series: |_| true,
         no_btf: false,
+        mode: "tp_btf",
     },
 ];
 
@@ -91,6 +100,8 @@ pub struct Resolved {
     pub suite: String,
     /// See [`Kernel::no_btf`].
     pub no_btf: bool,
+    /// See [`Kernel::mode`].
+    pub mode: &'static str,
     /// What to download: the image, and for the split kernels (6.19+) the packages holding
     /// the kernel binary and the modules.
     pub packages: Vec<String>,
@@ -152,6 +163,7 @@ fn resolved(kernel: &Kernel, best: &Candidate, names: &[String]) -> Resolved {
         version: best.version.clone(),
         suite: best.suite.clone(),
         no_btf: kernel.no_btf,
+        mode: kernel.mode,
         packages,
     }
 }

@@ -215,6 +215,7 @@ impl Options {
             initrd,
             log: log.clone(),
             no_btf: kernel.no_btf,
+            mode: kernel.mode,
         };
         let booted = boot::boot(
             &guest,

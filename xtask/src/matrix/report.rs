@@ -2,7 +2,9 @@
 //!
 //! The guest prints `=== ENETSTAT-MATRIX BEGIN <uname -r> ===`, a `PLAN <name>...` line naming
 //! every check, one `CHECK <name> ok` or `CHECK <name> FAIL <reason>` line per check, then
-//! `=== ENETSTAT-MATRIX END rc=N ===`. Anything missing is a failure of its own: `boot` (no
+//! `=== ENETSTAT-MATRIX END rc=N ===`. A `MODE <mode>` line says which mode enetstat picked
+//! there (the guest's `expected_mode` check compares it with the row's expected one); the
+//! table shows it in its `mode` column. Anything missing is a failure of its own: `boot` (no
 //! BEGIN: the kernel or init never got there), a planned check without its line, `guest` (no
 //! END: the guest crashed or hung).
 
@@ -25,6 +27,8 @@ pub struct Row {
     pub kernel: String,
     /// `uname -r` as the guest printed it.
     pub release: Option<String>,
+    /// The mode enetstat traced in, as the guest's `MODE` line said.
+    pub mode: Option<String>,
     pub checks: Vec<(String, Outcome)>,
     pub seconds: f64,
     pub log: String,
@@ -44,6 +48,7 @@ pub fn parse(kernel: &str, boot: &Boot, log: &str) -> Row {
     let mut row = Row {
         kernel: kernel.to_owned(),
         release: None,
+        mode: None,
         checks: Vec::new(),
         seconds: boot.elapsed.as_secs_f64(),
         log: log.to_owned(),
@@ -84,6 +89,8 @@ pub fn parse(kernel: &str, boot: &Boot, log: &str) -> Row {
         }
         if let Some(names) = line.strip_prefix("PLAN ") {
             plan = names.split_whitespace().map(str::to_owned).collect();
+        } else if let Some(mode) = line.strip_prefix("MODE ") {
+            row.mode = Some(mode.trim().to_owned());
         } else if let Some((name, outcome)) = parse_check(line) {
             row.checks.push((name, outcome));
         }
@@ -158,18 +165,38 @@ pub fn table(rows: &[Row]) -> String {
         .chain(["kernel".len()])
         .max()
         .unwrap_or(6);
-    let _ = write!(out, "| {:kernel_width$} |", "kernel");
+    let mode_width = rows
+        .iter()
+        .filter_map(|r| r.mode.as_ref().map(String::len))
+        .chain(["mode".len()])
+        .max()
+        .unwrap_or(4);
+    let _ = write!(
+        out,
+        "| {:kernel_width$} | {:mode_width$} |",
+        "kernel", "mode"
+    );
     for c in &columns {
         let _ = write!(out, " {c} |");
     }
     let _ = writeln!(out, " time |");
-    let _ = write!(out, "|{}|", "-".repeat(kernel_width + 2));
+    let _ = write!(
+        out,
+        "|{}|{}|",
+        "-".repeat(kernel_width + 2),
+        "-".repeat(mode_width + 2)
+    );
     for c in &columns {
         let _ = write!(out, "{}|", "-".repeat(c.len() + 2));
     }
     let _ = writeln!(out, "------|");
     for row in rows {
-        let _ = write!(out, "| {:kernel_width$} |", label(row));
+        let _ = write!(
+            out,
+            "| {:kernel_width$} | {:mode_width$} |",
+            label(row),
+            row.mode.as_deref().unwrap_or("-")
+        );
         for c in &columns {
             let cell = match row.checks.iter().find(|(n, _)| n == c) {
                 Some((_, Outcome::Ok)) => "ok",
@@ -232,6 +259,7 @@ mod tests {
                        PLAN modules watch_ipv4\n\
                        noise\n\
                        CHECK modules ok\n\
+                       MODE tp_btf\n\
                        CHECK watch_ipv4 FAIL 2 problem(s) [1x] listener: transitions\n\
                        === ENETSTAT-MATRIX END rc=1 ===\n";
         let row = parse("6.1", &boot(console, Ended::Exited(Some(0))), "log");
@@ -249,7 +277,10 @@ mod tests {
             ]
         );
         assert_eq!(row.failed(), 1);
+        assert_eq!(row.mode.as_deref(), Some("tp_btf"));
         let table = table(&[row]);
+        assert!(table.contains("| mode   |"), "{table}");
+        assert!(table.contains("| tp_btf |"), "{table}");
         assert!(table.contains("| FAIL       |"), "{table}");
         assert!(table.contains("- 6.1 watch_ipv4: 2 problem(s)"), "{table}");
     }

@@ -5,7 +5,8 @@
 //! `src/`): exact transition sequences for a listener, a client and an accepted socket on
 //! 127.0.0.1 and ::1, a refused connect, `life` with exact byte counts and owners, a snapshot
 //! equal to the kernel's own socket dump (`ss`), the daemon serving a snapshot and a
-//! subscription, and nothing left attached at the end. The guest is quiet (no other TCP
+//! subscription, `-c --recent` showing closed and live connections, each line's cookie being the one sock_diag reports for the socket, the mode enetstat picked (`-v` and the daemon's `stats`) being the row's
+//! expected one (`ENETSTAT_GUEST_MODE`), and nothing left attached at the end. The guest is quiet (no other TCP
 //! traffic), so one `watch` and one `life` tracer serve every scenario, each scenario told
 //! apart by its own reserved port.
 //!
@@ -28,6 +29,7 @@
 //! `ENETSTAT_ENDER_BIN` to name the binaries (the guest's init sets them), `ss` and `bpftool`
 //! on PATH, and the sock_diag modules loaded.
 
+mod mode;
 mod progs;
 mod report;
 mod snapshot;
@@ -48,7 +50,7 @@ use crate::tracing::{
 };
 
 /// Every check, in the order they run.
-pub(crate) const PLAN: [&str; 13] = [
+pub(crate) const PLAN: [&str; 16] = [
     "modules",
     "tracing",
     "watch_ipv4",
@@ -56,10 +58,13 @@ pub(crate) const PLAN: [&str; 13] = [
     "refused",
     "life",
     "prefork",
+    "cookies",
+    "continuous",
     "snapshot",
     "daemon_start",
     "daemon_snapshot",
     "daemon_watch",
+    "expected_mode",
     "daemon_stop",
     "detached",
 ];
@@ -82,6 +87,10 @@ fn main() -> ExitCode {
     report.after("refused", &traced, check_refused);
     report.after("life", &traced, check_life);
     report.after("prefork", &traced, check_prefork);
+    // Before the daemon, whose socket dumps would give the cookie-field mode's sockets their
+    // cookies early.
+    report.run("cookies", mode::check_cookies);
+    report.run("continuous", mode::check_continuous);
 
     // The snapshot's sockets stay up for the daemon's snapshot.
     let mut sockets = None;
@@ -99,6 +108,15 @@ fn main() -> ExitCode {
         (Err(_), _) => report.skip_after("daemon_snapshot", "the daemon did not start"),
     }
     report.after("daemon_watch", &daemon, daemon_watch);
+    match (&traced, &daemon) {
+        (Ok(traced), Ok(daemon)) => {
+            report.run("expected_mode", || {
+                mode::check_mode(traced.mode.as_deref(), daemon)
+            });
+        }
+        (Err(_), _) => report.skip_after("expected_mode", "the tracers did not run"),
+        (_, Err(_)) => report.skip_after("expected_mode", "the daemon did not start"),
+    }
     match daemon {
         Ok(daemon) => report.run("daemon_stop", || {
             let (finished, _dir, _socket) = daemon.stop(Signal::Term);

@@ -36,6 +36,8 @@ pub(crate) struct Traced {
     transitions: Vec<Transition>,
     lives: Vec<Life>,
     netns: u64,
+    /// The mode the `watch` tracer named with `-v`.
+    pub(crate) mode: Option<String>,
     pub(crate) v4: Connection,
     pub(crate) v6: Connection,
     pub(crate) refused: Refused,
@@ -43,10 +45,10 @@ pub(crate) struct Traced {
     pub(crate) prefork: Prefork,
 }
 
-/// Starts `watch -o json` and `life -o json`, runs every scenario, stops both tracers and
+/// Starts `watch -o json -v` (`-v` names the mode) and `life -o json`, runs every scenario, stops both tracers and
 /// checks they exited cleanly, printed their summary and lost nothing.
 pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
-    let watch = Tracer::watch_json(&[]);
+    let watch = Tracer::watch_json(&["-v"]);
     progs.add("enetstat watch", watch.pid());
     let life = Tracer::start(&["life", "-o", "json"]);
     progs.add("enetstat life", life.pid());
@@ -85,6 +87,7 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
         .unwrap_or_else(|e| panic!("{e}"));
     let (transitions, lives) = without_discarded_twins(finished[0].transitions(), lives);
     Traced {
+        mode: crate::mode::logged_mode(&finished[0].stderr),
         transitions,
         lives,
         // Without BTF enetstat cannot read the socket's namespace: every line says null.
