@@ -254,40 +254,15 @@ fn batch_json_counts_match_the_churn() {
     let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let server = reservation.addr();
     let filter = format!("port = {}", server.port());
-    let mut top = Command::new(enetstat_bin())
-        .args([
-            "--standalone",
-            "top",
-            "-b",
-            "-n",
-            "6",
-            "-o",
-            "json",
-            &filter,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start enetstat top");
-    let mut stdout = std::io::BufReader::new(top.stdout.take().unwrap());
-    let mut frames: Vec<Value> = Vec::new();
-    let mut next = |frames: &mut Vec<Value>| {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).expect("cannot read top's output");
-        assert!(!line.is_empty(), "top ended early");
-        frames.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
-    };
+    let mut cmd = Command::new(enetstat_bin());
+    cmd.arg("--standalone");
+    let mut top = BatchTop::spawn(cmd, 6, &filter);
     // The first refresh says top is tracing; the churn then falls inside the others.
-    next(&mut frames);
+    top.next();
     let (mut peer, _) = Peer::churn(server, CONNECTIONS);
     let done = peer.wait_line("done ");
     peer.wait_success();
-    while frames.len() < 6 {
-        next(&mut frames);
-    }
-    let status = top.wait().unwrap();
-    assert!(status.success(), "top failed: {status}");
+    let frames = top.finish();
 
     let pid = u64::from(peer.pid());
     let (mut connects, mut accepts, mut from_rates) = (0u64, 0u64, 0f64);
@@ -503,6 +478,53 @@ fn container_id() -> String {
     format!("{:032x}{:032x}", u128::from(std::process::id()), nanos)
 }
 
+/// `top -b -o json FILTER`, read a refresh at a time.
+struct BatchTop {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    frames: Vec<Value>,
+    want: usize,
+}
+
+impl BatchTop {
+    /// Runs `top -b -n FRAMES -o json FILTER` after the global arguments `cmd` already has.
+    fn spawn(mut cmd: Command, frames: usize, filter: &str) -> BatchTop {
+        let mut child = cmd
+            .args(["top", "-b", "-n", &frames.to_string(), "-o", "json", filter])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start enetstat top");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        BatchTop {
+            child,
+            stdout,
+            frames: Vec::new(),
+            want: frames,
+        }
+    }
+
+    /// Reads the next refresh.
+    fn next(&mut self) {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).expect("cannot read top's output");
+        assert!(!line.is_empty(), "top ended early");
+        self.frames
+            .push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+
+    /// Reads the rest, and asserts top exited 0.
+    fn finish(mut self) -> Vec<Value> {
+        while self.frames.len() < self.want {
+            self.next();
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "top failed: {status}");
+        self.frames
+    }
+}
+
 fn top_batch(args: &[&str]) -> Vec<String> {
     let out = Command::new(enetstat_bin())
         .args(["--standalone", "top", "-b"])
@@ -624,31 +646,9 @@ fn live_bytes_count_while_the_connection_is_open(test: &str, through_daemon: boo
         Some(d) => cmd.arg("--socket").arg(&d.socket),
         None => cmd.arg("--standalone"),
     };
-    let mut top = cmd
-        .args([
-            "top",
-            "-b",
-            "-n",
-            &FRAMES.to_string(),
-            "-o",
-            "json",
-            &filter,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start enetstat top");
-    let mut stdout = std::io::BufReader::new(top.stdout.take().unwrap());
-    let mut frames: Vec<Value> = Vec::new();
-    let mut next = |frames: &mut Vec<Value>| {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).expect("cannot read top's output");
-        assert!(!line.is_empty(), "top ended early");
-        frames.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
-    };
+    let mut top = BatchTop::spawn(cmd, FRAMES, &filter);
     // The connection opens after the first refresh, and moves 1 MiB over about 1.6 s.
-    next(&mut frames);
+    top.next();
     let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (mut server, _) = listener.accept().unwrap();
     let reader = std::thread::spawn(move || {
@@ -661,11 +661,7 @@ fn live_bytes_count_while_the_connection_is_open(test: &str, through_daemon: boo
         std::thread::sleep(Duration::from_millis(100));
     }
     let server = reader.join().unwrap();
-    while frames.len() < FRAMES {
-        next(&mut frames);
-    }
-    let status = top.wait().unwrap();
-    assert!(status.success(), "top failed: {status}");
+    let frames = top.finish();
     let me = u64::from(std::process::id());
     let (mut sent, mut received) = (0, 0);
     for f in &frames {

@@ -270,13 +270,7 @@ impl DaemonFeed {
                     remote: socket.remote,
                     container: socket.container.as_deref(),
                 };
-                model.record(
-                    &conn,
-                    Fact::Bytes {
-                        sent: moved.sent,
-                        received: moved.received,
-                    },
-                );
+                model.record(&conn, Fact::from(moved));
             }
         }
         self.baselined = true;
@@ -474,13 +468,7 @@ fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
                 Some(c) => bytes.closed(Cookie(c), total),
                 None => total,
             };
-            model.record(
-                &conn,
-                Fact::Bytes {
-                    sent: left.sent,
-                    received: left.received,
-                },
-            );
+            model.record(&conn, Fact::from(left));
         }
     }
     0

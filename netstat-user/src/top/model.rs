@@ -4,7 +4,7 @@
 //! clock; the caller says how long the interval was.
 //!
 //! Facts come from transitions ([`facts_of`]) and from bytes moved ([`Fact::Bytes`]: by
-//! finished connections, and standalone by live ones too), so standalone tracing and a
+//! finished connections, and by live ones), so standalone tracing and a
 //! daemon's streams feed the same model.
 //!
 //! A process row is keyed by pid and name alone: an owner that has since exited (the
@@ -29,6 +29,7 @@ use std::{
 use crate::{
     end::End,
     event::{Endpoint, Owner},
+    sockdiag::TcpBytes,
     state::TcpState,
 };
 
@@ -97,11 +98,20 @@ pub enum Fact {
     Connected(Duration),
     /// It closed this way.
     Ended(End),
-    /// It closed having moved this many bytes.
+    /// It moved this many bytes: at its close, or (live) since the last refresh counted it.
     Bytes {
         sent: u64,
         received: u64,
     },
+}
+
+impl From<TcpBytes> for Fact {
+    fn from(b: TcpBytes) -> Self {
+        Fact::Bytes {
+            sent: b.sent,
+            received: b.received,
+        }
+    }
 }
 
 /// The facts in one transition: `in_old` is the time spent in the state it left, `end` how a
