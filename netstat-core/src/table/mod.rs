@@ -159,8 +159,6 @@ pub struct Table {
     has_stand_ins: bool,
     /// Stand-in ids by (protocol, local, remote), rebuilt for each dump merge.
     stand_ins: HashMap<(Proto, Endpoint, Endpoint), Cookie>,
-    /// Whether the table keeps sockets in TIME_WAIT (see [`Table::without_timewait`]).
-    timewait: bool,
 }
 
 impl Table {
@@ -175,17 +173,7 @@ impl Table {
             counters: Counters::default(),
             has_stand_ins: false,
             stand_ins: HashMap::new(),
-            timewait: true,
         }
-    }
-
-    /// A table of connections only: no socket in TIME_WAIT, neither the successor an active
-    /// close leaves nor one a dump shows (`top`, which shows none, dumps without them:
-    /// [`crate::sockdiag::dump_connections_with_bytes`]). Under churn they outnumber the
-    /// connections a hundred to one, and each would cost a merge every refresh.
-    pub fn without_timewait(mut self) -> Self {
-        self.timewait = false;
-        self
     }
 
     /// The network namespace (inode) whose sockets the table holds, when it was given one.
@@ -367,9 +355,7 @@ impl Table {
         fill(&mut entry.local, t.local);
         fill(&mut entry.remote, t.remote);
         let fin = t.fin.unwrap_or_default();
-        if let Some(state) = timewait_state(t, &fin, entry.owner.as_deref())
-            .filter(|&s| self.timewait || s != TcpState::TimeWait)
-        {
+        if let Some(state) = timewait_state(t, &fin, entry.owner.as_deref()) {
             let mut tw = entry.clone();
             tw.state = state;
             tw.since_ns = t.ts_ns;

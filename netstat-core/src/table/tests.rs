@@ -419,25 +419,3 @@ fn a_transition_without_a_netns_is_applied() {
     tb.apply(&syn);
     assert_eq!(tb.len(), 1);
 }
-
-#[test]
-fn a_table_without_timewait_keeps_no_successor_of_an_active_close() {
-    let mut tb = Tracked {
-        table: Table::new(Limits::default(), Some(NETNS)).without_timewait(),
-        tracker: crate::tracker::Tracker::new(1 << 16),
-    };
-    tb.seed(&[], 0);
-    tb.apply(&t(5, 100, Close, SynSent, (40000, 80), 9));
-    tb.apply(&t(5, 200, SynSent, Established, (40000, 80), 9));
-    tb.apply(&t(5, 300, Established, FinWait1, (40000, 80), 9));
-    tb.apply(&t(5, 400, FinWait1, Close, (40000, 80), 9));
-    assert_eq!(tb.len(), 0);
-    // Kept by default.
-    let mut tb = table();
-    tb.seed(&[], 0);
-    tb.apply(&t(5, 100, Close, SynSent, (40000, 80), 9));
-    tb.apply(&t(5, 200, SynSent, Established, (40000, 80), 9));
-    tb.apply(&t(5, 300, Established, FinWait1, (40000, 80), 9));
-    tb.apply(&t(5, 400, FinWait1, Close, (40000, 80), 9));
-    assert_eq!(tb.get(Cookie(5)).map(|e| e.state), Some(TimeWait));
-}

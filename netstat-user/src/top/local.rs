@@ -59,15 +59,13 @@ impl LocalFeed {
             stream,
             pipeline: Pipeline::new(max_sockets),
             probe,
-            // Top shows no socket in TIME_WAIT.
             table: Table::new(
                 Limits {
                     max_sockets,
                     max_closed: 0,
                 },
                 own_netns(),
-            )
-            .without_timewait(),
+            ),
             owners: SocketOwners::new(),
             filter,
             containers: Containers::new(cgroup::Paths::new()),
@@ -182,13 +180,7 @@ impl LocalFeed {
                     remote: e.remote,
                     container: container.as_deref(),
                 };
-                model.record(
-                    &conn,
-                    Fact::Bytes {
-                        sent: b.sent,
-                        received: b.received,
-                    },
-                );
+                model.record(&conn, Fact::from(b));
             }
             sockets.push(Socket {
                 owner,
@@ -275,12 +267,6 @@ fn apply(
         model.record(&conn, fact);
     }
     if let Some(b) = left {
-        model.record(
-            &conn,
-            Fact::Bytes {
-                sent: b.sent,
-                received: b.received,
-            },
-        );
+        model.record(&conn, Fact::from(b));
     }
 }
