@@ -70,8 +70,6 @@ struct Nginx {
     launchers: BTreeSet<u32>,
     masters: BTreeSet<u32>,
     workers: BTreeSet<u32>,
-    /// Each run's master and workers, in order.
-    runs: Vec<BTreeSet<u32>>,
 }
 
 impl Nginx {
@@ -113,7 +111,6 @@ http {{
             launchers: BTreeSet::new(),
             masters: BTreeSet::new(),
             workers: BTreeSet::new(),
-            runs: Vec::new(),
         }
     }
 
@@ -155,14 +152,6 @@ http {{
             workers.len() == 2
         });
         self.workers.extend(&workers);
-        let mut run = workers;
-        run.insert(master);
-        self.runs.push(run);
-    }
-
-    /// The master and workers of the run whose workers include `worker`.
-    fn run_of(&self, worker: u32) -> Option<&BTreeSet<u32>> {
-        self.runs.iter().find(|run| run.contains(&worker))
     }
 
     /// `nginx -s stop`, and waits until every process of this run has gone.
@@ -374,18 +363,13 @@ fn nginx_workers_own_the_connections_they_serve() {
         );
         if before_accept {
             if let Some(pid) = t.pid {
-                // A process of the run that served it (found by the worker the log names),
-                // not of an earlier run, nor the launcher.
-                let run = served
-                    .get(&key)
-                    .and_then(|w| w.iter().find_map(|&w| nginx.run_of(w)));
+                // A master or worker of nginx, never the launcher (asserted above). Which run:
+                // the log names connections by client address and port, which `ab` reuses across
+                // the two runs, and a connection nginx closes unanswered is not logged, so a key
+                // cannot tell the run apart (tying it to the logged run failed in CI).
                 assert!(
-                    run.map_or(
-                        workers.contains(&pid) || nginx.masters.contains(&pid),
-                        |run| { run.contains(&pid) }
-                    ),
-                    "before accept the owner holds the listener, in the run that served it \
-                     ({run:?}): {t}"
+                    workers.contains(&pid) || nginx.masters.contains(&pid),
+                    "before accept the owner holds the listener: {t}"
                 );
             }
             continue;
