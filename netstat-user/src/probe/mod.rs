@@ -15,7 +15,12 @@ mod stream;
 mod timer;
 mod tracefs;
 
-use std::{os::fd::AsFd as _, path::Path, time::Duration};
+use std::{
+    os::fd::AsFd as _,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -155,6 +160,8 @@ pub struct Probe {
     options: ProbeOptions,
     mode: Mode,
     owners: OwnerHooks,
+    /// The lost count last logged by program (logged again only when it changes).
+    misses_logged: AtomicU64,
 }
 
 impl Probe {
@@ -207,20 +214,27 @@ impl Probe {
         options: ProbeOptions,
         mode: Mode,
         config: &Config,
+        kernel_btf: Option<&Btf>,
     ) -> Self {
-        let owners = Self::attach_owner_programs(&mut ebpf, config);
+        let owners = Self::attach_owner_programs(&mut ebpf, config, kernel_btf);
         Self {
             ebpf,
             options,
             mode,
             owners,
+            misses_logged: AtomicU64::new(0),
         }
     }
 
-    /// Attaches the owner programs (classic tracepoints in process context). They only
+    /// Attaches the owner programs (process context: accept at its syscall tracepoints, exits
+    /// at a BTF tracepoint where there is BTF, else a classic one). They only
     /// refine owners, so a kernel without them (no CONFIG_FTRACE_SYSCALLS, no task offsets)
     /// gets a warning that says what is lost.
-    fn attach_owner_programs(ebpf: &mut Ebpf, config: &Config) -> OwnerHooks {
+    fn attach_owner_programs(
+        ebpf: &mut Ebpf,
+        config: &Config,
+        kernel_btf: Option<&Btf>,
+    ) -> OwnerHooks {
         let mut hooks = OwnerHooks::default();
         if config.tasks.task_files != 0 {
             let attached = [
@@ -243,7 +257,12 @@ impl Probe {
                  listener's owner, not the process that accepted it"
             );
         }
-        match attach_classic_in(ebpf, "sched_process_exit", "sched", "sched_process_exit") {
+        // The BTF tracepoint where there is BTF (see `sched_process_exit_btf` for why).
+        let exits = match kernel_btf {
+            Some(btf) => attach_btf(ebpf, btf, "sched_process_exit_btf", "sched_process_exit"),
+            None => attach_classic_in(ebpf, "sched_process_exit", "sched", "sched_process_exit"),
+        };
+        match exits {
             Ok(()) => hooks.exits = true,
             Err(e) => tracing::warn!(
                 "{e}; owners that exited cannot be told from live ones, and are shown as current"
@@ -301,7 +320,13 @@ impl Probe {
                 );
             }
         }
-        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
+        Ok(Self::with_owner_programs(
+            ebpf,
+            options,
+            mode,
+            &config,
+            Some(&kernel_btf),
+        ))
     }
 
     /// The classic tracepoint, with its record layout from tracefs.
@@ -316,7 +341,9 @@ impl Probe {
         for &(name, tracepoint) in mode.programs() {
             attach_classic(&mut ebpf, name, tracepoint)?;
         }
-        Ok(Self::with_owner_programs(ebpf, options, mode, &config))
+        Ok(Self::with_owner_programs(
+            ebpf, options, mode, &config, None,
+        ))
     }
 
     /// How the programs trace on this kernel.
@@ -417,7 +444,23 @@ impl Probe {
             .sum();
         // The nested copy's own misses are not events lost (see above).
         let primary = state_programs.first().map_or(0, |name| misses(name));
-        primary.saturating_sub(nested_calls) + others
+        let lost = primary.saturating_sub(nested_calls) + others;
+        if lost > 0 && self.misses_logged.swap(lost, Ordering::Relaxed) != lost {
+            // Which program, for a report: the sum alone cannot tell a state transition the
+            // rescue missed from an owner fact or a reset.
+            let each: Vec<String> = self
+                .ebpf
+                .programs()
+                .map(|(name, _)| (name, misses(name)))
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            tracing::info!(
+                "recursion misses by program: {}; the nested copy rescued {nested_calls}",
+                each.join(", ")
+            );
+        }
+        lost
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) struct Traced {
 pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
     let watch = Tracer::watch_json(&["-v"]);
     progs.add("enetstat watch", watch.pid());
-    let life = Tracer::start(&["life", "-o", "json"]);
+    let life = Tracer::start(&["life", "-o", "json", "-v"]);
     progs.add("enetstat life", life.pid());
 
     let (v4, r1) = connection(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -70,9 +70,11 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
         done.assert_success();
         let summary = done.summary();
         assert_eq!(
-            summary.lost, 0,
-            "`{}` lost records: {summary:?}",
-            done.command
+            summary.lost,
+            0,
+            "`{}` lost records: {summary:?}; its stderr:\n{}",
+            done.command,
+            done.stderr.join("\n")
         );
         finished.push(done);
     }
