@@ -463,12 +463,15 @@ pub mod counter {
     /// recursion, skipped them. The primary's `recursion_misses` minus this is what neither
     /// program recorded: lost.
     pub const NESTED_CALLS: u32 = 4;
+    /// Process ends the exit program's rescue copy recorded because the first copy was
+    /// skipped. The first copy's `recursion_misses` minus this is what neither recorded.
+    pub const EXIT_RESCUES: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// The array holds one bank of [`COUNT`] counters per program that can interrupt another
-    /// on the same CPU (primary, nested copy, resets, the accept and exit programs), so plain
-    /// per-CPU increments never race. Userspace sums the banks.
-    pub const BANKS: u32 = 4;
+    /// on the same CPU (primary, nested copy, resets, the accept and exit programs, the exit
+    /// rescue copy), so plain per-CPU increments never race. Userspace sums the banks.
+    pub const BANKS: u32 = 5;
 }
 
 #[cfg(feature = "user")]

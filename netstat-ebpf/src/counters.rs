@@ -13,6 +13,7 @@ pub const BANK_PRIMARY: u32 = 0;
 pub const BANK_NESTED: u32 = 1;
 pub const BANK_RESETS: u32 = 2;
 pub const BANK_OWNERS: u32 = 3;
+pub const BANK_EXIT_RESCUE: u32 = 4;
 
 #[inline(always)]
 pub fn count(bank: u32, index: u32) {

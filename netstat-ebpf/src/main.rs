@@ -35,6 +35,7 @@ use aya_ebpf::{
 };
 use counters::{BANK_NESTED, BANK_PRIMARY, BANK_RESETS, count};
 use netstat_common::{Config, counter, reset_direction};
+use owner::ExitCopy;
 
 /// Load-time configuration: field offsets from BTF, the kernel-side filter, wakeup policy.
 #[unsafe(no_mangle)]
@@ -185,19 +186,25 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 ///
 /// As a BTF tracepoint where the kernel has BTF: a classic tracepoint's program is skipped
 /// whenever any classic-tracepoint or kprobe program is running on that CPU (one per-CPU
-/// guard for them all). On Linux 7.3 that skipped an exit now and then in the kernel matrix
-/// (its `recursion_misses`, never seen on 6.16 and older); a BTF tracepoint guards only
-/// against itself.
+/// guard for them all). A BTF tracepoint guards only against itself, and its rescue copy
+/// records what that guard skips (see [`owner::exited`]).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_btf(_ctx: BtfTracePointContext) -> i32 {
-    owner::exited(&CONFIG.load());
+    owner::exited(&CONFIG.load(), ExitCopy::First);
+    0
+}
+
+/// The rescue copy of [`sched_process_exit_btf`], attached after it.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_rescue(_ctx: BtfTracePointContext) -> i32 {
+    owner::exited(&CONFIG.load(), ExitCopy::Rescue);
     0
 }
 
 /// The classic `sched:sched_process_exit`, for kernels without BTF.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    owner::exited(&CONFIG.load());
+    owner::exited(&CONFIG.load(), ExitCopy::Only);
     0
 }
 

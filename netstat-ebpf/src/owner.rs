@@ -4,13 +4,15 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    macros::map,
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, counter, record_kind};
 
 use crate::{
     EVENTS,
-    counters::{BANK_OWNERS, count},
+    counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
     read::{local_port, read},
     wakeup,
 };
@@ -87,12 +89,39 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     entry.submit(wakeup::flags(config, size_of::<Accept>()));
 }
 
+/// The process ends the first exit program recorded, for its rescue copy to take off: a
+/// `pid_tgid` left here is one the rescue copy did not run for (it is only ever skipped, like
+/// the first, while another task sits preempted inside it), and the LRU drops it.
+#[map]
+static EXITS_RECORDED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024, 0);
+
+/// Which exit program runs: the first, or its rescue copy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ExitCopy {
+    /// The only exit program (the classic tracepoint, on kernels without BTF).
+    Only,
+    /// Records every process end, and notes it for the rescue copy.
+    First,
+    /// Records only the ends the first copy was skipped for.
+    Rescue,
+}
+
 /// At `sched:sched_process_exit`, which fires for every thread: records the end of a
 /// process when its last thread goes (`signal->live` is already 0 then). Without the task
 /// offsets (no BTF) the group leader's exit stands for the process's.
+///
+/// Since Linux 7.x tracepoint callbacks can be preempted, and a task preempted inside this
+/// program makes the kernel skip it (its per-CPU recursion guard) for another task exiting
+/// on that CPU. So with BTF it runs twice, as [`ExitCopy::First`] and then
+/// [`ExitCopy::Rescue`], which records what the first did not: the first notes each end it
+/// records in [`EXITS_RECORDED`], the rescue takes the note off or, finding none, records
+/// the end itself and counts it (`EXIT_RESCUES`; the first's misses minus those are lost).
 #[inline(always)]
-pub fn exited(config: &Config) {
-    let bank = BANK_OWNERS;
+pub fn exited(config: &Config, copy: ExitCopy) {
+    let bank = match copy {
+        ExitCopy::Only | ExitCopy::First => BANK_OWNERS,
+        ExitCopy::Rescue => BANK_EXIT_RESCUE,
+    };
     let tasks = &config.tasks;
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
@@ -105,6 +134,19 @@ pub fn exited(config: &Config) {
         }
     } else if tid != tgid {
         return;
+    }
+    match copy {
+        ExitCopy::Only => {}
+        ExitCopy::First => {
+            // Noted before the record, so a full ring (counted) is not counted twice.
+            let _ = EXITS_RECORDED.insert(&pid_tgid, &1, 0);
+        }
+        ExitCopy::Rescue => {
+            if EXITS_RECORDED.remove(&pid_tgid).is_ok() {
+                return;
+            }
+            count(bank, counter::EXIT_RESCUES);
+        }
     }
     let Some(mut entry) = EVENTS.reserve::<Exit>(0) else {
         count(bank, counter::RINGBUF_FULL);

@@ -101,6 +101,10 @@ fn attach_classic_in(
     Ok(())
 }
 
+/// The BTF exit programs, in the order they attach: the first, then its rescue copy (see
+/// `owner::exited` in the eBPF crate).
+const EXIT_PROGRAMS: [&str; 2] = ["sched_process_exit_btf", "sched_process_exit_rescue"];
+
 /// How to start tracing.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -160,7 +164,7 @@ pub struct Probe {
     options: ProbeOptions,
     mode: Mode,
     owners: OwnerHooks,
-    /// The lost count last logged by program (logged again only when it changes).
+    /// The recursion misses last logged by program (logged again only when they change).
     misses_logged: AtomicU64,
 }
 
@@ -258,8 +262,11 @@ impl Probe {
             );
         }
         // The BTF tracepoint where there is BTF (see `sched_process_exit_btf` for why).
+        // Its rescue copy goes second, so it runs after it on every call.
         let exits = match kernel_btf {
-            Some(btf) => attach_btf(ebpf, btf, "sched_process_exit_btf", "sched_process_exit"),
+            Some(btf) => EXIT_PROGRAMS
+                .iter()
+                .try_for_each(|&name| attach_btf(ebpf, btf, name, "sched_process_exit")),
             None => attach_classic_in(ebpf, "sched_process_exit", "sched", "sched_process_exit"),
         };
         match exits {
@@ -411,7 +418,8 @@ impl Probe {
             filtered: sum(counter::FILTERED)?,
             ringbuf_full: sum(counter::RINGBUF_FULL)?,
             read_errors: sum(counter::READ_ERRORS)?,
-            recursion_misses: self.recursion_misses(sum(counter::NESTED_CALLS)?),
+            recursion_misses: self
+                .recursion_misses(sum(counter::NESTED_CALLS)?, sum(counter::EXIT_RESCUES)?),
         })
     }
 
@@ -421,7 +429,7 @@ impl Probe {
     /// is skipped when it interrupts itself, and either the primary was not running then (and
     /// recorded the event) or it was, and the miss is already one of the primary's unrescued
     /// ones.
-    fn recursion_misses(&self, nested_calls: u64) -> u64 {
+    fn recursion_misses(&self, nested_calls: u64, exit_rescues: u64) -> u64 {
         let misses = |name: &str| -> u64 {
             let Some(program) = self.ebpf.program(name) else {
                 return 0;
@@ -439,24 +447,29 @@ impl Probe {
             .ebpf
             .programs()
             .map(|(name, _)| name)
-            .filter(|name| !state_programs.contains(name))
+            .filter(|name| !state_programs.contains(name) && !EXIT_PROGRAMS.contains(name))
             .map(misses)
             .sum();
-        // The nested copy's own misses are not events lost (see above).
+        // The nested copies' own misses are not events lost (see above); nor are the exit
+        // rescue copy's, by the same reasoning.
         let primary = state_programs.first().map_or(0, |name| misses(name));
-        let lost = primary.saturating_sub(nested_calls) + others;
-        if lost > 0 && self.misses_logged.swap(lost, Ordering::Relaxed) != lost {
-            // Which program, for a report: the sum alone cannot tell a state transition the
-            // rescue missed from an owner fact or a reset.
-            let each: Vec<String> = self
-                .ebpf
-                .programs()
-                .map(|(name, _)| (name, misses(name)))
-                .filter(|(_, n)| *n > 0)
-                .map(|(name, n)| format!("{name} {n}"))
-                .collect();
+        let exits = misses(EXIT_PROGRAMS[0]);
+        let lost =
+            primary.saturating_sub(nested_calls) + exits.saturating_sub(exit_rescues) + others;
+        let each: Vec<(&str, u64)> = self
+            .ebpf
+            .programs()
+            .map(|(name, _)| (name, misses(name)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let skipped: u64 = each.iter().map(|(_, n)| n).sum();
+        if skipped > 0 && self.misses_logged.swap(skipped, Ordering::Relaxed) != skipped {
+            // Which program, and what the rescue copies made up for: the lost sum alone
+            // cannot tell a transition from an owner fact or a reset.
+            let each: Vec<String> = each.iter().map(|(name, n)| format!("{name} {n}")).collect();
             tracing::info!(
-                "recursion misses by program: {}; the nested copy rescued {nested_calls}",
+                "the kernel skipped programs (recursion misses): {}; rescued: {nested_calls} \
+                 transitions, {exit_rescues} process ends; lost: {lost}",
                 each.join(", ")
             );
         }
