@@ -89,18 +89,18 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     entry.submit(wakeup::flags(config, size_of::<Accept>()));
 }
 
-/// The process ends the first exit program recorded, for its rescue copy to take off: a
+/// The calls the first exit program took (by thread), for its rescue copy to take off: a
 /// `pid_tgid` left here is one the rescue copy did not run for (it is only ever skipped, like
 /// the first, while another task sits preempted inside it), and the LRU drops it.
 #[map]
-static EXITS_RECORDED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024, 0);
+static EXIT_CALLS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024, 0);
 
 /// Which exit program runs: the first, or its rescue copy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ExitCopy {
     /// The only exit program (the classic tracepoint, on kernels without BTF).
     Only,
-    /// Records every process end, and notes it for the rescue copy.
+    /// Records every process end, and notes every call for the rescue copy.
     First,
     /// Records only the ends the first copy was skipped for.
     Rescue,
@@ -113,17 +113,31 @@ pub enum ExitCopy {
 /// Since Linux 7.x tracepoint callbacks can be preempted, and a task preempted inside this
 /// program makes the kernel skip it (its per-CPU recursion guard) for another task exiting
 /// on that CPU. So with BTF it runs twice, as [`ExitCopy::First`] and then
-/// [`ExitCopy::Rescue`], which records what the first did not: the first notes each end it
-/// records in [`EXITS_RECORDED`], the rescue takes the note off or, finding none, records
-/// the end itself and counts it (`EXIT_RESCUES`; the first's misses minus those are lost).
+/// [`ExitCopy::Rescue`], which records what the first did not: the first notes each call it
+/// takes in [`EXIT_CALLS`], the rescue takes the note off or, finding none, counts the
+/// call (`EXIT_RESCUES`; the first's misses minus those are lost) and records the end itself.
 #[inline(always)]
 pub fn exited(config: &Config, copy: ExitCopy) {
     let bank = match copy {
         ExitCopy::Only | ExitCopy::First => BANK_OWNERS,
         ExitCopy::Rescue => BANK_EXIT_RESCUE,
     };
-    let tasks = &config.tasks;
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Every call is noted, not only the process ends recorded: the kernel counts a skipped
+    // call whether it was a process end or not, and the rescue copy must count the same.
+    match copy {
+        ExitCopy::Only => {}
+        ExitCopy::First => {
+            let _ = EXIT_CALLS.insert(&pid_tgid, &1, 0);
+        }
+        ExitCopy::Rescue => {
+            if EXIT_CALLS.remove(&pid_tgid).is_ok() {
+                return;
+            }
+            count(bank, counter::EXIT_RESCUES);
+        }
+    }
+    let tasks = &config.tasks;
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tasks.task_signal != 0 {
         // SAFETY: the helper only returns the current task's address.
@@ -134,19 +148,6 @@ pub fn exited(config: &Config, copy: ExitCopy) {
         }
     } else if tid != tgid {
         return;
-    }
-    match copy {
-        ExitCopy::Only => {}
-        ExitCopy::First => {
-            // Noted before the record, so a full ring (counted) is not counted twice.
-            let _ = EXITS_RECORDED.insert(&pid_tgid, &1, 0);
-        }
-        ExitCopy::Rescue => {
-            if EXITS_RECORDED.remove(&pid_tgid).is_ok() {
-                return;
-            }
-            count(bank, counter::EXIT_RESCUES);
-        }
     }
     let Some(mut entry) = EVENTS.reserve::<Exit>(0) else {
         count(bank, counter::RINGBUF_FULL);
