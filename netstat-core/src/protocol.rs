@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A reply's format and a subscription's stream: the renderers' own types, whose names are
+/// the wire's names.
+pub use crate::render::{Format, Stream};
+
 /// The protocol version this build speaks. A request with another `v` gets an error reply.
 pub const VERSION: u32 = 1;
 
@@ -31,16 +35,6 @@ pub struct Envelope<'a> {
     pub request: &'a Request,
 }
 
-/// Output format of a reply.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WireFormat {
-    Text,
-    #[default]
-    Json,
-    Csv,
-}
-
 /// Which sockets by role (netstat's `-l`, `-a`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,7 +59,7 @@ pub struct SnapshotRequest {
     pub family: Option<String>,
     /// Only sockets in these states (netstat or ss names); empty for any.
     pub states: Vec<String>,
-    pub format: WireFormat,
+    pub format: Format,
     pub numeric: bool,
     pub programs: bool,
     pub extend: bool,
@@ -83,7 +77,7 @@ impl Default for SnapshotRequest {
             servers: WireServers::Exclude,
             family: None,
             states: Vec::new(),
-            format: WireFormat::Json,
+            format: Format::Json,
             numeric: false,
             programs: false,
             extend: false,
@@ -91,17 +85,6 @@ impl Default for SnapshotRequest {
             header: true,
         }
     }
-}
-
-/// What a subscription streams.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    /// Every transition (`enetstat watch`).
-    #[default]
-    Transitions,
-    /// One record per connection when it ends (`enetstat life`).
-    Lifecycles,
 }
 
 /// What the TIME column of text output shows.
@@ -120,7 +103,7 @@ pub struct SubscribeRequest {
     pub stream: Stream,
     /// A filter expression; empty for everything.
     pub filter: String,
-    pub format: WireFormat,
+    pub format: Format,
     /// Text: the wide layout.
     pub wide: bool,
     /// Text: the TIME column.
@@ -139,7 +122,7 @@ impl Default for SubscribeRequest {
         Self {
             stream: Stream::Transitions,
             filter: String::new(),
-            format: WireFormat::Json,
+            format: Format::Json,
             wide: false,
             time: WireTime::Wall,
             utc: false,
@@ -349,7 +332,7 @@ mod tests {
             Request::Subscribe(SubscribeRequest {
                 stream: Stream::Lifecycles,
                 filter: "state close".into(),
-                format: WireFormat::Text,
+                format: Format::Text,
                 ..SubscribeRequest::default()
             }),
         ];
@@ -380,7 +363,7 @@ mod tests {
             panic!("not a subscription")
         };
         assert_eq!(s.stream, Stream::Lifecycles);
-        assert_eq!(s.format, WireFormat::Json);
+        assert_eq!(s.format, Format::Json);
     }
 
     #[test]

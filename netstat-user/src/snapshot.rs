@@ -26,6 +26,7 @@ use crate::{
     pipeline::Pipeline,
     probe::{EventStream, KernelCounters, ProbeError},
     render::{
+        Format,
         netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow},
         table_data::{self, JsonSnapshot, JsonSocket},
     },
@@ -36,14 +37,6 @@ use crate::{
 
 use netstat_core::table::select::shown_live;
 pub use netstat_core::table::select::{Matcher, Selection, Servers, is_server};
-
-/// Output format of a snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-    Csv,
-}
 
 /// How to show a snapshot.
 #[derive(Clone, Debug)]

@@ -2,24 +2,26 @@
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::format_arg::FormatArg;
 use enetstat::{
     event::Family,
-    snapshot::{Continuous, Format, Selection, Servers, SnapshotOptions},
+    render::Format,
+    snapshot::{Continuous, Selection, Servers, SnapshotOptions},
     sockdiag::Proto,
     state::TcpState,
     table::Limits,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TableOutput {
-    /// netstat's columns, for people.
-    Text,
-    /// One JSON object per snapshot, one line each (NDJSON with -c); see the README.
-    Json,
-    /// A header, then one line per socket (per refresh with -c).
-    Csv,
-}
+/// `-o` of a snapshot.
+const TABLE_FORMATS: FormatArg = FormatArg {
+    help: [
+        "netstat's columns, for people",
+        "One JSON object per snapshot, one line each (NDJSON with -c); see the README",
+        "A header, then one line per socket (per refresh with -c)",
+    ],
+};
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Snapshot (enetstat with no subcommand)")]
@@ -84,8 +86,8 @@ pub struct SnapshotArgs {
     pub state: Vec<TcpState>,
 
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = TableOutput::Text)]
-    pub output: TableOutput,
+    #[arg(short = 'o', long = "output", value_parser = TABLE_FORMATS, default_value = "text")]
+    pub output: Format,
 
     /// With -c, or through a daemon: also show connections that closed in the last DURATION
     /// (e.g. 10s, 500ms, 5m, 1h), with their lifetimes, marked CLOSED: the ones a poller
@@ -149,11 +151,7 @@ impl SnapshotArgs {
                 states: self.state.clone(),
                 extra: None,
             },
-            format: match self.output {
-                TableOutput::Text => Format::Text,
-                TableOutput::Json => Format::Json,
-                TableOutput::Csv => Format::Csv,
-            },
+            format: self.output,
             numeric: self.numeric,
             programs: self.program,
             extend: self.extend,

@@ -25,14 +25,14 @@ use super::{
     lines,
     protocol::{
         self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest, SubscribeRequest,
-        WireFormat, WireServers,
+        WireServers,
     },
 };
 use crate::{
     event::Family,
     filter::{self, Filter, ParseError},
     pids::SocketOwners,
-    snapshot::{self, Format, Selection, Servers, SnapshotOptions},
+    snapshot::{self, Selection, Servers, SnapshotOptions},
     sockdiag::Proto,
     state::TcpState,
     table::{Entry, Limits},
@@ -247,11 +247,7 @@ pub fn snapshot_options(
             states,
             extra,
         },
-        format: match r.format {
-            WireFormat::Text => Format::Text,
-            WireFormat::Json => Format::Json,
-            WireFormat::Csv => Format::Csv,
-        },
+        format: r.format,
         numeric: r.numeric,
         programs: r.programs,
         extend: r.extend,
@@ -362,9 +358,10 @@ async fn subscribe(
         return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
     }
     let style = lines::style(&r);
+    let renderer = lines::renderer(&r, &style);
     let mut buf = protocol::subscribed_line(r.stream).into_bytes();
     if r.header {
-        lines::write_header(&mut buf, r.stream, r.format, &style)?;
+        renderer.write_header(&mut buf)?;
     }
     write(wr, &buf, shared).await?;
     buf.clear();
@@ -396,7 +393,7 @@ async fn subscribe(
                     return Ok(());
                 }
                 for ev in batch.drain(..) {
-                    lines::write_event(&mut buf, &ev, r.stream, r.format, &style)?;
+                    lines::write_event(&mut buf, &ev, &renderer)?;
                 }
                 write(wr, &buf, shared).await?;
                 buf.clear();

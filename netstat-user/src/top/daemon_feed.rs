@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     client::{Client, ClientError},
-    daemon::protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers},
+    daemon::protocol::{Format, SnapshotRequest, Stream, SubscribeRequest, WireServers},
     end::End,
     event::{Cookie, Endpoint, Owner},
     sockdiag::{self, Proto, TcpBytes},
@@ -312,7 +312,7 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
         .iter()
         .map(|s| s.name().to_owned())
         .collect(),
-        format: WireFormat::Json,
+        format: Format::Json,
         numeric: true,
         programs: true,
         ..SnapshotRequest::default()
@@ -368,7 +368,7 @@ async fn subscribe(path: &Path, stream: Stream, filter: &str) -> Result<Client, 
         .subscribe(SubscribeRequest {
             stream,
             filter: filter.to_owned(),
-            format: WireFormat::Json,
+            format: Format::Json,
             header: false,
             ..SubscribeRequest::default()
         })
