@@ -305,7 +305,7 @@ fn watch_filter(args: &WatchArgs) -> Result<Filter> {
 /// `enetstat [FLAGS]`: one snapshot from the kernel's socket dump, or with `-c` a live table
 /// refreshed until Ctrl-C.
 async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
-    let opts = args.options();
+    let opts = args.options().map_err(anyhow::Error::msg)?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     if args.recent.is_some() && args.continuous.is_none() {
         anyhow::bail!(

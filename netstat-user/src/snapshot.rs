@@ -32,47 +32,14 @@ use crate::{
     },
     resolve::Resolver,
     sockdiag::{self, Proto, SockDiagError},
-    table::{Counters, Entry, Limits, Table},
+    table::{Counters, Entry, Table},
 };
 
 use netstat_core::table::select::shown_live;
-pub use netstat_core::table::select::{Matcher, Selection, Servers, is_server};
-
-/// How to show a snapshot.
-#[derive(Clone, Debug)]
-pub struct SnapshotOptions {
-    pub select: Selection,
-    pub format: Format,
-    /// `-n`: no name lookups.
-    pub numeric: bool,
-    /// `-p`: PID/Program name.
-    pub programs: bool,
-    /// `-e`: user, inode, cookie.
-    pub extend: bool,
-    /// `-w`: no truncated addresses.
-    pub wide: bool,
-    /// `--recent`: closed connections from this window (while tracing).
-    pub recent: Option<Duration>,
-    pub limits: Limits,
-    /// Longest wait for host names per refresh.
-    pub resolve_budget: Duration,
-}
-
-impl Default for SnapshotOptions {
-    fn default() -> Self {
-        Self {
-            select: Selection::default(),
-            format: Format::Text,
-            numeric: false,
-            programs: false,
-            extend: false,
-            wide: false,
-            recent: None,
-            limits: Limits::default(),
-            resolve_budget: Duration::from_secs(1),
-        }
-    }
-}
+pub use netstat_core::{
+    snapshot::SnapshotOptions,
+    table::select::{Matcher, Selection, Servers, is_server},
+};
 
 /// How often a continuous snapshot refreshes and reconciles.
 #[derive(Clone, Copy, Debug)]
@@ -707,7 +674,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::{event::Family, sockdiag::DiagSocket, state::TcpState};
+    use crate::{event::Family, sockdiag::DiagSocket, state::TcpState, table::Limits};
 
     fn d(cookie: u64, proto: Proto, state: TcpState, inode: u64) -> DiagSocket {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);

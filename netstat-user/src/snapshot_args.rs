@@ -6,10 +6,9 @@ use clap::Args;
 
 use crate::format_arg::FormatArg;
 use enetstat::{
-    event::Family,
+    daemon::protocol::SnapshotRequest,
     render::Format,
-    snapshot::{Continuous, Selection, Servers, SnapshotOptions},
-    sockdiag::Proto,
+    snapshot::{Continuous, Servers, SnapshotOptions},
     state::TcpState,
     table::Limits,
 };
@@ -129,40 +128,53 @@ pub struct SnapshotArgs {
 }
 
 impl SnapshotArgs {
-    pub fn options(&self) -> SnapshotOptions {
-        let protos = match (self.tcp, self.udp) {
-            (true, false) => vec![Proto::Tcp],
-            (false, true) => vec![Proto::Udp],
-            _ => vec![Proto::Tcp, Proto::Udp],
-        };
-        SnapshotOptions {
-            select: Selection {
-                protos,
-                servers: match (self.listening, self.all) {
-                    (true, _) => Servers::Only,
-                    (_, true) => Servers::Include,
-                    _ => Servers::Exclude,
-                },
-                family: match (self.inet, self.inet6) {
-                    (true, _) => Some(Family::Ipv4),
-                    (_, true) => Some(Family::Ipv6),
-                    _ => None,
-                },
-                states: self.state.clone(),
-                extra: None,
+    /// The daemon request these flags make (the only flags-to-wire conversion). `header`:
+    /// CSV's header line (a client refreshing with `-c` asks for it only the first time).
+    pub fn request(&self, header: bool) -> SnapshotRequest {
+        let mut protos = Vec::new();
+        if self.tcp || !self.udp {
+            protos.push("tcp".to_owned());
+        }
+        if self.udp || !self.tcp {
+            protos.push("udp".to_owned());
+        }
+        SnapshotRequest {
+            filter: String::new(),
+            recent_ms: self.recent.map(|d| d.as_millis() as u64),
+            protos,
+            servers: match (self.listening, self.all) {
+                (true, _) => Servers::Only,
+                (_, true) => Servers::Include,
+                _ => Servers::Exclude,
             },
+            family: match (self.inet, self.inet6) {
+                (true, _) => Some("ipv4".into()),
+                (_, true) => Some("ipv6".into()),
+                _ => None,
+            },
+            states: self.state.iter().map(|s| s.to_string()).collect(),
             format: self.output,
             numeric: self.numeric,
             programs: self.program,
             extend: self.extend,
             wide: self.wide,
-            recent: self.recent,
-            limits: Limits {
-                max_sockets: self.max_sockets,
-                max_closed: self.max_closed,
-            },
-            resolve_budget: Duration::from_secs(1),
+            header,
         }
+    }
+
+    /// The options a standalone snapshot runs with: the request's, through the conversion the
+    /// daemon uses, with this process's table limits. `--recent` keeps the flag's own
+    /// duration (the wire carries whole milliseconds).
+    pub fn options(&self) -> Result<SnapshotOptions, String> {
+        let limits = Limits {
+            max_sockets: self.max_sockets,
+            max_closed: self.max_closed,
+        };
+        let opts = self.request(true).options(limits, None)?;
+        Ok(SnapshotOptions {
+            recent: self.recent,
+            ..opts
+        })
     }
 
     /// Whether this snapshot needs the live table (`-c`, `--recent`), which only tracing

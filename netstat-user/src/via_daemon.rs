@@ -13,7 +13,7 @@ use enetstat::{
     clock::monotonic_ns,
     daemon::{
         self, DEFAULT_SOCKET, DaemonOptions, EngineOptions,
-        protocol::{SnapshotRequest, Stream, SubscribeRequest, WireServers, WireTime},
+        protocol::{Stream, SubscribeRequest, WireTime},
     },
     probe::ProbeOptions,
     table::Limits,
@@ -299,45 +299,12 @@ fn refuse_tracing_flags(args: &WatchArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The snapshot request for the snapshot flags.
-fn snapshot_request(args: &SnapshotArgs, header: bool) -> SnapshotRequest {
-    let mut protos = Vec::new();
-    if args.tcp || !args.udp {
-        protos.push("tcp".to_owned());
-    }
-    if args.udp || !args.tcp {
-        protos.push("udp".to_owned());
-    }
-    SnapshotRequest {
-        filter: String::new(),
-        recent_ms: args.recent.map(|d| d.as_millis() as u64),
-        protos,
-        servers: match (args.listening, args.all) {
-            (true, _) => WireServers::Only,
-            (_, true) => WireServers::Include,
-            _ => WireServers::Exclude,
-        },
-        family: match (args.inet, args.inet6) {
-            (true, _) => Some("ipv4".into()),
-            (_, true) => Some("ipv6".into()),
-            _ => None,
-        },
-        states: args.state.iter().map(|s| s.to_string()).collect(),
-        format: args.output,
-        numeric: args.numeric,
-        programs: args.program,
-        extend: args.extend,
-        wide: args.wide,
-        header,
-    }
-}
-
 /// `enetstat [FLAGS]` through the daemon: the table it keeps, as `enetstat -c` shows it.
 pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
     let mut client = Client::connect(path).await?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let Some(cont) = args.continuous() else {
-        let text = client.snapshot(snapshot_request(&args, true)).await?;
+        let text = client.snapshot(args.request(true)).await?;
         let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -357,7 +324,7 @@ pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
             _ = tick.tick() => {}
             () = &mut stop => break,
         }
-        let text = client.snapshot(snapshot_request(&args, shown == 0)).await?;
+        let text = client.snapshot(args.request(shown == 0)).await?;
         let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => {}

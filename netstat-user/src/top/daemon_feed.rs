@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     client::{Client, ClientError},
-    daemon::protocol::{Format, SnapshotRequest, Stream, SubscribeRequest, WireServers},
+    daemon::protocol::{Format, Servers, SnapshotRequest, Stream, SubscribeRequest},
     end::End,
     event::{Cookie, Endpoint, Owner},
     sockdiag::{self, Proto, TcpBytes},
@@ -296,7 +296,7 @@ async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
     let request = SnapshotRequest {
         filter: filter.to_owned(),
         protos: vec!["tcp".into()],
-        servers: WireServers::Include,
+        servers: Servers::Include,
         states: [
             Established,
             SynSent,
