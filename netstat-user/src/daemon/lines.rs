@@ -9,7 +9,7 @@ use super::{
     protocol::{SubscribeRequest, WireTime},
 };
 use crate::render::{
-    Line, Renderer,
+    Renderer,
     text::{TextStyle, Time, Zone},
 };
 
@@ -39,13 +39,5 @@ pub fn renderer<'a>(r: &SubscribeRequest, style: &'a TextStyle) -> Renderer<'a> 
 
 /// One event's line (none for a lifecycle stream's event that closed no connection).
 pub fn write_event(out: &mut impl Write, ev: &Event, renderer: &Renderer<'_>) -> io::Result<()> {
-    let line = Line {
-        transition: &ev.transition,
-        time: ev.time,
-        owner: ev.owner.as_ref(),
-        in_old: ev.in_old,
-        end: ev.end,
-        cgroup: ev.cgroup.as_deref(),
-    };
-    renderer.write(out, &line, ev.life.as_ref()).map(drop)
+    renderer.write(out, &ev.line(), ev.life.as_ref()).map(drop)
 }

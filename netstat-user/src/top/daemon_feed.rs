@@ -124,19 +124,6 @@ fn endpoint(addr: &str, port: Option<u16>) -> Option<Endpoint> {
     })
 }
 
-fn end_named(name: &str) -> Option<End> {
-    [
-        End::Normal,
-        End::Refused,
-        End::Timeout,
-        End::ResetReceived,
-        End::ResetSent,
-        End::Aborted,
-    ]
-    .into_iter()
-    .find(|e| e.name() == name)
-}
-
 /// What a snapshot of the daemon's table gave: each socket with its cookie, where known.
 type Table = Result<Vec<(Option<Cookie>, Socket)>, TopError>;
 
@@ -292,26 +279,16 @@ async fn fetch_tables(mut client: Client, path: PathBuf, filter: String, tx: mps
 /// One snapshot of the daemon's table: every TCP socket but those in TIME_WAIT (which are not
 /// connections any more, and may be many).
 async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
-    use TcpState::*;
     let request = SnapshotRequest {
         filter: filter.to_owned(),
         protos: vec!["tcp".into()],
         servers: Servers::Include,
-        states: [
-            Established,
-            SynSent,
-            SynRecv,
-            FinWait1,
-            FinWait2,
-            Close,
-            CloseWait,
-            LastAck,
-            Listen,
-            Closing,
-        ]
-        .iter()
-        .map(|s| s.name().to_owned())
-        .collect(),
+        // The table shows request sockets (NEW_SYN_RECV) as SYN_RECV.
+        states: TcpState::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, TcpState::TimeWait | TcpState::NewSynRecv))
+            .map(|s| s.name().to_owned())
+            .collect(),
         format: Format::Json,
         numeric: true,
         programs: true,
@@ -442,7 +419,7 @@ fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
                 .ms_in_old
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0));
-            let end = t.end.as_deref().and_then(end_named);
+            let end = t.end.as_deref().and_then(End::named);
             for fact in facts_of(old, new, in_old, end) {
                 model.record(&conn, fact);
             }
