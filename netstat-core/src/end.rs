@@ -25,6 +25,21 @@ pub enum End {
 }
 
 impl End {
+    /// Every way a connection ends, in the order the docs list them.
+    pub const ALL: [End; 6] = [
+        End::Normal,
+        End::Refused,
+        End::Timeout,
+        End::ResetReceived,
+        End::ResetSent,
+        End::Aborted,
+    ];
+
+    /// The end a JSON name names (as a daemon's lines carry it).
+    pub fn named(name: &str) -> Option<End> {
+        End::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             End::Normal => "normal",
@@ -74,6 +89,16 @@ pub fn classify(old: TcpState, errno: i32, reset: Option<ResetDirection>) -> End
 mod tests {
     use super::*;
     use TcpState::*;
+
+    #[test]
+    fn every_end_reads_back_from_its_json_name() {
+        for end in End::ALL {
+            let json = serde_json::to_string(&end).unwrap();
+            assert_eq!(json, format!("\"{}\"", end.name()));
+            assert_eq!(End::named(end.name()), Some(end));
+        }
+        assert_eq!(End::named("Normal"), None);
+    }
 
     #[test]
     fn orderly_closes_are_normal() {

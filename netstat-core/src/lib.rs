@@ -23,6 +23,7 @@ pub mod owner;
 pub mod pipeline;
 pub mod protocol;
 pub mod render;
+pub mod snapshot;
 pub mod state;
 pub mod table;
 pub mod tracker;

@@ -4,6 +4,25 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A reply's format and a subscription's stream: the renderers' own types, whose names are
+/// the wire's names.
+pub use crate::render::{Format, Stream};
+/// Which sockets by role: the selection's own type, whose names are the wire's names.
+pub use crate::table::select::Servers;
+
+use std::time::Duration;
+
+use crate::{
+    diag::Proto,
+    event::Family,
+    snapshot::SnapshotOptions,
+    state::TcpState,
+    table::{
+        Limits,
+        select::{Matcher, Selection},
+    },
+};
+
 /// The protocol version this build speaks. A request with another `v` gets an error reply.
 pub const VERSION: u32 = 1;
 
@@ -31,26 +50,6 @@ pub struct Envelope<'a> {
     pub request: &'a Request,
 }
 
-/// Output format of a reply.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WireFormat {
-    Text,
-    #[default]
-    Json,
-    Csv,
-}
-
-/// Which sockets by role (netstat's `-l`, `-a`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WireServers {
-    #[default]
-    Exclude,
-    Only,
-    Include,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotRequest {
@@ -60,12 +59,12 @@ pub struct SnapshotRequest {
     pub recent_ms: Option<u64>,
     /// `"tcp"`, `"udp"`; empty for both.
     pub protos: Vec<String>,
-    pub servers: WireServers,
+    pub servers: Servers,
     /// `"ipv4"` or `"ipv6"`; absent for both.
     pub family: Option<String>,
     /// Only sockets in these states (netstat or ss names); empty for any.
     pub states: Vec<String>,
-    pub format: WireFormat,
+    pub format: Format,
     pub numeric: bool,
     pub programs: bool,
     pub extend: bool,
@@ -80,10 +79,10 @@ impl Default for SnapshotRequest {
             filter: String::new(),
             recent_ms: None,
             protos: Vec::new(),
-            servers: WireServers::Exclude,
+            servers: Servers::Exclude,
             family: None,
             states: Vec::new(),
-            format: WireFormat::Json,
+            format: Format::Json,
             numeric: false,
             programs: false,
             extend: false,
@@ -93,15 +92,61 @@ impl Default for SnapshotRequest {
     }
 }
 
-/// What a subscription streams.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    /// Every transition (`enetstat watch`).
-    #[default]
-    Transitions,
-    /// One record per connection when it ends (`enetstat life`).
-    Lifecycles,
+impl SnapshotRequest {
+    /// How to show the snapshot this request asks for: the one conversion from the wire's
+    /// words to options. The daemon answers requests with it, and standalone flags come
+    /// through it too (flags, then a request, then options), so the two cannot disagree.
+    /// `limits` bound the live table; `extra` is the compiled `filter` (compiling it needs
+    /// the system's service names and cgroup tree, which the caller has).
+    pub fn options(
+        &self,
+        limits: Limits,
+        extra: Option<Matcher>,
+    ) -> Result<SnapshotOptions, String> {
+        let mut protos = Vec::new();
+        for p in &self.protos {
+            protos.push(match p.to_ascii_lowercase().as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                other => {
+                    return Err(format!(
+                        "unknown protocol {other:?}; use \"tcp\" or \"udp\""
+                    ));
+                }
+            });
+        }
+        if protos.is_empty() {
+            protos = vec![Proto::Tcp, Proto::Udp];
+        }
+        let family = match self.family.as_deref() {
+            None => None,
+            Some("ipv4") => Some(Family::Ipv4),
+            Some("ipv6") => Some(Family::Ipv6),
+            Some(other) => return Err(format!("unknown family {other:?}; use ipv4 or ipv6")),
+        };
+        let states = self
+            .states
+            .iter()
+            .map(|s| s.parse::<TcpState>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SnapshotOptions {
+            select: Selection {
+                protos,
+                servers: self.servers,
+                family,
+                states,
+                extra,
+            },
+            format: self.format,
+            numeric: self.numeric,
+            programs: self.programs,
+            extend: self.extend,
+            wide: self.wide,
+            recent: self.recent_ms.map(Duration::from_millis),
+            limits,
+            ..SnapshotOptions::default()
+        })
+    }
 }
 
 /// What the TIME column of text output shows.
@@ -120,7 +165,7 @@ pub struct SubscribeRequest {
     pub stream: Stream,
     /// A filter expression; empty for everything.
     pub filter: String,
-    pub format: WireFormat,
+    pub format: Format,
     /// Text: the wide layout.
     pub wide: bool,
     /// Text: the TIME column.
@@ -139,7 +184,7 @@ impl Default for SubscribeRequest {
         Self {
             stream: Stream::Transitions,
             filter: String::new(),
-            format: WireFormat::Json,
+            format: Format::Json,
             wide: false,
             time: WireTime::Wall,
             utc: false,
@@ -349,7 +394,7 @@ mod tests {
             Request::Subscribe(SubscribeRequest {
                 stream: Stream::Lifecycles,
                 filter: "state close".into(),
-                format: WireFormat::Text,
+                format: Format::Text,
                 ..SubscribeRequest::default()
             }),
         ];
@@ -380,7 +425,7 @@ mod tests {
             panic!("not a subscription")
         };
         assert_eq!(s.stream, Stream::Lifecycles);
-        assert_eq!(s.format, WireFormat::Json);
+        assert_eq!(s.format, Format::Json);
     }
 
     #[test]
@@ -445,9 +490,9 @@ mod tests {
         }
         // `servers` takes netstat's three choices.
         for (word, servers) in [
-            ("exclude", WireServers::Exclude),
-            ("only", WireServers::Only),
-            ("include", WireServers::Include),
+            ("exclude", Servers::Exclude),
+            ("only", Servers::Only),
+            ("include", Servers::Include),
         ] {
             let line = format!(r#"{{"v":1,"op":"snapshot","servers":"{word}"}}"#);
             let Ok(Request::Snapshot(r)) = parse_request(line.as_bytes()) else {
@@ -470,6 +515,59 @@ mod tests {
         fn parser_never_panics_on_json(op in "[a-z_]{0,12}", key in "[a-z_]{0,10}", val in ".{0,20}") {
             let line = serde_json::json!({"v": 1, "op": op, key: val}).to_string();
             let _ = parse_request(line.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_request_becomes_the_options_its_words_say() {
+        let r = SnapshotRequest {
+            protos: vec!["TCP".into()],
+            servers: Servers::Only,
+            family: Some("ipv6".into()),
+            states: vec!["time-wait".into(), "LISTEN".into()],
+            format: Format::Csv,
+            recent_ms: Some(1500),
+            wide: true,
+            ..SnapshotRequest::default()
+        };
+        let o = r.options(Limits::default(), None).unwrap();
+        assert_eq!(o.select.protos, [Proto::Tcp]);
+        assert_eq!(o.select.servers, Servers::Only);
+        assert_eq!(o.select.family, Some(Family::Ipv6));
+        assert_eq!(o.select.states, [TcpState::TimeWait, TcpState::Listen]);
+        assert_eq!(o.format, Format::Csv);
+        assert_eq!(o.recent, Some(Duration::from_millis(1500)));
+        assert!(o.wide && !o.numeric && o.select.extra.is_none());
+        // No protocol named: both.
+        let o = SnapshotRequest::default()
+            .options(Limits::default(), None)
+            .unwrap();
+        assert_eq!(o.select.protos, [Proto::Tcp, Proto::Udp]);
+        for (bad, why) in [
+            (
+                SnapshotRequest {
+                    protos: vec!["sctp".into()],
+                    ..SnapshotRequest::default()
+                },
+                "unknown protocol",
+            ),
+            (
+                SnapshotRequest {
+                    family: Some("ipx".into()),
+                    ..SnapshotRequest::default()
+                },
+                "unknown family",
+            ),
+            (
+                SnapshotRequest {
+                    states: vec!["NAPPING".into()],
+                    ..SnapshotRequest::default()
+                },
+                "unknown TCP state",
+            ),
+        ] {
+            let e = bad.options(Limits::default(), None).unwrap_err();
+            assert!(e.starts_with(why), "{e}");
         }
     }
 }

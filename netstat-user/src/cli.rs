@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use crate::snapshot_args::SnapshotArgs;
+use crate::{format_arg::FormatArg, snapshot_args::SnapshotArgs};
 use clap::{
     Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
     error::ErrorKind, parser::ValueSource,
 };
+use enetstat::render::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -298,15 +299,14 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Aligned columns for people.
-    Text,
-    /// One JSON object per line (NDJSON) for scripts; see the README for the schema.
-    Json,
-    /// A header row, then one row per line; the columns are the JSON fields.
-    Csv,
-}
+/// `-o` of `watch` and `life`.
+pub const WATCH_FORMATS: FormatArg = FormatArg {
+    help: [
+        "Aligned columns for people",
+        "One JSON object per line (NDJSON) for scripts; see the README for the schema",
+        "A header row, then one row per line; the columns are the JSON fields",
+    ],
+};
 
 /// What the TIME column shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -394,8 +394,8 @@ pub struct WatchArgs {
     pub expression: Vec<String>,
 
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(short, long, value_parser = WATCH_FORMATS, default_value = "text")]
+    pub output: Format,
 
     /// `watch` text output: the full layout (microsecond times, both full endpoints, whole
     /// names) instead of the one that fits 80 columns. (`life` lines are always full; it
@@ -595,7 +595,7 @@ mod tests {
             panic!("not watch")
         };
         assert_eq!(w.expression, ["dport", "=", ":443", "state", "established"]);
-        assert_eq!(w.output, Output::Csv);
+        assert_eq!(w.output, Format::Csv);
         assert_eq!(w.time, TimeArg::Relative);
         assert!(w.wide);
         let cli = Cli::try_parse_args(["enetstat", "watch"]).unwrap();
@@ -605,7 +605,7 @@ mod tests {
         assert!(w.expression.is_empty());
         assert_eq!(
             (w.output, w.time, w.wide),
-            (Output::Text, TimeArg::Wall, false)
+            (Format::Text, TimeArg::Wall, false)
         );
     }
 }

@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod fd_limit;
 pub mod filter;
 pub mod latency;
+pub mod live;
 pub mod mem;
 pub mod netns;
 pub mod pids;

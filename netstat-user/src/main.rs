@@ -7,6 +7,7 @@
 
 mod cli;
 mod duration_arg;
+mod format_arg;
 mod generate;
 mod size_arg;
 mod snapshot_args;
@@ -21,14 +22,15 @@ use enetstat::{
     filter::Side,
     filter::{self, Filter},
     probe::{Probe, ProbeOptions},
+    render::Stream,
     render::text::{TextStyle, Time, Zone},
     top::{BatchFormat, Feed, TopOptions, keys::View, local::LocalFeed},
-    watch::{self, Format, Mode, WatchOptions},
+    watch::{self, WatchOptions},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, Output, TimeArg, TopArgs, TopOutput, TopView, WatchArgs};
+use crate::cli::{Cli, Command, TimeArg, TopArgs, TopOutput, TopView, WatchArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -114,10 +116,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         (Some(Command::Watch(args)), Some(path)) => {
-            runtime.block_on(via_daemon::watch(&path, args, Mode::Transitions))
+            runtime.block_on(via_daemon::watch(&path, args, Stream::Transitions))
         }
         (Some(Command::Life(args)), Some(path)) => {
-            runtime.block_on(via_daemon::watch(&path, args, Mode::Lifecycles))
+            runtime.block_on(via_daemon::watch(&path, args, Stream::Lifecycles))
         }
         // A plain snapshot reads the kernel's socket dump itself: its output never depends
         // on whether a daemon runs, and a stale or foreign daemon socket never blocks it.
@@ -127,10 +129,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         (None, _) => runtime.block_on(snapshot(cli.snapshot)),
         (Some(Command::Watch(args)), None) => {
-            runtime.block_on(watch(args, Mode::Transitions, cli.verbose))
+            runtime.block_on(watch(args, Stream::Transitions, cli.verbose))
         }
         (Some(Command::Life(args)), None) => {
-            runtime.block_on(watch(args, Mode::Lifecycles, cli.verbose))
+            runtime.block_on(watch(args, Stream::Lifecycles, cli.verbose))
         }
         (Some(Command::Top(args)), Some(path)) => runtime.block_on(via_daemon::top(&path, args)),
         (Some(Command::Top(args)), None) => runtime.block_on(top(args)),
@@ -163,7 +165,7 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
+async fn watch(args: WatchArgs, shows: Stream, verbose: u8) -> Result<ExitCode> {
     // A bad expression is reported before anything needs root.
     let filter = watch_filter(&args)?;
     // Signals are handled before anything is attached, so no exit path skips the detach.
@@ -179,13 +181,9 @@ async fn watch(args: WatchArgs, mode: Mode, verbose: u8) -> Result<ExitCode> {
 
     let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let opts = WatchOptions {
-        mode,
+        stream: shows,
         measure_latency: args.stats_json.is_some(),
-        format: match args.output {
-            Output::Text => Format::Text,
-            Output::Json => Format::Json,
-            Output::Csv => Format::Csv,
-        },
+        format: args.output,
         filter,
         count: args.count,
         duration: args.duration,
@@ -307,7 +305,7 @@ fn watch_filter(args: &WatchArgs) -> Result<Filter> {
 /// `enetstat [FLAGS]`: one snapshot from the kernel's socket dump, or with `-c` a live table
 /// refreshed until Ctrl-C.
 async fn snapshot(args: snapshot_args::SnapshotArgs) -> Result<ExitCode> {
-    let opts = args.options();
+    let opts = args.options().map_err(anyhow::Error::msg)?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     if args.recent.is_some() && args.continuous.is_none() {
         anyhow::bail!(

@@ -21,65 +21,26 @@ use crate::{
     cgroup,
     clock::monotonic_ns,
     event::{Cookie, Endpoint, Owner},
+    live::Live,
     mem,
     pids::SocketOwners,
-    pipeline::Pipeline,
-    probe::{EventStream, KernelCounters, ProbeError},
+    probe::{KernelCounters, ProbeError},
     render::{
+        Format,
         netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow},
         table_data::{self, JsonSnapshot, JsonSocket},
     },
     resolve::Resolver,
     sockdiag::{self, Proto, SockDiagError},
-    table::{Counters, Entry, Limits, Table},
+    source::RecordSource,
+    table::{Counters, Entry, Table},
 };
 
 use netstat_core::table::select::shown_live;
-pub use netstat_core::table::select::{Matcher, Selection, Servers, is_server};
-
-/// Output format of a snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-    Csv,
-}
-
-/// How to show a snapshot.
-#[derive(Clone, Debug)]
-pub struct SnapshotOptions {
-    pub select: Selection,
-    pub format: Format,
-    /// `-n`: no name lookups.
-    pub numeric: bool,
-    /// `-p`: PID/Program name.
-    pub programs: bool,
-    /// `-e`: user, inode, cookie.
-    pub extend: bool,
-    /// `-w`: no truncated addresses.
-    pub wide: bool,
-    /// `--recent`: closed connections from this window (while tracing).
-    pub recent: Option<Duration>,
-    pub limits: Limits,
-    /// Longest wait for host names per refresh.
-    pub resolve_budget: Duration,
-}
-
-impl Default for SnapshotOptions {
-    fn default() -> Self {
-        Self {
-            select: Selection::default(),
-            format: Format::Text,
-            numeric: false,
-            programs: false,
-            extend: false,
-            wide: false,
-            recent: None,
-            limits: Limits::default(),
-            resolve_budget: Duration::from_secs(1),
-        }
-    }
-}
+pub use netstat_core::{
+    snapshot::SnapshotOptions,
+    table::select::{Matcher, Selection, Servers, is_server},
+};
 
 /// How often a continuous snapshot refreshes and reconciles.
 #[derive(Clone, Copy, Debug)]
@@ -178,7 +139,7 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
 /// Keeps the table live from `stream` and prints a snapshot every interval until `stop`
 /// resolves, the count is reached, or the output closes.
 pub async fn continuous(
-    stream: &mut EventStream,
+    stream: &mut impl RecordSource,
     opts: &SnapshotOptions,
     cont: Continuous,
     out: &mut impl Write,
@@ -186,21 +147,10 @@ pub async fn continuous(
     counters: impl Fn() -> Result<KernelCounters, ProbeError>,
 ) -> Result<Status, SnapshotError> {
     let mut stop = pin!(stop);
-    let mut table = Table::new(opts.limits, crate::netns::own_netns());
-    // The table's owners come from the same pipeline as `watch`'s.
-    let mut pipeline = Pipeline::new(opts.limits.max_sockets);
-    // Every record, however many: each refresh and each merged dump must follow them all.
-    let drain = |stream: &mut EventStream, table: &mut Table, pipeline: &mut Pipeline| {
-        stream.drain_all(|bytes| {
-            pipeline.feed(bytes, Some(table));
-        });
-    };
-    // Tracing is on before the seed, so nothing falls between the dump and the first event.
-    drain(stream, &mut table, &mut pipeline);
-    let started = monotonic_ns();
-    table.seed_with(started, |sink| {
-        sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
-    })?;
+    // The daemon's live table, kept the same way; its owners come from the pipeline `watch`
+    // uses. Every record is handled, however many: each refresh must follow them all.
+    let mut live = Live::new(opts.limits, opts.limits.max_sockets);
+    live.seed(stream, &mut ())?;
     mem::trim();
     let mut last_reconcile = tokio::time::Instant::now();
 
@@ -216,26 +166,15 @@ pub async fn continuous(
         tokio::select! {
             r = stream.ready() => {
                 r?;
-                drain(stream, &mut table, &mut pipeline);
+                live.catch_up(stream, &mut ());
                 continue;
             }
             _ = tick.tick() => {}
             () = &mut stop => break,
         }
-        drain(stream, &mut table, &mut pipeline);
+        live.catch_up(stream, &mut ());
         if last_reconcile.elapsed() >= cont.reconcile {
-            let started = monotonic_ns();
-            let both = [Proto::Tcp, Proto::Udp];
-            let c = table.reconcile_with(
-                started,
-                &both,
-                |sink| sockdiag::dump_each(&both, sink),
-                |table| drain(stream, table, &mut pipeline),
-            )?;
-            if c.total() > 0 {
-                tracing::debug!(?c, "reconciliation corrected the table");
-            }
-            mem::trim();
+            live.reconcile(stream, &mut ())?;
             last_reconcile = tokio::time::Instant::now();
         }
         if opts.programs {
@@ -243,16 +182,8 @@ pub async fn continuous(
         }
         let now_ns = monotonic_ns();
         // Keep what --recent may show, and no more.
-        let keep = opts.recent.unwrap_or(Duration::ZERO);
-        table.expire_closed(now_ns.saturating_sub(keep.as_nanos() as u64));
-        let kernel = counters()?;
-        status = Status {
-            table: table.counters(),
-            lost: kernel.ringbuf_full,
-            undecodable: pipeline.undecodable,
-            live: table.len(),
-            closed: table.history().len(),
-        };
+        live.expire_closed(now_ns, opts.recent.unwrap_or(Duration::ZERO));
+        status = live.status(counters()?);
         let mut view = View {
             opts,
             owners: &owners,
@@ -260,8 +191,8 @@ pub async fn continuous(
             now_ns,
             tracing: true,
         };
-        let written =
-            render(&mut view, &mut table, Some(&status), out, first).and_then(|()| out.flush());
+        let written = render(&mut view, &mut live.table, Some(&status), out, first)
+            .and_then(|()| out.flush());
         first = false;
         // A refresh's transient memory (the sorted list, names) goes back to the system.
         mem::trim();
@@ -714,7 +645,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::{event::Family, sockdiag::DiagSocket, state::TcpState};
+    use crate::{event::Family, sockdiag::DiagSocket, state::TcpState, table::Limits};
 
     fn d(cookie: u64, proto: Proto, state: TcpState, inode: u64) -> DiagSocket {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);

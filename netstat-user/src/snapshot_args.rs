@@ -2,24 +2,25 @@
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::format_arg::FormatArg;
 use enetstat::{
-    event::Family,
-    snapshot::{Continuous, Format, Selection, Servers, SnapshotOptions},
-    sockdiag::Proto,
+    daemon::protocol::SnapshotRequest,
+    render::Format,
+    snapshot::{Continuous, Servers, SnapshotOptions},
     state::TcpState,
     table::Limits,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TableOutput {
-    /// netstat's columns, for people.
-    Text,
-    /// One JSON object per snapshot, one line each (NDJSON with -c); see the README.
-    Json,
-    /// A header, then one line per socket (per refresh with -c).
-    Csv,
-}
+/// `-o` of a snapshot.
+const TABLE_FORMATS: FormatArg = FormatArg {
+    help: [
+        "netstat's columns, for people",
+        "One JSON object per snapshot, one line each (NDJSON with -c); see the README",
+        "A header, then one line per socket (per refresh with -c)",
+    ],
+};
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Snapshot (enetstat with no subcommand)")]
@@ -84,8 +85,8 @@ pub struct SnapshotArgs {
     pub state: Vec<TcpState>,
 
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = TableOutput::Text)]
-    pub output: TableOutput,
+    #[arg(short = 'o', long = "output", value_parser = TABLE_FORMATS, default_value = "text")]
+    pub output: Format,
 
     /// With -c, or through a daemon: also show connections that closed in the last DURATION
     /// (e.g. 10s, 500ms, 5m, 1h), with their lifetimes, marked CLOSED: the ones a poller
@@ -127,44 +128,53 @@ pub struct SnapshotArgs {
 }
 
 impl SnapshotArgs {
-    pub fn options(&self) -> SnapshotOptions {
-        let protos = match (self.tcp, self.udp) {
-            (true, false) => vec![Proto::Tcp],
-            (false, true) => vec![Proto::Udp],
-            _ => vec![Proto::Tcp, Proto::Udp],
-        };
-        SnapshotOptions {
-            select: Selection {
-                protos,
-                servers: match (self.listening, self.all) {
-                    (true, _) => Servers::Only,
-                    (_, true) => Servers::Include,
-                    _ => Servers::Exclude,
-                },
-                family: match (self.inet, self.inet6) {
-                    (true, _) => Some(Family::Ipv4),
-                    (_, true) => Some(Family::Ipv6),
-                    _ => None,
-                },
-                states: self.state.clone(),
-                extra: None,
+    /// The daemon request these flags make (the only flags-to-wire conversion). `header`:
+    /// CSV's header line (a client refreshing with `-c` asks for it only the first time).
+    pub fn request(&self, header: bool) -> SnapshotRequest {
+        let mut protos = Vec::new();
+        if self.tcp || !self.udp {
+            protos.push("tcp".to_owned());
+        }
+        if self.udp || !self.tcp {
+            protos.push("udp".to_owned());
+        }
+        SnapshotRequest {
+            filter: String::new(),
+            recent_ms: self.recent.map(|d| d.as_millis() as u64),
+            protos,
+            servers: match (self.listening, self.all) {
+                (true, _) => Servers::Only,
+                (_, true) => Servers::Include,
+                _ => Servers::Exclude,
             },
-            format: match self.output {
-                TableOutput::Text => Format::Text,
-                TableOutput::Json => Format::Json,
-                TableOutput::Csv => Format::Csv,
+            family: match (self.inet, self.inet6) {
+                (true, _) => Some("ipv4".into()),
+                (_, true) => Some("ipv6".into()),
+                _ => None,
             },
+            states: self.state.iter().map(|s| s.to_string()).collect(),
+            format: self.output,
             numeric: self.numeric,
             programs: self.program,
             extend: self.extend,
             wide: self.wide,
-            recent: self.recent,
-            limits: Limits {
-                max_sockets: self.max_sockets,
-                max_closed: self.max_closed,
-            },
-            resolve_budget: Duration::from_secs(1),
+            header,
         }
+    }
+
+    /// The options a standalone snapshot runs with: the request's, through the conversion the
+    /// daemon uses, with this process's table limits. `--recent` keeps the flag's own
+    /// duration (the wire carries whole milliseconds).
+    pub fn options(&self) -> Result<SnapshotOptions, String> {
+        let limits = Limits {
+            max_sockets: self.max_sockets,
+            max_closed: self.max_closed,
+        };
+        let opts = self.request(true).options(limits, None)?;
+        Ok(SnapshotOptions {
+            recent: self.recent,
+            ..opts
+        })
     }
 
     /// Whether this snapshot needs the live table (`-c`, `--recent`), which only tracing

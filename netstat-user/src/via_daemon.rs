@@ -13,17 +13,16 @@ use enetstat::{
     clock::monotonic_ns,
     daemon::{
         self, DEFAULT_SOCKET, DaemonOptions, EngineOptions,
-        protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers, WireTime},
+        protocol::{Stream, SubscribeRequest, WireTime},
     },
     probe::ProbeOptions,
     table::Limits,
     top::{Feed, daemon_feed::DaemonFeed},
-    watch::Mode,
 };
 
 use crate::{
-    cli::{Cli, DaemonArgs, Output, TimeArg, TopArgs, WatchArgs},
-    snapshot_args::{SnapshotArgs, TableOutput},
+    cli::{Cli, DaemonArgs, TimeArg, TopArgs, WatchArgs},
+    snapshot_args::SnapshotArgs,
 };
 
 /// The daemon socket a client command should use, if any: `--socket`, or the default one when
@@ -172,7 +171,7 @@ async fn stats(counters: &mut Client, path: &Path) -> Result<serde_json::Value> 
 
 /// `enetstat watch` and `enetstat life` through the daemon: the same lines standalone mode
 /// prints, rendered by the daemon.
-pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode> {
+pub async fn watch(path: &Path, args: WatchArgs, stream: Stream) -> Result<ExitCode> {
     let filter = crate::watch_filter(&args)?;
     refuse_tracing_flags(&args, path)?;
     let stop = crate::stop_signal()?;
@@ -181,19 +180,10 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
     // answer must not hang the client (nor keep it from seeing Ctrl-C before the loop below).
     let mut counters = Client::connect(path).await?;
     let before = stats(&mut counters, path).await?;
-    let stream = match mode {
-        Mode::Transitions => Stream::Transitions,
-        Mode::Lifecycles => Stream::Lifecycles,
-    };
-    let format = match args.output {
-        Output::Text => WireFormat::Text,
-        Output::Json => WireFormat::Json,
-        Output::Csv => WireFormat::Csv,
-    };
     let request = SubscribeRequest {
         stream,
         filter: filter.to_string(),
-        format,
+        format: args.output,
         wide: args.wide,
         time: match args.time {
             TimeArg::Wall => WireTime::Wall,
@@ -205,13 +195,14 @@ pub async fn watch(path: &Path, args: WatchArgs, mode: Mode) -> Result<ExitCode>
         header: false,
     };
     let style = daemon::lines::style(&request);
+    let renderer = daemon::lines::renderer(&request, &style);
     client.subscribe(request).await?;
     eprintln!(
         "enetstat: tracing TCP state transitions through the daemon at {}; press Ctrl-C to stop",
         path.display()
     );
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    daemon::lines::write_header(&mut out, stream, format, &style)?;
+    renderer.write_header(&mut out)?;
     out.flush()?;
     let mut stop = std::pin::pin!(stop);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -308,49 +299,12 @@ fn refuse_tracing_flags(args: &WatchArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The snapshot request for the snapshot flags.
-fn snapshot_request(args: &SnapshotArgs, header: bool) -> SnapshotRequest {
-    let mut protos = Vec::new();
-    if args.tcp || !args.udp {
-        protos.push("tcp".to_owned());
-    }
-    if args.udp || !args.tcp {
-        protos.push("udp".to_owned());
-    }
-    SnapshotRequest {
-        filter: String::new(),
-        recent_ms: args.recent.map(|d| d.as_millis() as u64),
-        protos,
-        servers: match (args.listening, args.all) {
-            (true, _) => WireServers::Only,
-            (_, true) => WireServers::Include,
-            _ => WireServers::Exclude,
-        },
-        family: match (args.inet, args.inet6) {
-            (true, _) => Some("ipv4".into()),
-            (_, true) => Some("ipv6".into()),
-            _ => None,
-        },
-        states: args.state.iter().map(|s| s.to_string()).collect(),
-        format: match args.output {
-            TableOutput::Text => WireFormat::Text,
-            TableOutput::Json => WireFormat::Json,
-            TableOutput::Csv => WireFormat::Csv,
-        },
-        numeric: args.numeric,
-        programs: args.program,
-        extend: args.extend,
-        wide: args.wide,
-        header,
-    }
-}
-
 /// `enetstat [FLAGS]` through the daemon: the table it keeps, as `enetstat -c` shows it.
 pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
     let mut client = Client::connect(path).await?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let Some(cont) = args.continuous() else {
-        let text = client.snapshot(snapshot_request(&args, true)).await?;
+        let text = client.snapshot(args.request(true)).await?;
         let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -370,7 +324,7 @@ pub async fn snapshot(path: &Path, args: SnapshotArgs) -> Result<ExitCode> {
             _ = tick.tick() => {}
             () = &mut stop => break,
         }
-        let text = client.snapshot(snapshot_request(&args, shown == 0)).await?;
+        let text = client.snapshot(args.request(shown == 0)).await?;
         let text = enetstat::render::escape::terminal_safe(&text);
         match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => {}

@@ -19,29 +19,13 @@ use crate::{
     latency::Latency,
     pipeline::{Pipeline, SeedOwners as _},
     probe::{EventStream, KernelCounters, ProbeError},
-    render::{self, Line, text::TextStyle},
+    render::{Format, Line, Renderer, Stream, text::TextStyle},
 };
-
-/// What to print.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Every transition (`watch`).
-    Transitions,
-    /// One line per connection when it ends (`life`).
-    Lifecycles,
-}
-
-/// Output format of the event log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-    Csv,
-}
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
-    pub mode: Mode,
+    /// Every transition (`watch`) or one line per connection when it ends (`life`).
+    pub stream: Stream,
     pub format: Format,
     pub filter: Filter,
     /// Stop after this many transitions were printed.
@@ -141,14 +125,13 @@ pub async fn run(
     // JSON and CSV name each socket's cgroup and container; text has no column for them.
     let mut cgroups = (opts.format != Format::Text).then(cgroup::Paths::new);
     let mut latency = opts.measure_latency.then(Latency::new);
-    let header = match (opts.mode, opts.format) {
-        (Mode::Transitions, Format::Text) => render::text::write_header(out, &opts.text),
-        (Mode::Transitions, Format::Csv) => render::csv::write_header(out),
-        (Mode::Lifecycles, Format::Text) => writeln!(out, "{}", render::life::TEXT_HEADER),
-        (Mode::Lifecycles, Format::Csv) => render::life::write_csv_header(out),
-        (_, Format::Json) => Ok(()),
+    let renderer = Renderer {
+        stream: opts.stream,
+        format: opts.format,
+        style: &opts.text,
     };
-    header
+    renderer
+        .write_header(out)
         .and_then(|()| out.flush())
         .map_err(WatchError::Output)?;
 
@@ -186,29 +169,18 @@ pub async fn run(
             }
             let time = clock.wall(t.ts_ns);
             let cgroup = cgroups.as_mut().and_then(|c| c.get(t.cgroup)).map(|c| &**c);
-            io_result = match (opts.mode, &step.life) {
-                (Mode::Transitions, _) => {
-                    let line = Line {
-                        transition: t,
-                        time,
-                        owner: step.owner.as_ref(),
-                        in_old: step.in_old,
-                        end: step.end,
-                        cgroup,
-                    };
-                    match opts.format {
-                        Format::Text => render::text::write_line(out, &line, &opts.text),
-                        Format::Json => render::json::write_line(out, &line),
-                        Format::Csv => render::csv::write_line(out, &line),
-                    }
-                }
-                (Mode::Lifecycles, Some(life)) => match opts.format {
-                    Format::Text => render::life::write_text(out, life),
-                    Format::Json => render::life::write_json(out, life, time, cgroup),
-                    Format::Csv => render::life::write_csv(out, life, time, cgroup),
-                },
-                (Mode::Lifecycles, None) => return,
+            let line = Line {
+                transition: t,
+                time,
+                owner: step.owner.as_ref(),
+                in_old: step.in_old,
+                end: step.end,
+                cgroup,
             };
+            match renderer.write(out, &line, step.life.as_ref()) {
+                Ok(false) => return,
+                written => io_result = written.map(drop),
+            }
             summary.shown += 1;
             reached_count = opts.count.is_some_and(|n| summary.shown >= n);
         };

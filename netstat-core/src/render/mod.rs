@@ -7,16 +7,32 @@ pub mod json;
 mod json_writer;
 pub mod life;
 pub mod netstat;
+mod stream;
 pub mod table_data;
 pub mod text;
 
 pub use escape::escape_comm;
+pub use stream::{Renderer, Stream};
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::{cgroup::Cgroup, end::End, event::Owner, event::Transition};
+
+/// How output is written, whatever it shows: the event log, the connection log, a snapshot,
+/// and (by these names on the wire) what a daemon client asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Aligned columns for people.
+    Text,
+    /// JSON objects, one a line.
+    Json,
+    /// A header row, then one row a line.
+    Csv,
+}
 
 /// Everything a renderer shows about one transition.
 #[derive(Clone, Copy, Debug)]

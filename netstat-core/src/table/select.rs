@@ -4,6 +4,8 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use serde::{Deserialize, Serialize};
+
 use super::{Entry, Table};
 use crate::{
     diag::Proto,
@@ -12,10 +14,13 @@ use crate::{
     state::TcpState,
 };
 
-/// Which sockets by their role, as netstat's `-l` and `-a` choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which sockets by their role, as netstat's `-l` and `-a` choose (and by these names on the
+/// wire).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Servers {
     /// The default: connections, no listening TCP or unconnected UDP sockets.
+    #[default]
     Exclude,
     /// `-l`: only those.
     Only,

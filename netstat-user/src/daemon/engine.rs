@@ -21,16 +21,17 @@ use crate::{
     event::{Cookie, Endpoint, Family, Owner},
     filter::{Filter, Observed, Subject},
     life::Lifecycle,
+    live::{Live, OnStep},
     mem,
     pids::SocketOwners,
-    pipeline::{self, Pipeline, SeedOwners as _, Step},
+    pipeline::{self, SeedOwners as _, Step},
     probe::{KernelCounters, Mode, ProbeError},
     render::netstat::Row,
     snapshot::{self, SnapshotOptions, Status},
-    sockdiag::{self, Proto, SockDiagError},
+    sockdiag::SockDiagError,
     source::RecordSource,
     state::TcpState,
-    table::{Entry, Limits, Table},
+    table::{Entry, Limits},
 };
 
 use super::{
@@ -144,7 +145,8 @@ pub enum EngineError {
 /// The engine's state: the table, and the flow of events around it.
 pub struct Engine {
     opts: EngineOptions,
-    table: Table,
+    /// The table and the pipeline that keeps it, as `-c` keeps them.
+    live: Live,
     flow: Flow,
     started: std::time::Instant,
     metrics: Option<Arc<Metrics>>,
@@ -154,10 +156,10 @@ pub struct Engine {
     kernel: KernelCounters,
 }
 
-/// Everything an event passes through besides the table: kept apart from it, so the table
-/// can be reconciled against a dump streamed into it while events keep flowing.
+/// Where each step goes beyond the table (metrics, subscribers, the event log): kept apart
+/// from it, so the table can be reconciled against a dump streamed into it while events keep
+/// flowing.
 struct Flow {
-    pipeline: Pipeline,
     clock: WallClock,
     /// cgroup ids to paths and containers, for the events handed out.
     cgroups: cgroup::Paths,
@@ -186,9 +188,8 @@ impl Engine {
         guards: Arc<Guards>,
     ) -> Self {
         Self {
-            table: Table::new(opts.limits, crate::netns::own_netns()),
+            live: Live::new(opts.limits, opts.max_sockets),
             flow: Flow {
-                pipeline: Pipeline::new(opts.max_sockets),
                 clock: WallClock::new(),
                 cgroups: cgroup::Paths::new(),
                 subscribers: Vec::new(),
@@ -215,16 +216,10 @@ impl Engine {
         ready: impl FnOnce(),
     ) -> Result<(), EngineError> {
         let mut stop = pin!(stop);
-        // Tracing is on before the seed, so nothing falls between the dump and the events.
-        self.flow.catch_up(stream, &mut self.table);
-        let started = monotonic_ns();
-        // Straight from the dump into the table: no list of every socket next to it.
-        self.table.seed_with(started, |sink| {
-            sockdiag::dump_each(&[Proto::Tcp, Proto::Udp], sink)
-        })?;
+        self.live.seed(stream, &mut self.flow)?;
         if let Some(mode) = self.opts.mode {
             match self
-                .flow
+                .live
                 .pipeline
                 .seed_owners(pipeline::records_netns(mode))
             {
@@ -256,7 +251,8 @@ impl Engine {
                     self.flow.police(self.opts.filter_budget, self.opts.reconcile);
                     // Every tick, not with the reconciliation, which a costly dump delays:
                     // --keep-closed holds whatever the dumps cost.
-                    self.expire_closed();
+                    self.live
+                        .expire_closed(monotonic_ns(), self.opts.keep_closed);
                     if std::time::Instant::now() < next_reconcile {
                         self.observe(&counters);
                         continue;
@@ -264,7 +260,7 @@ impl Engine {
                     let began = std::time::Instant::now();
                     // A failed dump (out of file descriptors, a kernel hiccup) is counted and
                     // tried again at the next tick; the events keep the table live meanwhile.
-                    let reconciled = self.reconcile(stream);
+                    let reconciled = self.live.reconcile(stream, &mut self.flow);
                     next_reconcile = began + reconcile_pause(began.elapsed());
                     if let Err(e) = reconciled {
                         self.reconcile_failures += 1;
@@ -299,43 +295,7 @@ impl Engine {
     fn observe(&mut self, counters: &impl Fn() -> Result<KernelCounters, ProbeError>) {
         let k = self.kernel_counters(counters);
         if let Some(m) = &self.metrics {
-            m.observe_table(&self.table, k);
-        }
-    }
-
-    fn reconcile(&mut self, stream: &mut impl RecordSource) -> Result<(), EngineError> {
-        let started = monotonic_ns();
-        let both = [Proto::Tcp, Proto::Udp];
-        let flow = &mut self.flow;
-        // The dump is merged a chunk at a time; the events that came meanwhile are handled
-        // (fanned out, logged) before each chunk, as everywhere else.
-        let c = self.table.reconcile_with(
-            started,
-            &both,
-            |sink| sockdiag::dump_each(&both, sink),
-            |table| flow.catch_up(stream, table),
-        )?;
-        if c.total() > 0 {
-            tracing::debug!(?c, "reconciliation corrected the table");
-        }
-        mem::trim();
-        Ok(())
-    }
-
-    /// Forgets the connections that closed longer than `--keep-closed` ago.
-    fn expire_closed(&mut self) {
-        let keep = u64::try_from(self.opts.keep_closed.as_nanos()).unwrap_or(u64::MAX);
-        self.table
-            .expire_closed(monotonic_ns().saturating_sub(keep));
-    }
-
-    fn status(&self, kernel: KernelCounters) -> Status {
-        Status {
-            table: self.table.counters(),
-            lost: kernel.ringbuf_full,
-            undecodable: self.flow.pipeline.undecodable,
-            live: self.table.len(),
-            closed: self.table.history().len(),
+            m.observe_table(&self.live.table, k);
         }
     }
 
@@ -354,9 +314,10 @@ impl Engine {
                 owners,
                 reply,
             } => {
-                let rows = snapshot::traced_rows(&opts, &mut self.table, &owners, monotonic_ns());
+                let rows =
+                    snapshot::traced_rows(&opts, &mut self.live.table, &owners, monotonic_ns());
                 let k = self.kernel_counters(counters);
-                let _ = reply.send((rows, self.status(k)));
+                let _ = reply.send((rows, self.live.status(k)));
             }
             Command::Stats { reply } => {
                 let k = self.kernel_counters(counters);
@@ -365,18 +326,18 @@ impl Engine {
                     pid: std::process::id(),
                     mode: self.opts.mode,
                     uptime_s: self.started.elapsed().as_secs_f64(),
-                    received: self.flow.pipeline.received,
-                    undecodable: self.flow.pipeline.undecodable,
+                    received: self.live.pipeline.received,
+                    undecodable: self.live.pipeline.undecodable,
                     kernel_seen: k.seen,
                     kernel_filtered: k.filtered,
                     kernel_ringbuf_full: k.ringbuf_full,
                     kernel_recursion_misses: k.recursion_misses,
-                    table: self.table.counters(),
-                    live: self.table.len(),
-                    closed: self.table.history().len(),
+                    table: self.live.table.counters(),
+                    live: self.live.table.len(),
+                    closed: self.live.table.history().len(),
                     subscribers: self.flow.subscribers.len(),
                     subscriber_drops: self.flow.subscriber_drops,
-                    untracked: self.flow.pipeline.untracked(),
+                    untracked: self.live.pipeline.untracked(),
                     event_log_written: self.log_counter(|c| &c.written),
                     event_log_dropped: self.log_counter(|c| &c.dropped),
                     event_log_rotations: self.log_counter(|c| &c.rotations),
@@ -398,7 +359,7 @@ impl Engine {
     }
 
     fn drain(&mut self, stream: &mut impl RecordSource) {
-        self.flow.drain(stream, &mut self.table);
+        self.live.drain(stream, &mut self.flow);
     }
 }
 
@@ -423,26 +384,16 @@ impl Flow {
             false
         });
     }
+}
 
-    /// Handles the records waiting in the ring (a bounded batch: the loop comes back for more).
-    fn drain(&mut self, stream: &mut impl RecordSource, table: &mut Table) {
+impl OnStep for Flow {
+    fn batch(&mut self) {
         self.clock.refresh();
-        stream.drain(|bytes| self.record(bytes, table));
     }
 
-    /// Handles every record waiting in the ring, however many: before a dump's chunk is
-    /// merged.
-    fn catch_up(&mut self, stream: &mut impl RecordSource, table: &mut Table) {
-        self.clock.refresh();
-        stream.drain_all(|bytes| self.record(bytes, table));
-    }
-
-    /// Applies one record to the table and hands it to every subscriber whose filter it
-    /// matches.
-    fn record(&mut self, bytes: &[u8], table: &mut Table) {
-        let Some(step) = self.pipeline.feed(bytes, Some(table)) else {
-            return;
-        };
+    /// Hands a step the table has applied to the metrics, to every subscriber whose filter it
+    /// matches, and to the event log.
+    fn step(&mut self, step: Step) {
         let Step {
             transition: t,
             in_old,

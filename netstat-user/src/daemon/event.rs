@@ -11,6 +11,7 @@ use crate::{
     end::End,
     event::{Owner, Transition},
     life::Lifecycle,
+    render::Line,
 };
 
 /// One transition with everything the renderers need, shared by every subscriber it matches.
@@ -25,4 +26,18 @@ pub struct Event {
     pub life: Option<Lifecycle>,
     /// What the socket's cgroup id names (path, container), when it names anything.
     pub cgroup: Option<Arc<Cgroup>>,
+}
+
+impl Event {
+    /// What a renderer shows of it: subscriptions and the event log write the same line.
+    pub fn line(&self) -> Line<'_> {
+        Line {
+            transition: &self.transition,
+            time: self.time,
+            owner: self.owner.as_ref(),
+            in_old: self.in_old,
+            end: self.end,
+            cgroup: self.cgroup.as_deref(),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use std::{
 };
 
 use super::event::Event;
-use crate::render::{self, Line};
+use crate::render;
 
 /// How to keep the log.
 #[derive(Clone, Debug)]
@@ -260,17 +260,7 @@ fn write_loop(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         line.clear();
-        let rendered = render::json::write_line(
-            &mut line,
-            &Line {
-                transition: &ev.transition,
-                time: ev.time,
-                owner: ev.owner.as_ref(),
-                in_old: ev.in_old,
-                end: ev.end,
-                cgroup: ev.cgroup.as_deref(),
-            },
-        );
+        let rendered = render::json::write_line(&mut line, &ev.line());
         if rendered.is_err() {
             continue;
         }

@@ -245,14 +245,7 @@ impl Metrics {
         for direction in ["active", "passive"] {
             drop(m.opened.get_or_create(&Direction { direction }));
         }
-        for end in [
-            End::Normal,
-            End::Refused,
-            End::Timeout,
-            End::ResetReceived,
-            End::ResetSent,
-            End::Aborted,
-        ] {
+        for end in End::ALL {
             drop(m.closed.get_or_create(&EndLabel { end: end.name() }));
         }
         for kind in ["added", "removed", "state"] {

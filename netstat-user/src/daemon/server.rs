@@ -25,16 +25,12 @@ use super::{
     lines,
     protocol::{
         self, MAX_REQUEST, Request, RequestError, SnapshotReply, SnapshotRequest, SubscribeRequest,
-        WireFormat, WireServers,
     },
 };
 use crate::{
-    event::Family,
     filter::{self, Filter, ParseError},
     pids::SocketOwners,
-    snapshot::{self, Format, Selection, Servers, SnapshotOptions},
-    sockdiag::Proto,
-    state::TcpState,
+    snapshot::{self, SnapshotOptions},
     table::{Entry, Limits},
 };
 
@@ -199,67 +195,18 @@ async fn stats(shared: &Shared) -> String {
     }
 }
 
-/// The options of a snapshot request, as `enetstat`'s flags would set them.
+/// The options of a snapshot request, as `enetstat`'s flags would set them, with its filter
+/// compiled against this host (service names, cgroup tree, network namespace).
 pub fn snapshot_options(
     r: &SnapshotRequest,
     limits: Limits,
     filter: Filter,
 ) -> Result<SnapshotOptions, String> {
-    let mut protos = Vec::new();
-    for p in &r.protos {
-        protos.push(match p.to_ascii_lowercase().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            other => {
-                return Err(format!(
-                    "unknown protocol {other:?}; use \"tcp\" or \"udp\""
-                ));
-            }
-        });
-    }
-    if protos.is_empty() {
-        protos = vec![Proto::Tcp, Proto::Udp];
-    }
-    let family = match r.family.as_deref() {
-        None => None,
-        Some("ipv4") => Some(Family::Ipv4),
-        Some("ipv6") => Some(Family::Ipv6),
-        Some(other) => return Err(format!("unknown family {other:?}; use ipv4 or ipv6")),
-    };
-    let states = r
-        .states
-        .iter()
-        .map(|s| s.parse::<TcpState>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
     let netns = crate::netns::own_netns();
     let extra: Option<snapshot::Matcher> = (!filter.is_all()).then(|| {
         Arc::new(move |e: &Entry| filter.matches(&EntrySubject::new(e, netns))) as snapshot::Matcher
     });
-    Ok(SnapshotOptions {
-        select: Selection {
-            protos,
-            servers: match r.servers {
-                WireServers::Exclude => Servers::Exclude,
-                WireServers::Only => Servers::Only,
-                WireServers::Include => Servers::Include,
-            },
-            family,
-            states,
-            extra,
-        },
-        format: match r.format {
-            WireFormat::Text => Format::Text,
-            WireFormat::Json => Format::Json,
-            WireFormat::Csv => Format::Csv,
-        },
-        numeric: r.numeric,
-        programs: r.programs,
-        extend: r.extend,
-        wide: r.wide,
-        recent: r.recent_ms.map(Duration::from_millis),
-        limits,
-        resolve_budget: Duration::from_secs(1),
-    })
+    r.options(limits, extra)
 }
 
 async fn snapshot(shared: &Shared, r: SnapshotRequest) -> String {
@@ -362,9 +309,10 @@ async fn subscribe(
         return wr.write_all(protocol::error_line(GONE).as_bytes()).await;
     }
     let style = lines::style(&r);
+    let renderer = lines::renderer(&r, &style);
     let mut buf = protocol::subscribed_line(r.stream).into_bytes();
     if r.header {
-        lines::write_header(&mut buf, r.stream, r.format, &style)?;
+        renderer.write_header(&mut buf)?;
     }
     write(wr, &buf, shared).await?;
     buf.clear();
@@ -396,7 +344,7 @@ async fn subscribe(
                     return Ok(());
                 }
                 for ev in batch.drain(..) {
-                    lines::write_event(&mut buf, &ev, r.stream, r.format, &style)?;
+                    lines::write_event(&mut buf, &ev, &renderer)?;
                 }
                 write(wr, &buf, shared).await?;
                 buf.clear();

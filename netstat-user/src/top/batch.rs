@@ -211,19 +211,8 @@ pub fn write_text(
     title: &str,
 ) -> io::Result<()> {
     sort_all(frame);
-    let t = frame.total();
-    let r = |n| cells::rate(per_second(n, frame.interval));
     writeln!(out, "{title}")?;
-    writeln!(
-        out,
-        "active {}  conn {}/s  accept {}/s  failed {}/s  reset in {}/s out {}/s",
-        t.active,
-        r(t.active_opens),
-        r(t.passive_opens),
-        r(t.failed()),
-        r(t.resets_in),
-        r(t.resets_out),
-    )?;
+    writeln!(out, "{}", cells::totals(frame))?;
     match view.group_by() {
         Some(by) => {
             let rows = frame.rows(by);

@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 use super::{
     columns::{Column, ConnColumn},
     keys::View,
-    model::{Key, Row, Socket, per_second},
+    model::{Frame, Key, Row, Socket, per_second},
 };
 use crate::{
     event::{Endpoint, Owner},
@@ -119,6 +119,22 @@ pub fn fit(text: &str, width: usize, keep_port: bool) -> String {
     }
     let cut: String = text.chars().take(width - 1).collect();
     format!("{cut}…")
+}
+
+/// The totals line above every view, on the screen and in batch text: what is open now, and
+/// the rates of opens, accepts, failures and resets over the frame's interval.
+pub fn totals(frame: &Frame) -> String {
+    let t = frame.total();
+    let r = |n| rate(per_second(n, frame.interval));
+    format!(
+        "active {}  conn {}/s  accept {}/s  failed {}/s  reset in {}/s out {}/s",
+        t.active,
+        r(t.active_opens),
+        r(t.passive_opens),
+        r(t.failed()),
+        r(t.resets_in),
+        r(t.resets_out),
+    )
 }
 
 /// A rate in at most 5 characters: `0`, `0.5`, `12.5`, `350`, `1234`, `45k`, `1.2M`.

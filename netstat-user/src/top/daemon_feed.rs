@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     client::{Client, ClientError},
-    daemon::protocol::{SnapshotRequest, Stream, SubscribeRequest, WireFormat, WireServers},
+    daemon::protocol::{Format, Servers, SnapshotRequest, Stream, SubscribeRequest},
     end::End,
     event::{Cookie, Endpoint, Owner},
     sockdiag::{self, Proto, TcpBytes},
@@ -122,19 +122,6 @@ fn endpoint(addr: &str, port: Option<u16>) -> Option<Endpoint> {
         addr: addr.parse().ok()?,
         port,
     })
-}
-
-fn end_named(name: &str) -> Option<End> {
-    [
-        End::Normal,
-        End::Refused,
-        End::Timeout,
-        End::ResetReceived,
-        End::ResetSent,
-        End::Aborted,
-    ]
-    .into_iter()
-    .find(|e| e.name() == name)
 }
 
 /// What a snapshot of the daemon's table gave: each socket with its cookie, where known.
@@ -292,27 +279,17 @@ async fn fetch_tables(mut client: Client, path: PathBuf, filter: String, tx: mps
 /// One snapshot of the daemon's table: every TCP socket but those in TIME_WAIT (which are not
 /// connections any more, and may be many).
 async fn table(client: &mut Client, path: &Path, filter: &str) -> Table {
-    use TcpState::*;
     let request = SnapshotRequest {
         filter: filter.to_owned(),
         protos: vec!["tcp".into()],
-        servers: WireServers::Include,
-        states: [
-            Established,
-            SynSent,
-            SynRecv,
-            FinWait1,
-            FinWait2,
-            Close,
-            CloseWait,
-            LastAck,
-            Listen,
-            Closing,
-        ]
-        .iter()
-        .map(|s| s.name().to_owned())
-        .collect(),
-        format: WireFormat::Json,
+        servers: Servers::Include,
+        // The table shows request sockets (NEW_SYN_RECV) as SYN_RECV.
+        states: TcpState::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, TcpState::TimeWait | TcpState::NewSynRecv))
+            .map(|s| s.name().to_owned())
+            .collect(),
+        format: Format::Json,
         numeric: true,
         programs: true,
         ..SnapshotRequest::default()
@@ -368,7 +345,7 @@ async fn subscribe(path: &Path, stream: Stream, filter: &str) -> Result<Client, 
         .subscribe(SubscribeRequest {
             stream,
             filter: filter.to_owned(),
-            format: WireFormat::Json,
+            format: Format::Json,
             header: false,
             ..SubscribeRequest::default()
         })
@@ -442,7 +419,7 @@ fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
                 .ms_in_old
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0));
-            let end = t.end.as_deref().and_then(end_named);
+            let end = t.end.as_deref().and_then(End::named);
             for fact in facts_of(old, new, in_old, end) {
                 model.record(&conn, fact);
             }

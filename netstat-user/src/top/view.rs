@@ -14,7 +14,7 @@ use super::{
     cells::{self, Names},
     columns::{Column, ConnColumn, sort_rows, sort_sockets},
     keys::{HELP, Ui, View},
-    model::{Frame, per_second},
+    model::Frame,
 };
 
 /// Whether a screen `width` columns wide has room for every column of the process view
@@ -126,17 +126,7 @@ pub fn draw(
     }
     screen.render_widget(Paragraph::new(Line::from(spans)), tabs);
 
-    let t = frame.total();
-    let r = |n| cells::rate(per_second(n, frame.interval));
-    let mut line = format!(
-        "active {}  conn {}/s  accept {}/s  failed {}/s  reset in {}/s out {}/s",
-        t.active,
-        r(t.active_opens),
-        r(t.passive_opens),
-        r(t.failed()),
-        r(t.resets_in),
-        r(t.resets_out),
-    );
+    let mut line = cells::totals(frame);
     if frame.dropped > 0 {
         line.push_str(&format!("  ({} groups over the cap)", frame.dropped));
     }
