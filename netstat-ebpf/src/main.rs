@@ -1,8 +1,9 @@
 //! enetstat's kernel side: entry points only. A BTF tracepoint on `inet_sock_set_state` turns
 //! every TCP state transition into a [`StateChange`](netstat_common::StateChange) record in
 //! the `EVENTS` ring buffer, and two on the TCP reset tracepoints say which connections ended
-//! by a reset, and which way it went. Two classic tracepoints in process context add the
-//! owner facts softirq cannot give: who accepted a socket, and which processes ended.
+//! by a reset, and which way it went. Programs in process context add the owner facts softirq
+//! cannot give: who accepted a socket (the classic `accept` syscall tracepoints), and which
+//! processes ended (a BTF tracepoint, with a rescue copy like the state program's).
 //!
 //! Each program comes in the variants the kernels we support need; userspace probes the
 //! running kernel and loads one set:
@@ -48,14 +49,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[inline(always)]
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
-    rescue::push_handled(rescue::call_id(ctx));
-    record::state_change::<HELPER>(
-        &CONFIG.load(),
-        BANK_PRIMARY,
-        ctx.arg(0),
-        ctx.arg(1),
-        ctx.arg(2),
-    );
+    let config = CONFIG.load();
+    rescue::note(&config, &rescue::call_id(ctx));
+    record::state_change::<HELPER>(&config, BANK_PRIMARY, ctx.arg(0), ctx.arg(1), ctx.arg(2));
 }
 
 /// The nested copy of the state program handles only what the primary must miss.
@@ -64,31 +60,24 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 /// while `inet_sock_set_state` runs (or is about to, or has just finished, inside the
 /// kernel's own wrapper) and its softirq processes packets that change another socket's
 /// state, that nested call is skipped and only counted in the program's `recursion_misses`.
-/// Under heavy churn that loses real transitions.
+/// Under heavy churn that loses real transitions. From Linux 7.x the same happens when a task
+/// is preempted inside the program and another task on that CPU changes a socket's state.
 ///
 /// The tracepoint runs this copy right after the primary on every call, and it has its own
-/// recursion guard, so it runs in those nested calls too. The primary notes each call it
-/// takes (its socket and transition) on a per-CPU stack as it starts; this copy takes the
-/// note off, and records the transition itself when there is none: the primary was skipped.
-/// A call that finds both programs busy (this copy was interrupted while it ran) is lost;
-/// userspace counts it: the primary's misses minus this copy's rescues (NESTED_CALLS). When
-/// the primary interrupts this copy it notes nothing, as this copy will be skipped; a note
-/// left in the instants around that (when the flag saying so is not yet or no longer set)
-/// is dropped once it is old.
+/// recursion guard, so it runs in those calls too. The primary notes each call it takes (its
+/// socket and transition, see [`rescue`]) as it starts; this copy takes the note off, and
+/// records the transition itself when there is none: the primary was skipped. A call that
+/// finds both programs busy is lost; userspace counts it: the primary's misses minus this
+/// copy's rescues (NESTED_CALLS).
 #[inline(always)]
 fn nested<const HELPER: bool>(ctx: &BtfTracePointContext) {
-    rescue::set_nested_running(1);
-    if !rescue::pop_handled(rescue::call_id(ctx)) {
+    let config = CONFIG.load();
+    rescue::set_nested_running(&config, 1);
+    if !rescue::take_note(&rescue::call_id(ctx)) {
         count(BANK_NESTED, counter::NESTED_CALLS);
-        record::state_change::<HELPER>(
-            &CONFIG.load(),
-            BANK_NESTED,
-            ctx.arg(0),
-            ctx.arg(1),
-            ctx.arg(2),
-        );
+        record::state_change::<HELPER>(&config, BANK_NESTED, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
-    rescue::set_nested_running(0);
+    rescue::set_nested_running(&config, 0);
 }
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -184,10 +173,11 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 
 /// `sched:sched_process_exit`: a process that ended owns nothing any more.
 ///
-/// As a BTF tracepoint where the kernel has BTF: a classic tracepoint's program is skipped
+/// A BTF tracepoint only (none without BTF): a classic tracepoint's program is skipped
 /// whenever any classic-tracepoint or kprobe program is running on that CPU (one per-CPU
-/// guard for them all). A BTF tracepoint guards only against itself, and its rescue copy
-/// records what that guard skips (see [`owner::exited`]).
+/// guard for them all), and makes the kernel skip the others meanwhile. A BTF tracepoint
+/// guards only against itself, and its rescue copy records what that guard skips (see
+/// [`owner::exited`]).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_btf(_ctx: BtfTracePointContext) -> i32 {
     owner::exited(&CONFIG.load(), ExitCopy::First);
@@ -198,13 +188,6 @@ pub fn sched_process_exit_btf(_ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_rescue(_ctx: BtfTracePointContext) -> i32 {
     owner::exited(&CONFIG.load(), ExitCopy::Rescue);
-    0
-}
-
-/// The classic `sched:sched_process_exit`, for kernels without BTF.
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    owner::exited(&CONFIG.load(), ExitCopy::Only);
     0
 }
 

@@ -98,8 +98,6 @@ static EXIT_CALLS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1024, 0);
 /// Which exit program runs: the first, or its rescue copy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ExitCopy {
-    /// The only exit program (the classic tracepoint, on kernels without BTF).
-    Only,
     /// Records every process end, and notes every call for the rescue copy.
     First,
     /// Records only the ends the first copy was skipped for.
@@ -108,7 +106,7 @@ pub enum ExitCopy {
 
 /// At `sched:sched_process_exit`, which fires for every thread: records the end of a
 /// process when its last thread goes (`signal->live` is already 0 then). Without the task
-/// offsets (no BTF) the group leader's exit stands for the process's.
+/// offsets the group leader's exit stands for the process's.
 ///
 /// Since Linux 7.x tracepoint callbacks can be preempted, and a task preempted inside this
 /// program makes the kernel skip it (its per-CPU recursion guard) for another task exiting
@@ -119,14 +117,13 @@ pub enum ExitCopy {
 #[inline(always)]
 pub fn exited(config: &Config, copy: ExitCopy) {
     let bank = match copy {
-        ExitCopy::Only | ExitCopy::First => BANK_OWNERS,
+        ExitCopy::First => BANK_OWNERS,
         ExitCopy::Rescue => BANK_EXIT_RESCUE,
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     // Every call is noted, not only the process ends recorded: the kernel counts a skipped
     // call whether it was a process end or not, and the rescue copy must count the same.
     match copy {
-        ExitCopy::Only => {}
         ExitCopy::First => {
             let _ = EXIT_CALLS.insert(&pid_tgid, &1, 0);
         }

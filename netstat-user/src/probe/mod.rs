@@ -199,6 +199,7 @@ impl Probe {
             wakeup_interval_ns: options.wakeup_interval.as_nanos() as u64,
             // A burst must not fill the ring while we sleep between wakeups.
             wakeup_bytes: u64::from(options.ring_size / 8),
+            programs_not_preempted: u64::from(programs_not_preempted(&kernel_release())),
             ..Config::ZERO
         }
     }
@@ -231,7 +232,7 @@ impl Probe {
     }
 
     /// Attaches the owner programs (process context: accept at its syscall tracepoints, exits
-    /// at a BTF tracepoint where there is BTF, else a classic one). They only
+    /// at a BTF tracepoint). They only
     /// refine owners, so a kernel without them (no CONFIG_FTRACE_SYSCALLS, no task offsets)
     /// gets a warning that says what is lost.
     fn attach_owner_programs(
@@ -261,15 +262,21 @@ impl Probe {
                  listener's owner, not the process that accepted it"
             );
         }
-        // The BTF tracepoint where there is BTF (see `sched_process_exit_btf` for why).
-        // Its rescue copy goes second, so it runs after it on every call.
-        let exits = match kernel_btf {
-            Some(btf) => EXIT_PROGRAMS
-                .iter()
-                .try_for_each(|&name| attach_btf(ebpf, btf, name, "sched_process_exit")),
-            None => attach_classic_in(ebpf, "sched_process_exit", "sched", "sched_process_exit"),
+        // A BTF tracepoint and its rescue copy, which goes second so it runs after it on every
+        // call. Without BTF there is none: a classic tracepoint's program shares one per-CPU
+        // guard with the classic state program, and while it runs the kernel skips that one
+        // for the transitions a softirq makes on the CPU (the kernel matrix saw it lose one).
+        let Some(btf) = kernel_btf else {
+            tracing::warn!(
+                "without BTF, process exits are not traced: owners that exited cannot be told \
+                 from live ones, and are shown as current"
+            );
+            return hooks;
         };
-        match exits {
+        match EXIT_PROGRAMS
+            .iter()
+            .try_for_each(|&name| attach_btf(ebpf, btf, name, "sched_process_exit"))
+        {
             Ok(()) => hooks.exits = true,
             Err(e) => tracing::warn!(
                 "{e}; owners that exited cannot be told from live ones, and are shown as current"
@@ -477,6 +484,18 @@ impl Probe {
     }
 }
 
+/// Whether the kernel `release` never preempts a task inside a tracepoint's BPF programs:
+/// before Linux 7 the callbacks run with preemption off. The kernel matrix's 7.3 preempts
+/// them (the programs' `recursion_misses` under a multi-threaded churn). Unknown: assume it
+/// may, which only costs the rescue a few notes it never takes off.
+fn programs_not_preempted(release: &str) -> bool {
+    release
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major < 7)
+}
+
 /// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
 /// program type (5.10: `unknown func bpf_get_socket_cookie#46`, the kernel's
 /// `"unknown func %s#%d"`; helper 46 is `BPF_FUNC_get_socket_cookie`). Any other refusal,
@@ -561,7 +580,17 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
 
 #[cfg(test)]
 mod tests {
-    use super::lacks_cookie_helper;
+    use super::{lacks_cookie_helper, programs_not_preempted};
+
+    #[test]
+    fn only_kernels_before_7_are_trusted_not_to_preempt_the_programs() {
+        for release in ["5.10.0-46-cloud-amd64", "6.1.0-57-cloud-amd64", "6.18.44-fc-v769"] {
+            assert!(programs_not_preempted(release), "{release}");
+        }
+        for release in ["7.3.4+deb13-cloud-amd64", "10.0.0", "unknown kernel", ""] {
+            assert!(!programs_not_preempted(release), "{release}");
+        }
+    }
 
     /// The last 20 lines of the verifier's log (what `ProbeError::Verifier` keeps) when the
     /// `tp_btf` program is loaded on Debian's 5.10 (5.10.0-46-cloud-amd64), as the kernel

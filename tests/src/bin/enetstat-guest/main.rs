@@ -6,7 +6,8 @@
 //! 127.0.0.1 and ::1, a refused connect, `life` with exact byte counts and owners, a snapshot
 //! equal to the kernel's own socket dump (`ss`), the daemon serving a snapshot and a
 //! subscription, `-c --recent` showing closed and live connections, each line's cookie being the one sock_diag reports for the socket, the mode enetstat picked (`-v` and the daemon's `stats`) being the row's
-//! expected one (`ENETSTAT_GUEST_MODE`), and nothing left attached at the end. The guest is quiet (no other TCP
+//! expected one (`ENETSTAT_GUEST_MODE`), every transition of a fast multi-threaded churn
+//! exactly once, and nothing left attached at the end. The guest is quiet (no other TCP
 //! traffic), so one `watch` and one `life` tracer serve every scenario, each scenario told
 //! apart by its own reserved port.
 //!
@@ -29,6 +30,7 @@
 //! `ENETSTAT_ENDER_BIN` to name the binaries (the guest's init sets them), `ss` and `bpftool`
 //! on PATH, and the sock_diag modules loaded.
 
+mod churn;
 mod mode;
 mod progs;
 mod report;
@@ -50,7 +52,7 @@ use crate::tracing::{
 };
 
 /// Every check, in the order they run.
-pub(crate) const PLAN: [&str; 16] = [
+pub(crate) const PLAN: [&str; 17] = [
     "modules",
     "tracing",
     "watch_ipv4",
@@ -60,6 +62,7 @@ pub(crate) const PLAN: [&str; 16] = [
     "prefork",
     "cookies",
     "continuous",
+    "churn",
     "snapshot",
     "daemon_start",
     "daemon_snapshot",
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
     // cookies early.
     report.run("cookies", mode::check_cookies);
     report.run("continuous", mode::check_continuous);
+    report.run("churn", || churn::check_churn(&mut held));
 
     // The snapshot's sockets stay up for the daemon's snapshot.
     let mut sockets = None;
