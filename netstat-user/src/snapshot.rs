@@ -283,7 +283,7 @@ fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
         .collect();
     drop(live);
     for (cookie, owner) in holders {
-        table.note_holder(cookie, &owner);
+        table.set_owner(cookie, &owner);
     }
     rows.extend(closed_rows(view, table));
     rows
@@ -360,7 +360,7 @@ fn write_text_streaming(
     }
     drop(live);
     for (cookie, owner) in holders {
-        table.note_holder(cookie, &owner);
+        table.set_owner(cookie, &owner);
     }
     for r in closed_rows(view, table) {
         orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
