@@ -9,10 +9,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::{
-    escape_comm,
-    json::{cgroup_fields, known_cgroup},
-    millis,
-    text::{pid_text, short_ms},
+    escape_comm, millis,
+    transition::json::{cgroup_fields, known_cgroup},
+    transition::text::{pid_text, short_ms},
 };
 use crate::{cgroup::Cgroup, end::End, event::Family, life::Lifecycle, state::TcpState};
 

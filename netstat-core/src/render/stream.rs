@@ -6,7 +6,10 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Format, Line, csv, json, life, text, text::TextStyle};
+use super::{
+    Format, Line, life,
+    transition::{csv, json, text, text::TextStyle},
+};
 use crate::life::Lifecycle;
 
 /// What an event stream shows.

@@ -58,7 +58,7 @@ pub struct JsonSocket<'a> {
 impl<'a> JsonSocket<'a> {
     /// `cgroup` is what `r.cgroup` names, looked up by the caller.
     pub fn new(r: &'a Row, cgroup: Option<&'a Cgroup>) -> Self {
-        let (cgroup_path, container) = super::json::cgroup_fields(cgroup);
+        let (cgroup_path, container) = super::transition::json::cgroup_fields(cgroup);
         Self {
             proto: r.proto_name(),
             transport: r.proto,
