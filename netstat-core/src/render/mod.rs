@@ -3,7 +3,7 @@
 
 pub mod escape;
 mod json_writer;
-pub mod life;
+pub mod lifecycle;
 pub mod netstat;
 mod stream;
 pub mod table_data;
