@@ -4,9 +4,8 @@
 pub mod escape;
 mod json_writer;
 pub mod lifecycle;
-pub mod netstat;
+pub mod snapshot;
 mod stream;
-pub mod table_data;
 pub mod transition;
 
 pub use escape::escape_comm;
