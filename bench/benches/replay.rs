@@ -97,7 +97,8 @@ fn replay(c: &mut Criterion) {
                             end: step.end,
                             cgroup: None,
                         };
-                        render::json::write_line(&mut out, &line).expect("writing to memory");
+                        render::transition::json::write_line(&mut out, &line)
+                            .expect("writing to memory");
                     } else {
                         black_box(&step);
                     }

@@ -23,7 +23,7 @@ use enetstat::{
     filter::{self, Filter},
     probe::{Probe, ProbeOptions},
     render::Stream,
-    render::text::{TextStyle, Time, Zone},
+    render::transition::text::{TextStyle, Time, Zone},
     top::{BatchFormat, Feed, TopOptions, keys::View, local::LocalFeed},
     watch::{self, WatchOptions},
 };

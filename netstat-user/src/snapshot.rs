@@ -27,8 +27,11 @@ use crate::{
     probe::{KernelCounters, ProbeError},
     render::{
         Format,
-        netstat::{self, ClosedInfo, Columns, Row, ShownOwner, TextRow},
-        table_data::{self, JsonSnapshot, JsonSocket},
+        snapshot::{
+            ClosedInfo, Row, ShownOwner, csv as snapshot_csv,
+            json::{self as snapshot_json, JsonSnapshot, JsonSocket},
+            text::{self as netstat, Columns, TextRow},
+        },
     },
     resolve::Resolver,
     sockdiag::{self, Proto, SockDiagError},
@@ -283,7 +286,7 @@ fn rows(view: &View<'_>, table: &mut Table) -> Vec<Row> {
         .collect();
     drop(live);
     for (cookie, owner) in holders {
-        table.note_holder(cookie, &owner);
+        table.set_owner(cookie, &owner);
     }
     rows.extend(closed_rows(view, table));
     rows
@@ -360,7 +363,7 @@ fn write_text_streaming(
     }
     drop(live);
     for (cookie, owner) in holders {
-        table.note_holder(cookie, &owner);
+        table.set_owner(cookie, &owner);
     }
     for r in closed_rows(view, table) {
         orphans |= r.owner.as_ref().is_some_and(|o| !o.holds);
@@ -496,7 +499,7 @@ fn render_rows(
         Format::Text => std::collections::HashMap::default(),
     };
     match view.opts.format {
-        Format::Json => table_data::write_json(
+        Format::Json => snapshot_json::write_json(
             out,
             &JsonSnapshot {
                 time,
@@ -510,11 +513,11 @@ fn render_rows(
         ),
         Format::Csv => {
             if first {
-                table_data::write_csv_header(out)?;
+                snapshot_csv::write_csv_header(out)?;
             }
             for r in rows {
                 let cgroup = cgroups.get(&r.cgroup).map(|c| &**c);
-                table_data::write_csv_row(out, &time, r, cgroup)?;
+                snapshot_csv::write_csv_row(out, &time, r, cgroup)?;
             }
             Ok(())
         }

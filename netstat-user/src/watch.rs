@@ -19,7 +19,7 @@ use crate::{
     latency::Latency,
     pipeline::{Pipeline, SeedOwners as _},
     probe::{EventStream, KernelCounters, ProbeError},
-    render::{Format, Line, Renderer, Stream, text::TextStyle},
+    render::{Format, Line, Renderer, Stream, transition::text::TextStyle},
 };
 
 #[derive(Clone, Debug)]

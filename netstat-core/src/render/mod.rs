@@ -1,15 +1,12 @@
 //! Output formats. Renderers take decoded transitions plus what the tracker knows and write
 //! lines; they never reach back into the kernel.
 
-pub mod csv;
 pub mod escape;
-pub mod json;
 mod json_writer;
-pub mod life;
-pub mod netstat;
+pub mod lifecycle;
+pub mod snapshot;
 mod stream;
-pub mod table_data;
-pub mod text;
+pub mod transition;
 
 pub use escape::escape_comm;
 pub use stream::{Renderer, Stream};

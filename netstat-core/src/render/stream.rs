@@ -6,7 +6,10 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Format, Line, csv, json, life, text, text::TextStyle};
+use super::{
+    Format, Line, lifecycle,
+    transition::{csv, json, text, text::TextStyle},
+};
 use crate::life::Lifecycle;
 
 /// What an event stream shows.
@@ -35,8 +38,8 @@ impl Renderer<'_> {
         match (self.stream, self.format) {
             (Stream::Transitions, Format::Text) => text::write_header(out, self.style),
             (Stream::Transitions, Format::Csv) => csv::write_header(out),
-            (Stream::Lifecycles, Format::Text) => writeln!(out, "{}", life::TEXT_HEADER),
-            (Stream::Lifecycles, Format::Csv) => life::write_csv_header(out),
+            (Stream::Lifecycles, Format::Text) => writeln!(out, "{}", lifecycle::text::TEXT_HEADER),
+            (Stream::Lifecycles, Format::Csv) => lifecycle::csv::write_csv_header(out),
             (_, Format::Json) => Ok(()),
         }
     }
@@ -57,9 +60,9 @@ impl Renderer<'_> {
                 Format::Csv => csv::write_line(out, line),
             },
             (Stream::Lifecycles, Some(l)) => match self.format {
-                Format::Text => life::write_text(out, l),
-                Format::Json => life::write_json(out, l, line.time, line.cgroup),
-                Format::Csv => life::write_csv(out, l, line.time, line.cgroup),
+                Format::Text => lifecycle::text::write_text(out, l),
+                Format::Json => lifecycle::json::write_json(out, l, line.time, line.cgroup),
+                Format::Csv => lifecycle::csv::write_csv(out, l, line.time, line.cgroup),
             },
             (Stream::Lifecycles, None) => return Ok(false),
         }

@@ -50,7 +50,7 @@ pub struct Entry {
     /// not known.
     opened_ns: u64,
     /// The last process known to own the socket: from owner-context transitions, the
-    /// listener of an accepted socket, or a `/proc` scan (see [`Table::note_holder`]).
+    /// listener of an accepted socket, or a `/proc` scan (see [`Table::set_owner`]).
     /// Shared: most sockets have none, the table holds one entry per socket, and a socket's
     /// entry, its timewait successor and its history record share one.
     pub owner: Option<Arc<Owner>>,
@@ -263,17 +263,10 @@ impl Table {
         self.history.expire(before_ns);
     }
 
-    /// Records that a `/proc` scan found `owner` holding the socket, so the owner is still
-    /// known after the process lets go of it (an orphaned FIN_WAIT2 or TIME_WAIT socket).
-    pub fn note_holder(&mut self, cookie: Cookie, owner: &Owner) {
-        if let Some(e) = self.get_mut(cookie)
-            && e.owner.as_deref() != Some(owner)
-        {
-            e.owner = Some(Arc::new(owner.clone()));
-        }
-    }
-
-    /// A process accepted the socket (see [`crate::owner`]).
+    /// Records that `owner` holds the socket, from a fact made outside its transitions: a
+    /// process accepted it (see [`crate::owner`]), or a `/proc` scan found it holding the
+    /// socket, so the owner is still known after the process lets go of it (an orphaned
+    /// FIN_WAIT2 or TIME_WAIT socket). One setter for both, so the two cannot drift.
     pub fn set_owner(&mut self, cookie: Cookie, owner: &Owner) {
         if let Some(e) = self.get_mut(cookie)
             && e.owner.as_deref() != Some(owner)

@@ -10,7 +10,7 @@ use super::{Entry, Table};
 use crate::{
     diag::Proto,
     event::{Cookie, Family},
-    render::netstat::Title,
+    render::snapshot::text::Title,
     state::TcpState,
 };
 

@@ -271,7 +271,7 @@ fn a_holder_found_in_proc_is_remembered_after_the_socket_is_orphaned() {
     let mut tb = table();
     tb.seed(&[d(1, Proto::Tcp, Established, (40000, 80), 77)], 0);
     let owner = Owner::new(42, "psql");
-    tb.note_holder(Cookie(1), &owner);
+    tb.set_owner(Cookie(1), &owner);
     tb.apply(&t(1, 10, Established, FinWait1, (40000, 80), 42));
     tb.apply(&t(1, 20, FinWait1, FinWait2, (40000, 80), 9));
     // The owner closed the half-closed socket itself: an orphaned FIN_WAIT2 timewait socket.

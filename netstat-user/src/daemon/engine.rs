@@ -26,7 +26,7 @@ use crate::{
     pids::SocketOwners,
     pipeline::{self, SeedOwners as _, Step},
     probe::{KernelCounters, Mode, ProbeError},
-    render::netstat::Row,
+    render::snapshot::Row,
     snapshot::{self, SnapshotOptions, Status},
     sockdiag::SockDiagError,
     source::RecordSource,

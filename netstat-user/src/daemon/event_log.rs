@@ -260,7 +260,7 @@ fn write_loop(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         line.clear();
-        let rendered = render::json::write_line(&mut line, &ev.line());
+        let rendered = render::transition::json::write_line(&mut line, &ev.line());
         if rendered.is_err() {
             continue;
         }

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::render::{
     Renderer,
-    text::{TextStyle, Time, Zone},
+    transition::text::{TextStyle, Time, Zone},
 };
 
 /// The text style a subscription asked for.

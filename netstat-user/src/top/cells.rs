@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     event::{Endpoint, Owner},
-    render::{escape_comm, netstat::short_duration, text::pid_text},
+    render::{escape_comm, snapshot::text::short_duration, transition::text::pid_text},
     resolve::Resolver,
     sockdiag::Proto,
 };

@@ -8,85 +8,8 @@ use std::{
     time::Duration,
 };
 
-use super::escape_comm;
-use crate::{
-    diag::Proto,
-    event::{Cookie, Family},
-    state::TcpState,
-};
-
-/// Which process a row names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShownOwner {
-    pub pid: u32,
-    pub comm: String,
-    /// False when no process holds the socket now and this is the last one that did
-    /// (orphaned FIN_WAIT2 and TIME_WAIT sockets, closed connections).
-    pub holds: bool,
-}
-
-/// A closed connection's row data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClosedInfo {
-    /// From birth to close, when the birth was seen.
-    pub lifetime: Option<Duration>,
-    /// How long ago it closed.
-    pub ago: Duration,
-    /// The state it closed from.
-    pub last_state: TcpState,
-    /// `sk_err` at the close (0: none).
-    pub errno: i32,
-}
-
-/// One row of a snapshot: all numbers; names are looked up by the text renderer's caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub proto: Proto,
-    pub family: Family,
-    pub local_addr: std::net::IpAddr,
-    pub local_port: Option<u16>,
-    pub remote_addr: std::net::IpAddr,
-    pub remote_port: Option<u16>,
-    pub state: TcpState,
-    pub recv_q: u32,
-    pub send_q: u32,
-    pub owner: Option<ShownOwner>,
-    pub uid: Option<u32>,
-    pub inode: u64,
-    pub cookie: Cookie,
-    /// The network namespace (inode) the socket lives in, when known.
-    pub netns: Option<u32>,
-    /// cgroup v2 id of the socket; 0 when not known.
-    pub cgroup: u64,
-    /// Time in the current state, when a transition showed when it began.
-    pub age: Option<Duration>,
-    /// Present for a connection that has closed (`--recent`).
-    pub closed: Option<ClosedInfo>,
-}
-
-impl Row {
-    /// netstat's protocol column: `tcp`, `tcp6`, `udp`, `udp6`.
-    pub fn proto_name(&self) -> &'static str {
-        match (self.proto, self.family) {
-            (Proto::Tcp, Family::Ipv4) => "tcp",
-            (Proto::Tcp, Family::Ipv6) => "tcp6",
-            (Proto::Udp, Family::Ipv4) => "udp",
-            (Proto::Udp, Family::Ipv6) => "udp6",
-        }
-    }
-
-    /// The state as netstat prints it: blank for an unconnected UDP socket.
-    pub fn state_text(&self) -> &'static str {
-        if self.closed.is_some() {
-            return "CLOSED";
-        }
-        match (self.proto, self.state) {
-            (Proto::Udp, TcpState::Established) => "ESTABLISHED",
-            (Proto::Udp, _) => "",
-            (_, s) => s.name(),
-        }
-    }
-}
+use super::Row;
+use crate::render::escape_comm;
 
 /// Which columns a text snapshot has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -345,6 +268,12 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
+    use crate::{
+        diag::Proto,
+        event::{Cookie, Family},
+        render::snapshot::{ClosedInfo, ShownOwner},
+        state::TcpState,
+    };
 
     fn row() -> Row {
         Row {

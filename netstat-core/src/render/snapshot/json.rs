@@ -1,16 +1,19 @@
-//! Snapshots for scripts: JSON (one object per snapshot, one line each, so `-c` gives NDJSON)
-//! and CSV (one header, one line per socket). Addresses and ports are always numeric; field
-//! names are a stable interface, documented in the README.
+//! Snapshots as JSON for scripts: one object per snapshot, one line each, so `-c` gives
+//! NDJSON. Addresses and ports are always numeric; field names are a stable interface,
+//! documented in the README.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{
-    escape_comm, millis,
-    netstat::{Row, ShownOwner},
+use super::Row;
+use crate::{
+    cgroup::Cgroup,
+    diag::Proto,
+    event::Family,
+    render::{millis, transition::json::cgroup_fields},
+    state::TcpState,
 };
-use crate::{cgroup::Cgroup, diag::Proto, event::Family, state::TcpState};
 
 /// One socket as JSON.
 #[derive(Debug, Serialize)]
@@ -58,7 +61,7 @@ pub struct JsonSocket<'a> {
 impl<'a> JsonSocket<'a> {
     /// `cgroup` is what `r.cgroup` names, looked up by the caller.
     pub fn new(r: &'a Row, cgroup: Option<&'a Cgroup>) -> Self {
-        let (cgroup_path, container) = super::json::cgroup_fields(cgroup);
+        let (cgroup_path, container) = cgroup_fields(cgroup);
         Self {
             proto: r.proto_name(),
             transport: r.proto,
@@ -105,112 +108,18 @@ pub fn write_json<C: Serialize>(
     out: &mut impl Write,
     snap: &JsonSnapshot<'_, C>,
 ) -> io::Result<()> {
-    super::escape::json_to_writer(&mut *out, snap)?;
+    crate::render::escape::json_to_writer(&mut *out, snap)?;
     out.write_all(b"\n")
-}
-
-/// The JSON socket's fields, in its order, after the snapshot's `time`.
-pub const CSV_HEADER: &str = "time,proto,transport,family,local_addr,local_port,remote_addr,remote_port,state,recv_q,send_q,pid,program,holds,uid,inode,cookie,age_ms,closed,lifetime_ms,closed_ago_ms,errno,netns,cgroup,cgroup_path,container";
-
-pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
-    writeln!(out, "{CSV_HEADER}")
-}
-
-/// A CSV field, quoted when it needs to be (RFC 4180).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_default()
-}
-
-pub fn write_csv_row(
-    out: &mut impl Write,
-    time: &str,
-    r: &Row,
-    cgroup: Option<&Cgroup>,
-) -> io::Result<()> {
-    let j = JsonSocket::new(r, cgroup);
-    let (pid, program, holds) = match &r.owner {
-        Some(ShownOwner { pid, comm, holds }) => (
-            pid.to_string(),
-            csv_field(&escape_comm(comm)),
-            holds.to_string(),
-        ),
-        None => Default::default(),
-    };
-    writeln!(
-        out,
-        "{time},{},{},{},{},{},{},{},{},{},{},{pid},{program},{holds},{},{},{},{},{},{},{},{},{},{},{},{}",
-        j.proto,
-        j.transport,
-        j.family,
-        j.local_addr,
-        opt(j.local_port),
-        j.remote_addr,
-        opt(j.remote_port),
-        j.state,
-        j.recv_q,
-        j.send_q,
-        opt(j.uid),
-        j.inode,
-        opt(j.cookie),
-        opt(j.age_ms),
-        j.closed,
-        opt(j.lifetime_ms),
-        opt(j.closed_ago_ms),
-        opt(j.errno),
-        opt(j.netns),
-        opt(j.cgroup),
-        j.cgroup_path
-            .map(|p| csv_field(&escape_comm(p)))
-            .unwrap_or_default(),
-        opt(j.container),
-    )
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        net::{IpAddr, Ipv6Addr},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use serde_json::{Value, json};
 
-    use super::*;
-    use crate::{event::Cookie, render::netstat::ClosedInfo};
-
-    fn row() -> Row {
-        Row {
-            proto: Proto::Tcp,
-            family: Family::Ipv6,
-            local_addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            local_port: Some(5432),
-            remote_addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            remote_port: Some(40000),
-            state: TcpState::Established,
-            recv_q: 3,
-            send_q: 4,
-            owner: Some(ShownOwner {
-                pid: 7,
-                comm: "pg,\"x\"".into(),
-                holds: true,
-            }),
-            uid: Some(1000),
-            inode: 99,
-            cookie: Cookie(5),
-            netns: Some(4_026_531_840),
-            cgroup: 0,
-            age: Some(Duration::from_micros(1500)),
-            closed: None,
-        }
-    }
+    use super::{super::fixture::row, *};
+    use crate::render::snapshot::ClosedInfo;
 
     #[test]
     fn json_schema() {
@@ -251,28 +160,5 @@ mod tests {
         assert_eq!(v["state"], "LAST_ACK");
         assert_eq!(v["closed"], true);
         assert_eq!(v["lifetime_ms"], 0.25);
-    }
-
-    #[test]
-    fn csv_quotes_what_needs_quoting() {
-        let mut out = Vec::new();
-        write_csv_row(&mut out, "T", &row(), Some(&Cgroup::new("/a,b".into()))).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "T,tcp6,tcp,ipv6,::1,5432,::1,40000,ESTABLISHED,3,4,7,\"pg,\"\"x\"\"\",true,1000,99,5,1.5,\
-             false,,,,4026531840,,\"/a,b\",\n"
-        );
-    }
-
-    /// CSV has JSON's columns, in JSON's order (after the snapshot's `time`).
-    #[test]
-    fn csv_has_the_json_columns() {
-        let v: Value = serde_json::to_value(JsonSocket::new(&row(), None)).unwrap();
-        let json: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut csv: Vec<&str> = CSV_HEADER.split(',').skip(1).collect();
-        let mut sorted_json = json.clone();
-        sorted_json.sort_unstable();
-        csv.sort_unstable();
-        assert_eq!(csv, sorted_json);
     }
 }

@@ -16,7 +16,7 @@ use chrono::{Local, Utc};
 
 use crate::end::End;
 
-use super::{Line, escape_comm, millis};
+use crate::render::{Line, escape_comm, millis};
 use crate::state::TcpState;
 
 /// Which clock the TIME column shows.

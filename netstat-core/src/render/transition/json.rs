@@ -9,7 +9,7 @@ use std::{
 use chrono::SecondsFormat;
 use serde::Serialize;
 
-use super::{Line, millis};
+use crate::render::{Line, millis};
 use crate::{end::End, event::Family, state::TcpState};
 
 /// A cgroup id as JSON and CSV show it: null (empty) for 0, which no cgroup has (the root's
@@ -97,16 +97,16 @@ impl<'a> JsonTransition<'a> {
     }
 
     /// For CSV, which has no escapes of its own: the process name and cgroup path escaped
-    /// by the one rule ([`super::escape`]), as text shows them.
+    /// by the one rule ([`crate::render::escape`]), as text shows them.
     pub fn escaped(mut self) -> Self {
-        self.comm = super::escape::escape_field(self.comm);
-        self.cgroup_path = super::escape::escape_field(self.cgroup_path);
+        self.comm = crate::render::escape::escape_field(self.comm);
+        self.cgroup_path = crate::render::escape::escape_field(self.cgroup_path);
         self
     }
 }
 
 /// One transition as an NDJSON line: the bytes serde writes for [`JsonTransition`], written
-/// by hand (see [`super::json_writer`] for why).
+/// by hand (see [`crate::render::json_writer`] for why).
 pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
     // Built in one buffer and handed on in one write: dozens of small writes into a
     // `BufWriter` cost more than the line.
@@ -121,7 +121,7 @@ pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
 }
 
 fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
-    use super::json_writer as w;
+    use crate::render::json_writer as w;
     let t = line.transition;
     out.write_all(b"{\"time\":")?;
     w::time(out, &line.time)?;

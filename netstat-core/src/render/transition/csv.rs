@@ -1,11 +1,12 @@
 //! CSV: a header row, then one row per transition. The columns are the JSON fields, in the
 //! same order and with the same names; a null is an empty field. The process name and cgroup
-//! path are escaped by the one rule of [`super::escape`] (a terminal shows CSV too), then
+//! path are escaped by the one rule of [`crate::render::escape`] (a terminal shows CSV too), then
 //! quoted as CSV needs.
 
 use std::io::{self, Write};
 
-use super::{Line, json::JsonTransition};
+use super::json::JsonTransition;
+use crate::render::Line;
 
 /// The header row: the JSON field names.
 pub const FIELDS: [&str; 20] = [
