@@ -377,9 +377,6 @@ pub struct Config {
     pub wakeup_interval_ns: u64,
     /// Also wake the reader when this many bytes are waiting in the ring, whatever the time.
     pub wakeup_bytes: u64,
-    /// 1 where the kernel never preempts a task inside a tracepoint's programs (before Linux
-    /// 7): the recursion rescue may then trust a per-CPU flag saying its nested copy is busy.
-    pub programs_not_preempted: u64,
 }
 
 impl Config {
@@ -449,7 +446,6 @@ impl Config {
         },
         wakeup_interval_ns: 0,
         wakeup_bytes: 0,
-        programs_not_preempted: 0,
     };
 }
 

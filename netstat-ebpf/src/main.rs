@@ -50,7 +50,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
     let config = CONFIG.load();
-    rescue::note(&config, &rescue::call_id(ctx));
+    rescue::note(&rescue::call_id::<HELPER>(ctx, &config, BANK_PRIMARY));
     record::state_change::<HELPER>(&config, BANK_PRIMARY, ctx.arg(0), ctx.arg(1), ctx.arg(2));
 }
 
@@ -72,12 +72,10 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 #[inline(always)]
 fn nested<const HELPER: bool>(ctx: &BtfTracePointContext) {
     let config = CONFIG.load();
-    rescue::set_nested_running(&config, 1);
-    if !rescue::take_note(&rescue::call_id(ctx)) {
+    if !rescue::take_note(&rescue::call_id::<HELPER>(ctx, &config, BANK_NESTED)) {
         count(BANK_NESTED, counter::NESTED_CALLS);
         record::state_change::<HELPER>(&config, BANK_NESTED, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
-    rescue::set_nested_running(&config, 0);
 }
 
 #[btf_tracepoint(function = "inet_sock_set_state")]

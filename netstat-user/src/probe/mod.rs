@@ -199,7 +199,6 @@ impl Probe {
             wakeup_interval_ns: options.wakeup_interval.as_nanos() as u64,
             // A burst must not fill the ring while we sleep between wakeups.
             wakeup_bytes: u64::from(options.ring_size / 8),
-            programs_not_preempted: u64::from(programs_not_preempted(&kernel_release())),
             ..Config::ZERO
         }
     }
@@ -484,18 +483,6 @@ impl Probe {
     }
 }
 
-/// Whether the kernel `release` never preempts a task inside a tracepoint's BPF programs:
-/// before Linux 7 the callbacks run with preemption off. The kernel matrix's 7.3 preempts
-/// them (the programs' `recursion_misses` under a multi-threaded churn). Unknown: assume it
-/// may, which only costs the rescue a few notes it never takes off.
-fn programs_not_preempted(release: &str) -> bool {
-    release
-        .split('.')
-        .next()
-        .and_then(|major| major.parse::<u32>().ok())
-        .is_some_and(|major| major < 7)
-}
-
 /// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
 /// program type (5.10: `unknown func bpf_get_socket_cookie#46`, the kernel's
 /// `"unknown func %s#%d"`; helper 46 is `BPF_FUNC_get_socket_cookie`). Any other refusal,
@@ -580,17 +567,7 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
 
 #[cfg(test)]
 mod tests {
-    use super::{lacks_cookie_helper, programs_not_preempted};
-
-    #[test]
-    fn only_kernels_before_7_are_trusted_not_to_preempt_the_programs() {
-        for release in ["5.10.0-46-cloud-amd64", "6.1.0-57-cloud-amd64", "6.18.44-fc-v769"] {
-            assert!(programs_not_preempted(release), "{release}");
-        }
-        for release in ["7.3.4+deb13-cloud-amd64", "10.0.0", "unknown kernel", ""] {
-            assert!(!programs_not_preempted(release), "{release}");
-        }
-    }
+    use super::lacks_cookie_helper;
 
     /// The last 20 lines of the verifier's log (what `ProbeError::Verifier` keeps) when the
     /// `tp_btf` program is loaded on Debian's 5.10 (5.10.0-46-cloud-amd64), as the kernel
