@@ -21,9 +21,11 @@ use crate::{read::cookie, wakeup::now};
 /// The socket by its cookie, which the kernel never gives two sockets: a note the nested copy
 /// never takes off (the kernel skipped it too) then matches no later call. By its address
 /// where there is no cookie to trust: on kernels without the cookie helper before anything
-/// asked for it, and at an accepted socket's first transition (out of LISTEN), where Linux 6.1
-/// to 6.12 have not yet given the socket its own cookie (the matrix saw the two copies read
-/// two). A note by address is trusted only while young, since the address is reused.
+/// asked for it, and at an accepted socket's first transition (LISTEN>SYN_RECV), where Linux
+/// 6.1 to 6.12 have not yet given the socket its own cookie (the matrix saw the two copies
+/// read two). A note by address is trusted only while young, since the address is reused.
+/// (Only that transition: a listener's own LISTEN>CLOSE is made in process context, which
+/// 7.3 preempted for over 10 ms between the two copies, and it has a settled cookie.)
 #[repr(C)]
 pub struct CallId {
     socket: u64,
@@ -32,8 +34,8 @@ pub struct CallId {
 }
 
 /// A note by address older than this (ns) was left behind: no call is interrupted that long
-/// (the kernel hands softirq work over to ksoftirqd after 2 ms), and calls out of LISTEN are
-/// made in softirq, which is never preempted.
+/// (the kernel hands softirq work over to ksoftirqd after 2 ms), and LISTEN>SYN_RECV is made
+/// in softirq, which is never preempted.
 const ADDRESS_NOTE_MAX_AGE: u64 = 10_000_000;
 
 const BY_ADDRESS: u64 = 1 << 16;
@@ -48,7 +50,7 @@ pub fn call_id<const HELPER: bool>(
     let old_state: i32 = ctx.arg(1);
     let new_state: i32 = ctx.arg(2);
     let states = ((old_state as u64) & 0xff) << 8 | (new_state as u64) & 0xff;
-    let cookie = if old_state as u8 == tcp_state::LISTEN {
+    let cookie = if old_state as u8 == tcp_state::LISTEN && new_state as u8 == tcp_state::SYN_RECV {
         0
     } else {
         cookie::<HELPER>(bank, sk, &config.offsets)
