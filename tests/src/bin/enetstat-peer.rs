@@ -16,7 +16,10 @@
 //!
 //! - `serve` binds and listens on `--addr` (port 0 picks one), prints `listening <port>`, then
 //!   accepts `N` connections one after another: each is read until EOF (the client closed
-//!   first) and then closed. Then it closes the listener, prints `done <N>` and exits.
+//!   first) and then closed. Then it closes the listener, waits until the kernel has finished
+//!   closing every connection on the port (each in TIME_WAIT or gone), prints `done <N>` and
+//!   exits. `churn` waits the same way before its `done`, so a test that reads `done` knows
+//!   every transition has happened.
 //!   Per connection the server side makes LISTEN->SYN_RECV->ESTABLISHED->CLOSE_WAIT->LAST_ACK
 //!   ->CLOSE; the listener makes CLOSE->LISTEN and LISTEN->CLOSE.
 //! - `connect` connects to `--addr` and closes at once, `N` times in sequence, printing
@@ -217,6 +220,45 @@ fn say(line: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::io("cannot write to stdout", &e))
 }
 
+/// Waits until the kernel has finished closing every connection to or from `port`: each one
+/// is in TIME_WAIT or gone (a listener, or a bound socket that never connected, is not a
+/// connection). Until then a LAST_ACK->CLOSE may still be on its way: on a loaded host a
+/// FIN or its ACK can be dropped on loopback and sent again a retransmission timeout
+/// (200 ms or more) later, after the peer would otherwise have said `done`.
+fn wait_closed(port: u16) -> Result<(), Failure> {
+    use procfs::net::TcpState;
+    const LIMIT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    loop {
+        let mut entries =
+            procfs::net::tcp().map_err(|e| Failure::io("/proc/net/tcp", &io::Error::other(e)))?;
+        // IPv6 may be disabled, and then there is no tcp6 table.
+        entries.extend(procfs::net::tcp6().unwrap_or_default());
+        let closing = entries
+            .iter()
+            .filter(|e| e.local_address.port() == port || e.remote_address.port() == port)
+            .filter(|e| {
+                !matches!(
+                    e.state,
+                    TcpState::TimeWait | TcpState::Listen | TcpState::Close
+                )
+            })
+            .count();
+        if closing == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > LIMIT {
+            return Err(Failure {
+                code: EXIT_ERROR,
+                message: format!(
+                    "{closing} connections on port {port} still closing after {LIMIT:?}"
+                ),
+            });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Reads until the peer's FIN, then closes: the server side of every connection here.
 fn drain_and_close(mut stream: TcpStream) -> io::Result<()> {
     let mut buf = [0u8; 4096];
@@ -241,6 +283,7 @@ fn serve(addr: SocketAddr, accept: u64, fork: bool) -> Result<(), Failure> {
             // SAFETY: our own child.
             unsafe { libc::waitpid(child, &mut status, 0) };
             drop(listener);
+            wait_closed(port)?;
             return say(&format!("done {accept}"));
         }
         say(&format!("acceptor {}", std::process::id()))?;
@@ -261,6 +304,7 @@ fn serve(addr: SocketAddr, accept: u64, fork: bool) -> Result<(), Failure> {
         drain_and_close(stream).map_err(|e| Failure::io("read failed", &e))?;
     }
     drop(listener);
+    wait_closed(port)?;
     say(&format!("done {accept}"))
 }
 
@@ -377,6 +421,7 @@ fn churn(addr: SocketAddr, budget: Budget, workers: usize, window: u64) -> Resul
         return Err(Failure::io("churn client failed", &e));
     }
     let served = served.map_err(|e| Failure::io("churn server failed", &e))?;
+    wait_closed(target.port())?;
     let retries = progress.port_retries.load(Ordering::Relaxed);
     if retries > 0 {
         eprintln!("enetstat-peer: retried {retries} connects for lack of local ports");
