@@ -7,15 +7,16 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::{
     clock::monotonic_ns,
     mem,
     pipeline::{Pipeline, Step},
     probe::KernelCounters,
-    snapshot::Status,
     sockdiag::{self, Proto, SockDiagError},
     source::RecordSource,
-    table::{Limits, Table},
+    table::{Counters, Limits, Table},
 };
 
 /// Both protocols: what the table holds, and what every dump asks for.
@@ -33,6 +34,19 @@ pub trait OnStep {
 /// Nothing beyond the table (`-c`).
 impl OnStep for () {
     fn step(&mut self, _: Step) {}
+}
+
+/// Counters shown with each snapshot while tracing.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub table: Counters,
+    /// Records lost because the kernel's ring buffer was full.
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+    pub live: usize,
+    pub closed: usize,
 }
 
 /// The live table and the per-record path that keeps it.

@@ -15,13 +15,12 @@ use std::{
 };
 
 use chrono::{SecondsFormat, Utc};
-use serde::Serialize;
 
 use crate::{
     cgroup,
     clock::monotonic_ns,
     event::{Cookie, Endpoint, Owner},
-    live::Live,
+    live::{Live, Status},
     mem,
     pids::SocketOwners,
     probe::{KernelCounters, ProbeError},
@@ -36,7 +35,7 @@ use crate::{
     resolve::Resolver,
     sockdiag::{self, Proto, SockDiagError},
     source::RecordSource,
-    table::{Counters, Entry, Table},
+    table::{Entry, Table},
 };
 
 use netstat_core::table::select::shown_live;
@@ -64,19 +63,6 @@ pub enum SnapshotError {
     Output(io::Error),
 }
 
-/// Counters shown with each snapshot while tracing.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Status {
-    #[serde(flatten)]
-    pub table: Counters,
-    /// Records lost because the kernel's ring buffer was full.
-    pub lost: u64,
-    /// Records that could not be decoded.
-    pub undecodable: u64,
-    pub live: usize,
-    pub closed: usize,
-}
-
 /// Everything a renderer needs besides the table.
 struct View<'a> {
     opts: &'a SnapshotOptions,
@@ -84,6 +70,24 @@ struct View<'a> {
     names: &'a mut Names,
     now_ns: u64,
     tracing: bool,
+}
+
+impl<'a> View<'a> {
+    fn new(
+        opts: &'a SnapshotOptions,
+        owners: &'a SocketOwners,
+        names: &'a mut Names,
+        now_ns: u64,
+        tracing: bool,
+    ) -> Self {
+        Self {
+            opts,
+            owners,
+            names,
+            now_ns,
+            tracing,
+        }
+    }
 }
 
 /// Where numbers get their names: hosts and services, users, cgroups. Cached per snapshot
@@ -128,13 +132,7 @@ pub fn once(opts: &SnapshotOptions, out: &mut impl Write) -> Result<(), Snapshot
         SocketOwners::new()
     };
     let mut names = Names::new(opts.resolve_budget);
-    let mut view = View {
-        opts,
-        owners: &owners,
-        names: &mut names,
-        now_ns: monotonic_ns(),
-        tracing: false,
-    };
+    let mut view = View::new(opts, &owners, &mut names, monotonic_ns(), false);
     render(&mut view, &mut table, None, out, true).map_err(SnapshotError::Output)?;
     out.flush().map_err(SnapshotError::Output)
 }
@@ -187,13 +185,7 @@ pub async fn continuous(
         // Keep what --recent may show, and no more.
         live.expire_closed(now_ns, opts.recent.unwrap_or(Duration::ZERO));
         status = live.status(counters()?);
-        let mut view = View {
-            opts,
-            owners: &owners,
-            names: &mut names,
-            now_ns,
-            tracing: true,
-        };
+        let mut view = View::new(opts, &owners, &mut names, now_ns, true);
         let written = render(&mut view, &mut live.table, Some(&status), out, first)
             .and_then(|()| out.flush());
         first = false;
@@ -456,13 +448,7 @@ pub fn traced_rows(
     now_ns: u64,
 ) -> Vec<Row> {
     let mut names = Names::none();
-    let view = View {
-        opts,
-        owners,
-        names: &mut names,
-        now_ns,
-        tracing: true,
-    };
+    let view = View::new(opts, owners, &mut names, now_ns, true);
     rows(&view, table)
 }
 
@@ -476,13 +462,7 @@ pub fn render_traced(
 ) -> io::Result<()> {
     let owners = SocketOwners::new();
     let mut names = Names::new(opts.resolve_budget);
-    let mut view = View {
-        opts,
-        owners: &owners,
-        names: &mut names,
-        now_ns: monotonic_ns(),
-        tracing: true,
-    };
+    let mut view = View::new(opts, &owners, &mut names, monotonic_ns(), true);
     render_rows(&mut view, rows, Some(status), out, first)
 }
 
@@ -678,13 +658,7 @@ mod tests {
             .unwrap();
         let owners = SocketOwners::new();
         let mut names = Names::new(Duration::ZERO);
-        let mut view = View {
-            opts,
-            owners: &owners,
-            names: &mut names,
-            now_ns: 0,
-            tracing: false,
-        };
+        let mut view = View::new(opts, &owners, &mut names, 0, false);
         let mut out = Vec::new();
         render(&mut view, &mut table, None, &mut out, true).unwrap();
         String::from_utf8(out).unwrap()
