@@ -47,6 +47,18 @@ const QUEUE: usize = 65_536;
 /// A transition as `watch -o json` prints it: the fields top needs.
 #[derive(Debug, Deserialize)]
 struct WireTransition {
+    #[serde(flatten)]
+    conn: WireConn,
+    old: String,
+    new: String,
+    ms_in_old: Option<f64>,
+    end: Option<String>,
+}
+
+/// What a transition's and a finished connection's lines both say of the connection: who
+/// holds it, where it is.
+#[derive(Debug, Deserialize)]
+struct WireConn {
     pid: Option<u32>,
     comm: Option<String>,
     #[serde(default)]
@@ -55,27 +67,47 @@ struct WireTransition {
     lport: Option<u16>,
     raddr: String,
     rport: Option<u16>,
-    old: String,
-    new: String,
-    ms_in_old: Option<f64>,
-    end: Option<String>,
     container: Option<String>,
+}
+
+impl WireConn {
+    /// `None` when an address does not parse.
+    fn parse(self) -> Option<ParsedConn> {
+        Some(ParsedConn {
+            local: endpoint(&self.laddr, self.lport)?,
+            remote: endpoint(&self.raddr, self.rport)?,
+            owner: owner(self.pid, self.comm, self.owner_exited),
+            container: self.container,
+        })
+    }
+}
+
+/// A line's connection, parsed: what a [`Conn`] borrows.
+struct ParsedConn {
+    owner: Option<Owner>,
+    local: Endpoint,
+    remote: Endpoint,
+    container: Option<String>,
+}
+
+impl ParsedConn {
+    fn conn(&self) -> Conn<'_> {
+        Conn {
+            owner: self.owner.as_ref(),
+            local: self.local,
+            remote: self.remote,
+            container: self.container.as_deref(),
+        }
+    }
 }
 
 /// A finished connection as `life -o json` prints it: the fields top needs.
 #[derive(Debug, Deserialize)]
 struct WireLife {
-    pid: Option<u32>,
-    comm: Option<String>,
-    #[serde(default)]
-    owner_exited: bool,
-    laddr: String,
-    lport: Option<u16>,
-    raddr: String,
-    rport: Option<u16>,
+    #[serde(flatten)]
+    conn: WireConn,
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
-    container: Option<String>,
     cookie: Option<u64>,
 }
 
@@ -400,21 +432,14 @@ fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
     match line {
         Incoming::Lagged(n) => return n,
         Incoming::Transition(t) => {
-            let (Some(local), Some(remote), Ok(old), Ok(new)) = (
-                endpoint(&t.laddr, t.lport),
-                endpoint(&t.raddr, t.rport),
+            let (Some(parsed), Ok(old), Ok(new)) = (
+                t.conn.parse(),
                 t.old.parse::<TcpState>(),
                 t.new.parse::<TcpState>(),
             ) else {
                 return 0;
             };
-            let owner = owner(t.pid, t.comm, t.owner_exited);
-            let conn = Conn {
-                owner: owner.as_ref(),
-                local,
-                remote,
-                container: t.container.as_deref(),
-            };
+            let conn = parsed.conn();
             let in_old = t
                 .ms_in_old
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
@@ -425,21 +450,12 @@ fn apply(model: &mut Model, bytes: &mut LiveBytes, line: Incoming) -> u64 {
             }
         }
         Incoming::Life(l) => {
-            let (Some(local), Some(remote), Some(sent), Some(received)) = (
-                endpoint(&l.laddr, l.lport),
-                endpoint(&l.raddr, l.rport),
-                l.bytes_sent,
-                l.bytes_received,
-            ) else {
+            let (Some(parsed), Some(sent), Some(received)) =
+                (l.conn.parse(), l.bytes_sent, l.bytes_received)
+            else {
                 return 0;
             };
-            let owner = owner(l.pid, l.comm, l.owner_exited);
-            let conn = Conn {
-                owner: owner.as_ref(),
-                local,
-                remote,
-                container: l.container.as_deref(),
-            };
+            let conn = parsed.conn();
             let total = TcpBytes { sent, received };
             let left = match l.cookie {
                 Some(c) => bytes.closed(Cookie(c), total),
