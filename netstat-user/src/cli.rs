@@ -8,7 +8,10 @@ use clap::{
     Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
     error::ErrorKind, parser::ValueSource,
 };
-use enetstat::render::Format;
+use enetstat::{
+    render::Format,
+    table::{DEFAULT_MAX_CLOSED, DEFAULT_MAX_SOCKETS},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,11 +220,11 @@ pub struct DaemonArgs {
     pub keep_closed: Duration,
 
     /// Most live sockets in the table (and sockets followed for durations and lifecycles).
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
 
     /// Most closed connections remembered.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLOSED)]
     pub max_closed: usize,
 
     /// Most events waiting for one subscriber; one that falls further behind is cut off with
@@ -377,12 +380,7 @@ pub struct TopArgs {
     pub ring_size: u32,
 
     /// Most sockets followed for owners, durations and the live table.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1_000_000,
-        hide_short_help = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, hide_short_help = true)]
     pub max_sockets: usize,
 }
 
@@ -447,7 +445,7 @@ pub struct WatchArgs {
 
     /// Most sockets remembered for durations and owners; beyond it sockets are counted as
     /// untracked and shown without MS and owner.
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
 
     /// Longest time (microseconds) a record may wait in the ring before enetstat reads it.

@@ -10,7 +10,7 @@ use enetstat::{
     render::Format,
     snapshot::{Continuous, Servers, SnapshotOptions},
     state::TcpState,
-    table::Limits,
+    table::{DEFAULT_MAX_CLOSED, DEFAULT_MAX_SOCKETS, Limits},
 };
 
 /// `-o` of a snapshot.
@@ -105,21 +105,11 @@ pub struct SnapshotArgs {
     pub refreshes: Option<u64>,
 
     /// Most live sockets kept in the table; beyond it sockets are counted, not shown.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1_000_000,
-        hide_short_help = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS, hide_short_help = true)]
     pub max_sockets: usize,
 
     /// Most closed connections remembered for --recent; the oldest go first, counted.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 100_000,
-        hide_short_help = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLOSED, hide_short_help = true)]
     pub max_closed: usize,
 
     /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...).

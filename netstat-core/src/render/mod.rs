@@ -1,6 +1,7 @@
 //! Output formats. Renderers take decoded transitions plus what the tracker knows and write
 //! lines; they never reach back into the kernel.
 
+mod csv_columns;
 pub mod escape;
 mod json_writer;
 pub mod lifecycle;

@@ -102,6 +102,11 @@ impl Entry {
     }
 }
 
+/// The default of `--max-sockets`: a busy host's sockets, at about 128 bytes each.
+pub const DEFAULT_MAX_SOCKETS: usize = 1_000_000;
+/// The default of `--max-closed`.
+pub const DEFAULT_MAX_CLOSED: usize = 100_000;
+
 /// Limits of a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -114,8 +119,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_sockets: 1_000_000,
-            max_closed: 100_000,
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            max_closed: DEFAULT_MAX_CLOSED,
         }
     }
 }

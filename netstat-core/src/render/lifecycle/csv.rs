@@ -6,7 +6,14 @@ use std::io::{self, Write};
 use chrono::{DateTime, Utc};
 
 use super::json::JsonLifecycle;
-use crate::{cgroup::Cgroup, life::Lifecycle, render::millis};
+use crate::{
+    cgroup::Cgroup,
+    life::Lifecycle,
+    render::{
+        csv_columns::{CGROUP, SOCKET, join},
+        millis,
+    },
+};
 
 impl<'a> JsonLifecycle<'a, String> {
     /// The CSV row: the same fields, `states` as one cell.
@@ -26,32 +33,23 @@ impl<'a> JsonLifecycle<'a, String> {
 }
 
 /// The CSV columns: the JSON fields, with `states` flattened to `SYN_SENT:0.09;ESTABLISHED:1.2`.
-pub const CSV_FIELDS: [&str; 24] = [
-    "time",
-    "cookie",
-    "pid",
-    "comm",
-    "owner_exited",
-    "family",
-    "laddr",
-    "lport",
-    "raddr",
-    "rport",
-    "lifetime_ms",
-    "connect_ms",
-    "states",
-    "bytes_sent",
-    "bytes_received",
-    "retransmits",
-    "srtt_us",
-    "end",
-    "complete",
-    "netns",
-    "cgroup",
-    "cgroup_path",
-    "container",
-    "id",
-];
+pub const CSV_FIELDS: [&str; 24] = join(&[
+    &["time"],
+    &SOCKET,
+    &[
+        "lifetime_ms",
+        "connect_ms",
+        "states",
+        "bytes_sent",
+        "bytes_received",
+        "retransmits",
+        "srtt_us",
+        "end",
+        "complete",
+        "netns",
+    ],
+    &CGROUP,
+]);
 
 fn csv_writer(out: &mut impl Write) -> ::csv::Writer<&mut impl Write> {
     ::csv::WriterBuilder::new()

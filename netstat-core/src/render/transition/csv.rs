@@ -6,31 +6,18 @@
 use std::io::{self, Write};
 
 use super::json::JsonTransition;
-use crate::render::Line;
+use crate::render::{
+    Line,
+    csv_columns::{CGROUP, SOCKET, join},
+};
 
 /// The header row: the JSON field names.
-pub const FIELDS: [&str; 20] = [
-    "time",
-    "ts_ns",
-    "cookie",
-    "pid",
-    "comm",
-    "owner_exited",
-    "family",
-    "laddr",
-    "lport",
-    "raddr",
-    "rport",
-    "old",
-    "new",
-    "ms_in_old",
-    "netns",
-    "end",
-    "cgroup",
-    "cgroup_path",
-    "container",
-    "id",
-];
+pub const FIELDS: [&str; 20] = join(&[
+    &["time", "ts_ns"],
+    &SOCKET,
+    &["old", "new", "ms_in_old", "netns", "end"],
+    &CGROUP,
+]);
 
 /// A writer whose `flush` does nothing: the csv crate flushes its sink after every record,
 /// and the event log flushes once per batch.
