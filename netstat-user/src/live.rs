@@ -14,13 +14,39 @@ use crate::{
     mem,
     pipeline::{Pipeline, Step},
     probe::KernelCounters,
-    sockdiag::{self, Proto, SockDiagError},
+    sockdiag::{self, DiagSocket, Proto, SockDiagError},
     source::RecordSource,
     table::{Counters, Limits, Table},
 };
 
-/// Both protocols: what the table holds, and what every dump asks for.
-const BOTH: [Proto; 2] = [Proto::Tcp, Proto::Udp];
+/// What a live table's dumps ask the kernel for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dump {
+    /// Every TCP and UDP socket, in every state: what `-c` and the daemon show.
+    All,
+    /// TCP sockets but those in TIME_WAIT, each with its byte counters: what `top` counts
+    /// (see [`sockdiag::dump_connections_with_bytes`]).
+    TcpConnectionsWithBytes,
+}
+
+impl Dump {
+    /// The protocols a dump covers: a reconciliation judges only the table's sockets of these.
+    fn protos(self) -> &'static [Proto] {
+        match self {
+            Dump::All => &[Proto::Tcp, Proto::Udp],
+            Dump::TcpConnectionsWithBytes => &[Proto::Tcp],
+        }
+    }
+
+    fn run(self, f: impl FnMut(DiagSocket)) -> Result<(), SockDiagError> {
+        match self {
+            Dump::All => sockdiag::dump_each(self.protos(), f),
+            Dump::TcpConnectionsWithBytes => {
+                sockdiag::dump_connections_with_bytes(self.protos(), f)
+            }
+        }
+    }
+}
 
 /// What a front end does with each step, after the table has applied it.
 pub trait OnStep {
@@ -54,15 +80,24 @@ pub struct Live {
     pub table: Table,
     /// Owners, time in state and lifecycles, kept once per socket.
     pub pipeline: Pipeline,
+    dump: Dump,
 }
 
 impl Live {
-    /// `max_sockets`: most sockets the pipeline follows for owners and durations.
+    /// `max_sockets`: most sockets the pipeline follows for owners and durations. Dumps ask
+    /// for every socket ([`Dump::All`]) unless [`Live::dumping`] says otherwise.
     pub fn new(limits: Limits, max_sockets: usize) -> Self {
         Self {
             table: Table::new(limits, crate::netns::own_netns()),
             pipeline: Pipeline::new(max_sockets),
+            dump: Dump::All,
         }
+    }
+
+    /// Seeds and reconciles from `dump` instead.
+    #[must_use]
+    pub fn dumping(self, dump: Dump) -> Self {
+        Self { dump, ..self }
     }
 
     /// Seeds the table straight from a dump (no list of every socket beside it). Tracing is
@@ -73,9 +108,24 @@ impl Live {
         stream: &mut impl RecordSource,
         on: &mut impl OnStep,
     ) -> Result<(), SockDiagError> {
+        self.seed_seeing(stream, on, |_| {})
+    }
+
+    /// [`Live::seed`], showing `each` every socket of the dump as it goes into the table.
+    pub fn seed_seeing(
+        &mut self,
+        stream: &mut impl RecordSource,
+        on: &mut impl OnStep,
+        mut each: impl FnMut(&DiagSocket),
+    ) -> Result<(), SockDiagError> {
         self.catch_up(stream, on);
-        self.table
-            .seed_with(monotonic_ns(), |sink| sockdiag::dump_each(&BOTH, sink))
+        let dump = self.dump;
+        self.table.seed_with(monotonic_ns(), |sink| {
+            dump.run(|d| {
+                each(&d);
+                sink(d);
+            })
+        })
     }
 
     /// Handles the records waiting (a bounded batch: the caller's loop comes back for more).
@@ -96,11 +146,30 @@ impl Live {
         stream: &mut impl RecordSource,
         on: &mut impl OnStep,
     ) -> Result<(), SockDiagError> {
-        let Self { table, pipeline } = self;
+        self.reconcile_seeing(stream, on, |_| {})
+    }
+
+    /// [`Live::reconcile`], showing `each` every socket of the dump.
+    pub fn reconcile_seeing(
+        &mut self,
+        stream: &mut impl RecordSource,
+        on: &mut impl OnStep,
+        mut each: impl FnMut(&DiagSocket),
+    ) -> Result<(), SockDiagError> {
+        let Self {
+            table,
+            pipeline,
+            dump,
+        } = self;
         let c = table.reconcile_with(
             monotonic_ns(),
-            &BOTH,
-            |sink| sockdiag::dump_each(&BOTH, sink),
+            dump.protos(),
+            |sink| {
+                dump.run(|d| {
+                    each(&d);
+                    sink(d);
+                })
+            },
             |table| {
                 feed(stream, pipeline, table, on, true);
             },

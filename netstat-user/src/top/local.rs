@@ -1,5 +1,5 @@
 //! `enetstat top` tracing in this process (root): the probe's records go through the one
-//! [`Pipeline`] (owners, time in the old state, the live table, how a connection ended and
+//! [`Pipeline`](crate::pipeline::Pipeline) (owners, time in the old state, the live table, how a connection ended and
 //! its bytes), as for `watch`, `life` and `-c`; what the filter keeps becomes facts for the
 //! model. Nothing new runs per event in the kernel. Each refresh's socket dump also gives the
 //! bytes live connections moved ([`LiveBytes`]), and cgroup ids name containers
@@ -21,13 +21,13 @@ use crate::{
     daemon::engine::EntrySubject,
     event::{Cookie, Owner},
     filter::{Filter, Observed},
-    netns::own_netns,
+    live::{Dump, Live, OnStep},
     pids::SocketOwners,
-    pipeline::{self, Pipeline, SeedOwners as _, Step},
+    pipeline::{self, SeedOwners as _, Step},
     probe::{EventStream, Probe, ProbeOptions},
-    sockdiag::{self, Proto, TcpBytes},
+    sockdiag::{Proto, TcpBytes},
     state::TcpState,
-    table::{Limits, Table},
+    table::Limits,
 };
 
 /// How often sockets that predate tracing are matched to processes through `/proc`.
@@ -38,12 +38,30 @@ pub struct LocalFeed {
     // The stream goes before the probe that made it.
     stream: EventStream,
     probe: Probe,
-    pipeline: Pipeline,
-    table: Table,
+    /// The one live-table loop (`-c` and the daemon run it too), dumping TCP connections
+    /// with their bytes.
+    live: Live,
     owners: SocketOwners,
+    facts: Facts,
+}
+
+/// What turns the pipeline's steps into the model's facts.
+struct Facts {
     filter: Filter,
     containers: Containers,
     bytes: LiveBytes,
+}
+
+/// The live loop's hook while `model` takes facts.
+struct ToModel<'a> {
+    facts: &'a mut Facts,
+    model: &'a mut Model,
+}
+
+impl OnStep for ToModel<'_> {
+    fn step(&mut self, step: Step) {
+        self.facts.apply(self.model, step);
+    }
 }
 
 impl LocalFeed {
@@ -55,37 +73,46 @@ impl LocalFeed {
             ..ProbeOptions::default()
         })?;
         let stream = probe.events()?;
+        let limits = Limits {
+            max_sockets,
+            max_closed: 0,
+        };
         let mut feed = Self {
             stream,
-            pipeline: Pipeline::new(max_sockets),
             probe,
-            table: Table::new(
-                Limits {
-                    max_sockets,
-                    max_closed: 0,
-                },
-                own_netns(),
-            ),
+            live: Live::new(limits, max_sockets).dumping(Dump::TcpConnectionsWithBytes),
             owners: SocketOwners::new(),
-            filter,
-            containers: Containers::new(cgroup::Paths::new()),
-            bytes: LiveBytes::new(),
+            facts: Facts {
+                filter,
+                containers: Containers::new(cgroup::Paths::new()),
+                bytes: LiveBytes::new(),
+            },
         };
         let netns = pipeline::records_netns(feed.probe.mode());
-        if let Err(e) = feed.pipeline.seed_owners(netns) {
+        if let Err(e) = feed.live.pipeline.seed_owners(netns) {
             tracing::warn!("{e}; sockets that predate tracing show no owner until they act");
         }
-        // Tracing is on before the seed, so nothing falls between the dump and the first event.
-        feed.drain(&mut Model::new());
-        let bytes = &mut feed.bytes;
-        feed.table.seed_with(monotonic_ns(), |sink| {
-            sockdiag::dump_connections_with_bytes(&[Proto::Tcp], |d| {
-                if let Some(b) = d.bytes {
-                    bytes.baseline(d.cookie, b);
-                }
-                sink(d);
-            })
+        let Self {
+            stream,
+            live,
+            facts,
+            ..
+        } = &mut feed;
+        let mut model = Model::new();
+        let mut on = ToModel {
+            facts,
+            model: &mut model,
+        };
+        // The bytes each connection had moved before: only what it moves from now on counts.
+        let mut baseline = Vec::new();
+        live.seed_seeing(stream, &mut on, |d| {
+            if let Some(b) = d.bytes {
+                baseline.push((d.cookie, b));
+            }
         })?;
+        for (cookie, b) in baseline {
+            feed.facts.bytes.baseline(cookie, b);
+        }
         Ok(feed)
     }
 
@@ -97,23 +124,11 @@ impl LocalFeed {
     }
 
     fn drain(&mut self, model: &mut Model) {
-        let (mut part, table) = self.parts();
-        part.run(table, model);
-    }
-
-    /// The table, and the rest that a drain needs (a reconciliation drains into the table it
-    /// holds).
-    fn parts(&mut self) -> (Drain<'_>, &mut Table) {
-        (
-            Drain {
-                stream: &mut self.stream,
-                pipeline: &mut self.pipeline,
-                filter: &self.filter,
-                containers: &mut self.containers,
-                bytes: &mut self.bytes,
-            },
-            &mut self.table,
-        )
+        let mut on = ToModel {
+            facts: &mut self.facts,
+            model,
+        };
+        self.live.drain(&mut self.stream, &mut on);
     }
 
     /// The live TCP sockets the filter keeps (but those in TIME_WAIT, which are not
@@ -124,20 +139,15 @@ impl LocalFeed {
         self.drain(model);
         // Every refresh: events cannot tell a socket's move to TIME_WAIT; the dump can.
         let mut sampled: FxHashMap<Cookie, TcpBytes> = FxHashMap::default();
-        let (mut part, table) = self.parts();
-        table.reconcile_with(
-            monotonic_ns(),
-            &[Proto::Tcp],
-            |sink| {
-                sockdiag::dump_connections_with_bytes(&[Proto::Tcp], |d| {
-                    if let Some(b) = d.bytes {
-                        sampled.insert(d.cookie, b);
-                    }
-                    sink(d);
-                })
-            },
-            |table| part.run(table, model),
-        )?;
+        let mut on = ToModel {
+            facts: &mut self.facts,
+            model,
+        };
+        self.live.reconcile_seeing(&mut self.stream, &mut on, |d| {
+            if let Some(b) = d.bytes {
+                sampled.insert(d.cookie, b);
+            }
+        })?;
         // A /proc scan reads every process's descriptors: at most every few seconds. Sockets
         // made since tracing began have their owners from events anyway.
         if self
@@ -148,17 +158,20 @@ impl LocalFeed {
             self.owners.refresh();
         }
         let now = monotonic_ns();
-        let netns = self.table.netns();
+        let table = &self.live.table;
+        let netns = table.netns();
+        let Facts {
+            filter,
+            containers,
+            bytes,
+        } = &mut self.facts;
         let mut sockets = Vec::new();
-        let live = self
-            .table
+        let live = table
             .live()
             .filter(|e| e.proto == Proto::Tcp && e.state != TcpState::TimeWait);
         for e in live {
             // Every socket's sample is taken up, kept or not, so a new filter starts right.
-            let moved = sampled
-                .get(&e.cookie)
-                .map(|&b| self.bytes.moved(e.cookie, b));
+            let moved = sampled.get(&e.cookie).map(|&b| bytes.moved(e.cookie, b));
             let owner: Option<Owner> = e
                 .owner
                 .as_deref()
@@ -169,10 +182,10 @@ impl LocalFeed {
                 owners: owner.iter().cloned().collect(),
                 netns,
             };
-            if !self.filter.matches(&subject) {
+            if !filter.matches(&subject) {
                 continue;
             }
-            let container = self.containers.shared(e.cgroup());
+            let container = containers.shared(e.cgroup());
             if let Some(b) = moved.filter(|b| b.sent + b.received > 0) {
                 let conn = Conn {
                     owner: owner.as_ref(),
@@ -191,82 +204,57 @@ impl LocalFeed {
                 container,
             });
         }
-        self.bytes.end_refresh();
+        bytes.end_refresh();
         Ok(sockets)
     }
 
     pub fn set_filter(&mut self, filter: Filter) {
-        self.filter = filter;
+        self.facts.filter = filter;
     }
 
     /// Records lost to a full ring so far, and records that could not be decoded.
     pub fn losses(&self) -> (u64, u64) {
         let lost = self.probe.counters().map_or(0, |c| c.lost());
-        (lost, self.pipeline.undecodable)
-    }
-}
-
-/// The parts of the feed a reconciliation's catch-up drains with, apart from the table.
-struct Drain<'a> {
-    stream: &'a mut EventStream,
-    pipeline: &'a mut Pipeline,
-    filter: &'a Filter,
-    containers: &'a mut Containers,
-    bytes: &'a mut LiveBytes,
-}
-
-impl Drain<'_> {
-    fn run(&mut self, table: &mut Table, model: &mut Model) {
-        let Self {
-            stream,
-            pipeline,
-            filter,
-            containers,
-            bytes,
-        } = self;
-        stream.drain(|raw| {
-            if let Some(step) = pipeline.feed(raw, Some(table)) {
-                apply(filter, containers, bytes, model, step);
-            }
-        });
+        (lost, self.live.pipeline.undecodable)
     }
 }
 
 /// The facts of one transition the filter keeps: opens, latency, how it ended, and, when it
 /// finished a connection, the bytes it moved since a refresh last counted them.
-fn apply(
-    filter: &Filter,
-    containers: &mut Containers,
-    bytes: &mut LiveBytes,
-    model: &mut Model,
-    step: Step,
-) {
-    let t = &step.transition;
-    // Taken off whether the filter keeps it or not: the socket is gone either way.
-    let left = step.life.as_ref().filter(|l| l.counters).map(|l| {
-        let total = TcpBytes {
-            sent: l.bytes_sent,
-            received: l.bytes_received,
+impl Facts {
+    fn apply(&mut self, model: &mut Model, step: Step) {
+        let Self {
+            filter,
+            containers,
+            bytes,
+        } = self;
+        let t = &step.transition;
+        // Taken off whether the filter keeps it or not: the socket is gone either way.
+        let left = step.life.as_ref().filter(|l| l.counters).map(|l| {
+            let total = TcpBytes {
+                sent: l.bytes_sent,
+                received: l.bytes_received,
+            };
+            bytes.closed(l.cookie, total)
+        });
+        let observed = Observed {
+            transition: t,
+            owner: step.owner.as_ref(),
         };
-        bytes.closed(l.cookie, total)
-    });
-    let observed = Observed {
-        transition: t,
-        owner: step.owner.as_ref(),
-    };
-    if !filter.matches(&observed) {
-        return;
-    }
-    let conn = Conn {
-        owner: step.owner.as_ref(),
-        local: t.local,
-        remote: t.remote,
-        container: containers.of(t.cgroup),
-    };
-    for fact in facts_of(t.old, t.new, step.in_old, step.end) {
-        model.record(&conn, fact);
-    }
-    if let Some(b) = left {
-        model.record(&conn, Fact::from(b));
+        if !filter.matches(&observed) {
+            return;
+        }
+        let conn = Conn {
+            owner: step.owner.as_ref(),
+            local: t.local,
+            remote: t.remote,
+            container: containers.of(t.cgroup),
+        };
+        for fact in facts_of(t.old, t.new, step.in_old, step.end) {
+            model.record(&conn, fact);
+        }
+        if let Some(b) = left {
+            model.record(&conn, Fact::from(b));
+        }
     }
 }
