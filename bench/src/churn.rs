@@ -175,7 +175,7 @@ pub fn run(opts: &ChurnOptions) -> Result<ChurnReport> {
     let began = Instant::now();
     if let Some(d) = opts.duration {
         // Sleep in small steps so count-limited runs that finish early are not held up.
-        while began.elapsed() < d && !handles.iter().all(|h| h.is_finished()) {
+        while began.elapsed() < d && !handles.iter().all(std::thread::JoinHandle::is_finished) {
             thread::sleep((d.saturating_sub(began.elapsed())).min(Duration::from_millis(20)));
         }
         stop.store(true, Ordering::Relaxed);

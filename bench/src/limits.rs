@@ -12,7 +12,7 @@ pub fn raise_nofile(need: u64) -> Result<u64> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
         bail!(
             "cannot read the open-file limit: {}",
             std::io::Error::last_os_error()
@@ -36,7 +36,7 @@ pub fn raise_nofile(need: u64) -> Result<u64> {
         rlim_max: lim.rlim_max.max(need),
     };
     // SAFETY: setrlimit reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 {
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const wanted) } != 0 {
         bail!(
             "cannot raise the open-file limit to {need} (hard limit {}): {}. Run as root or \
              raise `ulimit -n` first",

@@ -75,7 +75,7 @@ pub const CONNECTION_SCRIPT: [(bool, u8, u8); 10] = [
 fn in_process_context(old: u8, new: u8) -> bool {
     matches!(
         (old, new),
-        (CLOSE, SYN_SENT) | (ESTABLISHED, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK) | (CLOSE, LISTEN)
+        (CLOSE, SYN_SENT | LISTEN) | (ESTABLISHED, FIN_WAIT1) | (CLOSE_WAIT, LAST_ACK)
     )
 }
 

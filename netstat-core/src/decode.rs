@@ -232,8 +232,13 @@ mod tests {
 
     fn bytes(r: &StateChange) -> Vec<u8> {
         // SAFETY: StateChange is repr(C) plain data without implicit padding.
-        unsafe { std::slice::from_raw_parts((r as *const StateChange).cast::<u8>(), RECORD_LEN) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref::<StateChange>(r).cast::<u8>(),
+                RECORD_LEN,
+            )
+        }
+        .to_vec()
     }
 
     #[test]
@@ -323,9 +328,8 @@ mod tests {
             skaddr: 0xffff_8880_0000_1000,
         };
         // SAFETY: Reset is repr(C) plain data without implicit padding.
-        let raw = unsafe {
-            std::slice::from_raw_parts((&r as *const Reset).cast::<u8>(), size_of::<Reset>())
-        };
+        let raw =
+            unsafe { std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<Reset>()) };
         assert_eq!(
             decode_record(raw),
             Ok(Record::Reset(ResetEvent {

@@ -199,7 +199,7 @@ fn read<T: Copy>(bytes: &[u8]) -> T {
 fn as_bytes<T: Copy>(r: &T) -> &[u8] {
     // SAFETY: the record types are `repr(C)` plain integers with explicit padding, so every
     // byte is initialized.
-    unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), size_of::<T>()) }
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref::<T>(r).cast::<u8>(), size_of::<T>()) }
 }
 
 #[cfg(test)]

@@ -30,8 +30,7 @@ pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
     use TcpState::*;
     matches!(
         (old, new),
-        (Close, SynSent)
-            | (Close, Listen)
+        (Close, SynSent | Listen)
             | (Established, FinWait1)
             | (CloseWait, LastAck)
             | (Listen, Close)
@@ -81,9 +80,10 @@ impl Owners {
         if let Some(name) = self.names.get(&pid) {
             return name.clone();
         }
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|s| Arc::from(s.trim_end_matches('\n')))
-            .unwrap_or_else(|_| thread_comm.clone());
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(
+            |_| thread_comm.clone(),
+            |s| Arc::from(s.trim_end_matches('\n')),
+        );
         self.names.insert(pid, name.clone());
         name
     }

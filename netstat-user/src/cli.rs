@@ -524,7 +524,7 @@ mod tests {
             &["enetstat", "life", "-6"],
         ] {
             let cli = Cli::try_parse_args(args).unwrap();
-            let (Some(Command::Watch(w)) | Some(Command::Life(w))) = cli.command else {
+            let Some(Command::Watch(w) | Command::Life(w)) = cli.command else {
                 panic!("{args:?}")
             };
             assert!(w.ipv6 && !w.ipv4, "{args:?}");

@@ -8,7 +8,7 @@ fn now(clock: libc::clockid_t) -> i128 {
         tv_nsec: 0,
     };
     // SAFETY: a valid clock id and a valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 

@@ -7,6 +7,8 @@
 
 use std::io;
 
+use nix::sys::resource::{Resource, getrlimit};
+
 /// Whether `e` means this process reached its open-file limit.
 pub fn is_exhausted(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EMFILE)
@@ -20,12 +22,9 @@ pub fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The soft open-file limit, if it can be read.
 pub fn soft_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
 }
 
 /// What to tell a user whose process has no descriptor left.

@@ -281,7 +281,7 @@ fn write_stats(path: &std::path::Path, summary: &watch::Summary) -> Result<()> {
         "ringbuf_full": summary.kernel.ringbuf_full,
         "recursion_misses": summary.kernel.recursion_misses,
         "undecodable": summary.undecodable,
-        "latency_us": summary.latency.as_ref().map(|l| l.report()),
+        "latency_us": summary.latency.as_ref().map(enetstat::latency::Latency::report),
     });
     std::fs::write(path, format!("{stats}\n"))
         .with_context(|| format!("cannot write the statistics to {}", path.display()))

@@ -142,7 +142,11 @@ impl SnapshotArgs {
                 (_, true) => Some("ipv6".into()),
                 _ => None,
             },
-            states: self.state.iter().map(|s| s.to_string()).collect(),
+            states: self
+                .state
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             format: self.output,
             numeric: self.numeric,
             programs: self.program,

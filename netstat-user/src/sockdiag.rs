@@ -4,7 +4,7 @@
 //! This is the only module that speaks netlink. It needs no privileges: the kernel shows an
 //! unprivileged caller every socket (queues and inodes included), as `ss` shows them.
 
-use std::{io, os::fd::AsRawFd};
+use std::io;
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage};
 use netlink_packet_sock_diag::{
@@ -117,18 +117,9 @@ fn dump_with(
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(SockDiagError::Open)?;
-    let size = SO_RCVBUF_BYTES;
-    // SAFETY: a valid fd and a c_int option of the right length. Failure only costs speed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    let mut buf = vec![0u8; RECV_BUF];
+    // Failure only costs speed.
+    let _ = socket.set_rx_buf_sz(SO_RCVBUF_BYTES);
+    let mut buf = Vec::with_capacity(RECV_BUF);
     let mut seq = 0;
     for &proto in protos {
         for family in [AF_INET, AF_INET6] {
@@ -145,7 +136,7 @@ fn dump_one(
     proto: Proto,
     family: u8,
     ask: Ask,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     f: &mut impl FnMut(DiagSocket),
 ) -> Result<(), SockDiagError> {
     let mut header = NetlinkHeader::default();
@@ -178,16 +169,14 @@ fn dump_one(
     packet.serialize(&mut req);
     socket.send(&req, 0).map_err(SockDiagError::Io)?;
     loop {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(SockDiagError::Io(e));
+        // Into the buffer's whole capacity, each time.
+        buf.clear();
+        match socket.recv(buf, 0) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SockDiagError::Io(e)),
         }
-        if let Datagram::Done = parse_datagram(&buf[..n as usize], proto, family, f)? {
+        if let Datagram::Done = parse_datagram(buf, proto, family, f)? {
             return Ok(());
         }
     }

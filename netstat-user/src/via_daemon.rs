@@ -134,18 +134,16 @@ pub fn daemon(args: DaemonArgs, socket: Option<PathBuf>) -> Result<ExitCode> {
     let services = services.handle().clone();
     runtime.block_on(async move {
         let stop = crate::stop_signal()?;
-        daemon::run(opts, &services, stop, || {
-            match metrics {
-                Some(addr) => eprintln!(
-                    "enetstat: tracing TCP state transitions; daemon serving on {} and metrics \
+        daemon::run(opts, &services, stop, || match metrics {
+            Some(addr) => eprintln!(
+                "enetstat: tracing TCP state transitions; daemon serving on {} and metrics \
                      on http://{addr}/metrics",
-                    socket.display()
-                ),
-                None => eprintln!(
-                    "enetstat: tracing TCP state transitions; daemon serving on {}",
-                    socket.display()
-                ),
-            };
+                socket.display()
+            ),
+            None => eprintln!(
+                "enetstat: tracing TCP state transitions; daemon serving on {}",
+                socket.display()
+            ),
         })
         .await?;
         eprintln!("enetstat: daemon stopped");

@@ -61,7 +61,7 @@ impl Subject for Observed<'_> {
     }
 
     fn owners(&self) -> &[Owner] {
-        self.owner.map(std::slice::from_ref).unwrap_or(&[])
+        self.owner.map_or(&[], std::slice::from_ref)
     }
 
     fn netns(&self) -> Option<u32> {

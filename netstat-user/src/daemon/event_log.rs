@@ -200,7 +200,7 @@ impl EventLog {
             cause,
             run_as: opts.run_as.clone(),
         })?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let size = file.metadata().map_or(0, |m| m.len());
         let (tx, rx) = mpsc::sync_channel::<Arc<Event>>(opts.queue.max(1));
         let counters = Arc::new(EventLogCounters::default());
         let c = counters.clone();

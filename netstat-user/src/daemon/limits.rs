@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde::Serialize;
 
 pub const DEFAULT_MAX_CLIENTS: usize = 256;
@@ -83,26 +84,12 @@ impl ConnectionLimits {
 /// Raises the soft open-file limit to the hard one, so the daemon has every descriptor it may
 /// have. Returns the soft limit now in force.
 pub fn raise_nofile() -> io::Result<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (mut soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        soft = hard;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim = raised;
-    }
-    Ok(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    Ok(usize::try_from(soft).unwrap_or(usize::MAX))
 }
 
 /// One kind of connection: how many are open, how many may be, how many were refused.

@@ -31,7 +31,7 @@ pub fn recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
         libc::syscall(
             libc::SYS_bpf,
             bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
-            &mut attr as *mut InfoAttr,
+            &raw mut attr,
             size_of::<InfoAttr>() as u32,
         )
     };

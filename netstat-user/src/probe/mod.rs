@@ -497,7 +497,7 @@ fn lacks_cookie_helper(log: &str) -> bool {
 }
 
 fn is_eperm(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
 }
 
 fn classify_load_error(e: aya::EbpfError) -> ProbeError {

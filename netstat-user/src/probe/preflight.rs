@@ -31,22 +31,14 @@ pub fn check_privileges() -> Result<(), ProbeError> {
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps against it. Newer
 /// kernels account BPF memory to the cgroup and ignore the limit; failure is harmless there.
 pub fn raise_memlock() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: a valid resource and a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {e}");
     }
 }
 
 /// The kernel release, for error reports.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown kernel".into())
+        .map_or_else(|_| "unknown kernel".into(), |s| s.trim().to_owned())
 }

@@ -5,33 +5,38 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     time::Duration,
 };
 
+use nix::sys::{
+    time::TimeSpec,
+    timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub struct Timer {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Fd>,
+}
+
+/// The timer as tokio's readiness wants it: by raw descriptor.
+struct Fd(TimerFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
 }
 
 impl Timer {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: the OwnedFd keeps the timerfd open and unchanged for the AsyncFd's life.
-        let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        // SAFETY: the TimerFd owns its descriptor and keeps it open and unchanged for as long
+        // as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register_with_interest(Fd(timer), Interest::READABLE) }?;
         Ok(Self { fd })
     }
 
@@ -39,21 +44,10 @@ impl Timer {
     pub fn arm(&self, after: Duration) -> io::Result<()> {
         // A zero it_value would disarm the timer; fire after at least a nanosecond.
         let after = after.max(Duration::from_nanos(1));
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: after.subsec_nanos() as libc::c_long,
-            },
-        };
-        // SAFETY: a valid timerfd and a valid itimerspec.
-        let r = unsafe { libc::timerfd_settime(self.raw(), 0, &spec, std::ptr::null_mut()) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.fd.get_ref().0.set(
+            Expiration::OneShot(TimeSpec::from_duration(after)),
+            TimerSetTimeFlags::empty(),
+        )?;
         Ok(())
     }
 
@@ -62,21 +56,13 @@ impl Timer {
         loop {
             let mut guard = self.fd.readable().await?;
             let mut expirations = [0u8; 8];
-            // SAFETY: reading 8 bytes into an 8-byte buffer from a valid timerfd.
-            let n = unsafe { libc::read(self.raw(), expirations.as_mut_ptr().cast(), 8) };
-            if n == 8 {
-                return Ok(());
+            // Not ready after all (WouldBlock): the guard clears readiness, and we wait again.
+            if let Ok(read) = guard.try_io(|fd| {
+                nix::unistd::read(fd.get_ref().0.as_fd(), &mut expirations).map_err(io::Error::from)
+            }) {
+                return read.map(drop);
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(err);
-            }
-            guard.clear_ready();
         }
-    }
-
-    fn raw(&self) -> RawFd {
-        self.fd.get_ref().as_raw_fd()
     }
 }
 

@@ -188,7 +188,7 @@ impl Ui {
             return Action::Nothing;
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+        if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
             return Action::Quit;
         }
         if let Some(editor) = &mut self.editing {
@@ -240,7 +240,7 @@ impl Ui {
             KeyCode::Tab => self.switch(View::ALL[(self.view.index() + 1) % 4]),
             KeyCode::BackTab => self.switch(View::ALL[(self.view.index() + 3) % 4]),
             KeyCode::Char(c @ '1'..='4') => self.switch(View::ALL[usize::from(c as u8 - b'1')]),
-            KeyCode::Char('>') | KeyCode::Char('s') | KeyCode::Right => self.move_sort(true),
+            KeyCode::Char('>' | 's') | KeyCode::Right => self.move_sort(true),
             KeyCode::Char('<') | KeyCode::Left => self.move_sort(false),
             KeyCode::Char('r') => {
                 let (_, reverse) = &mut self.sort[self.view.index()];
@@ -254,11 +254,11 @@ impl Ui {
                 });
                 Action::Redraw
             }
-            KeyCode::Char('p') | KeyCode::Char(' ') => {
+            KeyCode::Char('p' | ' ') => {
                 self.paused = !self.paused;
                 Action::Redraw
             }
-            KeyCode::Char('?') | KeyCode::Char('h') => {
+            KeyCode::Char('?' | 'h') => {
                 self.help = true;
                 Action::Redraw
             }

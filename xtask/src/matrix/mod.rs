@@ -171,7 +171,9 @@ impl Options {
     fn boot_all(&self, prepared: &[(Resolved, PathBuf, PathBuf)], logs: &Path) -> Result<Vec<Row>> {
         let jobs = self
             .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            })
             .max(1);
         let next = Mutex::new(0usize);
         let rows: Mutex<Vec<Option<Result<Row>>>> =
@@ -181,7 +183,9 @@ impl Options {
                 scope.spawn(|| {
                     loop {
                         let i = {
-                            let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut next = next
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             let i = *next;
                             *next += 1;
                             i
@@ -190,13 +194,14 @@ impl Options {
                             break;
                         };
                         let row = self.boot_one(kernel, vmlinuz, initrd, logs);
-                        rows.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
+                        rows.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(row);
                     }
                 });
             }
         });
         rows.into_inner()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .into_iter()
             .map(|row| row.context("a guest was never booted")?)
             .collect()

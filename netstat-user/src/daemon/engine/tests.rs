@@ -55,7 +55,7 @@ fn bytes(r: &StateChange) -> Vec<u8> {
     // SAFETY: StateChange is a plain #[repr(C)] record, read as the kernel wrote it.
     unsafe {
         std::slice::from_raw_parts(
-            (r as *const StateChange).cast::<u8>(),
+            std::ptr::from_ref::<StateChange>(r).cast::<u8>(),
             size_of::<StateChange>(),
         )
     }
