@@ -58,7 +58,7 @@ struct Change {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
-    state: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -371,9 +371,7 @@ impl Metrics {
         }
         for (s, n) in TcpState::ALL.iter().zip(by_state) {
             self.sockets
-                .get_or_create(&StateLabel {
-                    state: s.to_string(),
-                })
+                .get_or_create(&StateLabel { state: s.name() })
                 .set(n);
         }
         self.table_sockets.set(table.len() as i64);
