@@ -362,6 +362,28 @@ fn port_in(port: u16, ports: &[u16; MAX_FILTER_PORTS], n: u16) -> bool {
     false
 }
 
+/// Bytes the programs read at once from the start of a socket (`struct sock_common`): the
+/// fields [`Offsets::head_fields`] names must end within them.
+pub const SOCKET_HEAD: u32 = 128;
+
+impl Offsets {
+    /// The fields the programs take from a socket's first [`SOCKET_HEAD`] bytes, read in one
+    /// go: name, offset and size.
+    pub fn head_fields(&self) -> [(&'static str, u32, u32); 9] {
+        [
+            ("skc_family", self.skc_family, 2),
+            ("skc_num", self.skc_num, 2),
+            ("skc_dport", self.skc_dport, 2),
+            ("skc_rcv_saddr", self.skc_rcv_saddr, 4),
+            ("skc_daddr", self.skc_daddr, 4),
+            ("skc_v6_rcv_saddr", self.skc_v6_rcv_saddr, 16),
+            ("skc_v6_daddr", self.skc_v6_daddr, 16),
+            ("skc_net", self.skc_net, 8),
+            ("skc_state", self.skc_state, 1),
+        ]
+    }
+}
+
 /// Everything the kernel programs take at load time (the `CONFIG` global).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, count
 use crate::{
     EVENTS,
     counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
-    read::{local_port, read},
+    read::{Head, local_port, read},
     wakeup,
 };
 
@@ -48,18 +48,21 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         return;
     }
     let off = &config.offsets;
-    let family: u16 = read(bank, sk, off.skc_family);
+    let Some(head) = Head::read(bank, sk) else {
+        return;
+    };
+    let family: u16 = head.field(off.skc_family);
     if (family != AF_INET && family != AF_INET6)
         || read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP
     {
         return; // Unix and UDP sockets are accepted far more often than TCP ones
     }
-    let lport = local_port(bank, sk, off);
-    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    let lport = local_port(bank, sk, &head, off);
+    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
-    let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
+    let net: *const u8 = head.field::<usize>(off.skc_net) as *const u8;
     let netns: u32 = if net.is_null() {
         0
     } else {

@@ -8,7 +8,7 @@ use netstat_common::{
 use crate::{
     EVENTS,
     counters::count,
-    read::{cookie, local_port, read, socket_cgroup},
+    read::{Head, cookie, local_port, read, socket_cgroup},
     wakeup,
 };
 
@@ -31,9 +31,12 @@ pub fn state_change<const HELPER: bool>(
     }
     count(bank, counter::SEEN);
 
-    let family: u16 = read(bank, sk, off.skc_family);
-    let lport = local_port(bank, sk, off);
-    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    let Some(head) = Head::read(bank, sk) else {
+        return;
+    };
+    let family: u16 = head.field(off.skc_family);
+    let lport = local_port(bank, sk, &head, off);
+    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
     if !config.filter.keeps(family, lport, rport) {
         count(bank, counter::FILTERED);
         return;
@@ -49,15 +52,15 @@ pub fn state_change<const HELPER: bool>(
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if family == AF_INET6 {
-        saddr = read(bank, sk, off.skc_v6_rcv_saddr);
-        daddr = read(bank, sk, off.skc_v6_daddr);
+        saddr = head.field(off.skc_v6_rcv_saddr);
+        daddr = head.field(off.skc_v6_daddr);
     } else if family == AF_INET {
-        let s: [u8; 4] = read(bank, sk, off.skc_rcv_saddr);
-        let d: [u8; 4] = read(bank, sk, off.skc_daddr);
+        let s: [u8; 4] = head.field(off.skc_rcv_saddr);
+        let d: [u8; 4] = head.field(off.skc_daddr);
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     }
-    let net: *const u8 = read::<usize>(bank, sk, off.skc_net) as *const u8;
+    let net: *const u8 = head.field::<usize>(off.skc_net) as *const u8;
     let netns: u32 = if net.is_null() {
         0
     } else {
@@ -116,9 +119,12 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         return;
     }
     let off = &config.offsets;
-    let family: u16 = read(bank, sk, off.skc_family);
-    let lport = local_port(bank, sk, off);
-    let rport = u16::from_be(read::<u16>(bank, sk, off.skc_dport));
+    let Some(head) = Head::read(bank, sk) else {
+        return;
+    };
+    let family: u16 = head.field(off.skc_family);
+    let lport = local_port(bank, sk, &head, off);
+    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
@@ -130,7 +136,7 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
     entry.write(Reset {
         kind: record_kind::RESET,
         direction,
-        state: read(bank, sk, off.skc_state),
+        state: head.field(off.skc_state),
         _pad: 0,
         ts_ns: now,
         cookie: cookie::<HELPER>(bank, sk, off),

@@ -35,6 +35,12 @@ pub enum BtfError {
         ty: &'static str,
         field: &'static str,
     },
+    #[error(
+        "the kernel's `struct sock_common` has `{field}` beyond its first {head} bytes, which \
+         enetstat reads in one go; this kernel's socket layout is not one enetstat supports",
+        head = netstat_common::SOCKET_HEAD
+    )]
+    OutsideHead { field: &'static str },
 }
 
 struct Bytes(Vec<u8>);
@@ -131,6 +137,13 @@ pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
         sk_flags: at("sock", "__sk_common.skc_flags").or_else(|_| at("sock", "sk_flags"))?,
         skc_cookie: at("sock", "__sk_common.skc_cookie")?,
     };
+    if let Some((field, _, _)) = sockets
+        .head_fields()
+        .into_iter()
+        .find(|&(_, offset, size)| offset + size > netstat_common::SOCKET_HEAD)
+    {
+        return Err(BtfError::OutsideHead { field });
+    }
     Ok((sockets, tasks))
 }
 
