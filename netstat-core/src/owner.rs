@@ -38,6 +38,17 @@ pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
     )
 }
 
+/// Where a socket's owner came from, which decides what happens when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The socket's own process-context fact (a system call on it, an accept), or a `/proc`
+    /// scan: the owner stays as the socket's last owner after it ends.
+    Own,
+    /// Its listener's holder, before anyone accepted it: replaced by another live holder
+    /// when it ends.
+    Listener,
+}
+
 /// How many holders are kept per listener: enough for any pre-fork pool to be represented
 /// by a live one, bounded against a listener shared by thousands of processes.
 const HOLDERS_PER_LISTENER: usize = 16;
@@ -170,6 +181,25 @@ impl Owners {
             .get(&(netns, port?))?
             .iter()
             .find(|h| !self.has_exited(h.pid))
+    }
+
+    /// A remembered owner as it stands now: a listener's holder that ended gives way to
+    /// another live holder of the listener on (`netns`, `port`); any other owner that ended
+    /// is kept, marked as ended.
+    pub(crate) fn standing(
+        &self,
+        owner: Option<Owner>,
+        source: Source,
+        netns: u32,
+        port: Option<u16>,
+    ) -> Option<Owner> {
+        match owner {
+            Some(o) if source == Source::Listener && self.has_exited(o.pid) => {
+                self.listener_holder(netns, port).cloned()
+            }
+            Some(o) => Some(self.current(o)),
+            None => None,
+        }
     }
 
     /// Listening ports with a known holder.

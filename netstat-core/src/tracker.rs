@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     event::{AcceptEvent, Cookie, ExitEvent, Owner, Transition},
-    owner::{Owners, in_owner_context},
+    owner::{Owners, Source, in_owner_context},
     state::TcpState,
 };
 
@@ -22,17 +22,6 @@ pub struct Context {
     pub in_old: Option<Duration>,
     /// The socket's owner, when known; [`Owner::exited`] when its process has ended.
     pub owner: Option<Owner>,
-}
-
-/// Where a socket's owner came from, which decides what happens when it ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    /// The socket's own process-context fact (a system call on it, an accept), or a `/proc`
-    /// scan: the owner stays as the socket's last owner after it ends.
-    Own,
-    /// Its listener's holder, before anyone accepted it: replaced by another live holder
-    /// when it ends.
-    Listener,
 }
 
 #[derive(Debug)]
@@ -138,13 +127,8 @@ impl Tracker {
                 (
                     in_old,
                     from_task.clone().or_else(|| {
-                        standing(
-                            &self.owners,
-                            memo.owner,
-                            memo.source,
-                            memo.netns,
-                            t.local.port,
-                        )
+                        self.owners
+                            .standing(memo.owner, memo.source, memo.netns, t.local.port)
                     }),
                 )
             })
@@ -162,13 +146,8 @@ impl Tracker {
                     memo.owner = Some(owner.clone());
                     memo.source = Source::Own;
                 } else {
-                    memo.owner = standing(
-                        owners,
-                        memo.owner.take(),
-                        memo.source,
-                        memo.netns,
-                        memo.lport,
-                    );
+                    memo.owner =
+                        owners.standing(memo.owner.take(), memo.source, memo.netns, memo.lport);
                 }
                 (in_old, memo.owner.clone())
             })
@@ -209,24 +188,6 @@ impl Tracker {
             self.owners.observe_listener(t, owner.as_ref());
         }
         Context { in_old, owner }
-    }
-}
-
-/// A remembered owner as it stands now: a listener's holder that ended gives way to another
-/// live holder; any other owner that ended is kept, marked as ended.
-fn standing(
-    owners: &Owners,
-    owner: Option<Owner>,
-    source: Source,
-    netns: u32,
-    port: Option<u16>,
-) -> Option<Owner> {
-    match owner {
-        Some(o) if source == Source::Listener && owners.has_exited(o.pid) => {
-            owners.listener_holder(netns, port).cloned()
-        }
-        Some(o) => Some(owners.current(o)),
-        None => None,
     }
 }
 
