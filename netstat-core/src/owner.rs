@@ -3,7 +3,7 @@
 //! `inet_sock_set_state` often fires in softirq context, where the "current" task is whoever
 //! happened to be on the CPU. That is why `tcpstates` prints the wrong PID so often. The
 //! owner is taken only from facts made in the owner's own process context, and kept per
-//! socket (by [`crate::tracker`]):
+//! socket (by [`crate::sockets`]):
 //!
 //! 1. the transitions a system call makes ([`in_owner_context`]): `connect()`, `listen()`,
 //!    `close()`/`shutdown()`;
