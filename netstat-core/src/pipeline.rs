@@ -53,7 +53,7 @@ impl Pipeline {
         }
     }
 
-    /// Records of sockets that could not be followed because `capacity` sockets were.
+    /// Sockets that could not be followed because `capacity` sockets were, each counted once.
     pub fn untracked(&self) -> u64 {
         self.sockets.untracked()
     }

@@ -8,6 +8,8 @@
 //! lifecycle alike. A socket is forgotten when it reaches CLOSE; at most `capacity` are kept.
 //! The owner rules live in [`crate::owner`], the lifecycle's in [`crate::life`].
 
+mod refused;
+
 use std::{collections::hash_map::Entry, time::Duration};
 
 use rustc_hash::FxHashMap;
@@ -19,6 +21,7 @@ use crate::{
     owner::{Owners, Source, in_owner_context},
     state::TcpState,
 };
+use refused::Refused;
 
 /// What a socket's earlier records add to a transition.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,8 +82,7 @@ pub struct Sockets {
     sockets: FxHashMap<Cookie, Socket>,
     owners: Owners,
     capacity: usize,
-    /// Records of sockets not remembered because `capacity` was reached.
-    overflow: u64,
+    refused: Refused,
 }
 
 impl Sockets {
@@ -89,7 +91,7 @@ impl Sockets {
             sockets: FxHashMap::default(),
             owners: Owners::default(),
             capacity,
-            overflow: 0,
+            refused: Refused::default(),
         }
     }
 
@@ -102,9 +104,9 @@ impl Sockets {
         self.sockets.is_empty()
     }
 
-    /// Records of sockets not remembered because `capacity` was reached.
+    /// Sockets not remembered because `capacity` was reached, each counted once.
     pub fn untracked(&self) -> u64 {
-        self.overflow
+        self.refused.count()
     }
 
     /// The owner rules' state, to seed from `/proc`.
@@ -134,13 +136,14 @@ impl Sockets {
                 socket.source = Source::Own;
             }
             Entry::Vacant(slot) if !full => {
+                self.refused.forget(a.cookie);
                 slot.insert(Socket::before_transitions(
                     a.owner.clone(),
                     a.lport,
                     a.netns,
                 ));
             }
-            Entry::Vacant(_) => self.overflow += 1,
+            Entry::Vacant(_) => self.refused.refuse(a.cookie),
         }
     }
 
@@ -196,8 +199,9 @@ impl Sockets {
                         .flatten()
                 });
                 if full {
-                    self.overflow += 1;
+                    self.refused.refuse(t.cookie);
                 } else {
+                    self.refused.forget(t.cookie);
                     slot.insert(Socket {
                         since_ns: t.ts_ns,
                         state: t.new,
@@ -261,6 +265,7 @@ impl Sockets {
     fn close(&mut self, t: &mut Transition, from_task: Option<Owner>) -> Context {
         let Some(socket) = self.sockets.remove(&t.cookie) else {
             // First seen at its close, or not followed because the map was full.
+            self.refused.forget(t.cookie);
             let end = end_of(t, None);
             let life = (!is_listener(t) && t.old != TcpState::Close)
                 .then(|| Life::seen_at_close(t).finish(t, Duration::ZERO, from_task.as_ref(), end));

@@ -88,6 +88,22 @@ fn a_full_tracker_counts_what_it_cannot_remember() {
     assert_eq!(tr.len(), 1);
 }
 
+/// Each record of a socket that is not followed finds nothing; the socket is still one.
+#[test]
+fn a_socket_not_followed_is_counted_once() {
+    let mut tr = Sockets::new(1);
+    tr.apply(&mut t(1, 10, Close, Listen, 80, 0, 5));
+    tr.apply(&mut t(2, 20, Listen, SynRecv, 80, 40000, 9));
+    tr.apply(&mut t(2, 30, SynRecv, Established, 80, 40000, 9));
+    tr.on_accept(&accept(2, 6, 80));
+    let c = tr.apply(&mut t(2, 40, Established, CloseWait, 80, 40000, 9));
+    assert_eq!(c.in_old, None, "not followed: no time in state");
+    assert_eq!(tr.untracked(), 1);
+    tr.apply(&mut t(2, 50, LastAck, Close, 80, 40000, 9));
+    assert_eq!(tr.untracked(), 1);
+    assert_eq!(tr.len(), 1);
+}
+
 /// Accepts and `/proc` seeds make a socket known before any transition: its owner is
 /// known, its time in state is not, and it has no lifecycle until a transition comes.
 #[test]
