@@ -106,6 +106,7 @@ impl Life {
 
     /// The finished connection, closed by `t` after a last stay, `spent` long, in the state
     /// the record says it left.
+    #[inline]
     pub(crate) fn finish(
         mut self,
         t: &Transition,
