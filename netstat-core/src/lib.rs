@@ -3,8 +3,8 @@
 //! the stable toolchain (`cargo +stable test -p netstat-core`), without the eBPF build.
 //!
 //! Data flows one way: [`decode`] turns a record into a plain [`event::Transition`] (or a
-//! reset, accept or exit); [`tracker`] remembers per socket what one record cannot tell (time
-//! in the previous state, the [`owner`]); [`life`] keeps each connection's lifecycle;
+//! reset, accept or exit); [`sockets`] remembers per socket what one record cannot tell (time
+//! in the previous state, the [`owner`], the connection's [`life`] so far);
 //! [`pipeline`] is that one path, which every front end calls; [`table`] is the live socket
 //! table, seeded and reconciled from [`diag`] sockets; [`filter`] picks what the user asked
 //! for; [`render`] prints it; [`protocol`] is the daemon's wire format. netstat-user brings
@@ -24,6 +24,6 @@ pub mod pipeline;
 pub mod protocol;
 pub mod render;
 pub mod snapshot;
+pub mod sockets;
 pub mod state;
 pub mod table;
-pub mod tracker;

@@ -1,16 +1,15 @@
 //! Per-connection lifecycles for `enetstat life`: one record per connection when it ends,
 //! with the time it spent in every state, in order.
 //!
-//! Fed the same transitions as the event log (after the tracker has added owner and timing),
-//! plus the reset records. Listening sockets are not connections and produce no lifecycle.
+//! A connection's `Life` is part of its socket's memory in [`crate::sockets`], which feeds it
+//! the transitions of the event log with the socket's time in each state, and the resets.
+//! Listening sockets are not connections and produce no lifecycle.
 
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-
 use crate::{
-    end::{End, classify},
-    event::{Cookie, Endpoint, Family, Owner, ResetDirection, ResetEvent, Transition},
+    end::End,
+    event::{Cookie, Endpoint, Family, Owner, ResetDirection, Transition},
     state::TcpState,
 };
 
@@ -51,141 +50,95 @@ impl Lifecycle {
     }
 }
 
+/// Whether a transition belongs to a listening socket, which is not a connection and has no
+/// lifecycle: into LISTEN, or a listener's close.
+pub(crate) fn is_listener(t: &Transition) -> bool {
+    t.new == TcpState::Listen || (t.old, t.new) == (TcpState::Listen, TcpState::Close)
+}
+
+/// The lifecycle part of a socket that is followed ([`crate::sockets`]): what a [`Lifecycle`]
+/// needs beyond the socket's current state and when it entered it, which the socket keeps
+/// for the event log as well.
 #[derive(Debug)]
-struct Open {
+pub(crate) struct Life {
     start_ns: u64,
-    since_ns: u64,
-    state: TcpState,
     states: Vec<(TcpState, Duration)>,
     connect: Option<Duration>,
     complete: bool,
-    last_reset: Option<ResetDirection>,
+    /// The last reset traced on the connection: it decides how the connection is said to
+    /// have ended.
+    pub(crate) last_reset: Option<ResetDirection>,
 }
 
-/// Connections in flight, capped; ones beyond the cap are counted, not followed.
-#[derive(Debug)]
-pub struct Lives {
-    open: FxHashMap<Cookie, Open>,
-    capacity: usize,
-    /// Connections not followed because `capacity` was reached.
-    pub overflow: u64,
-}
-
-impl Lives {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            open: FxHashMap::default(),
-            capacity,
-            overflow: 0,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.open.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
-    }
-
-    /// Notes a reset on a connection; it decides how the connection is said to have ended.
-    pub fn on_reset(&mut self, r: &ResetEvent) {
-        if let Some(open) = self.open.get_mut(&r.cookie) {
-            open.last_reset = Some(r.direction);
-        }
-    }
-
-    /// How a transition into CLOSE ended, with what is known of the socket's resets.
-    pub fn end_of(&self, t: &Transition) -> Option<End> {
-        let fin = t.fin.as_ref()?;
-        let reset = self.open.get(&t.cookie).and_then(|o| o.last_reset);
-        Some(classify(t.old, fin.errno, reset))
-    }
-
-    /// Applies a transition; returns the finished lifecycle when it closes a connection.
-    pub fn on_transition(&mut self, t: &Transition, owner: Option<&Owner>) -> Option<Lifecycle> {
+impl Life {
+    /// A connection seen for the first time at `t`, its first transition other than a
+    /// listener's. A socket first seen mid-life starts when it was first seen.
+    pub(crate) fn begin(t: &Transition) -> Self {
         use TcpState::*;
-        if t.new == Listen || t.old == Listen && t.new == Close {
-            return None;
+        Self {
+            start_ns: t.ts_ns,
+            // A connection passes through four or five states.
+            states: Vec::with_capacity(6),
+            connect: None,
+            complete: matches!((t.old, t.new), (Close, SynSent) | (Listen, SynRecv)),
+            last_reset: None,
         }
-        if t.new == Close {
-            let end = self.end_of(t);
-            let mut open = self.open.remove(&t.cookie).unwrap_or_else(|| Open {
-                start_ns: t.ts_ns,
-                since_ns: t.ts_ns,
-                state: t.old,
-                states: Vec::new(),
-                connect: None,
-                complete: false,
-                last_reset: None,
-            });
-            if t.old == Close {
-                return None;
-            }
-            open.states.push((
-                t.old,
-                Duration::from_nanos(t.ts_ns.saturating_sub(open.since_ns)),
-            ));
-            let fin = t.fin.unwrap_or_default();
-            // The kernel counts the peer's FIN in `bytes_received` (it advances rcv_nxt like a
-            // byte of data); the record says whether one came.
-            let peer_fin = fin.fin_received;
-            return Some(Lifecycle {
-                cookie: t.cookie,
-                family: t.family,
-                local: t.local,
-                remote: t.remote,
-                owner: owner.cloned(),
-                netns: t.netns,
-                cgroup: t.cgroup,
-                start_ns: open.start_ns,
-                end_ns: t.ts_ns,
-                connect: open.connect,
-                states: open.states,
-                complete: open.complete,
-                bytes_sent: fin.bytes_sent,
-                bytes_received: fin.bytes_received.saturating_sub(u64::from(peer_fin)),
-                retransmits: fin.retransmits,
-                srtt_us: fin.srtt_us,
-                counters: t.fin.is_some(),
-                end,
-            });
+    }
+
+    /// A connection first seen at its close `t`, which [`Life::finish`] gives its one stay.
+    pub(crate) fn seen_at_close(t: &Transition) -> Self {
+        Self {
+            start_ns: t.ts_ns,
+            states: Vec::new(),
+            connect: None,
+            complete: false,
+            last_reset: None,
         }
-        if let Some(open) = self.open.get_mut(&t.cookie) {
-            // A state set again (FIN_WAIT1 -> FIN_WAIT1 when a FIN is re-sent, Linux 6.12+)
-            // is one stay in that state, not two.
-            if t.old == t.new && open.state == t.new {
-                return None;
-            }
-            let spent = Duration::from_nanos(t.ts_ns.saturating_sub(open.since_ns));
-            open.states.push((open.state, spent));
-            if (t.old, t.new) == (SynSent, Established) {
-                open.connect = Some(spent);
-            }
-            open.state = t.new;
-            open.since_ns = t.ts_ns;
-            return None;
+    }
+
+    /// The stay in `state`, `spent` long, that transition `t` ended.
+    pub(crate) fn stay(&mut self, state: TcpState, spent: Duration, t: &Transition) {
+        self.states.push((state, spent));
+        if (t.old, t.new) == (TcpState::SynSent, TcpState::Established) {
+            self.connect = Some(spent);
         }
-        if self.open.len() >= self.capacity {
-            self.overflow += 1;
-            return None;
+    }
+
+    /// The finished connection, closed by `t` after a last stay, `spent` long, in the state
+    /// the record says it left.
+    #[inline]
+    pub(crate) fn finish(
+        mut self,
+        t: &Transition,
+        spent: Duration,
+        owner: Option<&Owner>,
+        end: Option<End>,
+    ) -> Lifecycle {
+        self.states.push((t.old, spent));
+        let fin = t.fin.unwrap_or_default();
+        // The kernel counts the peer's FIN in `bytes_received` (it advances rcv_nxt like a
+        // byte of data); the record says whether one came.
+        let peer_fin = fin.fin_received;
+        Lifecycle {
+            cookie: t.cookie,
+            family: t.family,
+            local: t.local,
+            remote: t.remote,
+            owner: owner.cloned(),
+            netns: t.netns,
+            cgroup: t.cgroup,
+            start_ns: self.start_ns,
+            end_ns: t.ts_ns,
+            connect: self.connect,
+            states: self.states,
+            complete: self.complete,
+            bytes_sent: fin.bytes_sent,
+            bytes_received: fin.bytes_received.saturating_sub(u64::from(peer_fin)),
+            retransmits: fin.retransmits,
+            srtt_us: fin.srtt_us,
+            counters: t.fin.is_some(),
+            end,
         }
-        let born = matches!((t.old, t.new), (Close, SynSent) | (Listen, SynRecv));
-        self.open.insert(
-            t.cookie,
-            Open {
-                // A socket first seen mid-life starts when we first saw it.
-                start_ns: t.ts_ns,
-                since_ns: t.ts_ns,
-                state: t.new,
-                // A connection passes through four or five states.
-                states: Vec::with_capacity(6),
-                connect: None,
-                complete: born,
-                last_reset: None,
-            },
-        );
-        None
     }
 }
 
@@ -194,7 +147,10 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::event::{Final, Task};
+    use crate::{
+        event::{Final, ResetEvent, Task},
+        sockets::Sockets,
+    };
     use TcpState::*;
 
     fn t(ts_us: u64, old: TcpState, new: TcpState, errno: i32) -> Transition {
@@ -225,10 +181,10 @@ mod tests {
         }
     }
 
-    fn run(lives: &mut Lives, ts: &[Transition]) -> Option<Lifecycle> {
+    fn run(lives: &mut Sockets, ts: &[Transition]) -> Option<Lifecycle> {
         let mut last = None;
         for tr in ts {
-            last = lives.on_transition(tr, None);
+            last = lives.apply(&mut tr.clone()).life;
         }
         last
     }
@@ -237,7 +193,7 @@ mod tests {
     /// in FIN_WAIT1, timed from the first FIN_WAIT1, not from the re-set.
     #[test]
     fn a_state_set_twice_is_one_stay_and_keeps_its_clock() {
-        let mut lives = Lives::new(10);
+        let mut lives = Sockets::new(10);
         let l = run(
             &mut lives,
             &[
@@ -269,7 +225,7 @@ mod tests {
 
     #[test]
     fn active_connection_lists_states_and_connect_latency() {
-        let mut lives = Lives::new(10);
+        let mut lives = Sockets::new(10);
         let l = run(
             &mut lives,
             &[
@@ -309,7 +265,7 @@ mod tests {
 
     #[test]
     fn refused_and_passive_and_partial() {
-        let mut lives = Lives::new(10);
+        let mut lives = Sockets::new(10);
         let l = run(
             &mut lives,
             &[
@@ -352,7 +308,7 @@ mod tests {
 
     #[test]
     fn resets_decide_the_ending_and_listeners_are_not_connections() {
-        let mut lives = Lives::new(10);
+        let mut lives = Sockets::new(10);
         assert!(
             run(
                 &mut lives,
@@ -360,24 +316,22 @@ mod tests {
             )
             .is_none()
         );
-        lives.on_transition(&t(0, Close, SynSent, 0), None);
-        lives.on_transition(&t(1, SynSent, Established, 0), None);
+        lives.apply(&mut t(0, Close, SynSent, 0));
+        lives.apply(&mut t(1, SynSent, Established, 0));
         lives.on_reset(&ResetEvent {
             ts_ns: 1500,
             cookie: Cookie(1),
             direction: ResetDirection::Received,
             state: Established,
         });
-        let l = lives
-            .on_transition(&t(2, FinWait2, Close, 0), None)
-            .unwrap();
+        let l = lives.apply(&mut t(2, FinWait2, Close, 0)).life.unwrap();
         assert_eq!(l.end, Some(End::ResetReceived));
     }
 
     #[test]
     fn capacity_is_enforced_and_counted() {
-        let mut lives = Lives::new(0);
-        lives.on_transition(&t(0, Close, SynSent, 0), None);
-        assert_eq!(lives.overflow, 1);
+        let mut lives = Sockets::new(0);
+        lives.apply(&mut t(0, Close, SynSent, 0));
+        assert_eq!(lives.untracked(), 1);
     }
 }

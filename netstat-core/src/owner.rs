@@ -3,7 +3,7 @@
 //! `inet_sock_set_state` often fires in softirq context, where the "current" task is whoever
 //! happened to be on the CPU. That is why `tcpstates` prints the wrong PID so often. The
 //! owner is taken only from facts made in the owner's own process context, and kept per
-//! socket (by [`crate::tracker`]):
+//! socket (by [`crate::sockets`]):
 //!
 //! 1. the transitions a system call makes ([`in_owner_context`]): `connect()`, `listen()`,
 //!    `close()`/`shutdown()`;
@@ -35,6 +35,17 @@ pub fn in_owner_context(old: TcpState, new: TcpState) -> bool {
             | (CloseWait, LastAck)
             | (Listen, Close)
     )
+}
+
+/// Where a socket's owner came from, which decides what happens when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The socket's own process-context fact (a system call on it, an accept), or a `/proc`
+    /// scan: the owner stays as the socket's last owner after it ends.
+    Own,
+    /// Its listener's holder, before anyone accepted it: replaced by another live holder
+    /// when it ends.
+    Listener,
 }
 
 /// How many holders are kept per listener: enough for any pre-fork pool to be represented
@@ -170,6 +181,25 @@ impl Owners {
             .get(&(netns, port?))?
             .iter()
             .find(|h| !self.has_exited(h.pid))
+    }
+
+    /// A remembered owner as it stands now: a listener's holder that ended gives way to
+    /// another live holder of the listener on (`netns`, `port`); any other owner that ended
+    /// is kept, marked as ended.
+    pub(crate) fn standing(
+        &self,
+        owner: Option<Owner>,
+        source: Source,
+        netns: u32,
+        port: Option<u16>,
+    ) -> Option<Owner> {
+        match owner {
+            Some(o) if source == Source::Listener && self.has_exited(o.pid) => {
+                self.listener_holder(netns, port).cloned()
+            }
+            Some(o) => Some(self.current(o)),
+            None => None,
+        }
     }
 
     /// Listening ports with a known holder.

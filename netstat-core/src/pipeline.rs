@@ -1,5 +1,6 @@
-//! The one path every record takes after the probe's stream: decode, then owners and
-//! durations ([`Tracker`]), the live table when there is one, then lifecycles ([`Lives`]).
+//! The one path every record takes after the probe's stream: decode, then what the socket's
+//! earlier records add ([`Sockets`]: time in the old state, owner, and the connection's
+//! lifecycle on its close), then the live table when there is one.
 //!
 //! `watch`, the daemon's engine, live snapshots and the replay benchmark all feed records
 //! through [`Pipeline::feed`], so what one front end shows cannot drift from another, and the
@@ -12,9 +13,9 @@ use crate::{
     decode::decode_record,
     end::End,
     event::{Owner, Record, Transition},
-    life::{Lifecycle, Lives},
+    life::Lifecycle,
+    sockets::Sockets,
     table::Table,
-    tracker::Tracker,
 };
 
 /// A transition with everything the pipeline learned about it.
@@ -34,8 +35,7 @@ pub struct Step {
 /// Per-socket state for the records of one stream.
 #[derive(Debug)]
 pub struct Pipeline {
-    pub tracker: Tracker,
-    pub lives: Lives,
+    pub sockets: Sockets,
     /// Records that could not be decoded (skipped, never fatal).
     pub undecodable: u64,
     /// Records received: transitions and resets, not owner facts (accepts, process exits),
@@ -47,16 +47,15 @@ impl Pipeline {
     /// Follows at most `capacity` sockets at once.
     pub fn new(capacity: usize) -> Self {
         Self {
-            tracker: Tracker::new(capacity),
-            lives: Lives::new(capacity),
+            sockets: Sockets::new(capacity),
             undecodable: 0,
             received: 0,
         }
     }
 
-    /// Sockets that could not be followed because the tracker or the lifecycle book was full.
+    /// Sockets that could not be followed because `capacity` sockets were, each counted once.
     pub fn untracked(&self) -> u64 {
-        self.tracker.overflow + self.lives.overflow
+        self.sockets.untracked()
     }
 
     /// Decodes one record and applies it, to `table` too when given. A transition comes
@@ -66,33 +65,31 @@ impl Pipeline {
         self.received += u64::from(!crate::decode::is_owner_fact(bytes));
         match decode_record(bytes) {
             Ok(Record::Transition(mut t)) => {
-                let ctx = self.tracker.apply(&mut t);
+                let cx = self.sockets.apply(&mut t);
                 if let Some(table) = table {
-                    table.apply(&t, ctx.owner.as_ref());
+                    table.apply(&t, cx.owner.as_ref());
                 }
-                let end = self.lives.end_of(&t);
-                let life = self.lives.on_transition(&t, ctx.owner.as_ref());
                 Some(Step {
                     transition: t,
-                    in_old: ctx.in_old,
-                    owner: ctx.owner,
-                    end,
-                    life,
+                    in_old: cx.in_old,
+                    owner: cx.owner,
+                    end: cx.end,
+                    life: cx.life,
                 })
             }
             Ok(Record::Reset(r)) => {
-                self.lives.on_reset(&r);
+                self.sockets.on_reset(&r);
                 None
             }
             Ok(Record::Accept(a)) => {
-                self.tracker.on_accept(&a);
+                self.sockets.on_accept(&a);
                 if let Some(table) = table {
                     table.set_owner(a.cookie, &a.owner);
                 }
                 None
             }
             Ok(Record::Exit(e)) => {
-                self.tracker.on_exit(&e);
+                self.sockets.on_exit(&e);
                 None
             }
             Err(e) => {

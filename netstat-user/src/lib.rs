@@ -3,12 +3,12 @@
 //! Data flows one way: the kernel program writes a record per TCP state transition into a
 //! ring buffer; [`probe`] (the only module that touches aya) loads and attaches the program
 //! and hands records on through [`identity`], which joins the records of one socket where
-//! the kernel could not; [`decode`] turns them into plain [`event::Transition`]s; [`tracker`]
+//! the kernel could not; [`decode`] turns them into plain [`event::Transition`]s; [`sockets`]
 //! remembers per socket what a single record cannot tell (time in the previous state, the
-//! owner); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
+//! owner, the connection's lifecycle); [`filter`] picks what the user asked for; [`render`] prints it. The `enetstat`
 //! binary wires these together.
 //!
-//! The pure steps (decode, tracker, life, pipeline, table, filter, render, the daemon's wire
+//! The pure steps (decode, sockets, life, pipeline, table, filter, render, the daemon's wire
 //! protocol) are the `netstat-core` crate, which builds on stable without the eBPF build;
 //! this crate re-exports them at their old paths and does all the I/O. `docs/architecture.md`
 //! maps both.
@@ -24,7 +24,7 @@ use tracing_subscriber as _;
 
 // The pure modules live in netstat-core (stable toolchain, no kernel); these keep their
 // paths (`enetstat::table`, `crate::event`, ...) for the rest of the crate and its users.
-pub use netstat_core::{decode, end, event, identity, life, owner, render, state, table, tracker};
+pub use netstat_core::{decode, end, event, identity, life, owner, render, sockets, state, table};
 
 pub mod btf;
 pub mod cgroup;

@@ -40,11 +40,11 @@ impl SeedOwners for Pipeline {
             };
             seeded += 1;
             if d.state == TcpState::Listen {
-                self.tracker
+                self.sockets
                     .owners_mut()
                     .seed_listener(netns, port, owner.clone());
             } else {
-                self.tracker.seed(d.cookie, netns, port, owner.clone());
+                self.sockets.seed(d.cookie, netns, port, owner.clone());
             }
         })?;
         Ok(seeded)

@@ -53,7 +53,8 @@ pub struct Summary {
     pub shown: u64,
     /// Records that could not be decoded (skipped).
     pub undecodable: u64,
-    /// Sockets the tracker could not remember because it was full.
+    /// Sockets the socket memory (`--max-sockets`) could not follow because it was full,
+    /// each counted once.
     pub untracked: u64,
     /// Kernel counters at the end.
     pub kernel: KernelCounters,

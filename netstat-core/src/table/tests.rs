@@ -57,23 +57,23 @@ fn d(cookie: u64, proto: Proto, state: TcpState, ports: (u16, u16), inode: u64) 
     }
 }
 
-/// The table as the pipeline feeds it: each transition's owner decided by the tracker.
+/// The table as the pipeline feeds it: each transition's owner decided by the socket memory.
 struct Tracked {
     table: Table,
-    tracker: crate::tracker::Tracker,
+    sockets: crate::sockets::Sockets,
 }
 
 impl Tracked {
     fn new(limits: Limits, netns: Option<u32>) -> Self {
         Self {
             table: Table::new(limits, netns),
-            tracker: crate::tracker::Tracker::new(1 << 16),
+            sockets: crate::sockets::Sockets::new(1 << 16),
         }
     }
 
     fn apply(&mut self, t: &Transition) {
         let mut t = t.clone();
-        let ctx = self.tracker.apply(&mut t);
+        let ctx = self.sockets.apply(&mut t);
         self.table.apply(&t, ctx.owner.as_ref());
     }
 }

@@ -102,7 +102,8 @@ pub struct Stats {
     pub subscribers: usize,
     /// Events dropped because a subscriber's queue was full (over all subscribers).
     pub subscriber_drops: u64,
-    /// Sockets the tracker or lifecycle book could not follow (full).
+    /// Sockets the socket memory (`--max-sockets`) could not follow because it was full,
+    /// each counted once.
     pub untracked: u64,
     /// `--event-log`: events written, dropped (the writer fell behind), file rotations.
     pub event_log_written: u64,
