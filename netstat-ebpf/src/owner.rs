@@ -13,7 +13,7 @@ use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, count
 use crate::{
     EVENTS,
     counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
-    read::{Head, local_port, read},
+    read::{Head, read},
     wakeup,
 };
 
@@ -44,21 +44,17 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         return;
     }
     let sk = read::<usize>(bank, socket, tasks.socket_sk) as *const u8;
-    if sk.is_null() {
-        return;
-    }
-    let off = &config.offsets;
     let Some(head) = Head::read(bank, sk) else {
         return;
     };
+    let off = &config.offsets;
     let family: u16 = head.field(off.skc_family);
     if (family != AF_INET && family != AF_INET6)
         || read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP
     {
         return; // Unix and UDP sockets are accepted far more often than TCP ones
     }
-    let lport = local_port(bank, sk, &head, off);
-    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
+    let (lport, rport) = head.ports(off);
     if !config.filter.keeps(family, lport, rport) {
         return;
     }

@@ -39,15 +39,21 @@ pub const HEAD: usize = netstat_common::SOCKET_HEAD as usize;
 #[map]
 static SCRATCH: PerCpuArray<[u8; HEAD + 16]> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
-/// A socket's first [`HEAD`] bytes, read once.
+/// A socket's first [`HEAD`] bytes, read once, and the socket, for what lies beyond them.
 pub struct Head {
     bytes: *const [u8; HEAD + 16],
+    sk: *const u8,
+    bank: u32,
 }
 
 impl Head {
-    /// Reads `sk`'s head. `None` only if the scratch map cannot be had (never, in practice).
+    /// Reads `sk`'s head; `None` for no socket (a NULL `sk`), or if the scratch map cannot
+    /// be had (never, in practice).
     #[inline(always)]
     pub fn read(bank: u32, sk: *const u8) -> Option<Head> {
+        if sk.is_null() {
+            return None;
+        }
         let bytes = SCRATCH.get_ptr_mut(bank)?;
         // SAFETY: bpf_probe_read_kernel checks the address; the map value is this CPU's and
         // this bank's, which no other program writes.
@@ -57,7 +63,7 @@ impl Head {
             count(bank, counter::READ_ERRORS);
             head.fill(0);
         }
-        Some(Head { bytes })
+        Some(Head { bytes, sk, bank })
     }
 
     /// The `T` at `offset` (below [`HEAD`]) in the socket. The offset is masked, not
@@ -69,6 +75,20 @@ impl Head {
         let at = offset as usize & (HEAD - 1);
         // SAFETY: `at` + 16 is within the map value; an unaligned read.
         unsafe { core::ptr::read_unaligned((*self.bytes).as_ptr().add(at).cast::<T>()) }
+    }
+
+    /// The local and remote ports, in host order. At the transition into CLOSE the kernel
+    /// has already released an automatically bound port (`skc_num` is 0), but `inet_sport`
+    /// still holds it.
+    #[inline(always)]
+    pub fn ports(&self, off: &Offsets) -> (u16, u16) {
+        let num: u16 = self.field(off.skc_num);
+        let local = if num != 0 {
+            num
+        } else {
+            u16::from_be(read::<u16>(self.bank, self.sk, off.inet_sport))
+        };
+        (local, u16::from_be(self.field::<u16>(off.skc_dport)))
     }
 }
 
@@ -82,18 +102,6 @@ pub fn cookie<const HELPER: bool>(bank: u32, sk: *const u8, off: &Offsets) -> u6
         unsafe { bpf_get_socket_cookie(sk as *mut _) }
     } else {
         read(bank, sk, off.skc_cookie)
-    }
-}
-
-/// The local port. At the transition into CLOSE the kernel has already released an
-/// automatically bound port (`skc_num` is 0), but `inet_sport` still holds it.
-#[inline(always)]
-pub fn local_port(bank: u32, sk: *const u8, head: &Head, off: &Offsets) -> u16 {
-    let num: u16 = head.field(off.skc_num);
-    if num != 0 {
-        num
-    } else {
-        u16::from_be(read::<u16>(bank, sk, off.inet_sport))
     }
 }
 

@@ -8,7 +8,7 @@ use netstat_common::{
 use crate::{
     EVENTS,
     counters::count,
-    read::{Head, cookie, local_port, read, socket_cgroup},
+    read::{Head, cookie, read, socket_cgroup},
     wakeup,
 };
 
@@ -35,8 +35,7 @@ pub fn state_change<const HELPER: bool>(
         return;
     };
     let family: u16 = head.field(off.skc_family);
-    let lport = local_port(bank, sk, &head, off);
-    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
+    let (lport, rport) = head.ports(off);
     if !config.filter.keeps(family, lport, rport) {
         count(bank, counter::FILTERED);
         return;
@@ -115,16 +114,12 @@ pub fn state_change<const HELPER: bool>(
 /// segments that match no socket: those belong to no connection and are skipped).
 #[inline(always)]
 pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, direction: u8) {
-    if sk.is_null() {
-        return;
-    }
-    let off = &config.offsets;
     let Some(head) = Head::read(bank, sk) else {
         return;
     };
+    let off = &config.offsets;
     let family: u16 = head.field(off.skc_family);
-    let lport = local_port(bank, sk, &head, off);
-    let rport = u16::from_be(head.field::<u16>(off.skc_dport));
+    let (lport, rport) = head.ports(off);
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
