@@ -5,7 +5,7 @@
 //! the note off, or, finding none, knows the first was skipped. Where the notes live depends
 //! on the kernel:
 //! - before Linux 7, a tracepoint's programs run with preemption off, so a CPU's calls nest
-//!   but never interleave: a few slots per CPU ([`NOTES`]) hold every call in flight there.
+//!   but never interleave: eight slots per CPU ([`NOTES`]) hold every call in flight there.
 //!   That costs a per-CPU array lookup; the map below costs an LRU hash insert, lookup and
 //!   delete, 270 ns a transition on the benchmark's VM, a third of the programs' time.
 //! - from Linux 7 a task can be preempted inside a tracepoint's programs (and between them),
@@ -99,7 +99,7 @@ struct Slot {
     at: u64,
 }
 
-const SLOTS: usize = 4;
+const SLOTS: usize = 8;
 
 /// A slot older than this (ns) holds a note left behind (the kernel skipped the nested copy
 /// too) and is free: with preemption off no call's copies are this far apart, even under
@@ -143,11 +143,14 @@ pub fn take_note(config: &Config, id: &CallId) -> bool {
     id.states & BY_ADDRESS == 0 || now().wrapping_sub(noted) <= ADDRESS_NOTE_MAX_AGE
 }
 
-/// Into the first free slot, or one left behind; with none (more calls in flight than
-/// slots), over the first, whose nested copy will then record it again: a transition shown
-/// twice, never one lost. Slots are written at constant offsets: an index chosen at run time
-/// is one the verifier must follow through the rest of the program, and Linux 5.10 and 6.1
-/// then gave up (a million instructions processed; the kernel matrix).
+/// Into the first free slot, or one left behind; with none, over the oldest note. A note is
+/// left behind when an interrupt's call lands while this CPU runs the nested copy: the
+/// kernel skips that call's nested copy, so its note stays. Those are the oldest notes, and
+/// a call in flight is younger, so it keeps its slot (overwriting the first slot instead
+/// showed a transition twice in the matrix, on 6.1, after four such skips). Slots are
+/// written at constant offsets: an index chosen at run time is one the verifier must follow
+/// through the rest of the program, and Linux 5.10 and 6.1 then gave up (a million
+/// instructions processed).
 #[inline(always)]
 fn note_per_cpu(id: &CallId) {
     let Some(notes) = NOTES.get_ptr_mut(0) else {
@@ -164,7 +167,16 @@ fn note_per_cpu(id: &CallId) {
             return;
         }
     }
-    slots[0] = new;
+    let mut oldest = u64::MAX;
+    for slot in slots.iter() {
+        oldest = oldest.min(slot.at);
+    }
+    for slot in slots.iter_mut() {
+        if slot.at == oldest {
+            *slot = new;
+            return;
+        }
+    }
 }
 
 /// Frees the slot noting `id` and gives when it was noted.
