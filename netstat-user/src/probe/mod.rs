@@ -303,7 +303,7 @@ impl Probe {
             ..Self::config(&options)
         };
         let mut ebpf = Self::load(&options, &config)?;
-        let kernel_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
+        let kernel_btf = Btf::from_sys_fs().map_err(|e| classify_load_error(e.into()))?;
         let mut mode = forced.unwrap_or(Mode::TpBtf);
         let mut programs = mode.programs().iter();
         if let Some(&(name, tracepoint)) = programs.next() {
