@@ -399,9 +399,6 @@ pub struct Config {
     pub wakeup_interval_ns: u64,
     /// Also wake the reader when this many bytes are waiting in the ring, whatever the time.
     pub wakeup_bytes: u64,
-    /// Non-zero: the recursion rescue keeps its notes per CPU, which holds only where the
-    /// kernel never preempts a tracepoint's programs (before Linux 7); otherwise in one map.
-    pub notes_per_cpu: u64,
 }
 
 impl Config {
@@ -471,7 +468,6 @@ impl Config {
         },
         wakeup_interval_ns: 0,
         wakeup_bytes: 0,
-        notes_per_cpu: 0,
     };
 }
 

@@ -1,23 +1,15 @@
 //! The recursion rescue: a second copy of the state program records the transitions the
 //! kernel skipped the first for. See `inet_sock_set_state_nested` in `main.rs` for why.
 //!
-//! The first copy notes each call it takes, keyed by the call itself; the nested copy takes
-//! the note off, or, finding none, knows the first was skipped. Where the notes live depends
-//! on the kernel:
-//! - before Linux 7, a tracepoint's programs run with preemption off, so a CPU's calls nest
-//!   but never interleave: eight slots per CPU ([`NOTES`]) hold every call in flight there.
-//!   That costs a per-CPU array lookup; the map below costs an LRU hash insert, lookup and
-//!   delete, 270 ns a transition on the benchmark's VM, a third of the programs' time.
-//! - from Linux 7 a task can be preempted inside a tracepoint's programs (and between them),
-//!   and another task on that CPU can take a slot half written. There the notes live in one
-//!   hash map for every CPU ([`IN_FLIGHT`]): a per-CPU record made the nested copy record
-//!   transitions twice and miss others on 7.3 (the kernel matrix's `churn` check).
+//! The first copy notes each call it takes in [`IN_FLIGHT`], keyed by the call itself; the
+//! copy takes the note off, or, finding none, knows the first was skipped. The notes live in
+//! one map for every CPU, not per CPU: from Linux 7.x a task can be preempted inside a
+//! tracepoint's programs (and between them), so a per-CPU record of "what the first copy is
+//! doing" is overwritten by other tasks. That made the nested copy record transitions twice
+//! and miss others on 7.3 (the kernel matrix's `churn` check).
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
-    macros::map,
-    maps::{LruHashMap, PerCpuArray},
-    programs::BtfTracePointContext,
+    bindings::BPF_F_NO_COMMON_LRU, macros::map, maps::LruHashMap, programs::BtfTracePointContext,
 };
 use netstat_common::{Config, tcp_state};
 
@@ -35,7 +27,6 @@ use crate::{read::cookie, wakeup::now};
 /// (Only that transition: a listener's own LISTEN>CLOSE is made in process context, which
 /// 7.3 preempted for over 10 ms between the two copies, and it has a settled cookie.)
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CallId {
     socket: u64,
     /// The transition, and whether `socket` is an address.
@@ -84,40 +75,9 @@ pub fn call_id<const HELPER: bool>(
 #[map]
 static IN_FLIGHT: LruHashMap<CallId, u64> = LruHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
 
-/// A CPU's calls in flight, before Linux 7: a call's copies nest around the calls an
-/// interrupt makes, so the calls in flight on one CPU at once are few.
-#[repr(C)]
-pub struct Notes {
-    slots: [Slot; SLOTS],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Slot {
-    /// `states` 0: free (every transition has a non-zero state).
-    id: CallId,
-    at: u64,
-}
-
-const SLOTS: usize = 8;
-
-/// A slot older than this (ns) holds a note left behind (the kernel skipped the nested copy
-/// too) and is free: with preemption off no call's copies are this far apart, even under
-/// emulation (the kernel matrix's TCG runs the kernel a hundred times slower, and there 10 ms
-/// freed notes still in use: transitions shown twice on 5.10). Notes are left behind rarely
-/// (an interrupt must land in the nested copy's few instructions), so the slots do not fill.
-const SLOT_MAX_AGE: u64 = 1_000_000_000;
-
-#[map]
-static NOTES: PerCpuArray<Notes> = PerCpuArray::with_max_entries(1, 0);
-
 /// The first copy notes the call it is about to handle.
 #[inline(always)]
-pub fn note(config: &Config, id: &CallId) {
-    if config.notes_per_cpu != 0 {
-        note_per_cpu(id);
-        return;
-    }
+pub fn note(id: &CallId) {
     // A note that cannot be made (no memory) makes the nested copy record the call too: a
     // transition shown twice, and never one lost.
     let _ = IN_FLIGHT.insert(id, &now(), 0);
@@ -126,70 +86,11 @@ pub fn note(config: &Config, id: &CallId) {
 /// The nested copy takes the first's note off: `true` if there was one (the first copy
 /// handled the call).
 #[inline(always)]
-pub fn take_note(config: &Config, id: &CallId) -> bool {
-    let noted = if config.notes_per_cpu != 0 {
-        take_per_cpu(id)
-    } else {
-        // SAFETY: the value is read at once, before anything can remove it.
-        let noted = unsafe { IN_FLIGHT.get(id) }.copied();
-        if noted.is_some() {
-            let _ = IN_FLIGHT.remove(id);
-        }
-        noted
-    };
-    let Some(noted) = noted else {
+pub fn take_note(id: &CallId) -> bool {
+    // SAFETY: the value is read at once, before anything can remove it.
+    let Some(noted) = (unsafe { IN_FLIGHT.get(id) }).copied() else {
         return false;
     };
+    let _ = IN_FLIGHT.remove(id);
     id.states & BY_ADDRESS == 0 || now().wrapping_sub(noted) <= ADDRESS_NOTE_MAX_AGE
-}
-
-/// Into the first free slot, or one left behind; with none, over the oldest note. A note is
-/// left behind when an interrupt's call lands while this CPU runs the nested copy: the
-/// kernel skips that call's nested copy, so its note stays. Those are the oldest notes, and
-/// a call in flight is younger, so it keeps its slot (overwriting the first slot instead
-/// showed a transition twice in the matrix, on 6.1, after four such skips). Slots are
-/// written at constant offsets: an index chosen at run time is one the verifier must follow
-/// through the rest of the program, and Linux 5.10 and 6.1 then gave up (a million
-/// instructions processed).
-#[inline(always)]
-fn note_per_cpu(id: &CallId) {
-    let Some(notes) = NOTES.get_ptr_mut(0) else {
-        return;
-    };
-    let t = now();
-    let new = Slot { id: *id, at: t };
-    // SAFETY: this CPU's own map value; with preemption off nothing else runs on it until
-    // this program returns but an interrupt's calls, which leave the slots they take free.
-    let slots = unsafe { &mut (*notes).slots };
-    for slot in slots.iter_mut() {
-        if slot.id.states == 0 || t.wrapping_sub(slot.at) > SLOT_MAX_AGE {
-            *slot = new;
-            return;
-        }
-    }
-    let mut oldest = u64::MAX;
-    for slot in slots.iter() {
-        oldest = oldest.min(slot.at);
-    }
-    for slot in slots.iter_mut() {
-        if slot.at == oldest {
-            *slot = new;
-            return;
-        }
-    }
-}
-
-/// Frees the slot noting `id` and gives when it was noted.
-#[inline(always)]
-fn take_per_cpu(id: &CallId) -> Option<u64> {
-    let notes = NOTES.get_ptr_mut(0)?;
-    // SAFETY: as in `note_per_cpu`.
-    let slots = unsafe { &mut (*notes).slots };
-    for slot in slots.iter_mut() {
-        if slot.id == *id {
-            slot.id.states = 0;
-            return Some(slot.at);
-        }
-    }
-    None
 }

@@ -199,7 +199,6 @@ impl Probe {
             wakeup_interval_ns: options.wakeup_interval.as_nanos() as u64,
             // A burst must not fill the ring while we sleep between wakeups.
             wakeup_bytes: u64::from(options.ring_size / 8),
-            notes_per_cpu: u64::from(programs_never_preempted()),
             ..Config::ZERO
         }
     }
@@ -564,14 +563,6 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
         }
         other => ProbeError::Load(other.into()),
     }
-}
-
-/// Whether this kernel runs a tracepoint's programs with preemption off, so the recursion
-/// rescue can keep its notes per CPU (`netstat-ebpf/src/rescue.rs`). Linux 7.0 made
-/// tracepoint callbacks preemptible (SRCU-fast instead of preempt_disable); when the version
-/// cannot be read, the rescue keeps to the way that holds everywhere.
-fn programs_never_preempted() -> bool {
-    aya::util::KernelVersion::current().is_ok_and(|v| v < aya::util::KernelVersion::new(7, 0, 0))
 }
 
 #[cfg(test)]
