@@ -277,7 +277,9 @@ pub struct TaskOffsets {
     pub signal_live: u32,
     /// The `ret` field of the `syscalls:sys_exit_accept*` tracepoints' record, from tracefs.
     pub sys_exit_ret: u32,
-    pub _pad: u32,
+    /// `struct task_struct`: `stack` (the lowest address of the task's kernel stack), for the
+    /// recursion rescue's per-CPU notes; 0 where they are not used.
+    pub task_stack: u32,
 }
 
 /// Byte offsets of the fields of the classic `sock/inet_sock_set_state` tracepoint's record,
@@ -399,7 +401,14 @@ pub struct Config {
     pub wakeup_interval_ns: u64,
     /// Also wake the reader when this many bytes are waiting in the ring, whatever the time.
     pub wakeup_bytes: u64,
+    /// Non-zero: the recursion rescue keeps its notes per CPU and per context level (task,
+    /// interrupt), which holds only where the kernel never preempts a tracepoint's programs
+    /// (before Linux 7) and a task's kernel stack is [`TASK_STACK_SIZE`]; otherwise in one map.
+    pub notes_per_cpu: u64,
 }
+
+/// The size of a task's kernel stack (`THREAD_SIZE`) on x86-64 and arm64 without KASAN.
+pub const TASK_STACK_SIZE: u64 = 16 * 1024;
 
 impl Config {
     /// All zeroes: the compiled-in value of the kernel's `CONFIG` global, which userspace
@@ -442,7 +451,7 @@ impl Config {
             task_signal: 0,
             signal_live: 0,
             sys_exit_ret: 0,
-            _pad: 0,
+            task_stack: 0,
         },
         tracepoint: TracepointOffsets {
             skaddr: 0,
@@ -468,6 +477,7 @@ impl Config {
         },
         wakeup_interval_ns: 0,
         wakeup_bytes: 0,
+        notes_per_cpu: 0,
     };
 }
 

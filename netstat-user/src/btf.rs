@@ -110,6 +110,11 @@ pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
         tracing::warn!("{e}; owners will not follow accept() nor process exits");
         TaskOffsets::default()
     });
+    // Apart from the rest: the recursion rescue's per-CPU notes need only this one.
+    let tasks = TaskOffsets {
+        task_stack: at("task_struct", "stack").unwrap_or(0),
+        ..tasks
+    };
     let sockets = Offsets {
         sk_protocol: at("sock", "sk_protocol")?,
         skc_family: at("sock", "__sk_common.skc_family")?,

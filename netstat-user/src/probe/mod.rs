@@ -299,6 +299,7 @@ impl Probe {
         let config = Config {
             offsets,
             tasks,
+            notes_per_cpu: u64::from(tasks.task_stack != 0 && notes_per_cpu_hold()),
             ..Self::config(&options)
         };
         let mut ebpf = Self::load(&options, &config)?;
@@ -563,6 +564,27 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
         }
         other => ProbeError::Load(other.into()),
     }
+}
+
+/// Whether the recursion rescue can keep its notes per CPU and level
+/// (`netstat-ebpf/src/rescue.rs`): the kernel runs a tracepoint's programs with preemption
+/// off (before Linux 7.0, which made tracepoint callbacks preemptible: SRCU-fast instead of
+/// `preempt_disable`), and a task's kernel stack is the 16 KiB the programs assume (KASAN
+/// doubles it). Where either cannot be told, the rescue keeps to the map, which holds
+/// everywhere.
+fn notes_per_cpu_hold() -> bool {
+    let Ok(version) = aya::util::KernelVersion::current() else {
+        return false;
+    };
+    if version >= aya::util::KernelVersion::new(7, 0, 0) {
+        return false;
+    }
+    let kasan = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|release| {
+            std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
+        });
+    !kasan.is_some_and(|config| config.lines().any(|l| l == "CONFIG_KASAN=y"))
 }
 
 #[cfg(test)]
