@@ -568,15 +568,16 @@ fn classify_program_error(program: &'static str, e: ProgramError) -> ProbeError 
 
 /// Whether the recursion rescue can keep its notes per CPU and level
 /// (`netstat-ebpf/src/rescue.rs`): the kernel runs a tracepoint's programs with preemption
-/// off (before Linux 7.0, which made tracepoint callbacks preemptible: SRCU-fast instead of
-/// `preempt_disable`), and a task's kernel stack is the 16 KiB the programs assume (KASAN
-/// doubles it). Where either cannot be told, the rescue keeps to the map, which holds
-/// everywhere.
+/// off, and a task's kernel stack is the 16 KiB the programs assume (KASAN doubles it). Where
+/// either cannot be told, the rescue keeps to the map, which holds everywhere. Linux 7 made
+/// tracepoint callbacks preemptible (SRCU-fast instead of `preempt_disable`); the newest
+/// kernel the per-level notes were checked on is 6.18 (this project's host; the kernel
+/// matrix covers 5.10 to 6.16), so from 6.19 on the map is used.
 fn notes_per_cpu_hold() -> bool {
     let Ok(version) = aya::util::KernelVersion::current() else {
         return false;
     };
-    if version >= aya::util::KernelVersion::new(7, 0, 0) {
+    if version >= aya::util::KernelVersion::new(6, 19, 0) {
         return false;
     }
     let kasan = std::fs::read_to_string("/proc/sys/kernel/osrelease")
