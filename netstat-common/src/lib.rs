@@ -403,7 +403,8 @@ pub struct Config {
     pub wakeup_bytes: u64,
     /// Non-zero: the recursion rescue keeps its notes per CPU and per context level (task,
     /// interrupt), which holds only where the kernel never preempts a tracepoint's programs
-    /// (before Linux 7; used up to 6.18) and a task's kernel stack is [`TASK_STACK_SIZE`]; otherwise in one map.
+    /// (before Linux 7; used up to 6.18) and a task's kernel stack is [`TASK_STACK_SIZE`];
+    /// otherwise in one map.
     pub notes_per_cpu: u64,
 }
 

@@ -50,11 +50,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
     let config = CONFIG.load();
-    if config.notes_per_cpu != 0 {
-        rescue::note_level::<HELPER>(ctx, &config, BANK_PRIMARY);
-    } else {
-        rescue::note(&rescue::call_id::<HELPER>(ctx, &config, BANK_PRIMARY));
-    }
+    rescue::note::<HELPER>(ctx, &config, BANK_PRIMARY);
     record::state_change::<HELPER>(&config, BANK_PRIMARY, ctx.arg(0), ctx.arg(1), ctx.arg(2));
 }
 
@@ -76,12 +72,7 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 #[inline(always)]
 fn nested<const HELPER: bool>(ctx: &BtfTracePointContext) {
     let config = CONFIG.load();
-    let noted = if config.notes_per_cpu != 0 {
-        rescue::take_note_level::<HELPER>(ctx, &config, BANK_NESTED)
-    } else {
-        rescue::take_note(&rescue::call_id::<HELPER>(ctx, &config, BANK_NESTED))
-    };
-    if !noted {
+    if !rescue::take_note::<HELPER>(ctx, &config, BANK_NESTED) {
         count(BANK_NESTED, counter::NESTED_CALLS);
         record::state_change::<HELPER>(&config, BANK_NESTED, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }

@@ -7,9 +7,10 @@
 //!   only ever interrupted, never interleaved with another at its own level: a call on a
 //!   task's stack (process context) by one on the CPU's interrupt stack (softirq), and that
 //!   one by nothing that changes a socket's state. One note per CPU and level
-//!   ([`LEVEL_NOTES`]) then holds every call in flight, exactly: two array lookups a
+//!   ([`LEVEL_NOTES`]) then holds every call in flight, exactly: a few array lookups a
 //!   transition. The level is where the call's arguments are: on the current task's kernel
-//!   stack or not.
+//!   stack or not. Userspace turns this on (`Config::notes_per_cpu`) up to 6.18, the newest
+//!   kernel it was checked on.
 //! - From Linux 7 a task can be preempted inside a tracepoint's programs (and between them),
 //!   and another task on that CPU runs the same level. There the notes live in one map for
 //!   every CPU ([`IN_FLIGHT`]), keyed by the call: an LRU hash insert, lookup and delete,
@@ -59,11 +60,7 @@ const ADDRESS_NOTE_MAX_AGE: u64 = 10_000_000;
 const BY_ADDRESS: u64 = 1 << 16;
 
 #[inline(always)]
-pub fn call_id<const HELPER: bool>(
-    ctx: &BtfTracePointContext,
-    config: &Config,
-    bank: u32,
-) -> CallId {
+fn call_id<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) -> CallId {
     let sk: *const u8 = ctx.arg(0);
     let old_state: i32 = ctx.arg(1);
     let new_state: i32 = ctx.arg(2);
@@ -93,18 +90,42 @@ pub fn call_id<const HELPER: bool>(
 #[map]
 static IN_FLIGHT: LruHashMap<CallId, u64> = LruHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
 
-/// The first copy notes the call it is about to handle, in the map ([`IN_FLIGHT`]).
+/// The first copy notes the call it is about to handle, where this kernel keeps notes.
 #[inline(always)]
-pub fn note(id: &CallId) {
+pub fn note<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) {
+    if config.notes_per_cpu != 0 {
+        note_level::<HELPER>(ctx, config, bank);
+    } else {
+        note_in_map(&call_id::<HELPER>(ctx, config, bank));
+    }
+}
+
+/// The nested copy takes the first's note off: `true` if there was one (the first copy
+/// handled the call).
+#[inline(always)]
+pub fn take_note<const HELPER: bool>(
+    ctx: &BtfTracePointContext,
+    config: &Config,
+    bank: u32,
+) -> bool {
+    if config.notes_per_cpu != 0 {
+        take_note_level::<HELPER>(ctx, config, bank)
+    } else {
+        take_from_map(&call_id::<HELPER>(ctx, config, bank))
+    }
+}
+
+/// The first copy's note in the map ([`IN_FLIGHT`]).
+#[inline(always)]
+fn note_in_map(id: &CallId) {
     // A note that cannot be made (no memory) makes the nested copy record the call too: a
     // transition shown twice, and never one lost.
     let _ = IN_FLIGHT.insert(id, &now(), 0);
 }
 
-/// The nested copy takes the first's note off the map: `true` if there was one (the first
-/// copy handled the call).
+/// The nested copy takes the first's note off the map: `true` if there was one.
 #[inline(always)]
-pub fn take_note(id: &CallId) -> bool {
+fn take_from_map(id: &CallId) -> bool {
     // SAFETY: the value is read at once, before anything can remove it.
     let Some(noted) = (unsafe { IN_FLIGHT.get(id) }).copied() else {
         return false;
@@ -125,6 +146,12 @@ pub struct LevelNote {
 }
 
 impl LevelNote {
+    /// Field by field, like the writes: a derived comparison may become a byte loop.
+    #[inline(always)]
+    fn is(&self, other: &LevelNote) -> bool {
+        self.args == other.args && self.socket == other.socket && self.states == other.states
+    }
+
     /// Whether this note at the task level may still be in flight for a call whose
     /// arguments are at `args`: it is from a shallower frame of the same stack, so its call
     /// may be one that ours interrupted (a kernel that ran softirq on the task's stack). A
@@ -197,7 +224,7 @@ fn level_note<const HELPER: bool>(
 /// The first copy notes the call it is about to handle: in its level's slot, unless that
 /// holds a call that may be in flight (then in [`SPILLED`]).
 #[inline(always)]
-pub fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) {
+fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) {
     let Some((slot, level, note)) = level_note::<HELPER>(ctx, config, bank) else {
         return;
     };
@@ -223,7 +250,7 @@ pub fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Confi
 /// finished and goes; at the task level it may be in flight, and is left for the next first
 /// copy that finds it finished.
 #[inline(always)]
-pub fn take_note_level<const HELPER: bool>(
+fn take_note_level<const HELPER: bool>(
     ctx: &BtfTracePointContext,
     config: &Config,
     bank: u32,
@@ -233,10 +260,7 @@ pub fn take_note_level<const HELPER: bool>(
     };
     // SAFETY: as in `note_level`.
     unsafe {
-        if (*slot).args == note.args
-            && (*slot).socket == note.socket
-            && (*slot).states == note.states
-        {
+        if (*slot).is(&note) {
             (*slot).states = 0;
             return true;
         }

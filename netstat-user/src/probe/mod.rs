@@ -580,12 +580,12 @@ fn notes_per_cpu_hold() -> bool {
     if version >= aya::util::KernelVersion::new(6, 19, 0) {
         return false;
     }
-    let kasan = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+    let build_config = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .and_then(|release| {
             std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
         });
-    !kasan.is_some_and(|config| config.lines().any(|l| l == "CONFIG_KASAN=y"))
+    !build_config.is_some_and(|config| config.lines().any(|l| l == "CONFIG_KASAN=y"))
 }
 
 #[cfg(test)]
