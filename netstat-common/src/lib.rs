@@ -190,6 +190,11 @@ pub struct StateChange {
 }
 
 const _: () = assert!(core::mem::size_of::<StateChange>() == 136);
+// Where `record_ts` finds each kind's time.
+const _: () = assert!(core::mem::offset_of!(StateChange, ts_ns) == 16);
+const _: () = assert!(core::mem::offset_of!(Accept, ts_ns) == 16);
+const _: () = assert!(core::mem::offset_of!(Reset, ts_ns) == 8);
+const _: () = assert!(core::mem::offset_of!(Exit, ts_ns) == 8);
 
 /// Byte offsets of the kernel struct fields the programs read, resolved from the running
 /// kernel's BTF by userspace at load time. Rust eBPF has no CO-RE, so this is how one object
@@ -406,6 +411,28 @@ pub struct Config {
     /// (before Linux 7; used up to 6.18) and a task's kernel stack is [`TASK_STACK_SIZE`];
     /// otherwise in one map.
     pub notes_per_cpu: u64,
+    /// How many ring buffers the programs write to, one per CPU (`cpu % rings`), at most
+    /// [`RINGS`].
+    pub rings: u64,
+}
+
+/// The most ring buffers (`EVENTS_0` to `EVENTS_7`): beyond as many CPUs, CPUs share them.
+pub const RINGS: u32 = 8;
+
+/// The kernel monotonic time a record carries (`bpf_ktime_get_ns` after its space was
+/// reserved), by its kind; `None` for a record too short or of a kind not known here.
+/// Userspace merges the per-CPU rings by it.
+pub fn record_ts(record: &[u8]) -> Option<u64> {
+    let kind = u16::from_ne_bytes([*record.first()?, *record.get(1)?]);
+    let at = match kind {
+        record_kind::STATE_CHANGE | record_kind::ACCEPT => 16,
+        record_kind::RESET | record_kind::EXIT => 8,
+        _ => return None,
+    };
+    let bytes = record.get(at..at + 8)?;
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(bytes);
+    Some(u64::from_ne_bytes(ts))
 }
 
 /// The size of a task's kernel stack (`THREAD_SIZE`) on x86-64 and arm64 without KASAN.
@@ -479,6 +506,7 @@ impl Config {
         wakeup_interval_ns: 0,
         wakeup_bytes: 0,
         notes_per_cpu: 0,
+        rings: 0,
     };
 }
 

@@ -15,7 +15,7 @@ use netstat_common::{
     AF_INET, AF_INET6, Config, IPPROTO_TCP, StateChange, counter, record_flags, record_kind,
 };
 
-use crate::{EVENTS, counters::count, wakeup};
+use crate::{counters::count, ring, wakeup};
 
 /// A field of the tracepoint's record; a failed read counts and yields the default.
 #[inline(always)]
@@ -48,7 +48,8 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         count(bank, counter::FILTERED);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
+    let ring = ring::current(config);
+    let Some(mut entry) = ring.reserve::<StateChange>(0) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -90,5 +91,5 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config, size_of::<StateChange>()));
+    entry.submit(wakeup::flags(config, ring, size_of::<StateChange>()));
 }

@@ -1,6 +1,6 @@
 //! enetstat's kernel side: entry points only. A BTF tracepoint on `inet_sock_set_state` turns
 //! every TCP state transition into a [`StateChange`](netstat_common::StateChange) record in
-//! the `EVENTS` ring buffer, and two on the TCP reset tracepoints say which connections ended
+//! this CPU's ring buffer (see [`ring`]), and two on the TCP reset tracepoints say which connections ended
 //! by a reset, and which way it went. Programs in process context add the owner facts softirq
 //! cannot give: who accepted a socket (the classic `accept` syscall tracepoints), and which
 //! processes ended (a BTF tracepoint, with a rescue copy like the state program's).
@@ -26,12 +26,12 @@ mod owner;
 mod read;
 mod record;
 mod rescue;
+mod ring;
 mod wakeup;
 
 use aya_ebpf::{
     Global,
-    macros::{btf_tracepoint, map, tracepoint},
-    maps::RingBuf,
+    macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use counters::{BANK_NESTED, BANK_PRIMARY, BANK_RESETS, count};
@@ -41,10 +41,6 @@ use owner::ExitCopy;
 /// Load-time configuration: field offsets from BTF, the kernel-side filter, wakeup policy.
 #[unsafe(no_mangle)]
 static CONFIG: Global<Config> = Global::new(Config::ZERO);
-
-/// Transition records for userspace. Userspace sets the size at load time (`--ring-size`).
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 #[inline(always)]
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {

@@ -11,10 +11,9 @@ use aya_ebpf::{
 use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, counter, record_kind};
 
 use crate::{
-    EVENTS,
     counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
     read::{Head, read},
-    wakeup,
+    ring, wakeup,
 };
 
 /// At the exit of `accept()`/`accept4()`: finds the socket behind the returned descriptor
@@ -66,7 +65,8 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     };
     let leader = read::<usize>(bank, task, tasks.task_group_leader) as *const u8;
     let comm: [u8; 16] = read(bank, leader, tasks.task_comm);
-    let Some(mut entry) = EVENTS.reserve::<Accept>(0) else {
+    let ring = ring::current(config);
+    let Some(mut entry) = ring.reserve::<Accept>(0) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -85,7 +85,7 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         _pad: 0,
         comm,
     });
-    entry.submit(wakeup::flags(config, size_of::<Accept>()));
+    entry.submit(wakeup::flags(config, ring, size_of::<Accept>()));
 }
 
 /// The calls the first exit program took (by thread), for its rescue copy to take off: a
@@ -145,7 +145,8 @@ pub fn exited(config: &Config, copy: ExitCopy) {
     } else if tid != tgid {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Exit>(0) else {
+    let ring = ring::current(config);
+    let Some(mut entry) = ring.reserve::<Exit>(0) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -155,5 +156,5 @@ pub fn exited(config: &Config, copy: ExitCopy) {
         pid: tgid,
         ts_ns: wakeup::now(),
     });
-    entry.submit(wakeup::flags(config, size_of::<Exit>()));
+    entry.submit(wakeup::flags(config, ring, size_of::<Exit>()));
 }

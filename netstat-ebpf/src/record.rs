@@ -6,10 +6,9 @@ use netstat_common::{
 };
 
 use crate::{
-    EVENTS,
     counters::count,
     read::{Head, cookie, read, socket_cgroup},
-    wakeup,
+    ring, wakeup,
 };
 
 /// `enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1 (stable since Linux 2.6).
@@ -41,7 +40,8 @@ pub fn state_change<const HELPER: bool>(
         return;
     }
 
-    let Some(mut entry) = EVENTS.reserve::<StateChange>(0) else {
+    let ring = ring::current(config);
+    let Some(mut entry) = ring.reserve::<StateChange>(0) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -107,7 +107,7 @@ pub fn state_change<const HELPER: bool>(
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config, size_of::<StateChange>()));
+    entry.submit(wakeup::flags(config, ring, size_of::<StateChange>()));
 }
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
@@ -123,7 +123,8 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Reset>(0) else {
+    let ring = ring::current(config);
+    let Some(mut entry) = ring.reserve::<Reset>(0) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -137,5 +138,5 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         cookie: cookie::<HELPER>(bank, sk, off),
         skaddr: sk as u64,
     });
-    entry.submit(wakeup::flags(config, size_of::<Reset>()));
+    entry.submit(wakeup::flags(config, ring, size_of::<Reset>()));
 }

@@ -16,11 +16,9 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use netstat_common::Config;
-
-use crate::EVENTS;
 
 /// 1 while the reader sleeps waiting for a wakeup; set by userspace, cleared here.
 #[map]
@@ -57,7 +55,7 @@ const RECORD_HEADER: u64 = 8;
 /// they are, slow the traced host down to what the reader can take. So they are kept for
 /// when the ring is half full, and lose nothing there.
 #[inline(always)]
-pub fn flags(config: &Config, size: usize) -> u64 {
+pub fn flags(config: &Config, ring: &RingBuf, size: usize) -> u64 {
     if config.wakeup_interval_ns == 0 {
         return 0;
     }
@@ -88,7 +86,7 @@ pub fn flags(config: &Config, size: usize) -> u64 {
     }
     // `wakeup_bytes` is a power of two (an eighth of the ring); the backlog counts this
     // record, reserved but not yet submitted.
-    let backlog = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let backlog = ring.query(BPF_RB_AVAIL_DATA);
     let span = (size as u64 + RECORD_HEADER + 7) & !7;
     let mark = config.wakeup_bytes;
     if backlog >= 4 * mark || (backlog >= mark && backlog & (mark - 1) < span) {

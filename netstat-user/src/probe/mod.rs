@@ -9,8 +9,8 @@
 pub(crate) mod error;
 mod misses;
 mod mode;
-mod positions;
 mod preflight;
+mod ring;
 mod stream;
 mod timer;
 mod tracefs;
@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapError, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapError, PerCpuArray},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use netstat_common::{Config, KernelFilter, counter};
@@ -197,19 +197,24 @@ impl Probe {
         Config {
             filter: options.filter,
             wakeup_interval_ns: options.wakeup_interval.as_nanos() as u64,
-            // A burst must not fill the ring while we sleep between wakeups.
-            wakeup_bytes: u64::from(options.ring_size / 8),
+            // A burst must not fill a ring while we sleep between wakeups.
+            wakeup_bytes: u64::from(ring::size(options.ring_size) / 8),
+            rings: u64::from(ring::count()),
             ..Config::ZERO
         }
     }
 
     fn load(options: &ProbeOptions, config: &Config) -> Result<Ebpf, ProbeError> {
         tracing::debug!(?config, "loading the kernel programs");
-        EbpfLoader::new()
-            .override_global("CONFIG", config, true)
-            .map_max_entries("EVENTS", options.ring_size)
-            .load(OBJECT)
-            .map_err(classify_load_error)
+        let mut loader = EbpfLoader::new();
+        loader.override_global("CONFIG", config, true);
+        let size = ring::size(options.ring_size);
+        for (i, name) in ring::NAMES.iter().enumerate() {
+            // The rings no CPU writes to take a page each.
+            let used = u64::try_from(i).is_ok_and(|i| i < config.rings);
+            loader.map_max_entries(name, if used { size } else { ring::UNUSED_SIZE });
+        }
+        loader.load(OBJECT).map_err(classify_load_error)
     }
 
     /// The probe, once the state programs are attached: adds the owner programs.
@@ -370,16 +375,22 @@ impl Probe {
         self.owners
     }
 
-    /// The stream of raw records. Can be taken once.
+    /// The stream of raw records, merged from the per-CPU rings. Can be taken once.
     pub fn events(&mut self) -> Result<EventStream, ProbeError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::Missing {
-            what: "map",
-            name: "EVENTS",
-        })?;
-        let ring = RingBuf::try_from(map).map_err(|cause| ProbeError::Map {
-            name: "EVENTS",
-            cause,
-        })?;
+        let mut maps = Vec::new();
+        for name in &ring::NAMES[..ring::count() as usize] {
+            let map = self
+                .ebpf
+                .take_map(name)
+                .ok_or(ProbeError::Missing { what: "map", name })?;
+            let Map::RingBuf(data) = map else {
+                return Err(ProbeError::Missing {
+                    what: "ring buffer map",
+                    name,
+                });
+            };
+            maps.push(data);
+        }
         // Wake-per-event (`--wakeup-us 0`) leaves the kernel's default and needs no flag.
         let asleep = if self.options.wakeup_interval.is_zero() {
             None
@@ -396,7 +407,12 @@ impl Probe {
                 cause,
             })?)
         };
-        EventStream::new(ring, asleep, self.options.wakeup_interval)
+        EventStream::new(
+            maps,
+            ring::size(self.options.ring_size) as usize,
+            asleep,
+            self.options.wakeup_interval,
+        )
     }
 
     /// Current kernel counters.
@@ -506,7 +522,7 @@ fn classify_load_error(e: aya::EbpfError) -> ProbeError {
         aya::EbpfError::MapError(MapError::CreateError {
             ref name,
             ref io_error,
-        }) if name == "EVENTS" && io_error.raw_os_error() == Some(libc::EINVAL) => {
+        }) if name.starts_with("EVENTS") && io_error.raw_os_error() == Some(libc::EINVAL) => {
             ProbeError::NoRingBuffer {
                 detail: io_error.to_string(),
             }

@@ -32,12 +32,22 @@
 //! program's vCPU was descheduled by the hypervisor between reading the flag and committing:
 //! the record then waited for the next one, forever on a quiet host.)
 
-use std::{os::fd::AsFd, time::Duration};
+use std::{
+    future::poll_fn,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    task::Poll,
+    time::Duration,
+};
 
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{Array, MapData};
+use netstat_common::record_ts;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::{ProbeError, positions::Positions, timer::Timer};
+use super::{
+    ProbeError,
+    ring::{Ring, Slot},
+    timer::Timer,
+};
 use crate::identity::{Identities, PENDING_MAX_NS};
 
 /// Records per `poll_interval` (the rate, whatever the interval in use) at which the interval
@@ -73,10 +83,26 @@ enum State {
     Asleep,
 }
 
+/// A ring buffer map as tokio's readiness wants it: by raw descriptor.
+struct RingFd(MapData);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd().as_fd().as_raw_fd()
+    }
+}
+
+/// One per-CPU ring: its records, and its descriptor for the kernel's wakeups.
+struct Source {
+    ring: Ring,
+    fd: AsyncFd<RingFd>,
+}
+
 pub struct EventStream {
-    ring: AsyncFd<RingBuf<MapData>>,
-    /// The kernel's `READER_ASLEEP` flag and the ring's positions; `None` for wake-per-event.
-    asleep: Option<(Array<MapData, u32>, Positions)>,
+    /// The per-CPU rings (see `ring.rs` in the kernel crate), merged by record time.
+    sources: Vec<Source>,
+    /// The kernel's `READER_ASLEEP` flag; `None` for wake-per-event.
+    asleep: Option<Array<MapData, u32>>,
     /// Joins the records of one socket where the kernel could not (see [`crate::identity`]).
     identities: Identities,
     poll_interval: Duration,
@@ -88,24 +114,24 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// Reads the ring maps `rings`, each of `ring_size` bytes.
     pub(super) fn new(
-        ring: RingBuf<MapData>,
+        rings: Vec<MapData>,
+        ring_size: usize,
         asleep: Option<Array<MapData, u32>>,
         poll_interval: Duration,
     ) -> Result<Self, ProbeError> {
-        let asleep = match asleep {
-            Some(flag) => {
-                let positions = Positions::new(ring.as_fd()).map_err(ProbeError::poll)?;
-                Some((flag, positions))
-            }
-            None => None,
-        };
-        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
-        // AsyncFd (and with it the RingBuf) is dropped.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| ProbeError::poll(e.into()))?;
+        let mut sources = Vec::with_capacity(rings.len());
+        for map in rings {
+            let ring = Ring::new(map.fd().as_fd(), ring_size).map_err(ProbeError::poll)?;
+            // SAFETY: the MapData owns its descriptor, which stays open and unchanged until
+            // the AsyncFd (and with it the MapData) is dropped.
+            let fd = unsafe { AsyncFd::register_with_interest(RingFd(map), Interest::READABLE) }
+                .map_err(|e| ProbeError::poll(e.into()))?;
+            sources.push(Source { ring, fd });
+        }
         Ok(Self {
-            ring,
+            sources,
             asleep,
             identities: Identities::new(),
             poll_interval,
@@ -116,7 +142,7 @@ impl EventStream {
     }
 
     fn set_asleep(&mut self, value: u32) -> Result<(), ProbeError> {
-        if let Some((flag, _)) = self.asleep.as_mut() {
+        if let Some(flag) = self.asleep.as_mut() {
             flag.set(0, &value, 0).map_err(|cause| ProbeError::Map {
                 name: "READER_ASLEEP",
                 cause,
@@ -148,16 +174,21 @@ impl EventStream {
         Ok(())
     }
 
-    /// Waits for a wakeup from the kernel, or with `timer` for the timer too.
+    /// Waits for a wakeup from the kernel on any ring, or with `timer` for the timer too.
     async fn wait(&mut self, timer: bool) -> Result<(), ProbeError> {
-        let ring = &mut self.ring;
-        let readable = async move {
-            let mut guard = ring.readable_mut().await.map_err(ProbeError::poll)?;
-            // Clearing before the drain is safe: whatever arrives after this point is either
-            // drained next or raises readiness again.
-            guard.clear_ready();
-            Ok::<(), ProbeError>(())
-        };
+        let sources = &mut self.sources;
+        let readable = poll_fn(move |cx| {
+            for source in sources.iter_mut() {
+                if let Poll::Ready(r) = source.fd.poll_read_ready_mut(cx) {
+                    let mut guard = r.map_err(|e| ProbeError::poll(e.into()))?;
+                    // Clearing before the drain is safe: whatever arrives after this point is
+                    // either drained next or raises readiness again.
+                    guard.clear_ready();
+                    return Poll::Ready(Ok::<(), ProbeError>(()));
+                }
+            }
+            Poll::Pending
+        });
         if timer {
             tokio::select! {
                 r = readable => r?,
@@ -169,17 +200,74 @@ impl EventStream {
         Ok(())
     }
 
+    /// Hands on up to `max` records in time order across the rings, and gives their space
+    /// back to the kernel. Returns how many.
+    ///
+    /// Each ring holds one CPU's records in the order they were reserved, and a socket's
+    /// transitions may come from different CPUs, so the rings are merged by record time (taken
+    /// after the reservation): the next record handed on is the earliest at the head of any
+    /// ring. An empty ring bounds what may go: a record reserved there after we looked gets a
+    /// time after `bound`, read before we looked, so records up to `bound` go and later ones
+    /// wait for the next look, which comes at once. A ring whose next record is still being
+    /// written stops the merge until it is committed: its time is not known yet.
+    fn merge(&mut self, max: usize, f: &mut impl FnMut(&[u8])) -> usize {
+        let Self {
+            sources,
+            identities,
+            ..
+        } = self;
+        let mut n = 0;
+        while n < max {
+            let bound = crate::clock::monotonic_ns();
+            for source in sources.iter_mut() {
+                source.ring.refresh();
+            }
+            let before = n;
+            while n < max {
+                let mut next: Option<(usize, u64)> = None;
+                let mut empty = false;
+                let mut busy = false;
+                for (i, source) in sources.iter_mut().enumerate() {
+                    match source.ring.peek() {
+                        Slot::Record(data) => {
+                            // A kind without a time (never written by our programs) goes
+                            // first, to be counted as undecodable.
+                            let ts = record_ts(data).unwrap_or(0);
+                            if next.is_none_or(|(_, t)| ts < t) {
+                                next = Some((i, ts));
+                            }
+                        }
+                        Slot::Busy => busy = true,
+                        Slot::Empty => empty = true,
+                    }
+                }
+                let Some((i, ts)) = next else { break };
+                if busy || (empty && ts > bound) {
+                    break;
+                }
+                let ring = &mut sources[i].ring;
+                let Slot::Record(data) = ring.peek() else {
+                    break;
+                };
+                let len = data.len();
+                identities.feed(data, &mut *f);
+                ring.advance(len);
+                n += 1;
+            }
+            if n == before {
+                break;
+            }
+        }
+        for source in sources.iter_mut() {
+            source.ring.publish();
+        }
+        n
+    }
+
     /// Hands every waiting record to `f`, until the ring is empty. Returns how many there were.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let ring = self.ring.get_mut();
+        let n = self.merge(DRAIN_MAX, &mut f);
         let identities = &mut self.identities;
-        let mut n = 0;
-        while n < DRAIN_MAX
-            && let Some(item) = ring.next()
-        {
-            identities.feed(&item, &mut f);
-            n += 1;
-        }
         if identities.has_pending() {
             identities.expire(crate::clock::monotonic_ns(), &mut f);
         }
@@ -226,10 +314,12 @@ impl EventStream {
             }
         } else {
             self.state = match self.state {
-                State::Looking => match &self.asleep {
-                    Some((_, positions)) if positions.pending() => State::Looking,
-                    _ => State::Asleep,
-                },
+                State::Looking
+                    if self.asleep.is_some() && self.sources.iter().any(|s| s.ring.pending()) =>
+                {
+                    State::Looking
+                }
+                State::Looking => State::Asleep,
                 // A wakeup that brought nothing (one for records already read): set the flag
                 // again rather than trust it is still set.
                 State::Polling | State::Idle | State::Asleep => State::Idle,
