@@ -417,7 +417,7 @@ pub struct Config {
 }
 
 /// The most ring buffers (`EVENTS_0` to `EVENTS_7`): beyond as many CPUs, CPUs share them.
-pub const RINGS: u32 = 8;
+pub const RINGS: u32 = 2;
 
 /// The kernel monotonic time a record carries (`bpf_ktime_get_ns` after its space was
 /// reserved), by its kind; `None` for a record too short or of a kind not known here.

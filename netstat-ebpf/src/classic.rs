@@ -48,12 +48,12 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         count(bank, counter::FILTERED);
         return;
     }
-    let ring = ring::current(config);
-    let Some(mut entry) = ring.reserve::<StateChange>(0) else {
+    // Before the reservation: see `ring.rs` for why the merge needs it so.
+    let now = wakeup::now();
+    let Some((mut entry, flags)) = ring::reserve::<StateChange>(config) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
-    let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
@@ -91,5 +91,5 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config, ring, size_of::<StateChange>()));
+    entry.submit(flags);
 }

@@ -65,8 +65,9 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     };
     let leader = read::<usize>(bank, task, tasks.task_group_leader) as *const u8;
     let comm: [u8; 16] = read(bank, leader, tasks.task_comm);
-    let ring = ring::current(config);
-    let Some(mut entry) = ring.reserve::<Accept>(0) else {
+    // Before the reservation: see `ring.rs` for why the merge needs it so.
+    let now = wakeup::now();
+    let Some((mut entry, flags)) = ring::reserve::<Accept>(config) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -78,14 +79,14 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         rport,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
-        ts_ns: wakeup::now(),
+        ts_ns: now,
         cookie: read(bank, sk, off.skc_cookie),
         skaddr: sk as u64,
         netns,
         _pad: 0,
         comm,
     });
-    entry.submit(wakeup::flags(config, ring, size_of::<Accept>()));
+    entry.submit(flags);
 }
 
 /// The calls the first exit program took (by thread), for its rescue copy to take off: a
@@ -145,8 +146,9 @@ pub fn exited(config: &Config, copy: ExitCopy) {
     } else if tid != tgid {
         return;
     }
-    let ring = ring::current(config);
-    let Some(mut entry) = ring.reserve::<Exit>(0) else {
+    // Before the reservation: see `ring.rs` for why the merge needs it so.
+    let now = wakeup::now();
+    let Some((mut entry, flags)) = ring::reserve::<Exit>(config) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
@@ -154,7 +156,7 @@ pub fn exited(config: &Config, copy: ExitCopy) {
         kind: record_kind::EXIT,
         _pad: 0,
         pid: tgid,
-        ts_ns: wakeup::now(),
+        ts_ns: now,
     });
-    entry.submit(wakeup::flags(config, ring, size_of::<Exit>()));
+    entry.submit(flags);
 }

@@ -40,12 +40,12 @@ pub fn state_change<const HELPER: bool>(
         return;
     }
 
-    let ring = ring::current(config);
-    let Some(mut entry) = ring.reserve::<StateChange>(0) else {
+    // Before the reservation: see `ring.rs` for why the merge needs it so.
+    let now = wakeup::now();
+    let Some((mut entry, flags)) = ring::reserve::<StateChange>(config) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
-    let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();
 
     let mut saddr = [0u8; 16];
@@ -107,7 +107,7 @@ pub fn state_change<const HELPER: bool>(
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup::flags(config, ring, size_of::<StateChange>()));
+    entry.submit(flags);
 }
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
@@ -123,12 +123,12 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
-    let ring = ring::current(config);
-    let Some(mut entry) = ring.reserve::<Reset>(0) else {
+    // Before the reservation: see `ring.rs` for why the merge needs it so.
+    let now = wakeup::now();
+    let Some((mut entry, flags)) = ring::reserve::<Reset>(config) else {
         count(bank, counter::RINGBUF_FULL);
         return;
     };
-    let now = wakeup::now();
     entry.write(Reset {
         kind: record_kind::RESET,
         direction,
@@ -138,5 +138,5 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         cookie: cookie::<HELPER>(bank, sk, off),
         skaddr: sk as u64,
     });
-    entry.submit(wakeup::flags(config, ring, size_of::<Reset>()));
+    entry.submit(flags);
 }

@@ -7,13 +7,26 @@
 //! writes to a ring of its own, and userspace merges them by the records' times (see
 //! `probe/stream.rs` in netstat-user). Beyond [`RINGS`] CPUs, CPUs share rings (`cpu % rings`).
 //!
+//! Records take their time *before* the reservation. The merge relies on it: a transition
+//! that follows another of the same socket starts after that one was committed, so its time
+//! is later than the commit, and everything reserved ahead of the earlier one in its ring
+//! took its time before that. Taken after, a program preempted between the two (Linux 7
+//! preempts tracepoint programs) carried a late time at the head of its ring, while the
+//! socket's earlier transition waited behind it and its next, in another ring, went first.
+//!
 //! Each ring is its own map, not an array of maps: map-in-map with ring buffers and aya's
 //! BTF map definitions would tie the programs to kernels with BTF, which the classic
 //! tracepoint must do without. Userspace sizes the rings in use and shrinks the others to a
 //! page.
 
-use aya_ebpf::{helpers::bpf_get_smp_processor_id, macros::map, maps::RingBuf};
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::map,
+    maps::{RingBuf, ring_buf::RingBufEntry},
+};
 use netstat_common::Config;
+
+use crate::wakeup;
 
 /// The most rings: userspace uses `min(possible CPUs, RINGS)` of them.
 pub const RINGS: u32 = netstat_common::RINGS;
@@ -22,36 +35,41 @@ pub const RINGS: u32 = netstat_common::RINGS;
 static EVENTS_0: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_4: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_5: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_6: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 
-const _: () = assert!(RINGS == 8);
+const _: () = assert!(RINGS == 2);
 
-/// This CPU's ring. The program cannot migrate while it runs, so its reserve, submit and
-/// wakeup all go to the same one.
+/// This CPU's ring's index.
 #[inline(always)]
-pub fn current(config: &Config) -> &'static RingBuf {
+fn index(config: &Config) -> u32 {
     // SAFETY: no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     // `checked_rem`: no division-by-zero panic path for the verifier to refuse.
-    match cpu.checked_rem(config.rings as u32).unwrap_or(0) {
-        0 => &EVENTS_0,
-        1 => &EVENTS_1,
-        2 => &EVENTS_2,
-        3 => &EVENTS_3,
-        4 => &EVENTS_4,
-        5 => &EVENTS_5,
-        6 => &EVENTS_6,
-        _ => &EVENTS_7,
+    cpu.checked_rem(config.rings as u32).unwrap_or(0)
+}
+
+/// Calls `f` with this CPU's ring. The program cannot migrate while it runs, so its reserve
+/// and its backlog query go to the same ring.
+///
+/// Each ring is its own map, so the verifier follows one path per ring from here; `f` must
+/// leave nothing that holds the map behind (a reservation, a number), or every path through
+/// the rest of the program is followed eight times (too many for Linux 6.1's verifier).
+#[inline(always)]
+fn with<R>(config: &Config, f: impl FnOnce(&'static RingBuf) -> R) -> R {
+    if index(config) == 0 {
+        f(&EVENTS_0)
+    } else {
+        f(&EVENTS_1)
     }
+}
+
+/// Space for a `T` in this CPU's ring, and the flags to submit it with (see [`wakeup`]).
+///
+/// The flags are worked out here, right after the reservation, so that nothing after the
+/// ring's branch depends on which ring it was.
+#[inline(always)]
+pub fn reserve<T: 'static>(config: &Config) -> Option<(RingBufEntry<T>, u64)> {
+    with(config, |ring| {
+        let entry = ring.reserve::<T>(0)?;
+        Some((entry, wakeup::flags(config, ring, size_of::<T>())))
+    })
 }

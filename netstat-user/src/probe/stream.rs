@@ -10,8 +10,11 @@
 //! - **A trickle.** A drain of fewer than [`TRICKLE`] records goes back to sleep at once: at
 //!   a few events at a time a wakeup each costs little, and polling would hold each one for a
 //!   poll interval.
+//! - **Per-CPU rings.** Each CPU writes to a ring of its own (see `ring.rs` in the kernel
+//!   crate); [`EventStream::drain`] merges them by record time. "The ring" below is all of
+//!   them: any of them wakes us, and we sleep only when all are empty.
 //! - **Going to sleep.** A poll that finds the ring empty sets the kernel's `READER_ASLEEP`
-//!   flag, then drains once more and looks at the ring's positions ([`Positions`]). A program
+//!   flag, then drains once more and looks at the ring's positions ([`Ring::pending`]). A program
 //!   reserves its record, then (after a full barrier) reads the flag; we set the flag, then
 //!   (after a full barrier) look. So either the program sees the flag and wakes us, or we see
 //!   its record reserved, and look again shortly instead of sleeping. Only an empty ring with
@@ -205,11 +208,12 @@ impl EventStream {
     ///
     /// Each ring holds one CPU's records in the order they were reserved, and a socket's
     /// transitions may come from different CPUs, so the rings are merged by record time (taken
-    /// after the reservation): the next record handed on is the earliest at the head of any
-    /// ring. An empty ring bounds what may go: a record reserved there after we looked gets a
-    /// time after `bound`, read before we looked, so records up to `bound` go and later ones
-    /// wait for the next look, which comes at once. A ring whose next record is still being
-    /// written stops the merge until it is committed: its time is not known yet.
+    /// just before the reservation, see `ring.rs` in the kernel crate): the next record handed
+    /// on is the earliest at the head of any ring. An empty ring bounds what may go: a record
+    /// of the same socket as one handed on, reserved there after we looked, would be the
+    /// earlier of the two and committed before the later one began, so records after `bound`
+    /// (read before we looked) wait for the next look, which comes at once. A ring whose next
+    /// record is still being written stops the merge until it is committed.
     fn merge(&mut self, max: usize, f: &mut impl FnMut(&[u8])) -> usize {
         let Self {
             sources,
