@@ -416,11 +416,11 @@ pub struct Config {
     pub rings: u64,
 }
 
-/// The most ring buffers (`EVENTS_0` to `EVENTS_7`): beyond as many CPUs, CPUs share them.
+/// The most ring buffers (`EVENTS_0`, `EVENTS_1`): beyond as many CPUs, CPUs share them.
 pub const RINGS: u32 = 2;
 
-/// The kernel monotonic time a record carries (`bpf_ktime_get_ns` after its space was
-/// reserved), by its kind; `None` for a record too short or of a kind not known here.
+/// The kernel monotonic time a record carries (`bpf_ktime_get_ns` just before its space
+/// was reserved), by its kind; `None` for a record too short or of a kind not known here.
 /// Userspace merges the per-CPU rings by it.
 pub fn record_ts(record: &[u8]) -> Option<u64> {
     let kind = u16::from_ne_bytes([*record.first()?, *record.get(1)?]);
@@ -547,4 +547,53 @@ mod pod {
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::KernelFilter {}
     unsafe impl aya::Pod for super::Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a record as the kernel writes it.
+    fn bytes<T>(record: &T) -> &[u8] {
+        // SAFETY: plain `repr(C)` data, read as bytes for its whole size.
+        unsafe {
+            core::slice::from_raw_parts(core::ptr::from_ref(record).cast::<u8>(), size_of::<T>())
+        }
+    }
+
+    #[test]
+    fn record_ts_reads_each_kinds_time() {
+        let exit = Exit {
+            kind: record_kind::EXIT,
+            _pad: 0,
+            pid: 7,
+            ts_ns: 42,
+        };
+        assert_eq!(record_ts(bytes(&exit)), Some(42));
+        let reset = Reset {
+            kind: record_kind::RESET,
+            direction: reset_direction::SENT,
+            state: 1,
+            _pad: 0,
+            ts_ns: 43,
+            cookie: 9,
+            skaddr: 10,
+        };
+        assert_eq!(record_ts(bytes(&reset)), Some(43));
+        let mut accept = [0u8; size_of::<Accept>()];
+        accept[..2].copy_from_slice(&record_kind::ACCEPT.to_ne_bytes());
+        accept[16..24].copy_from_slice(&44u64.to_ne_bytes());
+        assert_eq!(record_ts(&accept), Some(44));
+        let mut change = [0u8; size_of::<StateChange>()];
+        change[..2].copy_from_slice(&record_kind::STATE_CHANGE.to_ne_bytes());
+        change[16..24].copy_from_slice(&45u64.to_ne_bytes());
+        assert_eq!(record_ts(&change), Some(45));
+        // Too short, or a kind it does not know: no time.
+        assert_eq!(record_ts(&change[..20]), None);
+        assert_eq!(
+            record_ts(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(record_ts(&[]), None);
+    }
 }

@@ -1,4 +1,4 @@
-//! The ring buffers the records go to: one per CPU, up to [`RINGS`].
+//! The ring buffers the records go to: one per CPU, up to [`RINGS`] (two).
 //!
 //! One ring shared by every CPU serialises them on its spinlock and bounces its lock, its
 //! producer position and the cache line between two records from CPU to CPU. In the
@@ -14,10 +14,12 @@
 //! preempts tracepoint programs) carried a late time at the head of its ring, while the
 //! socket's earlier transition waited behind it and its next, in another ring, went first.
 //!
-//! Each ring is its own map, not an array of maps: map-in-map with ring buffers and aya's
-//! BTF map definitions would tie the programs to kernels with BTF, which the classic
-//! tracepoint must do without. Userspace sizes the rings in use and shrinks the others to a
-//! page.
+//! Each ring is its own map, chosen by a branch, not an array of maps: map-in-map needs aya's
+//! BTF map definitions, which the classic tracepoint's kernels (no BTF) may not take. A branch
+//! per ring multiplies the paths Linux 6.1's verifier follows through the rest of the program
+//! (it does not prune them where they join): eight rings took it past its million
+//! instructions, two pass. So two rings: a 2-CPU host gets one per CPU, a larger one halves
+//! the contention. Userspace sizes the rings in use and shrinks an unused one to a page.
 
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
@@ -49,10 +51,6 @@ fn index(config: &Config) -> u32 {
 
 /// Calls `f` with this CPU's ring. The program cannot migrate while it runs, so its reserve
 /// and its backlog query go to the same ring.
-///
-/// Each ring is its own map, so the verifier follows one path per ring from here; `f` must
-/// leave nothing that holds the map behind (a reservation, a number), or every path through
-/// the rest of the program is followed eight times (too many for Linux 6.1's verifier).
 #[inline(always)]
 fn with<R>(config: &Config, f: impl FnOnce(&'static RingBuf) -> R) -> R {
     if index(config) == 0 {

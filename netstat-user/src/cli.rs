@@ -202,9 +202,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
-    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...). 8M rides out the heaviest
-    /// churn a 2-core host makes (280k events/s) without loss; it is mapped twice, so it
-    /// counts twice in RSS once used.
+    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...), shared equally by the
+    /// per-CPU rings. 8M rides out the heaviest churn a 2-core host makes (280k events/s)
+    /// without loss; it is mapped twice, so it counts twice in RSS once used.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size)]
     pub ring_size: u32,
 
@@ -375,7 +375,8 @@ pub struct TopArgs {
     #[arg(long, value_enum, default_value_t = TopView::Processes)]
     pub view: TopView,
 
-    /// Kernel ring-buffer size, tracing in this process (a power of two: 4M, 8M, 16M...).
+    /// Kernel ring-buffer size, tracing in this process (a power of two: 4M, 8M, 16M...),
+    /// shared equally by the per-CPU rings.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size)]
     pub ring_size: u32,
 
@@ -438,8 +439,9 @@ pub struct WatchArgs {
     #[arg(long)]
     pub utc: bool,
 
-    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...). Larger rides out longer
-    /// bursts; every record lost to a full ring is counted and reported.
+    /// Kernel ring-buffer size (a power of two: 4M, 8M, 16M...), shared equally by the
+    /// per-CPU rings. Larger rides out longer bursts; every record lost to a full ring is
+    /// counted and reported.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size)]
     pub ring_size: u32,
 

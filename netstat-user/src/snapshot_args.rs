@@ -112,7 +112,8 @@ pub struct SnapshotArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLOSED, hide_short_help = true)]
     pub max_closed: usize,
 
-    /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...).
+    /// With -c: kernel ring-buffer size (a power of two: 4M, 8M, 16M...), shared by the
+    /// per-CPU rings.
     #[arg(long = "ring-size", alias = "trace-ring-size", value_name = "BYTES", default_value = "8M", value_parser = crate::size_arg::parse_size, hide_short_help = true)]
     pub ring_size: u32,
 }

@@ -27,7 +27,7 @@ pub const UNUSED_SIZE: u32 = 4096;
 
 /// How many rings the programs write to: one per possible CPU, at most [`NAMES`].
 pub fn count() -> u32 {
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n.get());
+    let cpus = aya::util::nr_cpus().map_or(1, std::num::NonZero::get);
     cpus.clamp(1, netstat_common::RINGS)
 }
 

@@ -183,7 +183,7 @@ impl EventStream {
         let readable = poll_fn(move |cx| {
             for source in sources.iter_mut() {
                 if let Poll::Ready(r) = source.fd.poll_read_ready_mut(cx) {
-                    let mut guard = r.map_err(|e| ProbeError::poll(e.into()))?;
+                    let mut guard = r.map_err(ProbeError::poll)?;
                     // Clearing before the drain is safe: whatever arrives after this point is
                     // either drained next or raises readiness again.
                     guard.clear_ready();
