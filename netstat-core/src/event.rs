@@ -55,12 +55,19 @@ pub enum Family {
     Ipv6,
 }
 
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
+impl Family {
+    /// `ipv4` or `ipv6`, as every output names it.
+    pub fn name(self) -> &'static str {
+        match self {
             Family::Ipv4 => "ipv4",
             Family::Ipv6 => "ipv6",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
     }
 }
 

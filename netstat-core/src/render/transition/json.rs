@@ -136,7 +136,7 @@ fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
     out.write_all(b",\"owner_exited\":")?;
     w::bool(out, line.owner.is_some_and(|o| o.exited))?;
     out.write_all(b",\"family\":")?;
-    w::display_string(out, t.family)?;
+    w::string(out, t.family.name())?;
     out.write_all(b",\"laddr\":")?;
     w::addr(out, t.local.addr)?;
     out.write_all(b",\"lport\":")?;
