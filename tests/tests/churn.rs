@@ -49,3 +49,45 @@ fn churn_2000_connections_ipv4_exact() {
     check.finish();
     reservation.release();
 }
+
+/// The same churn through a ring small enough to wrap around its end several times: the
+/// reader maps the ring's data once and joins a record that wraps from its two parts
+/// (`probe/ring.rs`), and every one of them must still decode to the right transition.
+#[test]
+fn churn_through_a_small_ring_that_wraps_stays_exact() {
+    if !require_root("churn_through_a_small_ring_that_wraps_stays_exact") {
+        return;
+    }
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    // Two rings of 512 KiB: about 3,600 records a lap each, for some 20,000 records, so each
+    // ring wraps two or three times; much smaller, and a burst from one CPU while the tests
+    // beside this one hold the CPUs overflows its ring.
+    let tracer = Tracer::watch_json(&["--port", &server.port().to_string(), "--ring-size", "1M"]);
+
+    let (mut churn, listening) = Peer::churn(server, CONNECTIONS as u64);
+    assert_eq!(listening, server.port());
+    churn.wait_line("done ");
+    churn.wait_success();
+
+    tracer.settle(Duration::from_secs(1));
+    let finished = tracer.stop(Signal::Int);
+    finished.assert_success();
+    let summary = finished.summary();
+    let transitions = finished.transitions();
+
+    let pid = churn.pid();
+    let mut check = Checker::new(Expect {
+        server,
+        netns: current_netns(),
+        server_pid: pid,
+        client_pid: pid,
+        comm: "enetstat-peer",
+    });
+    check.check(summary.lost == 0, || {
+        format!("the summary should say 0 lost: {summary:?}")
+    });
+    check.connections(&transitions, CONNECTIONS);
+    check.finish();
+    reservation.release();
+}

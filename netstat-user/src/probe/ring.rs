@@ -8,9 +8,12 @@
 //! reservation, and a store per record bounced its cache line to the producing CPU each time.
 //!
 //! The layout is the kernel's (`kernel/bpf/ringbuf.c`): a consumer page (writable by the
-//! reader), a producer page, then the data pages mapped twice in a row, so a record that wraps
-//! around the end reads as one slice. Each record has an 8-byte header: its length, with a
-//! busy bit while the program still writes it and a discard bit, then the page offset.
+//! reader), a producer page, then the data pages. The kernel offers the data pages twice in a
+//! row, so that a record that wraps around the end reads as one slice; this reader maps them
+//! once and copies the rare record that wraps. Every page of a mapping the reader has touched
+//! counts in its RSS, so the second mapping cost the daemon the whole ring's size again (8 MiB
+//! by default), for a record in a few thousand. Each record has an 8-byte header: its length,
+//! with a busy bit while the program still writes it and a discard bit, then the page offset.
 
 use std::{
     io,
@@ -107,10 +110,12 @@ unsafe impl Send for Mapping {}
 
 pub struct Ring {
     consumer: Mapping,
-    /// The producer page, then the data pages twice.
+    /// The producer page, then the data pages (once).
     producer: Mapping,
     page: usize,
     mask: usize,
+    /// A record that wraps around the end of the data, joined.
+    wrapped: Vec<u8>,
     /// The next record to read; published to the kernel by [`Ring::publish`].
     cursor: usize,
     /// The producer position last read.
@@ -129,7 +134,7 @@ impl Ring {
             )));
         }
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ, page)?;
+        let producer = Mapping::new(fd, page + size, libc::PROT_READ, page)?;
         let cursor = consumer.position(0).load(Ordering::Acquire);
         let end = producer.position(0).load(Ordering::Acquire);
         Ok(Self {
@@ -137,6 +142,7 @@ impl Ring {
             producer,
             page,
             mask: size - 1,
+            wrapped: Vec::new(),
             cursor,
             end,
         })
@@ -168,17 +174,31 @@ impl Ring {
                 continue;
             }
             let start = at + HEADER;
-            if len > self.mask + 1 || start + len > self.producer.len {
+            let data_end = self.page + self.mask + 1;
+            if len > self.mask + 1 - HEADER {
                 // Never written by a kernel; read as the end rather than past the mapping.
                 tracing::warn!("a ring buffer record claims {len} bytes; skipping the ring");
                 return Slot::Empty;
             }
-            // SAFETY: in bounds (checked above), committed (acquire load of a header without
-            // the busy bit), and not rewritten by the kernel until the consumer position moves
-            // past it, which only `publish` does, after the caller is done with the slice.
-            let data =
-                unsafe { std::slice::from_raw_parts(self.producer.at.add(start).as_ptr(), len) };
-            return Slot::Record(data);
+            // The header never wraps (8-byte aligned in a ring of whole pages); the data may.
+            let first = len.min(data_end - start);
+            // SAFETY: `start..start + first` is within the data pages of the mapping (`first`
+            // stops at their end), the record is committed (acquire load of a header without
+            // the busy bit), and the kernel does not rewrite it until the consumer position
+            // moves past it, which only `publish` does, after the caller is done with it.
+            let head =
+                unsafe { std::slice::from_raw_parts(self.producer.at.add(start).as_ptr(), first) };
+            if first == len {
+                return Slot::Record(head);
+            }
+            // SAFETY: the rest, at the start of the data pages; as above.
+            let tail = unsafe {
+                std::slice::from_raw_parts(self.producer.at.add(self.page).as_ptr(), len - first)
+            };
+            self.wrapped.clear();
+            self.wrapped.extend_from_slice(head);
+            self.wrapped.extend_from_slice(tail);
+            return Slot::Record(&self.wrapped);
         }
     }
 
