@@ -50,10 +50,6 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
     }
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
-    let Some((mut entry, flags)) = ring::reserve::<StateChange>(config) else {
-        count(bank, counter::RINGBUF_FULL);
-        return;
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
@@ -66,7 +62,7 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     }
-    entry.write(StateChange {
+    let record = StateChange {
         kind: record_kind::STATE_CHANGE,
         family,
         old_state: field::<i32>(ctx, bank, off.oldstate) as u8,
@@ -90,6 +86,16 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         saddr,
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(flags);
+    };
+    let Some(staged) = crate::record::STAGED.get_ptr_mut(bank) else {
+        return;
+    };
+    // SAFETY: this CPU's and this bank's map value, which no other program writes.
+    let staged = unsafe {
+        staged.write(record);
+        &*staged
+    };
+    if !ring::emit(config, staged) {
+        count(bank, counter::RINGBUF_FULL);
+    }
 }

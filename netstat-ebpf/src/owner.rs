@@ -67,12 +67,8 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     let comm: [u8; 16] = read(bank, leader, tasks.task_comm);
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
-    let Some((mut entry, flags)) = ring::reserve::<Accept>(config) else {
-        count(bank, counter::RINGBUF_FULL);
-        return;
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
-    entry.write(Accept {
+    let record = Accept {
         kind: record_kind::ACCEPT,
         family,
         lport,
@@ -85,8 +81,10 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         netns,
         _pad: 0,
         comm,
-    });
-    entry.submit(flags);
+    };
+    if !ring::emit(config, &record) {
+        count(bank, counter::RINGBUF_FULL);
+    }
 }
 
 /// The calls the first exit program took (by thread), for its rescue copy to take off: a
@@ -148,15 +146,13 @@ pub fn exited(config: &Config, copy: ExitCopy) {
     }
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
-    let Some((mut entry, flags)) = ring::reserve::<Exit>(config) else {
-        count(bank, counter::RINGBUF_FULL);
-        return;
-    };
-    entry.write(Exit {
+    let record = Exit {
         kind: record_kind::EXIT,
         _pad: 0,
         pid: tgid,
         ts_ns: now,
-    });
-    entry.submit(flags);
+    };
+    if !ring::emit(config, &record) {
+        count(bank, counter::RINGBUF_FULL);
+    }
 }

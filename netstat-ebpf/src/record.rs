@@ -1,6 +1,10 @@
 //! Building the ring-buffer records from a socket the kernel hands us.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::map,
+    maps::PerCpuArray,
+};
 use netstat_common::{
     AF_INET, AF_INET6, Config, IPPROTO_TCP, Reset, StateChange, counter, record_kind, tcp_state,
 };
@@ -42,10 +46,6 @@ pub fn state_change<const HELPER: bool>(
 
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
-    let Some((mut entry, flags)) = ring::reserve::<StateChange>(config) else {
-        count(bank, counter::RINGBUF_FULL);
-        return;
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
 
     let mut saddr = [0u8; 16];
@@ -82,7 +82,10 @@ pub fn state_change<const HELPER: bool>(
         fin_received = ((read::<u64>(bank, sk, off.sk_flags) >> SOCK_DONE) & 1) as u32;
     }
 
-    entry.write(StateChange {
+    let Some(staged) = STAGED.get_ptr_mut(bank) else {
+        return;
+    };
+    let record = StateChange {
         kind: record_kind::STATE_CHANGE,
         family,
         old_state: old_state as u8,
@@ -106,9 +109,23 @@ pub fn state_change<const HELPER: bool>(
         saddr,
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(flags);
+    };
+    // SAFETY: this CPU's and this bank's map value, which no other program writes.
+    let staged = unsafe {
+        staged.write(record);
+        &*staged
+    };
+    if !ring::emit(config, staged) {
+        count(bank, counter::RINGBUF_FULL);
+    }
 }
+
+/// Where a [`StateChange`] is built before it is copied into the ring (see [`ring::emit`]
+/// for why): a map value, as the record is too large for the stack beside the rest. One per
+/// counter bank, as the read scratch: a program never runs inside itself on a CPU, but
+/// another one may interrupt it.
+#[map]
+pub static STAGED: PerCpuArray<StateChange> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
 /// segments that match no socket: those belong to no connection and are skipped).
@@ -125,11 +142,7 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
     }
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
-    let Some((mut entry, flags)) = ring::reserve::<Reset>(config) else {
-        count(bank, counter::RINGBUF_FULL);
-        return;
-    };
-    entry.write(Reset {
+    let record = Reset {
         kind: record_kind::RESET,
         direction,
         state: head.field(off.skc_state),
@@ -137,6 +150,8 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         ts_ns: now,
         cookie: cookie::<HELPER>(bank, sk, off),
         skaddr: sk as u64,
-    });
-    entry.submit(flags);
+    };
+    if !ring::emit(config, &record) {
+        count(bank, counter::RINGBUF_FULL);
+    }
 }

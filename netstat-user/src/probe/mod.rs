@@ -184,6 +184,7 @@ impl Probe {
             Self::start_btf(options, forced)?
         };
         tracing::info!("tracing in mode {}", probe.mode);
+        probe.log_verified();
         if let Some(lacks) = probe.mode.lacks() {
             tracing::warn!("{lacks}");
         }
@@ -363,6 +364,17 @@ impl Probe {
         Ok(Self::with_owner_programs(
             ebpf, options, mode, &config, None,
         ))
+    }
+
+    /// Says (with `-v`) how many instructions the kernel's verifier went through for each
+    /// loaded program (Linux 5.16+): the kernel matrix's logs then show how near a change
+    /// brings a program to the verifier's limit (a million) on each kernel, before one fails.
+    fn log_verified(&self) {
+        for (name, program) in self.ebpf.programs() {
+            if let Some(n) = program.info().ok().and_then(|i| i.verified_instruction_count()) {
+                tracing::info!("verifier: {name} took {n} instructions");
+            }
+        }
     }
 
     /// How the programs trace on this kernel.

@@ -87,6 +87,13 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
         .map(|l| Life::parse(l))
         .collect::<Result<Vec<_>, _>>()
         .unwrap_or_else(|e| panic!("{e}"));
+    // How far each program took this kernel's verifier (`-v`, Linux 5.16+): the console log
+    // then shows how near a change brings a program to the limit, before one fails.
+    for line in &finished[0].stderr {
+        if let Some(at) = line.find("verifier: ") {
+            crate::report::print_line(&format!("VERIFIER {}", &line[at + "verifier: ".len()..]));
+        }
+    }
     let (transitions, lives) = without_discarded_twins(finished[0].transitions(), lives);
     Traced {
         mode: crate::mode::logged_mode(&finished[0].stderr),
