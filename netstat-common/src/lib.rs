@@ -416,8 +416,8 @@ pub struct Config {
     pub rings: u64,
 }
 
-/// The most ring buffers (`EVENTS_0`, `EVENTS_1`): beyond as many CPUs, CPUs share them.
-pub const RINGS: u32 = 2;
+/// The most ring buffers (`EVENTS_0` to `EVENTS_7`): beyond as many CPUs, CPUs share them.
+pub const RINGS: u32 = 8;
 
 /// The kernel monotonic time a record carries (`bpf_ktime_get_ns` just before its space
 /// was reserved), by its kind; `None` for a record too short or of a kind not known here.

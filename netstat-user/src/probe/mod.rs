@@ -371,7 +371,11 @@ impl Probe {
     /// brings a program to the verifier's limit (a million) on each kernel, before one fails.
     fn log_verified(&self) {
         for (name, program) in self.ebpf.programs() {
-            if let Some(n) = program.info().ok().and_then(|i| i.verified_instruction_count()) {
+            if let Some(n) = program
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
                 tracing::info!("verifier: {name} took {n} instructions");
             }
         }

@@ -23,7 +23,9 @@ use std::{
 };
 
 /// The ring maps, as the kernel crate names them (`ring.rs` there).
-pub const NAMES: [&str; netstat_common::RINGS as usize] = ["EVENTS_0", "EVENTS_1"];
+pub const NAMES: [&str; netstat_common::RINGS as usize] = [
+    "EVENTS_0", "EVENTS_1", "EVENTS_2", "EVENTS_3", "EVENTS_4", "EVENTS_5", "EVENTS_6", "EVENTS_7",
+];
 
 /// The size of a ring no CPU writes to: a page, the least the kernel takes.
 pub const UNUSED_SIZE: u32 = 4096;
