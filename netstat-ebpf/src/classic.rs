@@ -30,10 +30,10 @@ fn field<T: Default>(ctx: &TracePointContext, bank: u32, offset: u32) -> T {
     }
 }
 
-/// Like `record::state_change`, but reading the tracepoint's record. The two keep their own
-/// reserve-and-copy code on purpose: sharing it through helpers taking closures made LLVM emit
-/// a BPF subprogram whose stack, added to the caller's (672 bytes), Linux 5.10 to 6.12 refuse
-/// (limit 512); the kernel matrix caught it.
+/// Like `record::state_change`, but reading the tracepoint's record. Both hand the record to
+/// [`ring::emit_state_change`], which copies it in from a map value: built on the stack and
+/// reserved in place, an earlier shared helper made LLVM emit a BPF subprogram whose stack,
+/// added to the caller's (672 bytes), Linux 5.10 to 6.12 refused (limit 512).
 #[inline(always)]
 pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
     let off = &config.tracepoint;
@@ -87,15 +87,5 @@ pub fn state_change(ctx: &TracePointContext, config: &Config, bank: u32) {
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let Some(staged) = crate::record::STAGED.get_ptr_mut(bank) else {
-        return;
-    };
-    // SAFETY: this CPU's and this bank's map value, which no other program writes.
-    let staged = unsafe {
-        staged.write(record);
-        &*staged
-    };
-    if !ring::emit(config, staged) {
-        count(bank, counter::RINGBUF_FULL);
-    }
+    ring::emit_state_change(config, bank, record);
 }

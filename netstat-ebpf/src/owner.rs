@@ -82,9 +82,7 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         _pad: 0,
         comm,
     };
-    if !ring::emit(config, &record) {
-        count(bank, counter::RINGBUF_FULL);
-    }
+    ring::emit(config, bank, &record);
 }
 
 /// The calls the first exit program took (by thread), for its rescue copy to take off: a
@@ -152,7 +150,5 @@ pub fn exited(config: &Config, copy: ExitCopy) {
         pid: tgid,
         ts_ns: now,
     };
-    if !ring::emit(config, &record) {
-        count(bank, counter::RINGBUF_FULL);
-    }
+    ring::emit(config, bank, &record);
 }

@@ -1,10 +1,6 @@
 //! Building the ring-buffer records from a socket the kernel hands us.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-    macros::map,
-    maps::PerCpuArray,
-};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use netstat_common::{
     AF_INET, AF_INET6, Config, IPPROTO_TCP, Reset, StateChange, counter, record_kind, tcp_state,
 };
@@ -82,9 +78,6 @@ pub fn state_change<const HELPER: bool>(
         fin_received = ((read::<u64>(bank, sk, off.sk_flags) >> SOCK_DONE) & 1) as u32;
     }
 
-    let Some(staged) = STAGED.get_ptr_mut(bank) else {
-        return;
-    };
     let record = StateChange {
         kind: record_kind::STATE_CHANGE,
         family,
@@ -110,22 +103,8 @@ pub fn state_change<const HELPER: bool>(
         daddr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    // SAFETY: this CPU's and this bank's map value, which no other program writes.
-    let staged = unsafe {
-        staged.write(record);
-        &*staged
-    };
-    if !ring::emit(config, staged) {
-        count(bank, counter::RINGBUF_FULL);
-    }
+    ring::emit_state_change(config, bank, record);
 }
-
-/// Where a [`StateChange`] is built before it is copied into the ring (see [`ring::emit`]
-/// for why): a map value, as the record is too large for the stack beside the rest. One per
-/// counter bank, as the read scratch: a program never runs inside itself on a CPU, but
-/// another one may interrupt it.
-#[map]
-pub static STAGED: PerCpuArray<StateChange> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
 /// segments that match no socket: those belong to no connection and are skipped).
@@ -151,7 +130,5 @@ pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, dire
         cookie: cookie::<HELPER>(bank, sk, off),
         skaddr: sk as u64,
     };
-    if !ring::emit(config, &record) {
-        count(bank, counter::RINGBUF_FULL);
-    }
+    ring::emit(config, bank, &record);
 }

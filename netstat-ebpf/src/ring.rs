@@ -21,10 +21,14 @@
 //! stopped at its million instructions, and with two it took 875k; built before, it takes
 //! 78k with eight. Userspace sizes the rings in use and shrinks the others to a page.
 
-use aya_ebpf::{helpers::bpf_get_smp_processor_id, macros::map, maps::RingBuf};
-use netstat_common::Config;
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use netstat_common::{Config, StateChange, counter};
 
-use crate::wakeup;
+use crate::{counters::count, wakeup};
 
 /// The most rings: userspace uses `min(possible CPUs, RINGS)` of them.
 pub const RINGS: u32 = netstat_common::RINGS;
@@ -74,8 +78,8 @@ fn with<R>(config: &Config, f: impl FnOnce(&'static RingBuf) -> R) -> R {
 }
 
 /// Copies `record`, built in full beforehand, into this CPU's ring and commits it, with the
-/// wakeup flags (see [`wakeup`]) worked out right after the reservation. Returns whether
-/// there was room.
+/// wakeup flags (see [`wakeup`]) worked out right after the reservation; a full ring counts
+/// in `bank`.
 ///
 /// Nothing but the copy and the flags happens while the space is reserved, on purpose:
 /// verifiers before Linux 6.3 never treat two paths as the same while they hold a
@@ -84,13 +88,36 @@ fn with<R>(config: &Config, f: impl FnOnce(&'static RingBuf) -> R) -> R {
 /// record in place took Linux 6.1 to 875k instructions of its million with two rings; built
 /// before, 78k with eight.
 #[inline(always)]
-pub fn emit<T: Copy + 'static>(config: &Config, record: &T) -> bool {
-    with(config, |ring| {
+pub fn emit<T: Copy + 'static>(config: &Config, bank: u32, record: &T) {
+    let sent = with(config, |ring| {
         let Some(mut entry) = ring.reserve::<T>(0) else {
             return false;
         };
         entry.write(*record);
         entry.submit(wakeup::flags(config, ring, size_of::<T>()));
         true
-    })
+    });
+    if !sent {
+        count(bank, counter::RINGBUF_FULL);
+    }
+}
+
+/// Where a [`StateChange`] is built before it is copied into the ring: a map value, as the
+/// record is too large for the stack beside the rest. One per counter bank, as the read
+/// scratch: a program never runs inside itself on a CPU, but another one may interrupt it.
+#[map]
+static STAGED: PerCpuArray<StateChange> = PerCpuArray::with_max_entries(counter::BANKS, 0);
+
+/// [`emit`] for a transition, by way of [`STAGED`].
+#[inline(always)]
+pub fn emit_state_change(config: &Config, bank: u32, record: StateChange) {
+    let Some(staged) = STAGED.get_ptr_mut(bank) else {
+        return;
+    };
+    // SAFETY: this CPU's and this bank's map value, which no other program writes.
+    let staged = unsafe {
+        staged.write(record);
+        &*staged
+    };
+    emit(config, bank, staged);
 }

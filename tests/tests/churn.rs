@@ -15,39 +15,7 @@ fn churn_2000_connections_ipv4_exact() {
     if !require_root("churn_2000_connections_ipv4_exact") {
         return;
     }
-    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let server = reservation.addr();
-    let tracer = Tracer::watch_json(&["--port", &server.port().to_string()]);
-
-    let (mut churn, listening) = Peer::churn(server, CONNECTIONS as u64);
-    assert_eq!(listening, server.port());
-    let done = churn.wait_line("done ");
-    assert_eq!(
-        done.split_whitespace().next(),
-        Some(CONNECTIONS.to_string().as_str())
-    );
-    churn.wait_success();
-
-    tracer.settle(Duration::from_secs(1));
-    let finished = tracer.stop(Signal::Int);
-    finished.assert_success();
-    let summary = finished.summary();
-    let transitions = finished.transitions();
-
-    let pid = churn.pid();
-    let mut check = Checker::new(Expect {
-        server,
-        netns: current_netns(),
-        server_pid: pid,
-        client_pid: pid,
-        comm: "enetstat-peer",
-    });
-    check.check(summary.lost == 0, || {
-        format!("the summary should say 0 lost: {summary:?}")
-    });
-    check.connections(&transitions, CONNECTIONS);
-    check.finish();
-    reservation.release();
+    churn_exact(&[]);
 }
 
 /// The same churn through a ring small enough to wrap around its end several times: the
@@ -58,16 +26,29 @@ fn churn_through_a_small_ring_that_wraps_stays_exact() {
     if !require_root("churn_through_a_small_ring_that_wraps_stays_exact") {
         return;
     }
-    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let server = reservation.addr();
     // Two rings of 512 KiB: about 3,600 records a lap each, for some 20,000 records, so each
     // ring wraps two or three times; much smaller, and a burst from one CPU while the tests
     // beside this one hold the CPUs overflows its ring.
-    let tracer = Tracer::watch_json(&["--port", &server.port().to_string(), "--ring-size", "1M"]);
+    churn_exact(&["--ring-size", "1M"]);
+}
+
+/// [`CONNECTIONS`] connections churned past `watch -o json` (with `extra` arguments): every
+/// transition of each, in order, and nothing lost.
+fn churn_exact(extra: &[&str]) {
+    let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server = reservation.addr();
+    let port = server.port().to_string();
+    let mut args = vec!["--port", port.as_str()];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::watch_json(&args);
 
     let (mut churn, listening) = Peer::churn(server, CONNECTIONS as u64);
     assert_eq!(listening, server.port());
-    churn.wait_line("done ");
+    let done = churn.wait_line("done ");
+    assert_eq!(
+        done.split_whitespace().next(),
+        Some(CONNECTIONS.to_string().as_str())
+    );
     churn.wait_success();
 
     tracer.settle(Duration::from_secs(1));
