@@ -40,12 +40,9 @@ pub fn count() -> u32 {
 /// rounded down to a power of two, at least a page.
 pub fn size(total: u32) -> u32 {
     let share = total / count();
-    if share.is_power_of_two() {
-        share
-    } else {
-        (share.checked_next_power_of_two().unwrap_or(1 << 31) / 2).max(UNUSED_SIZE)
-    }
-    .max(UNUSED_SIZE)
+    // The highest power of two not above the share.
+    let floor = share.checked_ilog2().map_or(0, |bits| 1 << bits);
+    floor.max(UNUSED_SIZE)
 }
 
 const HEADER: usize = 8;
