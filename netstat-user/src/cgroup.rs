@@ -6,8 +6,8 @@
 
 pub use netstat_core::cgroup::{Cgroup, Container, Runtime, container_of};
 
+use rustc_hash::FxHashMap;
 use std::{
-    collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -60,7 +60,8 @@ pub fn own_id() -> Option<u64> {
 #[derive(Debug)]
 pub struct Paths {
     root: PathBuf,
-    paths: HashMap<u64, Arc<Cgroup>>,
+    /// Keyed by cgroup ids: inode numbers the kernel hands out, so a fast hash is safe.
+    paths: FxHashMap<u64, Arc<Cgroup>>,
     scanned: Option<Instant>,
     min_rescan: Duration,
 }
@@ -83,7 +84,7 @@ impl Paths {
     pub fn at(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
-            paths: HashMap::new(),
+            paths: FxHashMap::default(),
             scanned: None,
             min_rescan: Duration::from_secs(1),
         }
@@ -94,9 +95,10 @@ impl Paths {
         if id == 0 {
             return None;
         }
-        if !self.paths.contains_key(&id)
-            && self.scanned.is_none_or(|t| t.elapsed() >= self.min_rescan)
-        {
+        if self.paths.contains_key(&id) {
+            return self.paths.get(&id);
+        }
+        if self.scanned.is_none_or(|t| t.elapsed() >= self.min_rescan) {
             self.rescan();
         }
         self.paths.get(&id)

@@ -3,6 +3,7 @@
 
 mod csv_columns;
 pub mod escape;
+mod json_line;
 mod json_writer;
 pub mod lifecycle;
 pub mod snapshot;

@@ -9,7 +9,7 @@ use std::{
 use chrono::SecondsFormat;
 use serde::Serialize;
 
-use crate::render::{Line, millis};
+use crate::render::{Line, json_line::JsonLine, millis};
 use crate::{end::End, event::Family, state::TcpState};
 
 /// A cgroup id as JSON and CSV show it: null (empty) for 0, which no cgroup has (the root's
@@ -106,18 +106,84 @@ impl<'a> JsonTransition<'a> {
 }
 
 /// One transition as an NDJSON line: the bytes serde writes for [`JsonTransition`], written
-/// by hand (see [`crate::render::json_writer`] for why).
+/// by hand (see [`crate::render::json_writer`] for why), in a fixed array when the line is
+/// an ordinary one ([`crate::render::json_line`]).
 pub fn write_line(out: &mut impl Write, line: &Line<'_>) -> io::Result<()> {
     // Built in one buffer and handed on in one write: dozens of small writes into a
     // `BufWriter` cost more than the line.
     thread_local! {
+        static FAST: std::cell::RefCell<JsonLine> = std::cell::RefCell::default();
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let done = FAST.with_borrow_mut(|fast| {
+        fast.clear();
+        match build_fast(fast, line) {
+            Some(()) => out.write_all(fast.as_bytes()).map(|()| true),
+            None => Ok(false),
+        }
+    })?;
+    if done {
+        return Ok(());
     }
     BUF.with_borrow_mut(|buf| {
         buf.clear();
         build_line(buf, line)?;
         out.write_all(buf)
     })
+}
+
+/// [`build_line`] for a line [`JsonLine`] takes; `None` for one it does not.
+fn build_fast(out: &mut JsonLine, line: &Line<'_>) -> Option<()> {
+    let t = line.transition;
+    out.raw(b"{\"time\":")?;
+    out.time(&line.time)?;
+    out.raw(b",\"ts_ns\":")?;
+    out.u64(t.ts_ns)?;
+    out.raw(b",\"cookie\":")?;
+    out.opt_u64(t.cookie.known())?;
+    out.raw(b",\"pid\":")?;
+    out.opt_u64(line.owner.map(|o| u64::from(o.pid)))?;
+    out.raw(b",\"comm\":")?;
+    out.opt_string(line.owner.map(|o| &*o.comm))?;
+    if line.owner.is_some_and(|o| o.exited) {
+        out.raw(b",\"owner_exited\":true,\"family\":")?;
+    } else {
+        out.raw(b",\"owner_exited\":false,\"family\":")?;
+    }
+    match t.family {
+        Family::Ipv4 => out.raw(b"\"ipv4\",\"laddr\":")?,
+        Family::Ipv6 => out.raw(b"\"ipv6\",\"laddr\":")?,
+    }
+    out.addr(t.local.addr)?;
+    out.raw(b",\"lport\":")?;
+    out.opt_u64(t.local.port.map(u64::from))?;
+    out.raw(b",\"raddr\":")?;
+    out.addr(t.remote.addr)?;
+    out.raw(b",\"rport\":")?;
+    out.opt_u64(t.remote.port.map(u64::from))?;
+    out.raw(b",\"old\":")?;
+    out.string(t.old.name())?;
+    out.raw(b",\"new\":")?;
+    out.string(t.new.name())?;
+    out.raw(b",\"ms_in_old\":")?;
+    out.opt_millis(line.in_old)?;
+    out.raw(b",\"netns\":")?;
+    out.opt_u64((t.netns != 0).then_some(u64::from(t.netns)))?;
+    out.raw(b",\"end\":")?;
+    out.opt_string(line.end.map(End::name))?;
+    out.raw(b",\"cgroup\":")?;
+    out.opt_u64(known_cgroup(t.cgroup))?;
+    out.raw(b",\"cgroup_path\":")?;
+    out.opt_string(line.cgroup.map(|c| c.path.as_str()))?;
+    out.raw(b",\"container\":")?;
+    match line.cgroup.and_then(|c| c.container.as_ref()) {
+        // `runtime://id`, as its `Display` writes it.
+        Some(c) => out.quoted(&[c.runtime.name(), "://", &c.id])?,
+        None => out.raw(b"null")?,
+    }
+    out.raw(b",\"id\":")?;
+    out.u64(t.cookie.0)?;
+    out.raw(b"}\n")
 }
 
 fn build_line(out: &mut Vec<u8>, line: &Line<'_>) -> io::Result<()> {
@@ -327,7 +393,7 @@ mod tests {
                 + Duration::from_micros(123_456),
             Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap(),
         ];
-        let mut n = 0;
+        let (mut n, mut fast_lines) = (0, 0);
         for (i, comm) in comms.iter().enumerate() {
             for (j, cgroup) in cgroups.iter().enumerate() {
                 let time = times[(i + j) % times.len()];
@@ -387,9 +453,30 @@ mod tests {
                     String::from_utf8_lossy(&ours),
                     String::from_utf8_lossy(&theirs)
                 );
+                // An ordinary line takes the fixed array, and the line that gives is the same.
+                let plain = |s: &str| {
+                    s.bytes()
+                        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+                };
+                let mut fast = JsonLine::default();
+                let ordinary =
+                    (i % 4 == 1 || plain(comm)) && cgroup.as_ref().is_none_or(|c| plain(&c.path));
+                assert_eq!(
+                    build_fast(&mut fast, &line).is_some(),
+                    ordinary,
+                    "{comm:?} {cgroup:?}"
+                );
+                if ordinary {
+                    fast_lines += 1;
+                    assert_eq!(
+                        String::from_utf8_lossy(fast.as_bytes()),
+                        String::from_utf8_lossy(&theirs)
+                    );
+                }
                 n += 1;
             }
         }
         assert_eq!(n, comms.len() * cgroups.len());
+        assert!(fast_lines >= 10, "{fast_lines} lines took the fixed array");
     }
 }
