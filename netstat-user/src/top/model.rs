@@ -18,13 +18,8 @@
 //! other connection (an outgoing one) counts for its remote endpoint, port included, and not
 //! in the local-port view, since its ephemeral local port names nothing either.
 
-use std::{
-    cmp::Ordering,
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
+use std::{cmp::Ordering, collections::hash_map::Entry, net::IpAddr, sync::Arc, time::Duration};
 
 use crate::{
     end::End,
@@ -439,15 +434,16 @@ impl Model {
         for (by, key) in GroupBy::ALL.into_iter().zip(keys) {
             let Some(key) = key else { continue };
             let full = self.groups[slot(by)] >= MAX_GROUPS;
-            let t = match self.tallies.get_mut(&(by, key.clone())) {
-                Some(t) => t,
-                None if full => {
+            // One hash a view, and the key moved in, never cloned, when it is new.
+            let t = match self.tallies.entry((by, key)) {
+                Entry::Occupied(t) => t.into_mut(),
+                Entry::Vacant(_) if full => {
                     self.dropped += 1;
                     continue;
                 }
-                None => {
+                Entry::Vacant(v) => {
                     self.groups[slot(by)] += 1;
-                    self.tallies.entry((by, key)).or_default()
+                    v.insert(Tally::default())
                 }
             };
             t.add(fact);
