@@ -15,7 +15,9 @@
 //! final counters, and leave every decision that can be made later (owner attribution, state
 //! names, durations, most filtering) to userspace. Struct layouts come from the `CONFIG`
 //! global, filled in from the running kernel's BTF at load time, never from constants
-//! compiled in here.
+//! compiled in here. `CONFIG` lives in a frozen read-only map, so the verifier reads its
+//! offsets as constants, and the default programs load the socket's fields in place (see
+//! `read.rs`).
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]

@@ -315,10 +315,27 @@ impl Probe {
         if let Some(&(name, tracepoint)) = programs.next() {
             match attach_btf(&mut ebpf, &kernel_btf, name, tracepoint) {
                 Ok(()) => {}
+                // The default programs read the socket in place, which the verifier allows only
+                // where it can check each load against the kernel's types: proven on the
+                // kernel matrix, not on every kernel in between. Any other refusal falls back
+                // to the programs that read through the helper, unless the mode was forced.
                 Err(ProbeError::Verifier { ref log_tail, .. })
-                    if mode == Mode::TpBtf && lacks_cookie_helper(log_tail) =>
+                    if mode == Mode::TpBtf
+                        && (lacks_cookie_helper(log_tail) || forced.is_none()) =>
                 {
-                    tracing::debug!("no bpf_get_socket_cookie for tracing programs:\n{log_tail}");
+                    if lacks_cookie_helper(log_tail) {
+                        tracing::debug!(
+                            "no bpf_get_socket_cookie for tracing programs:\n{log_tail}"
+                        );
+                    } else {
+                        tracing::warn!(
+                            "the kernel's verifier refused the `tp_btf` programs ({}); using \
+                             `tp_btf_cookie_field`, whose sockets born while tracing have no \
+                             cookie. Please report this kernel",
+                            log_tail.lines().last().unwrap_or("no log")
+                        );
+                        tracing::debug!("the refusal:\n{log_tail}");
+                    }
                     mode = Mode::TpBtfCookieField;
                     programs = mode.programs().iter();
                     if let Some(&(name, tracepoint)) = programs.next() {
@@ -516,16 +533,23 @@ impl Probe {
     }
 }
 
-/// Whether a verifier log says the kernel does not know `bpf_get_socket_cookie` for this
-/// program type (5.10: `unknown func bpf_get_socket_cookie#46`, the kernel's
-/// `"unknown func %s#%d"`; helper 46 is `BPF_FUNC_get_socket_cookie`). Any other refusal,
-/// another unknown helper included, is not this one.
+/// Whether a verifier log says the kernel lacks a helper the default programs need and the
+/// `*_cookie_field` ones do without: `bpf_get_socket_cookie` for tracing programs (helper 46,
+/// Linux 5.12) or `bpf_get_current_task_btf` (helper 158, 5.11). Debian's 5.10 says
+/// `unknown func bpf_get_socket_cookie#46` (the kernel's `"unknown func %s#%d"`: a helper
+/// this program type may not call) and `invalid func unknown#158` (`"invalid func %s#%d"`: a
+/// helper it has never heard of). Any other refusal, another unknown helper included, is not
+/// this one.
 fn lacks_cookie_helper(log: &str) -> bool {
     log.lines().any(|line| {
-        line.trim()
-            .strip_prefix("unknown func ")
+        let line = line.trim();
+        line.strip_prefix("unknown func ")
+            .or_else(|| line.strip_prefix("invalid func "))
             .and_then(|f| f.rsplit_once('#'))
-            .is_some_and(|(name, id)| name == "bpf_get_socket_cookie" || id == "46")
+            .is_some_and(|(name, id)| {
+                matches!(name, "bpf_get_socket_cookie" | "bpf_get_current_task_btf")
+                    || matches!(id, "46" | "158")
+            })
     })
 }
 
@@ -634,6 +658,10 @@ mod tests {
         assert!(lacks_cookie_helper(TAIL_5_10));
         // A log that names the helper only by its number.
         assert!(lacks_cookie_helper("unknown func #46\n"));
+        // 5.10 meets `bpf_get_current_task_btf` first when the level notes are on.
+        assert!(lacks_cookie_helper(
+            "13: (85) call unknown#158\ninvalid func unknown#158\n"
+        ));
     }
 
     #[test]
@@ -642,6 +670,7 @@ mod tests {
             // Another helper this kernel lacks: a real surprise, reported as a bug.
             "22: (85) call bpf_sk_storage_get#107\nunknown func bpf_sk_storage_get#107\n",
             "unknown func bpf_foo#460\n",
+            "invalid func unknown#212\n",
             // The cookie helper called, but the refusal is about something else.
             "22: (85) call bpf_get_socket_cookie#46\nR1 type=inv expected=sock\n",
             "",
