@@ -15,8 +15,8 @@ use netstat_common::{
 
 use crate::{
     event::{
-        AcceptEvent, Cookie, Endpoint, ExitEvent, Family, Final, Owner, Record, ResetDirection,
-        ResetEvent, Task, Transition, shown_v6,
+        AcceptEvent, Comm, Cookie, Endpoint, ExitEvent, Family, Final, Owner, Record,
+        ResetDirection, ResetEvent, Task, Transition, shown_v6,
     },
     state::TcpState,
 };
@@ -71,7 +71,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
                 cookie: identity(raw.cookie, raw.skaddr),
                 netns: raw.netns,
                 lport: raw.lport,
-                owner: Owner::new(raw.pid, comm(&raw.comm)),
+                owner: Owner::new(raw.pid, name(&raw.comm)),
             }))
         }
         record_kind::EXIT => {
@@ -134,7 +134,7 @@ pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
         task: Task {
             pid: raw.pid,
             tid: raw.tid,
-            comm: comm(&raw.comm),
+            comm: Comm(raw.comm),
         },
         fin: (socket_fields && raw.new_state == tcp_state::CLOSE).then(|| Final {
             errno: raw.sk_err.unsigned_abs() as i32,
@@ -165,7 +165,7 @@ fn addresses(raw: &StateChange) -> Result<(Family, IpAddr, IpAddr), DecodeError>
 ///
 /// Names repeat (a host runs a few hundred programs), so each is made once and shared: no
 /// allocation per record. The cache is dropped whole when it grows past a bound.
-fn comm(raw: &[u8; 16]) -> Arc<str> {
+pub(crate) fn name(raw: &[u8; 16]) -> Arc<str> {
     const MAX_NAMES: usize = 4096;
     thread_local! {
         static NAMES: RefCell<FxHashMap<[u8; 16], Arc<str>>> = RefCell::default();
@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(t.local.to_string(), "127.0.0.1:40000");
         assert_eq!(t.remote.to_string(), "127.0.0.1:8080");
         assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
-        assert_eq!(&*t.task.comm, "curl");
+        assert_eq!(&*t.task.comm.name(), "curl");
         assert_eq!(t.task.pid, 42);
         assert!(t.fin.is_none());
     }
@@ -349,6 +349,6 @@ mod tests {
     fn comm_stops_at_nul_and_survives_bad_utf8() {
         let mut raw = [0u8; 16];
         raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
-        assert_eq!(&*comm(&raw), "a\u{fffd}b");
+        assert_eq!(&*name(&raw), "a\u{fffd}b");
     }
 }

@@ -129,7 +129,39 @@ impl Owner {
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
-    pub comm: Arc<str>,
+    pub comm: Comm,
+}
+
+/// A task's name as the kernel gives it: up to 16 bytes, NUL-padded.
+///
+/// Kept as bytes, and made a shared string ([`Comm::name`]) only where it names an owner:
+/// most transitions are made in softirq, by whatever task the CPU was running, which owns
+/// nothing. Looking every one up among the names made was a twentieth of `watch`'s time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    /// The name, lossily as UTF-8 (escaping for display is the renderer's job), shared with
+    /// every other use of it.
+    pub fn name(&self) -> Arc<str> {
+        crate::decode::name(&self.0)
+    }
+}
+
+impl From<&str> for Comm {
+    /// The first 15 bytes of `name`, as the kernel keeps a name.
+    fn from(name: &str) -> Self {
+        let mut raw = [0; 16];
+        let n = name.len().min(15);
+        raw[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Self(raw)
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.name(), f)
+    }
 }
 
 /// What the kernel knew about a connection when it reached CLOSE.

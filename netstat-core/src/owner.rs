@@ -19,7 +19,7 @@ use std::{collections::VecDeque, sync::Arc};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
-    event::{AcceptEvent, Owner, Task, Transition},
+    event::{AcceptEvent, Comm, Owner, Task, Transition},
     state::TcpState,
 };
 
@@ -79,20 +79,20 @@ impl Owners {
             self.alive(task.pid);
         }
         let comm = if task.tid != task.pid && task.tid != 0 {
-            self.process_name(task.pid, &task.comm)
+            self.process_name(task.pid, task.comm)
         } else {
-            task.comm.clone()
+            task.comm.name()
         };
         self.current(Owner::new(task.pid, comm))
     }
 
     /// The name of process `pid`, from `/proc` once, or `thread_comm` if it cannot be read.
-    fn process_name(&mut self, pid: u32, thread_comm: &Arc<str>) -> Arc<str> {
+    fn process_name(&mut self, pid: u32, thread_comm: Comm) -> Arc<str> {
         if let Some(name) = self.names.get(&pid) {
             return name.clone();
         }
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(
-            |_| thread_comm.clone(),
+            |_| thread_comm.name(),
             |s| Arc::from(s.trim_end_matches('\n')),
         );
         self.names.insert(pid, name.clone());

@@ -27,7 +27,7 @@ fn t(
         task: Task {
             pid,
             tid: pid,
-            comm: format!("p{pid}").into(),
+            comm: format!("p{pid}").as_str().into(),
         },
         fin: None,
     }

@@ -34,7 +34,7 @@ fn t(
         task: Task {
             pid,
             tid: pid,
-            comm: format!("p{pid}").into(),
+            comm: format!("p{pid}").as_str().into(),
         },
         fin: (new == Close).then(Final::default),
     }
