@@ -258,7 +258,8 @@ pub struct DaemonArgs {
           hide_short_help = true)]
     pub filter_budget: u64,
 
-    /// Longest time (microseconds) a record may wait in the ring before the daemon reads it.
+    /// How long (microseconds) a record may wait in the ring before the daemon reads it; under
+    /// a flood (256k events/s or more) up to 16 times as long, for fewer, larger reads.
     #[arg(
         long,
         value_name = "USECS",
@@ -450,9 +451,10 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
 
-    /// Longest time (microseconds) a record may wait in the ring before enetstat reads it.
-    /// Lower is fresher, higher costs the traced host less under heavy load; 0 wakes enetstat
-    /// on every event.
+    /// How long (microseconds) a record may wait in the ring before enetstat reads it; under a
+    /// flood (256k events/s or more) up to 16 times as long, for fewer, larger reads. Lower is
+    /// fresher, higher costs the traced host less under heavy load; 0 wakes enetstat on every
+    /// event.
     #[arg(
         long,
         value_name = "USECS",
