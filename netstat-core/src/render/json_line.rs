@@ -13,7 +13,11 @@
 //! exactly printable milliseconds, a line that fits. Anything else returns `None`, and the
 //! caller writes the line the general way; the tests hold the two to the same bytes.
 
-use std::{io::Write as _, net::IpAddr, time::Duration};
+use std::{
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use chrono::{DateTime, Datelike as _, Utc};
 
@@ -168,28 +172,11 @@ impl JsonLine {
             self.len += room - rest.len();
             return Some(());
         };
-        // `"255.255.255.255"` is 17 bytes.
-        let out = self.bytes.get_mut(self.len..self.len + 17)?;
-        out[0] = b'"';
-        let mut n = 1;
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                out[n] = b'.';
-                n += 1;
-            }
-            if octet >= 100 {
-                out[n] = b'0' + octet / 100;
-                n += 1;
-            }
-            if octet >= 10 {
-                out[n] = b'0' + octet / 10 % 10;
-                n += 1;
-            }
-            out[n] = b'0' + octet % 10;
-            n += 1;
-        }
-        out[n] = b'"';
-        self.len += n + 1;
+        let (quoted, n) = quoted_ipv4(v4);
+        self.bytes
+            .get_mut(self.len..self.len + quoted.len())?
+            .copy_from_slice(&quoted);
+        self.len += n;
         Some(())
     }
 
@@ -266,6 +253,32 @@ impl JsonLine {
         }
         self.raw(&t)
     }
+}
+
+/// An IPv4 address in quotes, as `Display` writes it, and how many of the bytes it takes
+/// (`"255.255.255.255"`, the longest, takes all 17).
+pub(super) fn quoted_ipv4(v4: Ipv4Addr) -> ([u8; 17], usize) {
+    let mut b = [0u8; 17];
+    b[0] = b'"';
+    let mut n = 1;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            b[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            b[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            b[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        b[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    b[n] = b'"';
+    (b, n + 1)
 }
 
 fn two(b: &mut [u8], v: u32) {

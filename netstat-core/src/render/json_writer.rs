@@ -55,27 +55,8 @@ pub fn addr(out: &mut impl Write, addr: std::net::IpAddr) -> io::Result<()> {
     let std::net::IpAddr::V4(v4) = addr else {
         return display_string(out, addr);
     };
-    let mut b = [0u8; 17];
-    b[0] = b'"';
-    let mut n = 1;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            b[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            b[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            b[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        b[n] = b'0' + octet % 10;
-        n += 1;
-    }
-    b[n] = b'"';
-    out.write_all(&b[..=n])
+    let (quoted, n) = super::json_line::quoted_ipv4(v4);
+    out.write_all(&quoted[..n])
 }
 
 pub fn u64(out: &mut impl Write, v: u64) -> io::Result<()> {
