@@ -1,12 +1,6 @@
 //! Ring-buffer records to [`Transition`]s, with every length and kind checked first.
 
-use std::{
-    cell::RefCell,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
-
-use rustc_hash::FxHashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netstat_common::{
     AF_INET, AF_INET6, Accept, Exit, Reset, StateChange, record_flags, record_kind,
@@ -71,7 +65,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
                 cookie: identity(raw.cookie, raw.skaddr),
                 netns: raw.netns,
                 lport: raw.lport,
-                owner: Owner::new(raw.pid, name(&raw.comm)),
+                owner: Owner::new(raw.pid, Comm(raw.comm).name()),
             }))
         }
         record_kind::EXIT => {
@@ -159,29 +153,6 @@ fn addresses(raw: &StateChange) -> Result<(Family, IpAddr, IpAddr), DecodeError>
         )),
         other => Err(DecodeError::Family(other)),
     }
-}
-
-/// The kernel's NUL-padded `comm`, lossily as UTF-8. Escaping for display is the renderer's job.
-///
-/// Names repeat (a host runs a few hundred programs), so each is made once and shared: no
-/// allocation per record. The cache is dropped whole when it grows past a bound.
-pub(crate) fn name(raw: &[u8; 16]) -> Arc<str> {
-    const MAX_NAMES: usize = 4096;
-    thread_local! {
-        static NAMES: RefCell<FxHashMap<[u8; 16], Arc<str>>> = RefCell::default();
-    }
-    NAMES.with_borrow_mut(|names| {
-        if let Some(name) = names.get(raw) {
-            return name.clone();
-        }
-        if names.len() >= MAX_NAMES {
-            names.clear();
-        }
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        let name: Arc<str> = String::from_utf8_lossy(&raw[..end]).into();
-        names.insert(*raw, name.clone());
-        name
-    })
 }
 
 /// Records as the kernel writes them, for unit tests here and in netstat-user (which turns
@@ -349,6 +320,6 @@ mod tests {
     fn comm_stops_at_nul_and_survives_bad_utf8() {
         let mut raw = [0u8; 16];
         raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
-        assert_eq!(&*name(&raw), "a\u{fffd}b");
+        assert_eq!(&*Comm(raw).name(), "a\u{fffd}b");
     }
 }

@@ -1,11 +1,14 @@
-//! Plain Rust types for what the kernel reports: no aya, no raw bytes.
+//! Plain Rust types for what the kernel reports: no aya, no raw bytes (a task name's 16
+//! bytes aside, made a string only where it is shown).
 
 use std::{
+    cell::RefCell,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::state::TcpState;
@@ -143,8 +146,26 @@ pub struct Comm(pub [u8; 16]);
 impl Comm {
     /// The name, lossily as UTF-8 (escaping for display is the renderer's job), shared with
     /// every other use of it.
+    ///
+    /// Names repeat (a host runs a few hundred programs), so each is made once and shared: no
+    /// allocation per record. The cache is dropped whole when it grows past a bound.
     pub fn name(&self) -> Arc<str> {
-        crate::decode::name(&self.0)
+        const MAX_NAMES: usize = 4096;
+        thread_local! {
+            static NAMES: RefCell<FxHashMap<[u8; 16], Arc<str>>> = RefCell::default();
+        }
+        NAMES.with_borrow_mut(|names| {
+            if let Some(name) = names.get(&self.0) {
+                return name.clone();
+            }
+            if names.len() >= MAX_NAMES {
+                names.clear();
+            }
+            let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+            let name: Arc<str> = String::from_utf8_lossy(&self.0[..end]).into();
+            names.insert(self.0, name.clone());
+            name
+        })
     }
 }
 
