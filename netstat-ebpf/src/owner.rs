@@ -43,7 +43,7 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         return;
     }
     let sk = read::<usize>(bank, socket, tasks.socket_sk) as *const u8;
-    let Some(head) = Head::read(bank, sk) else {
+    let Some(head) = Head::<false>::read(bank, sk) else {
         return;
     };
     let off = &config.offsets;
@@ -53,7 +53,7 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     {
         return; // Unix and UDP sockets are accepted far more often than TCP ones
     }
-    let (lport, rport) = head.ports(off);
+    let (lport, rport) = head.ports();
     if !config.filter.keeps(family, lport, rport) {
         return;
     }

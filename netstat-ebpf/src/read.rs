@@ -61,6 +61,21 @@ macro_rules! offset {
 }
 pub(crate) use offset;
 
+/// The `T` at `offset` in the kernel object at `base`: loaded in place (`IN_PLACE`, where
+/// `base` is BTF-typed and `offset` comes from [`offset!`]), or read through the helper.
+#[inline(always)]
+pub fn field<const IN_PLACE: bool, T: Copy + Default>(
+    bank: u32,
+    base: *const u8,
+    offset: u32,
+) -> T {
+    if IN_PLACE {
+        direct(base, offset)
+    } else {
+        read(bank, base, offset)
+    }
+}
+
 /// Bytes of a socket read at once: `struct sock_common`'s head, where the family, ports,
 /// addresses (IPv6 too), state and network namespace are (offsets 0 to 88 on every kernel
 /// we know; userspace refuses a kernel where they are not below [`HEAD`]). One read of them
@@ -76,20 +91,29 @@ pub const HEAD: usize = netstat_common::SOCKET_HEAD as usize;
 #[map]
 static SCRATCH: PerCpuArray<[u8; HEAD + 16]> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
-/// A socket's first [`HEAD`] bytes, read once, and the socket, for what lies beyond them.
-pub struct Head {
+/// A socket's first [`HEAD`] bytes, and the socket, for what lies beyond them. `IN_PLACE`:
+/// each field is loaded where it is (see [`direct`]; the socket must be BTF-typed and the
+/// offsets from [`offset!`]); otherwise the head is copied once, into [`SCRATCH`].
+pub struct Head<const IN_PLACE: bool> {
     bytes: *const [u8; HEAD + 16],
     sk: *const u8,
     bank: u32,
 }
 
-impl Head {
+impl<const IN_PLACE: bool> Head<IN_PLACE> {
     /// Reads `sk`'s head; `None` for no socket (a NULL `sk`), or if the scratch map cannot
     /// be had (never, in practice).
     #[inline(always)]
-    pub fn read(bank: u32, sk: *const u8) -> Option<Head> {
+    pub fn read(bank: u32, sk: *const u8) -> Option<Self> {
         if sk.is_null() {
             return None;
+        }
+        if IN_PLACE {
+            return Some(Head {
+                bytes: core::ptr::null(),
+                sk,
+                bank,
+            });
         }
         let bytes = SCRATCH.get_ptr_mut(bank)?;
         // SAFETY: bpf_probe_read_kernel checks the address; the map value is this CPU's and
@@ -109,6 +133,9 @@ impl Head {
     #[inline(always)]
     pub fn field<T: Copy>(&self, offset: u32) -> T {
         const { assert!(size_of::<T>() <= 16) };
+        if IN_PLACE {
+            return direct(self.sk, offset);
+        }
         let at = offset as usize & (HEAD - 1);
         // SAFETY: `at` + 16 is within the map value; an unaligned read.
         unsafe { core::ptr::read_unaligned((*self.bytes).as_ptr().add(at).cast::<T>()) }
@@ -116,16 +143,20 @@ impl Head {
 
     /// The local and remote ports, in host order. At the transition into CLOSE the kernel
     /// has already released an automatically bound port (`skc_num` is 0), but `inet_sport`
-    /// still holds it.
+    /// still holds it. (`inet_sock` lies beyond `struct sock`, out of a load in place's
+    /// reach: `inet_sport` is always read through the helper.)
     #[inline(always)]
-    pub fn ports(&self, off: &Offsets) -> (u16, u16) {
-        let num: u16 = self.field(off.skc_num);
+    pub fn ports(&self) -> (u16, u16) {
+        let num: u16 = self.field(offset!(offsets.skc_num));
         let local = if num != 0 {
             num
         } else {
-            u16::from_be(read::<u16>(self.bank, self.sk, off.inet_sport))
+            u16::from_be(read::<u16>(self.bank, self.sk, offset!(offsets.inet_sport)))
         };
-        (local, u16::from_be(self.field::<u16>(off.skc_dport)))
+        (
+            local,
+            u16::from_be(self.field::<u16>(offset!(offsets.skc_dport))),
+        )
     }
 }
 
@@ -144,28 +175,17 @@ pub fn cookie<const HELPER: bool>(bank: u32, sk: *const u8, off: &Offsets) -> u6
 
 /// The id of the socket's cgroup: `sk->sk_cgrp_data.cgroup->kn->id`.
 #[inline(always)]
-pub fn socket_cgroup<const HELPER: bool>(bank: u32, sk: *const u8, off: &Offsets) -> u64 {
-    if off.sk_cgroup == 0 {
+pub fn socket_cgroup<const IN_PLACE: bool>(bank: u32, sk: *const u8) -> u64 {
+    if offset!(offsets.sk_cgroup) == 0 {
         return 0;
     }
-    if HELPER {
-        let cgroup: *const u8 = direct(sk, offset!(offsets.sk_cgroup));
-        if cgroup.is_null() {
-            return 0;
-        }
-        let kn: *const u8 = direct(cgroup, offset!(offsets.cgroup_kn));
-        if kn.is_null() {
-            return 0;
-        }
-        return direct(kn, offset!(offsets.kernfs_node_id));
-    }
-    let cgroup = read::<usize>(bank, sk, off.sk_cgroup) as *const u8;
+    let cgroup: *const u8 = field::<IN_PLACE, usize>(bank, sk, offset!(offsets.sk_cgroup)) as _;
     if cgroup.is_null() {
         return 0;
     }
-    let kn = read::<usize>(bank, cgroup, off.cgroup_kn) as *const u8;
+    let kn: *const u8 = field::<IN_PLACE, usize>(bank, cgroup, offset!(offsets.cgroup_kn)) as _;
     if kn.is_null() {
         return 0;
     }
-    read(bank, kn, off.kernfs_node_id)
+    field::<IN_PLACE, u64>(bank, kn, offset!(offsets.kernfs_node_id))
 }

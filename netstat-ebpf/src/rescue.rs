@@ -30,7 +30,7 @@ use aya_ebpf::{
 use netstat_common::{Config, TASK_STACK_SIZE, tcp_state};
 
 use crate::{
-    read::{cookie, direct, offset, read},
+    read::{cookie, field, offset},
     wakeup::now,
 };
 
@@ -197,15 +197,16 @@ fn level_note<const HELPER: bool>(
         core::ptr::write_volatile(scratch.cast::<*mut core::ffi::c_void>(), ctx.as_ptr());
         core::ptr::read_volatile(scratch)
     };
-    let stack: u64 = if HELPER {
-        // SAFETY: the helper only returns the current task, BTF-typed (5.11+).
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        direct(task, offset!(tasks.task_stack))
-    } else {
-        // SAFETY: the helper only returns the current task's address.
-        let task = unsafe { bpf_get_current_task() } as *const u8;
-        read(bank, task, config.tasks.task_stack)
+    // SAFETY: the helpers only return the current task: BTF-typed (5.11+), for a load in
+    // place, or as an address.
+    let task = unsafe {
+        if HELPER {
+            bpf_get_current_task_btf() as *const u8
+        } else {
+            bpf_get_current_task() as *const u8
+        }
     };
+    let stack: u64 = field::<HELPER, u64>(bank, task, offset!(tasks.task_stack));
     // The tracepoint's arguments are on the stack of whoever made the call: the task's own,
     // or, for softirq, the CPU's interrupt stack on most kernels (ksoftirqd's calls are on
     // its task stack, and nothing interrupts those with a transition either).
