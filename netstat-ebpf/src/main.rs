@@ -1,9 +1,10 @@
 //! enetstat's kernel side: entry points only. A BTF tracepoint on `inet_sock_set_state` turns
 //! every TCP state transition into a [`StateChange`](netstat_common::StateChange) record in
-//! this CPU's ring buffer (see [`ring`]), and two on the TCP reset tracepoints say which connections ended
-//! by a reset, and which way it went. Programs in process context add the owner facts softirq
-//! cannot give: who accepted a socket (the classic `accept` syscall tracepoints), and which
-//! processes ended (a BTF tracepoint, with a rescue copy like the state program's).
+//! this CPU's ring buffer (see [`ring`]), and two on the TCP reset tracepoints say which
+//! connections ended by a reset, and which way it went. Programs in process context add the
+//! owner facts softirq cannot give: who accepted a socket (the exit of `inet_csk_accept`, or
+//! on older kernels the classic `accept` syscall tracepoints), and which processes ended (a
+//! BTF tracepoint, with a rescue copy like the state program's).
 //!
 //! Each program comes in the variants the kernels we support need; userspace probes the
 //! running kernel and loads one set:
@@ -33,8 +34,8 @@ mod wakeup;
 
 use aya_ebpf::{
     Global,
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
 use counters::{BANK_NESTED, BANK_PRIMARY, BANK_RESETS, count};
 use netstat_common::{Config, counter, reset_direction};
@@ -153,7 +154,23 @@ pub fn inet_sock_set_state_classic(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `syscalls:sys_exit_accept4`: the process that accepts a connection serves it.
+/// The exit of `inet_csk_accept(sk, arg)` (Linux 6.10+): the process that accepts a
+/// connection serves it. The return value follows the parameters (see [`owner::accepted_sock`]).
+#[fexit(function = "inet_csk_accept")]
+pub fn inet_csk_accept_exit(ctx: FExitContext) -> i32 {
+    owner::accepted_sock(&CONFIG.load(), ctx.arg(2));
+    0
+}
+
+/// As [`inet_csk_accept_exit`], before Linux 6.10: `inet_csk_accept(sk, flags, err, kern)`.
+#[fexit(function = "inet_csk_accept")]
+pub fn inet_csk_accept_exit_4(ctx: FExitContext) -> i32 {
+    owner::accepted_sock(&CONFIG.load(), ctx.arg(4));
+    0
+}
+
+/// `syscalls:sys_exit_accept4`: the process that accepts a connection serves it, where
+/// `inet_csk_accept`'s exit cannot be traced.
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
     owner::accepted(&ctx, &CONFIG.load());

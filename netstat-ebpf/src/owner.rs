@@ -3,7 +3,9 @@
 //! softirq, where the task on the CPU is anybody) the current task is the answer.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, generated::bpf_get_current_task_btf,
+    },
     macros::map,
     maps::LruHashMap,
     programs::TracePointContext,
@@ -12,12 +14,13 @@ use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, count
 
 use crate::{
     counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
-    read::{Head, read},
+    read::{Head, direct, field, offset, read},
     ring, wakeup,
 };
 
 /// At the exit of `accept()`/`accept4()`: finds the socket behind the returned descriptor
-/// (`current->files->fdt->fd[fd]->private_data->sk`) and records the accepting process.
+/// (`current->files->fdt->fd[fd]->private_data->sk`) and records the accepting process. The
+/// fallback for kernels where [`accepted_sock`] cannot run.
 #[inline(always)]
 pub fn accepted(ctx: &TracePointContext, config: &Config) {
     let bank = BANK_OWNERS;
@@ -43,13 +46,33 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         return;
     }
     let sk = read::<usize>(bank, socket, tasks.socket_sk) as *const u8;
-    let Some(head) = Head::<false>::read(bank, sk) else {
+    record_accept::<false>(config, bank, sk, task);
+}
+
+/// At the exit of `inet_csk_accept`, with the socket it returns (NULL on failure). Every TCP
+/// accept goes through it: the system calls, io_uring's, the kernel's own. It runs in the
+/// accepting task, like the system call's exit, but hands over the socket itself, BTF-typed:
+/// no walk through the file table, every field loaded in place (see `read::direct`). And it
+/// is not a system call tracepoint, whose mere presence sends every system call of every
+/// process on the host through the kernel's slow path. For kernels with the cookie helper
+/// (5.12+), as the in-place loads of the state program.
+#[inline(always)]
+pub fn accepted_sock(config: &Config, sk: *const u8) {
+    // SAFETY: the helper only returns the current task, BTF-typed (5.11+).
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    record_accept::<true>(config, BANK_OWNERS, sk, task);
+}
+
+/// Records that the current task (`task`) accepted the socket `sk`. `IN_PLACE`: `sk` and
+/// `task` are BTF-typed, and their fields are loaded in place (see `read::field`).
+#[inline(always)]
+fn record_accept<const IN_PLACE: bool>(config: &Config, bank: u32, sk: *const u8, task: *const u8) {
+    let Some(head) = Head::<IN_PLACE>::read(bank, sk) else {
         return;
     };
-    let off = &config.offsets;
-    let family: u16 = head.field(off.skc_family);
+    let family: u16 = head.field(offset!(offsets.skc_family));
     if (family != AF_INET && family != AF_INET6)
-        || read::<u16>(bank, sk, off.sk_protocol) != IPPROTO_TCP
+        || field::<IN_PLACE, u16>(bank, sk, offset!(offsets.sk_protocol)) != IPPROTO_TCP
     {
         return; // Unix and UDP sockets are accepted far more often than TCP ones
     }
@@ -57,14 +80,24 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
     if !config.filter.keeps(family, lport, rport) {
         return;
     }
-    let net: *const u8 = head.field::<usize>(off.skc_net) as *const u8;
+    let net: *const u8 = head.field::<usize>(offset!(offsets.skc_net)) as *const u8;
     let netns: u32 = if net.is_null() {
         0
     } else {
-        read(bank, net, off.net_ns_inum)
+        field::<IN_PLACE, u32>(bank, net, offset!(offsets.net_ns_inum))
     };
-    let leader = read::<usize>(bank, task, tasks.task_group_leader) as *const u8;
-    let comm: [u8; 16] = read(bank, leader, tasks.task_comm);
+    let leader =
+        field::<IN_PLACE, usize>(bank, task, offset!(tasks.task_group_leader)) as *const u8;
+    let at = offset!(tasks.task_comm);
+    let comm: [u8; 16] = if IN_PLACE {
+        // In halves: a load in place is at most 8 bytes.
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(&direct::<u64>(leader, at).to_ne_bytes());
+        comm[8..].copy_from_slice(&direct::<u64>(leader, at + 8).to_ne_bytes());
+        comm
+    } else {
+        read(bank, leader, at)
+    };
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -76,7 +109,9 @@ pub fn accepted(ctx: &TracePointContext, config: &Config) {
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         ts_ns: now,
-        cookie: read(bank, sk, off.skc_cookie),
+        // The field, not the helper: an accepted socket's cookie was made at its first
+        // transitions, and the field is what the older programs read too.
+        cookie: field::<IN_PLACE, u64>(bank, sk, offset!(offsets.skc_cookie)),
         skaddr: sk as u64,
         netns,
         _pad: 0,

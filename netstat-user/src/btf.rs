@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btfparse::{Offset, Readable, TypeInformation};
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 use netstat_common::{Offsets, TaskOffsets};
 
 /// Where the running kernel publishes its BTF.
@@ -64,9 +64,21 @@ impl Readable for Bytes {
     }
 }
 
-/// Resolves the offsets the kernel program needs from the BTF file at `path`: the socket's,
-/// and (zero when any is missing) the task and file structures' for the owner programs.
-pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
+/// What the kernel programs need to know of the running kernel's layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// The socket's fields.
+    pub sockets: Offsets,
+    /// The task and file structures' fields for the owner programs (zero when any is missing).
+    pub tasks: TaskOffsets,
+    /// How many parameters `inet_csk_accept` takes: its exit program finds the returned
+    /// socket right after them (Linux 6.10 went from four to two). `None` if the BTF has no
+    /// such function.
+    pub accept_params: Option<usize>,
+}
+
+/// Resolves what the kernel programs need from the BTF file at `path`.
+pub fn layout_from(path: &Path) -> Result<Layout, BtfError> {
     let data = std::fs::read(path).map_err(|cause| {
         if cause.kind() == std::io::ErrorKind::NotFound {
             BtfError::Missing {
@@ -149,12 +161,27 @@ pub fn offsets_from(path: &Path) -> Result<(Offsets, TaskOffsets), BtfError> {
     {
         return Err(BtfError::OutsideHead { field });
     }
-    Ok((sockets, tasks))
+    Ok(Layout {
+        sockets,
+        tasks,
+        accept_params: params(&types, "inet_csk_accept"),
+    })
 }
 
-/// Offsets for the running kernel.
-pub fn offsets() -> Result<(Offsets, TaskOffsets), BtfError> {
-    offsets_from(Path::new(VMLINUX_BTF))
+/// How many parameters the kernel function `name` takes, if the BTF describes it.
+fn params(types: &TypeInformation, name: &str) -> Option<usize> {
+    let TypeVariant::Func(func) = types.from_id(types.id_of(name)?)? else {
+        return None;
+    };
+    match types.from_id(*func.prototype_tid())? {
+        TypeVariant::FuncProto(proto) => Some(proto.parameter_list().len()),
+        _ => None,
+    }
+}
+
+/// The layout of the running kernel.
+pub fn layout() -> Result<Layout, BtfError> {
+    layout_from(Path::new(VMLINUX_BTF))
 }
 
 #[cfg(test)]
@@ -171,7 +198,11 @@ mod tests {
             );
             return;
         }
-        let (o, t) = offsets().expect("offsets from this kernel's BTF");
+        let Layout {
+            sockets: o,
+            tasks: t,
+            accept_params,
+        } = layout().expect("offsets from this kernel's BTF");
         // Layout facts that hold on every kernel enetstat supports: sock_common comes first
         // in struct sock, with the IPv4 addresses at its very start.
         assert_eq!(o.skc_daddr, 0);
@@ -189,11 +220,16 @@ mod tests {
         );
         assert_ne!(t.socket_sk, t.socket_file);
         assert_eq!(t.signal_live, 4, "struct signal_struct: sigcnt, then live");
+        // `inet_csk_accept(sk, flags, err, kern)` before 6.10, `(sk, arg)` since.
+        assert!(
+            matches!(accept_params, Some(2 | 4)),
+            "inet_csk_accept takes {accept_params:?} parameters"
+        );
     }
 
     #[test]
     fn a_missing_file_says_how_to_get_btf() {
-        let err = offsets_from(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let err = layout_from(Path::new("/nonexistent/vmlinux")).unwrap_err();
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
@@ -201,7 +237,7 @@ mod tests {
     fn garbage_is_a_parse_error_not_a_panic() {
         let dir = std::env::temp_dir().join(format!("enetstat-btf-{}", std::process::id()));
         std::fs::write(&dir, b"not btf at all").unwrap();
-        let err = offsets_from(&dir).unwrap_err();
+        let err = layout_from(&dir).unwrap_err();
         std::fs::remove_file(&dir).ok();
         assert!(matches!(err, BtfError::Parse { .. }), "{err}");
     }

@@ -25,7 +25,7 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, Map, MapError, PerCpuArray},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
 };
 use netstat_common::{Config, KernelFilter, counter};
 
@@ -75,6 +75,23 @@ fn attach_btf(
     Ok(())
 }
 
+/// Loads the fexit program `name` and attaches it to the kernel function `function`.
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    function: &'static str,
+) -> Result<(), ProbeError> {
+    let program: &mut FExit = program(ebpf, name, function)?;
+    program
+        .load(function, btf)
+        .map_err(|e| ProbeError::attach(function, e))?;
+    program
+        .attach()
+        .map_err(|e| ProbeError::attach(function, e))?;
+    Ok(())
+}
+
 /// Loads the classic tracepoint program `name` and attaches it to `sock:<tracepoint>`.
 fn attach_classic(
     ebpf: &mut Ebpf,
@@ -100,6 +117,10 @@ fn attach_classic_in(
         .map_err(|e| ProbeError::attach(tracepoint, e))?;
     Ok(())
 }
+
+/// What `-v` says before the hook the accept program is attached to (`inet_csk_accept` or
+/// `sys_exit_accept`): the kernel matrix checks it is the one each kernel should get.
+pub const ACCEPTS_AT: &str = "accepts followed at ";
 
 /// The BTF exit programs, in the order they attach: the first, then its rescue copy (see
 /// `owner::exited` in the eBPF crate).
@@ -224,9 +245,9 @@ impl Probe {
         options: ProbeOptions,
         mode: Mode,
         config: &Config,
-        kernel_btf: Option<&Btf>,
+        kernel: Option<(&Btf, &btf::Layout)>,
     ) -> Self {
-        let owners = Self::attach_owner_programs(&mut ebpf, config, kernel_btf);
+        let owners = Self::attach_owner_programs(&mut ebpf, config, mode, kernel);
         Self {
             ebpf,
             options,
@@ -236,42 +257,30 @@ impl Probe {
         }
     }
 
-    /// Attaches the owner programs (process context: accept at its syscall tracepoints, exits
-    /// at a BTF tracepoint). They only
-    /// refine owners, so a kernel without them (no CONFIG_FTRACE_SYSCALLS, no task offsets)
-    /// gets a warning that says what is lost.
+    /// Attaches the owner programs (process context: accepts, and exits at a BTF tracepoint).
+    /// They only refine owners, so a kernel without them (no task offsets, no
+    /// CONFIG_FTRACE_SYSCALLS on older kernels) gets a warning that says what is lost.
     fn attach_owner_programs(
         ebpf: &mut Ebpf,
         config: &Config,
-        kernel_btf: Option<&Btf>,
+        mode: Mode,
+        kernel: Option<(&Btf, &btf::Layout)>,
     ) -> OwnerHooks {
-        let mut hooks = OwnerHooks::default();
-        if config.tasks.task_files != 0 {
-            let attached = [
-                ("sys_exit_accept4", "sys_exit_accept4"),
-                ("sys_exit_accept", "sys_exit_accept"),
-            ]
-            .into_iter()
-            .map(|(name, tracepoint)| attach_classic_in(ebpf, name, "syscalls", tracepoint))
-            .collect::<Result<Vec<()>, _>>();
-            match attached {
-                Ok(_) => hooks.accepts = true,
-                Err(e) => tracing::warn!(
-                    "{e}; an accepted socket is shown with its listener's owner, not the process \
-                     that accepted it"
-                ),
-            }
-        } else {
+        let mut hooks = OwnerHooks {
+            accepts: Self::attach_accept_program(ebpf, config, mode, kernel),
+            exits: false,
+        };
+        if !hooks.accepts {
             tracing::warn!(
-                "without the task structures' layout (BTF), an accepted socket is shown with its \
-                 listener's owner, not the process that accepted it"
+                "an accepted socket is shown with its listener's owner, not the process that \
+                 accepted it"
             );
         }
         // A BTF tracepoint and its rescue copy, which goes second so it runs after it on every
         // call. Without BTF there is none: a classic tracepoint's program shares one per-CPU
         // guard with the classic state program, and while it runs the kernel skips that one
         // for the transitions a softirq makes on the CPU (the kernel matrix saw it lose one).
-        let Some(btf) = kernel_btf else {
+        let Some((btf, _)) = kernel else {
             tracing::warn!(
                 "without BTF, process exits are not traced: owners that exited cannot be told \
                  from live ones, and are shown as current"
@@ -290,20 +299,86 @@ impl Probe {
         hooks
     }
 
+    /// The program that says who accepted each socket: at the exit of `inet_csk_accept`
+    /// where it can be (see `owner::accepted_sock` in the eBPF crate: every accept, the
+    /// socket at hand, and no system call tracepoint to slow every system call on the host),
+    /// which needs the in-place loads of [`Mode::TpBtf`] and the function's parameters from
+    /// BTF; else at the exit of the accept system calls. Whether either is attached.
+    fn attach_accept_program(
+        ebpf: &mut Ebpf,
+        config: &Config,
+        mode: Mode,
+        kernel: Option<(&Btf, &btf::Layout)>,
+    ) -> bool {
+        if config.tasks.task_group_leader == 0 {
+            tracing::warn!("this kernel's BTF does not describe its task structures");
+            return false;
+        }
+        if mode == Mode::TpBtf
+            && let Some((btf, layout)) = kernel
+        {
+            // The returned socket follows the parameters in the program's context.
+            let program = match layout.accept_params {
+                Some(2) => Some("inet_csk_accept_exit"),
+                Some(4) => Some("inet_csk_accept_exit_4"),
+                _ => None,
+            };
+            match program.map(|name| attach_fexit(ebpf, btf, name, "inet_csk_accept")) {
+                Some(Ok(())) => {
+                    tracing::info!("{ACCEPTS_AT}inet_csk_accept");
+                    return true;
+                }
+                // As root, a refusal is the kernel's: without a function tracer
+                // (CONFIG_FUNCTION_TRACER) it refuses every fexit program with EPERM.
+                Some(Err(e)) => {
+                    tracing::info!(
+                        "this kernel does not let enetstat trace inet_csk_accept's exit; \
+                         following accepts at the accept system calls instead, which puts \
+                         every system call on this host through the kernel's slower path"
+                    );
+                    tracing::debug!("{e}");
+                }
+                None => tracing::info!(
+                    "this kernel's inet_csk_accept takes {:?} parameters, which enetstat does \
+                     not know; following accepts at the accept system calls",
+                    layout.accept_params
+                ),
+            }
+        }
+        if config.tasks.sys_exit_ret == 0 {
+            tracing::warn!("this kernel has no syscalls:sys_exit_accept4 tracepoint");
+            return false;
+        }
+        match [
+            ("sys_exit_accept4", "sys_exit_accept4"),
+            ("sys_exit_accept", "sys_exit_accept"),
+        ]
+        .into_iter()
+        .try_for_each(|(name, tracepoint)| attach_classic_in(ebpf, name, "syscalls", tracepoint))
+        {
+            Ok(()) => {
+                tracing::info!("{ACCEPTS_AT}sys_exit_accept");
+                true
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
+    }
+
     /// BTF tracepoints. The cookie helper's presence is probed by loading the program that
     /// calls it: a kernel without it (before 5.12) refuses it as an unknown function.
     fn start_btf(options: ProbeOptions, forced: Option<Mode>) -> Result<Self, ProbeError> {
-        let (offsets, mut tasks) = btf::offsets()?;
-        // The accept programs read the system call's return value where tracefs says it is.
+        let layout = btf::layout()?;
+        let mut tasks = layout.tasks;
+        // The accept system calls' programs read the return value where tracefs says it is.
         tasks.sys_exit_ret = tracefs::root()
             .ok()
             .and_then(|root| tracefs::field_offset(&root, "syscalls/sys_exit_accept4", "ret"))
-            .unwrap_or_else(|| {
-                tasks.task_files = 0;
-                0
-            });
+            .unwrap_or(0);
         let config = Config {
-            offsets,
+            offsets: layout.sockets,
             tasks,
             notes_per_cpu: u64::from(tasks.task_stack != 0 && notes_per_cpu_hold()),
             ..Self::config(&options)
@@ -362,7 +437,7 @@ impl Probe {
             options,
             mode,
             &config,
-            Some(&kernel_btf),
+            Some((&kernel_btf, &layout)),
         ))
     }
 

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     match (&traced, &daemon) {
         (Ok(traced), Ok(daemon)) => {
             report.run("expected_mode", || {
-                mode::check_mode(traced.mode.as_deref(), daemon)
+                mode::check_mode(traced.mode.as_deref(), traced.accepts.as_deref(), daemon)
             });
         }
         (Err(_), _) => report.skip_after("expected_mode", "the tracers did not run"),

@@ -56,9 +56,30 @@ pub(crate) fn logged_mode(stderr: &[String]) -> Option<String> {
     })
 }
 
+/// The hook `-v` said the accept program is attached to (`accepts followed at <hook>`).
+pub(crate) fn logged_accepts(stderr: &[String]) -> Option<String> {
+    const SAID: &str = "accepts followed at ";
+    stderr.iter().find_map(|line| {
+        let rest = &line[line.find(SAID)? + SAID.len()..];
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+/// Where the mode's kernels let enetstat follow accepts: the exit of `inet_csk_accept` (an
+/// fexit program, with the loads in place of `tp_btf`), the accept system calls' (the
+/// cookie-field kernels, 5.8-5.11), or nowhere (no BTF: no task layout).
+fn expected_accepts(mode: &str) -> Option<&'static str> {
+    match mode {
+        "tp_btf" => Some("inet_csk_accept"),
+        "tp_btf_cookie_field" => Some("sys_exit_accept"),
+        _ => None,
+    }
+}
+
 /// Compares the modes `-v` (of the scenarios' `watch`) and the daemon's `stats` said with the
-/// expected one, and prints the `MODE` line the host's table shows.
-pub(crate) fn check_mode(logged: Option<&str>, daemon: &Daemon) {
+/// expected one, and prints the `MODE` line the host's table shows; and where `-v` said
+/// accepts are followed with where this mode should follow them.
+pub(crate) fn check_mode(logged: Option<&str>, accepts: Option<&str>, daemon: &Daemon) {
     let stats = Conn::connect(&daemon.socket).request(&json!({"v": 1, "op": "stats"}));
     let served = stats["stats"]["mode"].as_str().map(str::to_owned);
     if let Some(mode) = served.as_deref().or(logged) {
@@ -74,5 +95,13 @@ pub(crate) fn check_mode(logged: Option<&str>, daemon: &Daemon) {
         served.as_deref(),
         Some(expected.as_str()),
         "the daemon's stats should say mode {expected}: {stats}"
+    );
+    if let Some(accepts) = accepts {
+        print_line(&format!("ACCEPTS {accepts}"));
+    }
+    assert_eq!(
+        accepts,
+        expected_accepts(&expected),
+        "`enetstat watch -v` should say where it follows accepts on this kernel"
     );
 }

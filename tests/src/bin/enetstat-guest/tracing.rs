@@ -38,6 +38,8 @@ pub(crate) struct Traced {
     netns: u64,
     /// The mode the `watch` tracer named with `-v`.
     pub(crate) mode: Option<String>,
+    /// Where it said it follows accepts (`-v`).
+    pub(crate) accepts: Option<String>,
     pub(crate) v4: Connection,
     pub(crate) v6: Connection,
     pub(crate) refused: Refused,
@@ -97,6 +99,7 @@ pub(crate) fn trace_scenarios(progs: &mut Progs) -> Traced {
     let (transitions, lives) = without_discarded_twins(finished[0].transitions(), lives);
     Traced {
         mode: crate::mode::logged_mode(&finished[0].stderr),
+        accepts: crate::mode::logged_accepts(&finished[0].stderr),
         transitions,
         lives,
         // Without BTF enetstat cannot read the socket's namespace: every line says null.
