@@ -65,7 +65,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
                 cookie: identity(raw.cookie, raw.skaddr),
                 netns: raw.netns,
                 lport: raw.lport,
-                owner: Owner::new(raw.pid, Comm(raw.comm).name()),
+                owner: Owner::new(raw.pid, Comm::from_kernel(raw.comm).name()),
             }))
         }
         record_kind::EXIT => {
@@ -128,7 +128,7 @@ pub fn from_raw(raw: &StateChange) -> Result<Transition, DecodeError> {
         task: Task {
             pid: raw.pid,
             tid: raw.tid,
-            comm: Comm(raw.comm),
+            comm: Comm::from_kernel(raw.comm),
         },
         fin: (socket_fields && raw.new_state == tcp_state::CLOSE).then(|| Final {
             errno: raw.sk_err.unsigned_abs() as i32,
@@ -321,5 +321,17 @@ mod tests {
         let mut raw = [0u8; 16];
         raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
         assert_eq!(&*Comm(raw).name(), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn a_name_with_an_older_names_bytes_after_its_nul_is_that_name() {
+        // `curl` set over `python3-worker`, by a kernel that did not pad.
+        let mut stale = *b"python3-worker\0\0";
+        stale[..5].copy_from_slice(b"curl\0");
+        let mut r = record(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
+        r.comm = stale;
+        let t = decode(&bytes(&r)).unwrap();
+        assert_eq!(t.task.comm, Comm::from("curl"));
+        assert_eq!(&*t.task.comm.name(), "curl");
     }
 }

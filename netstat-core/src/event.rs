@@ -144,6 +144,17 @@ pub struct Task {
 pub struct Comm(pub [u8; 16]);
 
 impl Comm {
+    /// The kernel's 16 bytes, cut at the first NUL. A name loaded straight from the task (as
+    /// the programs do where they can) may carry bytes of an older, longer name after its NUL
+    /// on kernels that did not pad names; two such copies of one name must still be equal.
+    #[inline]
+    pub fn from_kernel(mut raw: [u8; 16]) -> Self {
+        if let Some(end) = raw.iter().position(|&b| b == 0) {
+            raw[end..].fill(0);
+        }
+        Self(raw)
+    }
+
     /// The name, lossily as UTF-8 (escaping for display is the renderer's job), shared with
     /// every other use of it.
     ///
