@@ -45,12 +45,30 @@ use owner::ExitCopy;
 #[unsafe(no_mangle)]
 static CONFIG: Global<Config> = Global::new(Config::ZERO);
 
+/// [`CONFIG`], read where it lives, field by field as the programs use it.
+///
+/// `Global::load` copies the whole of it (some 250 bytes) to the stack with a volatile read,
+/// on every call of every program: half the instructions of the nested copy, which mostly
+/// has nothing to do. A plain reference would let the compiler fold each field to the zeros
+/// it was compiled with; the address read back through a volatile load keeps it from
+/// knowing what lies there, and the verifier still reads the frozen map's fields as the
+/// constants they are.
+#[inline(always)]
+fn config() -> &'static Config {
+    let at: *const Config = (&raw const CONFIG).cast();
+    // SAFETY: `CONFIG` is a `Global<Config>`, transparent over the `Config`, in a map that
+    // lives as long as the program; the volatile read of a local only hides the address.
+    unsafe { &*core::ptr::read_volatile(&at) }
+}
+
 #[inline(always)]
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
-    let config = CONFIG.load();
-    rescue::note::<HELPER>(ctx, &config, BANK_PRIMARY);
-    record::state_change::<HELPER>(&config, BANK_PRIMARY, ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    let config = config();
+    let sk = ctx.arg(0);
+    let cookie = read::cookie::<HELPER>(BANK_PRIMARY, sk, &config.offsets);
+    rescue::note::<HELPER>(ctx, config, BANK_PRIMARY, cookie);
+    record::state_change::<HELPER>(config, BANK_PRIMARY, cookie, sk, ctx.arg(1), ctx.arg(2));
 }
 
 /// The nested copy of the state program handles only what the primary must miss.
@@ -70,10 +88,12 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 /// copy's rescues (NESTED_CALLS).
 #[inline(always)]
 fn nested<const HELPER: bool>(ctx: &BtfTracePointContext) {
-    let config = CONFIG.load();
-    if !rescue::take_note::<HELPER>(ctx, &config, BANK_NESTED) {
+    let config = config();
+    if !rescue::take_note::<HELPER>(ctx, config, BANK_NESTED) {
         count(BANK_NESTED, counter::NESTED_CALLS);
-        record::state_change::<HELPER>(&config, BANK_NESTED, ctx.arg(0), ctx.arg(1), ctx.arg(2));
+        let sk = ctx.arg(0);
+        let cookie = read::cookie::<HELPER>(BANK_NESTED, sk, &config.offsets);
+        record::state_change::<HELPER>(config, BANK_NESTED, cookie, sk, ctx.arg(1), ctx.arg(2));
     }
 }
 
@@ -104,53 +124,33 @@ pub fn inet_sock_set_state_nested_cookie_field(ctx: BtfTracePointContext) -> i32
 /// `tcp:tcp_send_reset(sk, skb, reason)`.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<true>(
-        &CONFIG.load(),
-        BANK_RESETS,
-        ctx.arg(0),
-        reset_direction::SENT,
-    );
+    record::reset::<true>(config(), BANK_RESETS, ctx.arg(0), reset_direction::SENT);
     0
 }
 
 /// `tcp:tcp_receive_reset(sk)`.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<true>(
-        &CONFIG.load(),
-        BANK_RESETS,
-        ctx.arg(0),
-        reset_direction::RECEIVED,
-    );
+    record::reset::<true>(config(), BANK_RESETS, ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<false>(
-        &CONFIG.load(),
-        BANK_RESETS,
-        ctx.arg(0),
-        reset_direction::SENT,
-    );
+    record::reset::<false>(config(), BANK_RESETS, ctx.arg(0), reset_direction::SENT);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<false>(
-        &CONFIG.load(),
-        BANK_RESETS,
-        ctx.arg(0),
-        reset_direction::RECEIVED,
-    );
+    record::reset::<false>(config(), BANK_RESETS, ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 
 /// The classic tracepoint, for kernels without BTF (see [`classic`]).
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state_classic(ctx: TracePointContext) -> u32 {
-    classic::state_change(&ctx, &CONFIG.load(), BANK_PRIMARY);
+    classic::state_change(&ctx, config(), BANK_PRIMARY);
     0
 }
 
@@ -158,14 +158,14 @@ pub fn inet_sock_set_state_classic(ctx: TracePointContext) -> u32 {
 /// connection serves it. The return value follows the parameters (see [`owner::accepted_sock`]).
 #[fexit(function = "inet_csk_accept")]
 pub fn inet_csk_accept_exit(ctx: FExitContext) -> i32 {
-    owner::accepted_sock(&CONFIG.load(), ctx.arg(2));
+    owner::accepted_sock(config(), ctx.arg(2));
     0
 }
 
 /// As [`inet_csk_accept_exit`], before Linux 6.10: `inet_csk_accept(sk, flags, err, kern)`.
 #[fexit(function = "inet_csk_accept")]
 pub fn inet_csk_accept_exit_4(ctx: FExitContext) -> i32 {
-    owner::accepted_sock(&CONFIG.load(), ctx.arg(4));
+    owner::accepted_sock(config(), ctx.arg(4));
     0
 }
 
@@ -173,14 +173,14 @@ pub fn inet_csk_accept_exit_4(ctx: FExitContext) -> i32 {
 /// `inet_csk_accept`'s exit cannot be traced.
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    owner::accepted(&ctx, &CONFIG.load());
+    owner::accepted(&ctx, config());
     0
 }
 
 /// `syscalls:sys_exit_accept`: as `accept4`, for the older system call.
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    owner::accepted(&ctx, &CONFIG.load());
+    owner::accepted(&ctx, config());
     0
 }
 
@@ -193,14 +193,14 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 /// [`owner::exited`]).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_btf(_ctx: BtfTracePointContext) -> i32 {
-    owner::exited(&CONFIG.load(), ExitCopy::First);
+    owner::exited(config(), ExitCopy::First);
     0
 }
 
 /// The rescue copy of [`sched_process_exit_btf`], attached after it.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_rescue(_ctx: BtfTracePointContext) -> i32 {
-    owner::exited(&CONFIG.load(), ExitCopy::Rescue);
+    owner::exited(config(), ExitCopy::Rescue);
     0
 }
 

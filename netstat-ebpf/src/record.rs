@@ -17,12 +17,13 @@ use crate::{
 /// `enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1 (stable since Linux 2.6).
 const SOCK_DONE: u64 = 1;
 
-/// Records the transition `old -> new` of the BTF-typed socket `sk`. `HELPER`: whether this
-/// kernel has the cookie helper for tracing programs (see [`cookie`]).
+/// Records the transition `old -> new` of the BTF-typed socket `sk`, whose cookie is `cookie`
+/// (see [`cookie`]). `HELPER`: whether this kernel has the cookie helper for tracing programs.
 #[inline(always)]
 pub fn state_change<const HELPER: bool>(
     config: &Config,
     bank: u32,
+    cookie: u64,
     sk: *const u8,
     old_state: i32,
     new_state: i32,
@@ -108,7 +109,7 @@ pub fn state_change<const HELPER: bool>(
         flags: 0,
         pid: (pid_tgid >> 32) as u32,
         ts_ns: now,
-        cookie: cookie::<HELPER>(bank, sk, &config.offsets),
+        cookie,
         skaddr: sk as u64,
         tid: pid_tgid as u32,
         netns,

@@ -59,8 +59,9 @@ const ADDRESS_NOTE_MAX_AGE: u64 = 10_000_000;
 
 const BY_ADDRESS: u64 = 1 << 16;
 
+/// The call `ctx` to a socket whose cookie is `cookie` (from [`cookie`]).
 #[inline(always)]
-fn call_id<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) -> CallId {
+fn call_id(ctx: &BtfTracePointContext, cookie: u64) -> CallId {
     let sk: *const u8 = ctx.arg(0);
     let old_state: i32 = ctx.arg(1);
     let new_state: i32 = ctx.arg(2);
@@ -68,7 +69,7 @@ fn call_id<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank
     let cookie = if old_state as u8 == tcp_state::LISTEN && new_state as u8 == tcp_state::SYN_RECV {
         0
     } else {
-        cookie::<HELPER>(bank, sk, &config.offsets)
+        cookie
     };
     if cookie == 0 {
         CallId {
@@ -91,12 +92,20 @@ fn call_id<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank
 static IN_FLIGHT: LruHashMap<CallId, u64> = LruHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
 
 /// The first copy notes the call it is about to handle, where this kernel keeps notes.
+/// `cookie`: the socket's, which the first copy's record carries too (one helper call for
+/// both).
 #[inline(always)]
-pub fn note<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) {
+pub fn note<const HELPER: bool>(
+    ctx: &BtfTracePointContext,
+    config: &Config,
+    bank: u32,
+    cookie: u64,
+) {
+    let id = call_id(ctx, cookie);
     if config.notes_per_cpu != 0 {
-        note_level::<HELPER>(ctx, config, bank);
+        note_level::<HELPER>(ctx, bank, id);
     } else {
-        note_in_map(&call_id::<HELPER>(ctx, config, bank));
+        note_in_map(&id);
     }
 }
 
@@ -108,10 +117,11 @@ pub fn take_note<const HELPER: bool>(
     config: &Config,
     bank: u32,
 ) -> bool {
+    let id = call_id(ctx, cookie::<HELPER>(bank, ctx.arg(0), &config.offsets));
     if config.notes_per_cpu != 0 {
-        take_note_level::<HELPER>(ctx, config, bank)
+        take_note_level::<HELPER>(ctx, bank, id)
     } else {
-        take_from_map(&call_id::<HELPER>(ctx, config, bank))
+        take_from_map(&id)
     }
 }
 
@@ -188,8 +198,8 @@ static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 #[inline(always)]
 fn level_note<const HELPER: bool>(
     ctx: &BtfTracePointContext,
-    config: &Config,
     bank: u32,
+    id: CallId,
 ) -> Option<(*mut LevelNote, u32, LevelNote)> {
     let scratch = ADDRESS.get_ptr_mut(bank & 1)?;
     // SAFETY: this CPU's and this copy's own map value, read back at once.
@@ -216,7 +226,6 @@ fn level_note<const HELPER: bool>(
         INTERRUPT
     };
     let slot = LEVEL_NOTES.get_ptr_mut(level)?;
-    let id = call_id::<HELPER>(ctx, config, bank);
     Some((
         slot,
         level,
@@ -231,8 +240,8 @@ fn level_note<const HELPER: bool>(
 /// The first copy notes the call it is about to handle: in its level's slot, unless that
 /// holds a call that may be in flight (then in [`SPILLED`]).
 #[inline(always)]
-fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, bank: u32) {
-    let Some((slot, level, note)) = level_note::<HELPER>(ctx, config, bank) else {
+fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, bank: u32, id: CallId) {
+    let Some((slot, level, note)) = level_note::<HELPER>(ctx, bank, id) else {
         return;
     };
     // SAFETY: this CPU's map value. At the interrupt level no other call is in flight (no
@@ -257,12 +266,8 @@ fn note_level<const HELPER: bool>(ctx: &BtfTracePointContext, config: &Config, b
 /// finished and goes; at the task level it may be in flight, and is left for the next first
 /// copy that finds it finished.
 #[inline(always)]
-fn take_note_level<const HELPER: bool>(
-    ctx: &BtfTracePointContext,
-    config: &Config,
-    bank: u32,
-) -> bool {
-    let Some((slot, level, note)) = level_note::<HELPER>(ctx, config, bank) else {
+fn take_note_level<const HELPER: bool>(ctx: &BtfTracePointContext, bank: u32, id: CallId) -> bool {
+    let Some((slot, level, note)) = level_note::<HELPER>(ctx, bank, id) else {
         return false;
     };
     // SAFETY: as in `note_level`.
