@@ -14,7 +14,7 @@ use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, count
 
 use crate::{
     counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
-    read::{Head, direct, field, offset, read},
+    read::{Head, comm, field, offset, read},
     ring, wakeup,
 };
 
@@ -88,16 +88,7 @@ fn record_accept<const IN_PLACE: bool>(config: &Config, bank: u32, sk: *const u8
     };
     let leader =
         field::<IN_PLACE, usize>(bank, task, offset!(tasks.task_group_leader)) as *const u8;
-    let at = offset!(tasks.task_comm);
-    let comm: [u8; 16] = if IN_PLACE {
-        // In halves: a load in place is at most 8 bytes.
-        let mut comm = [0u8; 16];
-        comm[..8].copy_from_slice(&direct::<u64>(leader, at).to_ne_bytes());
-        comm[8..].copy_from_slice(&direct::<u64>(leader, at + 8).to_ne_bytes());
-        comm
-    } else {
-        read(bank, leader, at)
-    };
+    let comm = comm::<IN_PLACE>(bank, leader, offset!(tasks.task_comm));
     // Before the reservation: see `ring.rs` for why the merge needs it so.
     let now = wakeup::now();
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -76,6 +76,19 @@ pub fn field<const IN_PLACE: bool, T: Copy + Default>(
     }
 }
 
+/// A task's 16-byte name (`comm`, at `offset` in `task`): loaded in place in two halves (a
+/// load in place is at most 8 bytes), or read through the helper in one go.
+#[inline(always)]
+pub fn comm<const IN_PLACE: bool>(bank: u32, task: *const u8, offset: u32) -> [u8; 16] {
+    if !IN_PLACE {
+        return read(bank, task, offset);
+    }
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(&direct::<u64>(task, offset).to_ne_bytes());
+    comm[8..].copy_from_slice(&direct::<u64>(task, offset + 8).to_ne_bytes());
+    comm
+}
+
 /// Bytes of a socket read at once: `struct sock_common`'s head, where the family, ports,
 /// addresses (IPv6 too), state and network namespace are (offsets 0 to 88 on every kernel
 /// we know; userspace refuses a kernel where they are not below [`HEAD`]). One read of them

@@ -10,7 +10,7 @@ use netstat_common::{
 
 use crate::{
     counters::count,
-    read::{Head, cookie, direct, field, offset, socket_cgroup},
+    read::{self, Head, cookie, field, offset, socket_cgroup},
     ring, wakeup,
 };
 
@@ -122,7 +122,7 @@ pub fn state_change<const HELPER: bool>(
         cgroup,
         saddr,
         daddr,
-        comm: current_comm::<HELPER>(),
+        comm: current_comm::<HELPER>(bank),
     };
     ring::emit_state_change(config, bank, record);
 }
@@ -133,17 +133,14 @@ pub fn state_change<const HELPER: bool>(
 /// sets them (or not, before 5.x: bytes of an older, longer name may follow the NUL, and
 /// userspace cuts there). Without the task's layout, the helper.
 #[inline(always)]
-fn current_comm<const IN_PLACE: bool>() -> [u8; 16] {
+fn current_comm<const IN_PLACE: bool>(bank: u32) -> [u8; 16] {
     let at = offset!(tasks.task_comm);
     if !IN_PLACE || at == 0 {
         return bpf_get_current_comm().unwrap_or([0; 16]);
     }
     // SAFETY: the helper only returns the current task, BTF-typed (5.11+).
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let mut comm = [0u8; 16];
-    comm[..8].copy_from_slice(&direct::<u64>(task, at).to_ne_bytes());
-    comm[8..].copy_from_slice(&direct::<u64>(task, at + 8).to_ne_bytes());
-    comm
+    read::comm::<true>(bank, task, at)
 }
 
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
