@@ -1,6 +1,7 @@
 //! Benchmark 1, overhead on the traced host: the load generator's connection rate untraced and
 //! under each tracing configuration, alternating, several rounds; reported as the median rate and
-//! its ratio to the untraced median. Run for both load shapes (`enetstat-loadgen --shape`):
+//! the median of each round's ratio to that round's untraced rate, with the rounds' lowest and
+//! highest ratio (the spread says how far one round can be trusted). Run for both load shapes (`enetstat-loadgen --shape`):
 //! pingpong (one thread per worker, client closes first) and server (an accepting thread and
 //! two connecting threads per worker, server closes first: a cross-thread wakeup per connection,
 //! as in real servers). For each configuration it also counts the IPIs the host took
@@ -126,6 +127,17 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             args: words("watch -o json"),
             announces: true,
             target: Some(0.85),
+            peer: None,
+            refreshes: None,
+        },
+        Config {
+            // enetstat's own floor: its kernel programs run on every transition and the
+            // kernel filter drops each record (no listener on port 1), so nothing reaches
+            // userspace. What a front end costs beyond it is its delivery and its userspace.
+            name: "watch --lport 1 (kernel programs only, nothing delivered)",
+            args: words("watch -o json --lport 1"),
+            announces: true,
+            target: None,
             peer: None,
             refreshes: None,
         },
@@ -307,6 +319,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
     }
 
     let base = median(&rates[0]);
+    let untraced = &rates[0];
     let mut rows = Vec::new();
     let mut details = Vec::new();
     for (i, config) in configs.iter().enumerate() {
@@ -322,7 +335,12 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             continue;
         }
         let m = median(&rates[i]);
-        let ratio = m / base;
+        // Each round's rate against the untraced rate of the same round, then the median:
+        // the host's speed drifts by a tenth and more between rounds (see docs/performance.md),
+        // and a pair run minutes apart shares less of that drift than one run seconds apart.
+        let ratios = paired_ratios(&rates[i], untraced);
+        let ratio = median(&ratios);
+        let (lowest, highest) = spread(&ratios);
         let cpu_pct = (!cpu[i].is_empty()).then(|| median(&cpu[i]));
         let ipis = (!ipis_per_k[i].is_empty()).then(|| median(&ipis_per_k[i]));
         details.push(json!({
@@ -331,11 +349,16 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             "rates_cps": rates[i],
             "median_cps": m,
             "ratio": ratio,
+            "round_ratios": ratios,
+            "ratio_of_medians": m / base,
             "tracer_cpu_pct_of_one_core": cpu_pct,
             "lost": lost[i],
             "target_ratio": config.target,
         }));
         let mut value = format!("{m:.0} conn/s, ratio {ratio:.2}");
+        if ratios.len() > 1 && i != 0 {
+            value.push_str(&format!(" (rounds {lowest:.2}-{highest:.2})"));
+        }
         if let Some(c) = cpu_pct {
             value.push_str(&format!(", tracer CPU {c:.0}%"));
         }
@@ -358,4 +381,41 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
         });
     }
     Ok((details, rows))
+}
+
+/// Each round's rate over the untraced rate of the same round (a configuration that stopped
+/// starting has fewer rounds, its first ones).
+fn paired_ratios(rates: &[f64], untraced: &[f64]) -> Vec<f64> {
+    rates
+        .iter()
+        .zip(untraced)
+        .filter(|&(_, &u)| u > 0.0)
+        .map(|(r, u)| r / u)
+        .collect()
+}
+
+/// The lowest and highest of `v` (0 and 0 when empty).
+fn spread(v: &[f64]) -> (f64, f64) {
+    let lowest = v.iter().copied().reduce(f64::min).unwrap_or(0.0);
+    let highest = v.iter().copied().reduce(f64::max).unwrap_or(0.0);
+    (lowest, highest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_pair_each_round_with_its_own_untraced_run() {
+        // A host that slows down by half between rounds: each traced run keeps 0.9 of its
+        // own round's untraced rate, which a ratio of medians across rounds would not show.
+        let untraced = [100.0, 50.0, 100.0];
+        let traced = [90.0, 45.0, 90.0];
+        let ratios = paired_ratios(&traced, &untraced);
+        assert_eq!(ratios, vec![0.9, 0.9, 0.9]);
+        assert_eq!(spread(&ratios), (0.9, 0.9));
+        // A configuration that stopped after two rounds pairs with those two.
+        assert_eq!(paired_ratios(&[80.0, 40.0], &untraced), vec![0.8, 0.8]);
+        assert_eq!(spread(&[]), (0.0, 0.0));
+    }
 }
