@@ -82,7 +82,7 @@ fn replay(c: &mut Criterion) {
                     };
                     let observed = Observed {
                         transition: &step.transition,
-                        owner: step.owner.as_ref(),
+                        owner: step.context.owner.as_ref(),
                     };
                     if !filter.matches(&observed) {
                         continue;
@@ -92,9 +92,9 @@ fn replay(c: &mut Criterion) {
                         let line = Line {
                             transition: &step.transition,
                             time: clock.wall(step.transition.ts_ns),
-                            owner: step.owner.as_ref(),
-                            in_old: step.in_old,
-                            end: step.end,
+                            owner: step.context.owner.as_ref(),
+                            in_old: step.context.in_old,
+                            end: step.context.end,
                             cgroup: None,
                         };
                         render::transition::json::write_line(&mut out, &line)
@@ -126,7 +126,7 @@ fn replay(c: &mut Criterion) {
                 if let Some(step) = pipeline.feed(black_box(r), Some(&mut table)) {
                     let observed = Observed {
                         transition: &step.transition,
-                        owner: step.owner.as_ref(),
+                        owner: step.context.owner.as_ref(),
                     };
                     kept += u64::from(filter.matches(&observed));
                 }

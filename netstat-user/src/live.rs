@@ -54,12 +54,12 @@ pub trait OnStep {
     /// not once a record).
     fn batch(&mut self) {}
 
-    fn step(&mut self, step: Step);
+    fn step(&mut self, step: &Step);
 }
 
 /// Nothing beyond the table (`-c`).
 impl OnStep for () {
-    fn step(&mut self, _: Step) {}
+    fn step(&mut self, _: &Step) {}
 }
 
 /// Counters shown with each snapshot while tracing.

@@ -17,7 +17,7 @@ use crate::{
     filter::Filter,
     filter::Observed,
     latency::Latency,
-    pipeline::{Pipeline, SeedOwners as _},
+    pipeline::{Pipeline, SeedOwners as _, Step},
     probe::{EventStream, KernelCounters, ProbeError},
     render::{Format, Line, Renderer, Stream, transition::text::TextStyle},
 };
@@ -156,10 +156,13 @@ pub async fn run(
             let Some(step) = pipeline.feed(bytes, None) else {
                 return;
             };
-            let t = &step.transition;
+            let Step {
+                transition: t,
+                context: cx,
+            } = step;
             let observed = Observed {
                 transition: t,
-                owner: step.owner.as_ref(),
+                owner: cx.owner.as_ref(),
             };
             let wanted = opts.filter.matches(&observed);
             if let Some(latency) = latency.as_mut() {
@@ -173,12 +176,12 @@ pub async fn run(
             let line = Line {
                 transition: t,
                 time,
-                owner: step.owner.as_ref(),
-                in_old: step.in_old,
-                end: step.end,
+                owner: cx.owner.as_ref(),
+                in_old: cx.in_old,
+                end: cx.end,
                 cgroup,
             };
-            match renderer.write(out, &line, step.life.as_ref()) {
+            match renderer.write(out, &line, cx.life.as_ref()) {
                 Ok(false) => return,
                 written => io_result = written.map(drop),
             }

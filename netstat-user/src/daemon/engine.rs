@@ -25,7 +25,7 @@ use crate::{
     live::{Live, OnStep},
     mem,
     pids::SocketOwners,
-    pipeline::{self, SeedOwners as _, Step},
+    pipeline::{self, Context, SeedOwners as _, Step},
     probe::{KernelCounters, Mode, ProbeError},
     render::snapshot::Row,
     snapshot::{self, SnapshotOptions},
@@ -395,22 +395,26 @@ impl OnStep for Flow {
 
     /// Hands a step the table has applied to the metrics, to every subscriber whose filter it
     /// matches, and to the event log.
-    fn step(&mut self, step: Step) {
+    fn step(&mut self, step: &Step) {
         let Step {
             transition: t,
-            in_old,
-            owner,
-            end,
-            life,
+            context:
+                Context {
+                    in_old,
+                    owner,
+                    end,
+                    life,
+                },
         } = step;
+        let (in_old, end) = (*in_old, *end);
         if let Some(m) = &self.metrics {
-            m.observe_transition(&t, in_old, life.as_ref());
+            m.observe_transition(t, in_old, life.as_ref());
         }
         if self.subscribers.is_empty() && self.event_log.is_none() {
             return;
         }
         let observed = Observed {
-            transition: &t,
+            transition: t,
             owner: owner.as_ref(),
         };
         let clock = &self.clock;

@@ -59,7 +59,7 @@ struct ToModel<'a> {
 }
 
 impl OnStep for ToModel<'_> {
-    fn step(&mut self, step: Step) {
+    fn step(&mut self, step: &Step) {
         self.facts.apply(self.model, step);
     }
 }
@@ -222,15 +222,18 @@ impl LocalFeed {
 /// The facts of one transition the filter keeps: opens, latency, how it ended, and, when it
 /// finished a connection, the bytes it moved since a refresh last counted them.
 impl Facts {
-    fn apply(&mut self, model: &mut Model, step: Step) {
+    fn apply(&mut self, model: &mut Model, step: &Step) {
         let Self {
             filter,
             containers,
             bytes,
         } = self;
-        let t = &step.transition;
+        let Step {
+            transition: t,
+            context: cx,
+        } = step;
         // Taken off whether the filter keeps it or not: the socket is gone either way.
-        let left = step.life.as_ref().filter(|l| l.counters).map(|l| {
+        let left = cx.life.as_ref().filter(|l| l.counters).map(|l| {
             let total = TcpBytes {
                 sent: l.bytes_sent,
                 received: l.bytes_received,
@@ -239,18 +242,18 @@ impl Facts {
         });
         let observed = Observed {
             transition: t,
-            owner: step.owner.as_ref(),
+            owner: cx.owner.as_ref(),
         };
         if !filter.matches(&observed) {
             return;
         }
         let conn = Conn {
-            owner: step.owner.as_ref(),
+            owner: cx.owner.as_ref(),
             local: t.local,
             remote: t.remote,
             container: containers.of(t.cgroup),
         };
-        for fact in facts_of(t.old, t.new, step.in_old, step.end) {
+        for fact in facts_of(t.old, t.new, cx.in_old, cx.end) {
             model.record(&conn, fact);
         }
         if let Some(b) = left {
