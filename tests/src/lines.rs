@@ -1,6 +1,7 @@
 //! Collecting a child's output lines in the background.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -23,10 +24,17 @@ struct Collected {
 impl LineLog {
     /// Starts a thread reading `stream` line by line. When `echo` is set, each line is also
     /// written to stderr with that prefix (the test harness shows it when a test fails).
-    pub(crate) fn spawn<R: Read + Send + 'static>(
+    ///
+    /// The harness must never be what slows the tracer down: a `watch` whose stdout pipe is
+    /// full blocks on its write, stops reading its ring, and loses records a test then blames
+    /// on it. On a slow VM a full-speed churn (200k lines/s) outran a reader that took a lock
+    /// per line through the kernel's 64 KiB pipe. So the pipe is widened (to 1 MiB, the
+    /// default most a process may ask for) and lines are collected a buffer at a time.
+    pub(crate) fn spawn<R: Read + AsRawFd + Send + 'static>(
         stream: R,
         echo: Option<String>,
     ) -> (LineLog, JoinHandle<()>) {
+        widen_pipe(&stream);
         let log = LineLog {
             shared: Arc::new((
                 Mutex::new(Collected {
@@ -39,8 +47,9 @@ impl LineLog {
         };
         let writer = log.clone();
         let handle = thread::spawn(move || {
-            let mut reader = BufReader::new(stream);
+            let mut reader = BufReader::with_capacity(PIPE_SIZE, stream);
             let mut buf = Vec::new();
+            let mut batch = Vec::new();
             loop {
                 buf.clear();
                 match reader.read_until(b'\n', &mut buf) {
@@ -51,10 +60,17 @@ impl LineLog {
                         if let Some(prefix) = &echo {
                             eprintln!("{prefix}{line}");
                         }
-                        writer.push(line);
+                        batch.push(line);
+                        // Handed over before the next read could block: once no complete
+                        // line is left of what was read, so waiters see each line as soon
+                        // as it was read.
+                        if !reader.buffer().contains(&b'\n') {
+                            writer.push(&mut batch);
+                        }
                     }
                 }
             }
+            writer.push(&mut batch);
             let (lock, cvar) = &*writer.shared;
             lock_ignoring_poison(lock).eof = true;
             cvar.notify_all();
@@ -62,10 +78,14 @@ impl LineLog {
         (log, handle)
     }
 
-    fn push(&self, line: String) {
+    /// Moves `batch`'s lines in.
+    fn push(&self, batch: &mut Vec<String>) {
+        if batch.is_empty() {
+            return;
+        }
         let (lock, cvar) = &*self.shared;
         let mut collected = lock_ignoring_poison(lock);
-        collected.lines.push(line);
+        collected.lines.append(batch);
         collected.last_line = Instant::now();
         cvar.notify_all();
     }
@@ -130,4 +150,21 @@ impl LineLog {
 fn lock_ignoring_poison<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The pipe size asked for, and the reader's buffer: 1 MiB, `/proc/sys/fs/pipe-max-size`'s
+/// default.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Asks the kernel for a [`PIPE_SIZE`] pipe behind `stream`; a stream that is not a pipe, or a
+/// smaller limit, keeps what it has.
+fn widen_pipe(stream: &impl AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a descriptor the caller owns; it fails harmlessly on a non-pipe.
+    let _ = unsafe {
+        libc::fcntl(
+            stream.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            PIPE_SIZE as libc::c_int,
+        )
+    };
 }
