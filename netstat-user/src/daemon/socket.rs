@@ -190,6 +190,30 @@ fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Res
     Ok(())
 }
 
+/// Connects to `path`, asking again for a moment while it is refused.
+///
+/// A daemon starting at the same time makes its socket file (`bind`) a moment before it
+/// listens on it; a connection in between is refused as a stale socket's is. Taken for stale
+/// at once, that daemon's file was replaced and both served, each on its own socket. A live
+/// daemon listens within microseconds of binding; a stale socket stays refused.
+fn connect_patiently(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
+    let mut result = std::os::unix::net::UnixStream::connect(path);
+    for _ in 0..STALE_CHECKS {
+        match &result {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::thread::sleep(STALE_PAUSE);
+                result = std::os::unix::net::UnixStream::connect(path);
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
+/// How many more times [`connect_patiently`] asks, and how long it waits before each.
+const STALE_CHECKS: u32 = 5;
+const STALE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
 /// answers on it, and sets mode 0660 and the group.
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), DaemonError> {
@@ -203,7 +227,7 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         take_dir(dir, made, path.file_name()).map_err(err)?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+        Ok(m) if m.file_type().is_socket() => match connect_patiently(path) {
             Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 tracing::info!("replacing the stale socket {}", path.display());
