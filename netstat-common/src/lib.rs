@@ -530,9 +530,11 @@ pub mod counter {
     /// Number of counters.
     pub const COUNT: u32 = 6;
     /// The array holds one bank of [`COUNT`] counters per program that can interrupt another
-    /// on the same CPU (primary, nested copy, resets, the accept and exit programs, the exit
-    /// rescue copy), so plain per-CPU increments never race. Userspace sums the banks.
-    pub const BANKS: u32 = 5;
+    /// on the same CPU (primary, nested copy and resets, each again for a call that
+    /// interrupts its own program on kernels before 6.0; the accept programs; the exit
+    /// program and its rescue copy), so plain per-CPU increments never race. Userspace sums
+    /// the banks.
+    pub const BANKS: u32 = 9;
 }
 
 #[cfg(feature = "user")]

@@ -37,7 +37,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit, tracepoint},
     programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
-use counters::{BANK_NESTED, BANK_PRIMARY, BANK_RESETS, count};
+use counters::{BANK_PRIMARY, Call, RESETS, STATE, STATE_NESTED, count};
 use netstat_common::{Config, counter, reset_direction};
 use owner::ExitCopy;
 
@@ -65,10 +65,12 @@ fn config() -> &'static Config {
 fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
     let config = config();
+    let call = Call::enter(STATE);
+    let bank = call.bank;
     let sk = ctx.arg(0);
-    let cookie = read::cookie::<HELPER>(BANK_PRIMARY, sk, &config.offsets);
-    rescue::note::<HELPER>(ctx, config, BANK_PRIMARY, cookie);
-    record::state_change::<HELPER>(config, BANK_PRIMARY, cookie, sk, ctx.arg(1), ctx.arg(2));
+    let cookie = read::cookie::<HELPER>(bank, sk, &config.offsets);
+    rescue::note::<HELPER>(ctx, config, bank, cookie);
+    record::state_change::<HELPER>(config, bank, cookie, sk, ctx.arg(1), ctx.arg(2));
 }
 
 /// The nested copy of the state program handles only what the primary must miss.
@@ -89,11 +91,13 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 #[inline(always)]
 fn nested<const HELPER: bool>(ctx: &BtfTracePointContext) {
     let config = config();
-    if !rescue::take_note::<HELPER>(ctx, config, BANK_NESTED) {
-        count(BANK_NESTED, counter::NESTED_CALLS);
+    let call = Call::enter(STATE_NESTED);
+    let bank = call.bank;
+    if !rescue::take_note::<HELPER>(ctx, config, bank) {
+        count(bank, counter::NESTED_CALLS);
         let sk = ctx.arg(0);
-        let cookie = read::cookie::<HELPER>(BANK_NESTED, sk, &config.offsets);
-        record::state_change::<HELPER>(config, BANK_NESTED, cookie, sk, ctx.arg(1), ctx.arg(2));
+        let cookie = read::cookie::<HELPER>(bank, sk, &config.offsets);
+        record::state_change::<HELPER>(config, bank, cookie, sk, ctx.arg(1), ctx.arg(2));
     }
 }
 
@@ -124,26 +128,30 @@ pub fn inet_sock_set_state_nested_cookie_field(ctx: BtfTracePointContext) -> i32
 /// `tcp:tcp_send_reset(sk, skb, reason)`.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<true>(config(), BANK_RESETS, ctx.arg(0), reset_direction::SENT);
+    let call = Call::enter(RESETS);
+    record::reset::<true>(config(), call.bank, ctx.arg(0), reset_direction::SENT);
     0
 }
 
 /// `tcp:tcp_receive_reset(sk)`.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<true>(config(), BANK_RESETS, ctx.arg(0), reset_direction::RECEIVED);
+    let call = Call::enter(RESETS);
+    record::reset::<true>(config(), call.bank, ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<false>(config(), BANK_RESETS, ctx.arg(0), reset_direction::SENT);
+    let call = Call::enter(RESETS);
+    record::reset::<false>(config(), call.bank, ctx.arg(0), reset_direction::SENT);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    record::reset::<false>(config(), BANK_RESETS, ctx.arg(0), reset_direction::RECEIVED);
+    let call = Call::enter(RESETS);
+    record::reset::<false>(config(), call.bank, ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use netstat_common::{AF_INET, AF_INET6, Accept, Config, Exit, IPPROTO_TCP, counter, record_kind};
 
 use crate::{
-    counters::{BANK_EXIT_RESCUE, BANK_OWNERS, count},
+    counters::{BANK_EXIT_RESCUE, BANK_EXITS, BANK_OWNERS, count},
     read::{Head, comm, field, offset, read},
     ring, wakeup,
 };
@@ -139,7 +139,7 @@ pub enum ExitCopy {
 #[inline(always)]
 pub fn exited(config: &Config, copy: ExitCopy) {
     let bank = match copy {
-        ExitCopy::First => BANK_OWNERS,
+        ExitCopy::First => BANK_EXITS,
         ExitCopy::Rescue => BANK_EXIT_RESCUE,
     };
     let pid_tgid = bpf_get_current_pid_tgid();

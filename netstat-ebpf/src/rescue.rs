@@ -27,7 +27,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
-use netstat_common::{Config, TASK_STACK_SIZE, tcp_state};
+use netstat_common::{Config, TASK_STACK_SIZE, counter, tcp_state};
 
 use crate::{
     read::{cookie, field, offset},
@@ -189,9 +189,9 @@ const INTERRUPT: u32 = 1;
 static SPILLED: LruHashMap<LevelNote, u8> = LruHashMap::with_max_entries(1024, BPF_F_NO_COMMON_LRU);
 
 /// Where a pointer becomes a number: the verifier compares no pointer with a number, but a
-/// privileged program may store one in a map and read the number back. One per copy.
+/// privileged program may store one in a map and read the number back. One per bank.
 #[map]
-static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
 /// This CPU's slot for the call's level, the level, and the note that identifies the call;
 /// `None` only if a map value cannot be had (never, in practice).
@@ -201,7 +201,7 @@ fn level_note<const HELPER: bool>(
     bank: u32,
     id: CallId,
 ) -> Option<(*mut LevelNote, u32, LevelNote)> {
-    let scratch = ADDRESS.get_ptr_mut(bank & 1)?;
+    let scratch = ADDRESS.get_ptr_mut(bank)?;
     // SAFETY: this CPU's and this copy's own map value, read back at once.
     let args = unsafe {
         core::ptr::write_volatile(scratch.cast::<*mut core::ffi::c_void>(), ctx.as_ptr());
