@@ -5,7 +5,7 @@ use std::{
     io::{BufRead, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     os::unix::fs::MetadataExt,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     thread,
@@ -562,6 +562,17 @@ fn daemon_killed_with_sigkill_leaves_no_program_and_restarts_on_its_stale_socket
     let (finished, _dir, socket) = daemon.stop(Signal::Term);
     finished.assert_success();
     assert!(!socket.exists(), "the socket outlived the daemon");
+    assert!(
+        !lock_of(&socket).exists(),
+        "the socket's lock outlived the daemon"
+    );
+}
+
+/// The lock file a daemon holds beside its socket.
+fn lock_of(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -991,6 +1002,7 @@ fn daemon_runs_as_the_user_it_is_given_and_removes_its_socket_on_exit() {
     let (finished, _dir, socket) = daemon.stop(Signal::Term);
     assert!(finished.status.success(), "{:?}", finished.stderr);
     assert!(!socket.exists(), "the socket is left behind");
+    assert!(!lock_of(&socket).exists(), "its lock is left behind");
 
     // A user that does not exist: a clear error, and nothing made.
     let dir = TempDir::new("nouser");

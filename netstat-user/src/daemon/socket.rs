@@ -5,7 +5,7 @@
 
 use std::{
     io,
-    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -14,13 +14,17 @@ use tokio::net::UnixListener;
 
 use super::DaemonError;
 
-/// The socket file; removed on drop unless another daemon has replaced it since. When it
+/// The socket file and its [`SocketLock`]; removed on drop unless another daemon has
+/// replaced it since (a daemon that is not enetstat's, or one run before the lock was taken). When it
 /// cannot be removed, the daemon says so and why, rather than leave a file that makes every
 /// client report a stale daemon.
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
     ino: u64,
+    /// Dropped after the socket is removed (fields drop after `drop`): until then, no other
+    /// daemon takes the path.
+    _lock: SocketLock,
 }
 
 impl Drop for SocketFile {
@@ -67,13 +71,21 @@ fn make_dirs(dir: &Path, gid: Option<u32>) -> io::Result<bool> {
     Ok(!missing.is_empty())
 }
 
-/// Whether `dir` holds nothing but (maybe) the socket `name`: a directory for the socket
-/// alone, such as `/run/enetstat`.
+/// Whether `dir` holds nothing but (maybe) the socket `name` and its lock: a directory for
+/// the socket alone, such as `/run/enetstat`.
 fn only_the_socket(dir: &Path, name: Option<&std::ffi::OsStr>) -> bool {
+    let Some(name) = name else {
+        return std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
+    };
+    let mut lock = name.to_owned();
+    lock.push(".lock");
     std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .into_iter()
-            .all(|e| e.is_ok_and(|e| Some(e.file_name().as_os_str()) == name))
+        entries.into_iter().all(|e| {
+            e.is_ok_and(|e| {
+                let file = e.file_name();
+                file == name || file == lock
+            })
+        })
     })
 }
 
@@ -190,29 +202,58 @@ fn take_dir(dir: &Path, made: bool, socket: Option<&std::ffi::OsStr>) -> io::Res
     Ok(())
 }
 
-/// Connects to `path`, asking again for a moment while it is refused.
-///
-/// A daemon starting at the same time makes its socket file (`bind`) a moment before it
-/// listens on it; a connection in between is refused as a stale socket's is. Taken for stale
-/// at once, that daemon's file was replaced and both served, each on its own socket. A live
-/// daemon listens within microseconds of binding; a stale socket stays refused.
-fn connect_patiently(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
-    let mut result = std::os::unix::net::UnixStream::connect(path);
-    for _ in 0..STALE_CHECKS {
-        match &result {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                std::thread::sleep(STALE_PAUSE);
-                result = std::os::unix::net::UnixStream::connect(path);
-            }
-            _ => break,
-        }
-    }
-    result
+/// The lock a daemon holds on `<socket>.lock` for its whole life: whoever holds it owns the
+/// socket path, so a socket file found there by the holder is a stale one, and a second
+/// daemon is told one runs, however close together the two start. (Asking the socket instead
+/// races: a daemon makes its file with `bind` a moment before it listens, and a connection
+/// in between is refused as a stale socket's is.) Removed on drop, while still held.
+#[derive(Debug)]
+pub struct SocketLock {
+    path: PathBuf,
+    file: nix::fcntl::Flock<std::fs::File>,
 }
 
-/// How many more times [`connect_patiently`] asks, and how long it waits before each.
-const STALE_CHECKS: u32 = 5;
-const STALE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+impl SocketLock {
+    /// Takes the lock of the socket at `socket`, or `None` when another daemon holds it.
+    fn take(socket: &Path) -> io::Result<Option<Self>> {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            let file =
+                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(file) => file,
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                    Err((_, errno)) => return Err(errno.into()),
+                };
+            // A daemon that was stopping removed the file between our open and our lock:
+            // the lock is on a file nobody else will open. Take the new one.
+            let held = file.metadata()?.ino();
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == held) {
+                return Ok(Some(Self { path, file }));
+            }
+        }
+    }
+}
+
+impl Drop for SocketLock {
+    fn drop(&mut self) {
+        // Still held: a daemon starting now either locked the old file before this (and was
+        // told one runs) or opens a new one.
+        if let Ok(meta) = self.file.metadata()
+            && std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == meta.ino())
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
 
 /// Makes the socket: replaces a stale file a killed daemon left, refuses when a live daemon
 /// answers on it, and sets mode 0660 and the group.
@@ -226,15 +267,18 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         let made = make_dirs(dir, gid).map_err(err)?;
         take_dir(dir, made, path.file_name()).map_err(err)?;
     }
+    let Some(lock) = SocketLock::take(path).map_err(err)? else {
+        return Err(DaemonError::AlreadyRunning(path.to_owned()));
+    };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match connect_patiently(path) {
+        // Held by no daemon, so nobody should answer; but a daemon from before the lock was
+        // taken (an older enetstat) might.
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_owned())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 tracing::info!("replacing the stale socket {}", path.display());
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
-                    // Another daemon starting at the same time removed it first.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(err(e)),
                 }
             }
@@ -250,16 +294,13 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
     umask(old);
     let listener = match bound {
         Ok(l) => l,
-        // Two daemons started at once: the other one bound between the check and this bind.
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            return Err(DaemonError::AlreadyRunning(path.to_owned()));
-        }
         Err(e) => return Err(err(e)),
     };
     let ino = std::fs::symlink_metadata(path).map_err(err)?.ino();
     let file = SocketFile {
         path: path.to_owned(),
         ino,
+        _lock: lock,
     };
     // Owned by root even when the daemon runs as another user (`--user`).
     if gid.is_some() || !nix::unistd::geteuid().is_root() {
