@@ -21,7 +21,7 @@ use crate::state::TcpState;
 /// which no cookie (a counter) ever has; [`Cookie::known`] tells the two apart, and output
 /// shows an unknown cookie as null. The id is never the socket's kernel address, which
 /// would tell unprivileged readers where the kernel's memory lies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Cookie(pub u64);
 
@@ -51,9 +51,10 @@ impl Cookie {
 const STAND_IN_BIT: u64 = 1 << 63;
 
 /// Address family as shown to the user: a v4-mapped IPv6 socket shows as IPv4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    #[default]
     Ipv4,
     Ipv6,
 }
@@ -89,6 +90,13 @@ impl Endpoint {
             addr,
             port: (port != 0).then_some(port),
         }
+    }
+}
+
+/// `0.0.0.0:*`: no address, no port.
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
     }
 }
 
@@ -128,7 +136,7 @@ impl Owner {
 
 /// The task that was on the CPU when the tracepoint fired. Whether it owns the socket depends
 /// on the transition; see [`crate::owner`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Task {
     pub pid: u32,
     pub tid: u32,
@@ -140,7 +148,7 @@ pub struct Task {
 /// Kept as bytes, and made a shared string ([`Comm::name`]) only where it names an owner:
 /// most transitions are made in softirq, by whatever task the CPU was running, which owns
 /// nothing. Looking every one up among the names made was a twentieth of `watch`'s time.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Comm(pub [u8; 16]);
 
 impl Comm {
@@ -209,8 +217,9 @@ pub struct Final {
     pub fin_received: bool,
 }
 
-/// One TCP state transition, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One TCP state transition, decoded. The default is a placeholder (CLOSE to CLOSE, cookie
+/// 0, nowhere), for a buffer that records are decoded into.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transition {
     /// Kernel monotonic nanoseconds.
     pub ts_ns: u64,

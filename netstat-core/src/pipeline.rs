@@ -7,19 +7,16 @@
 //! benchmark measures the shipped path rather than a copy. Seeding owners from a `/proc`
 //! scan is I/O, so it is netstat-user's (`pipeline::SeedOwners`).
 
-use std::net::{IpAddr, Ipv4Addr};
-
 pub use crate::sockets::Context;
 use crate::{
     decode::decode_record,
-    event::{Comm, Cookie, Endpoint, Family, Record, Task, Transition},
+    event::{Record, Transition},
     sockets::Sockets,
-    state::TcpState,
     table::Table,
 };
 
 /// A transition with everything the pipeline learned about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Step {
     pub transition: Transition,
     /// What the socket's earlier records add: time in the old state, owner, how it ended and
@@ -46,10 +43,7 @@ impl Pipeline {
     pub fn new(capacity: usize) -> Self {
         Self {
             sockets: Sockets::new(capacity),
-            step: Step {
-                transition: blank(),
-                context: Context::default(),
-            },
+            step: Step::default(),
             undecodable: 0,
             received: 0,
         }
@@ -97,27 +91,5 @@ impl Pipeline {
                 None
             }
         }
-    }
-}
-
-/// The step's transition before the first record: never lent out.
-fn blank() -> Transition {
-    let nowhere = Endpoint::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-    Transition {
-        ts_ns: 0,
-        cookie: Cookie(0),
-        family: Family::Ipv4,
-        local: nowhere,
-        remote: nowhere,
-        old: TcpState::Close,
-        new: TcpState::Close,
-        netns: 0,
-        cgroup: 0,
-        task: Task {
-            pid: 0,
-            tid: 0,
-            comm: Comm([0; 16]),
-        },
-        fin: None,
     }
 }

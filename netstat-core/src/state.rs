@@ -6,7 +6,8 @@ use netstat_common::tcp_state as k;
 use serde::{Serialize, Serializer};
 
 /// A TCP socket state. `Display` prints the name netstat uses (`FIN_WAIT1`, not `FIN-WAIT-1`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The default is CLOSE, the state of a socket the kernel has just made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TcpState {
     Established,
     SynSent,
@@ -14,6 +15,7 @@ pub enum TcpState {
     FinWait1,
     FinWait2,
     TimeWait,
+    #[default]
     Close,
     CloseWait,
     LastAck,
