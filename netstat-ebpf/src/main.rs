@@ -75,8 +75,9 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 
 /// The nested copy of the state program handles only what the primary must miss.
 ///
-/// The kernel never runs a tracing program inside itself on one CPU: when an interrupt lands
-/// while `inet_sock_set_state` runs (or is about to, or has just finished, inside the
+/// From Linux 6.0 the kernel never runs a tracing program inside itself on one CPU (before,
+/// it does, and the inner call takes a bank of its own: see `counters::Call`): when an
+/// interrupt lands while `inet_sock_set_state` runs (or is about to, or has just finished, inside the
 /// kernel's own wrapper) and its softirq processes packets that change another socket's
 /// state, that nested call is skipped and only counted in the program's `recursion_misses`.
 /// Under heavy churn that loses real transitions. From Linux 7.x the same happens when a task

@@ -98,8 +98,9 @@ pub const HEAD: usize = netstat_common::SOCKET_HEAD as usize;
 
 /// Where [`Head`] reads to: a map value, which a field's offset from userspace may index
 /// (the verifier refuses a variable offset into the stack on older kernels). One per counter
-/// bank, as the counters: a program never runs inside itself on a CPU (nor, preempted, beside
-/// itself: the kernel skips it there), but another program may interrupt it. 16 bytes past
+/// bank, as the counters: another program may interrupt this one on a CPU, and so may a call
+/// of its own program where the kernel has no recursion guard (before 6.0), which takes a
+/// bank of its own (`counters::Call`). 16 bytes past
 /// the head, so that any offset below [`HEAD`] is in bounds for any field.
 #[map]
 static SCRATCH: PerCpuArray<[u8; HEAD + 16]> = PerCpuArray::with_max_entries(counter::BANKS, 0);

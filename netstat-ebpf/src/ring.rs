@@ -104,7 +104,7 @@ pub fn emit<T: Copy + 'static>(config: &Config, bank: u32, record: &T) {
 
 /// Where a [`StateChange`] is built before it is copied into the ring: a map value, as the
 /// record is too large for the stack beside the rest. One per counter bank, as the read
-/// scratch: a program never runs inside itself on a CPU, but another one may interrupt it.
+/// scratch (see `read::SCRATCH`).
 #[map]
 static STAGED: PerCpuArray<StateChange> = PerCpuArray::with_max_entries(counter::BANKS, 0);
 
