@@ -224,6 +224,13 @@ async fn watch(args: WatchArgs, shows: Stream, verbose: u8) -> Result<ExitCode> 
             summary.kernel.recursion_misses
         );
     }
+    if summary.kernel.read_errors > 0 {
+        eprintln!(
+            "enetstat: warning: {} reads of a socket's fields failed in the kernel; those \
+             events were shown with zeroes there (addresses, ports or counters)",
+            summary.kernel.read_errors
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -280,6 +287,7 @@ fn write_stats(path: &std::path::Path, summary: &watch::Summary) -> Result<()> {
         "lost": summary.kernel.lost(),
         "ringbuf_full": summary.kernel.ringbuf_full,
         "recursion_misses": summary.kernel.recursion_misses,
+        "read_errors": summary.kernel.read_errors,
         "undecodable": summary.undecodable,
         "latency_us": summary.latency.as_ref().map(enetstat::latency::Latency::report),
     });

@@ -249,6 +249,10 @@ fn daemon_fifty_subscribers_under_20000_connections_get_exactly_their_events() {
     let lost =
         s["kernel_ringbuf_full"].as_u64().unwrap() + s["kernel_recursion_misses"].as_u64().unwrap();
     assert_eq!(lost, 0, "the 64 MiB ring lost events: {s}");
+    assert_eq!(
+        s["kernel_read_errors"], 0,
+        "records went out with zeroes: {s}"
+    );
     // Every connection makes 10 transitions, the listener 2.
     // Under heavy load the kernel has been seen to take a few orphaned FIN_WAIT1 sockets on
     // with no traced transition at all (kernel_seen is short by as many, with nothing lost;
@@ -1365,6 +1369,8 @@ fn daemon_metrics_serve_every_readme_metric_and_openmetrics_when_asked() {
     ] {
         value(&after, name, &[]);
     }
+    // Every socket read in the kernel succeeded: no record went out with zeroes.
+    assert_eq!(value(&after, "enetstat_kernel_read_errors_total", &[]), 0.0);
     assert!(value(&after, "enetstat_sockets", &[("state", "LISTEN")]) >= 1.0);
 
     // Content negotiation: OpenMetrics when asked (it ends with `# EOF`), else Prometheus text.

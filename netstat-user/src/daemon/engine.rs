@@ -90,11 +90,12 @@ pub struct Stats {
     pub received: u64,
     pub undecodable: u64,
     /// Kernel: transitions seen, left out by the kernel-side filter, lost to a full ring, lost
-    /// to recursion.
+    /// to recursion; socket reads that failed (records sent with zeroes there).
     pub kernel_seen: u64,
     pub kernel_filtered: u64,
     pub kernel_ringbuf_full: u64,
     pub kernel_recursion_misses: u64,
+    pub kernel_read_errors: u64,
     #[serde(flatten)]
     pub table: crate::table::Counters,
     pub live: usize,
@@ -334,6 +335,7 @@ impl Engine {
                     kernel_filtered: k.filtered,
                     kernel_ringbuf_full: k.ringbuf_full,
                     kernel_recursion_misses: k.recursion_misses,
+                    kernel_read_errors: k.read_errors,
                     table: self.live.table.counters(),
                     live: self.live.table.len(),
                     closed: self.live.table.history().len(),

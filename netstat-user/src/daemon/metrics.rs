@@ -15,6 +15,7 @@
 //! | `enetstat_history_connections` | gauge | closed connections remembered |
 //! | `enetstat_ringbuf_drops_total` | counter | records lost because the ring buffer was full |
 //! | `enetstat_kernel_recursion_misses_total` | counter | events lost to program recursion |
+//! | `enetstat_kernel_read_errors_total` | counter | socket reads that failed (records sent with zeroes there) |
 //! | `enetstat_reconciliation_corrections_total` | counter | `kind` = added, removed, state |
 //! | `enetstat_table_overflow_total` | counter | `table` = sockets, history |
 //! | `enetstat_reconcile_failures_total` | counter | socket dumps that failed (each retried) |
@@ -102,6 +103,7 @@ pub struct Metrics {
     history: Gauge,
     ringbuf_drops: Counter,
     recursion_misses: Counter,
+    read_errors: Counter,
     corrections: Family<Kind, Counter>,
     overflow: Family<TableLabel, Counter>,
     reconcile_failures: Counter,
@@ -148,6 +150,7 @@ impl Metrics {
             history: Gauge::default(),
             ringbuf_drops: Counter::default(),
             recursion_misses: Counter::default(),
+            read_errors: Counter::default(),
             corrections: Family::default(),
             overflow: Family::default(),
             reconcile_failures: Counter::default(),
@@ -209,6 +212,11 @@ impl Metrics {
             "enetstat_kernel_recursion_misses",
             "Events lost because the kernel skipped a nested run of a program",
             m.recursion_misses.clone(),
+        );
+        registry.register(
+            "enetstat_kernel_read_errors",
+            "Kernel reads of a socket that failed; the record was sent with zeroes there",
+            m.read_errors.clone(),
         );
         registry.register(
             "enetstat_reconciliation_corrections",
@@ -392,6 +400,11 @@ impl Metrics {
             &self.recursion_misses,
             kernel.recursion_misses,
             last.kernel.recursion_misses,
+        );
+        grow(
+            &self.read_errors,
+            kernel.read_errors,
+            last.kernel.read_errors,
         );
         let (c, l) = (counters.corrections, last.table.corrections);
         for (kind, new, old) in [
