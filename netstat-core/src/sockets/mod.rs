@@ -264,7 +264,11 @@ impl Sockets {
         };
         observe_listener(&mut self.owners, t, socket.owner.as_ref());
         cx.in_old = in_old;
-        cx.owner.clone_from(&socket.owner);
+        // Most records follow one of the same process: the shared name's count is an atomic
+        // add and subtract, a tenth of this function, for the same owner.
+        if cx.owner != socket.owner {
+            cx.owner.clone_from(&socket.owner);
+        }
         cx.end = end;
         cx.life = None;
     }

@@ -293,24 +293,32 @@ impl Table {
         // Looked up once: the entry's position serves every step below.
         let found = self.index.find(&self.live, t.cookie.0);
         let known = found.map(|f| &self.live[f.pos as usize]);
-        // The owner the socket had, shared, when the tracker's is the same (nearly always):
-        // no allocation per transition.
-        let owner = match (owner, known.and_then(|e| e.owner.as_ref())) {
-            (Some(o), Some(had)) if **had == *o => Some(had.clone()),
-            (Some(o), _) => Some(Arc::new(o.clone())),
-            (None, had) => had.cloned(),
+        // Whether the socket keeps the owner it had: the tracker's is the same (nearly
+        // always) or there is none. Then nothing is allocated or counted: the shared owner's
+        // count is an atomic add and subtract, which most transitions need not pay.
+        let had = known.and_then(|e| e.owner.as_ref());
+        let keeps = match (owner, had) {
+            (Some(o), Some(had)) => **had == *o,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let changed = if keeps {
+            None
+        } else {
+            owner.map(|o| Arc::new(o.clone()))
         };
 
         if known.is_some_and(|e| t.ts_ns < e.dumped_ns) {
             // The dump already showed what came after this transition.
             self.counters.stale += 1;
-            if let (Some(f), Some(o)) = (found, owner) {
+            if let (Some(f), Some(o)) = (found, changed) {
                 self.live[f.pos as usize].owner.get_or_insert(o);
             }
             return;
         }
 
         if t.new == TcpState::Close {
+            let owner = changed.or_else(|| had.cloned());
             self.close(t, owner, found);
             return;
         }
@@ -319,7 +327,9 @@ impl Table {
             e.state = t.new;
             e.since_ns = t.ts_ns;
             e.last_event_ns = t.ts_ns;
-            e.owner = owner;
+            if !keeps {
+                e.owner = changed;
+            }
             if t.cgroup != 0 {
                 e.cgroup = t.cgroup;
             }
@@ -333,7 +343,7 @@ impl Table {
         }
         let born =
             t.old == TcpState::Close || (t.old, t.new) == (TcpState::Listen, TcpState::SynRecv);
-        let mut entry = from_transition(t, t.new, owner);
+        let mut entry = from_transition(t, t.new, changed);
         entry.since_ns = t.ts_ns;
         entry.opened_ns = if born { t.ts_ns } else { 0 };
         entry.last_event_ns = t.ts_ns;
