@@ -17,6 +17,11 @@ use socket2::{Domain, Socket, Type};
 ///
 /// Drop it only after the tracer has stopped: closing a bound, never-connected socket makes
 /// the kernel report a CLOSE->CLOSE transition on its port.
+///
+/// A port no socket holds may still be named by others: the TIME_WAIT sockets an earlier
+/// test's clients left, for a minute, with the port as their remote end. A filter by port
+/// then matched 20 of them beside the test's own (a fresh-clone CI run), so a port that any
+/// socket names, at either end, is passed over.
 pub struct PortReservation {
     socket: Socket,
     addr: SocketAddr,
@@ -29,21 +34,15 @@ impl PortReservation {
     ///
     /// When the socket cannot be made or bound.
     pub fn new(ip: IpAddr) -> Self {
-        let wanted = SocketAddr::new(ip, 0);
-        let socket = Socket::new(Domain::for_address(wanted), Type::STREAM, None)
-            .expect("cannot create a TCP socket to reserve a port");
-        socket
-            .set_reuse_address(true)
-            .expect("cannot set SO_REUSEADDR");
-        socket
-            .bind(&wanted.into())
-            .unwrap_or_else(|e| panic!("cannot bind {wanted}: {e}"));
-        let addr = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("cannot read the reserved port");
-        PortReservation { socket, addr }
+        // Held until one is kept, so the kernel does not hand the same port out again.
+        let mut passed_over = Vec::new();
+        loop {
+            let (socket, addr) = bind_any(ip);
+            if passed_over.len() >= MAX_PASSED_OVER || !named_by_any_socket(addr.port()) {
+                return PortReservation { socket, addr };
+            }
+            passed_over.push(socket);
+        }
     }
 
     /// The reserved address and port.
@@ -59,5 +58,72 @@ impl PortReservation {
     /// Gives the port back (also what dropping does).
     pub fn release(self) {
         drop(self.socket);
+    }
+}
+
+/// How many ports [`PortReservation::new`] passes over before it takes one anyway.
+const MAX_PASSED_OVER: usize = 64;
+
+/// A socket bound to `ip:0` with `SO_REUSEADDR`, and the address the kernel gave it.
+fn bind_any(ip: IpAddr) -> (Socket, SocketAddr) {
+    let wanted = SocketAddr::new(ip, 0);
+    let socket = Socket::new(Domain::for_address(wanted), Type::STREAM, None)
+        .expect("cannot create a TCP socket to reserve a port");
+    socket
+        .set_reuse_address(true)
+        .expect("cannot set SO_REUSEADDR");
+    socket
+        .bind(&wanted.into())
+        .unwrap_or_else(|e| panic!("cannot bind {wanted}: {e}"));
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("cannot read the reserved port");
+    (socket, addr)
+}
+
+/// Whether a TCP socket of this network namespace, in any state, has `port` at either end
+/// (the kernel's own tables, `/proc/net/tcp` and `tcp6`; our reservation shows there too,
+/// bound and unconnected, as `port` locally and 0 remotely, and is not counted).
+fn named_by_any_socket(port: u16) -> bool {
+    let ours = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        text.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let (Some(local), Some(remote)) = (fields.next(), fields.next()) else {
+                return false;
+            };
+            let reservation = local.ends_with(&ours) && remote.ends_with(":0000");
+            !reservation && (local.ends_with(&ours) || remote.ends_with(&ours))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+
+    use super::*;
+
+    #[test]
+    fn a_port_left_in_a_clients_time_wait_is_passed_over() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        // The client closes first: its socket stays in TIME_WAIT, naming `port` remotely,
+        // after the listener and the served socket are gone.
+        drop(client);
+        drop(served);
+        drop(listener);
+        assert!(
+            named_by_any_socket(port),
+            "the client's TIME_WAIT names the port"
+        );
+        let reservation = PortReservation::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_ne!(reservation.port(), port);
+        assert!(!named_by_any_socket(reservation.port()));
     }
 }
