@@ -37,7 +37,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit, tracepoint},
     programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
-use counters::{BANK_PRIMARY, Call, RESETS, STATE, STATE_NESTED, count};
+use counters::{BANK_PRIMARY, Call, STATE, STATE_NESTED, count};
 use netstat_common::{Config, counter, reset_direction};
 use owner::ExitCopy;
 
@@ -77,8 +77,8 @@ fn primary<const HELPER: bool>(ctx: &BtfTracePointContext) {
 ///
 /// From Linux 6.0 the kernel never runs a tracing program inside itself on one CPU (before,
 /// it does, and the inner call takes a bank of its own: see `counters::Call`): when an
-/// interrupt lands while `inet_sock_set_state` runs (or is about to, or has just finished, inside the
-/// kernel's own wrapper) and its softirq processes packets that change another socket's
+/// interrupt lands while `inet_sock_set_state` runs (or is about to, or has just finished,
+/// inside the kernel's own wrapper) and its softirq processes packets that change another socket's
 /// state, that nested call is skipped and only counted in the program's `recursion_misses`.
 /// Under heavy churn that loses real transitions. From Linux 7.x the same happens when a task
 /// is preempted inside the program and another task on that CPU changes a socket's state.
@@ -129,30 +129,26 @@ pub fn inet_sock_set_state_nested_cookie_field(ctx: BtfTracePointContext) -> i32
 /// `tcp:tcp_send_reset(sk, skb, reason)`.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    let call = Call::enter(RESETS);
-    record::reset::<true>(config(), call.bank, ctx.arg(0), reset_direction::SENT);
+    record::reset::<true>(config(), ctx.arg(0), reset_direction::SENT);
     0
 }
 
 /// `tcp:tcp_receive_reset(sk)`.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    let call = Call::enter(RESETS);
-    record::reset::<true>(config(), call.bank, ctx.arg(0), reset_direction::RECEIVED);
+    record::reset::<true>(config(), ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    let call = Call::enter(RESETS);
-    record::reset::<false>(config(), call.bank, ctx.arg(0), reset_direction::SENT);
+    record::reset::<false>(config(), ctx.arg(0), reset_direction::SENT);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset_cookie_field(ctx: BtfTracePointContext) -> i32 {
-    let call = Call::enter(RESETS);
-    record::reset::<false>(config(), call.bank, ctx.arg(0), reset_direction::RECEIVED);
+    record::reset::<false>(config(), ctx.arg(0), reset_direction::RECEIVED);
     0
 }
 

@@ -9,7 +9,7 @@ use netstat_common::{
 };
 
 use crate::{
-    counters::count,
+    counters::{Call, RESETS, count},
     read::{self, Head, cookie, field, offset, socket_cgroup},
     ring, wakeup,
 };
@@ -146,7 +146,9 @@ fn current_comm<const IN_PLACE: bool>(bank: u32) -> [u8; 16] {
 /// Records a reset sent or received on the BTF-typed socket `sk` (NULL for resets answering
 /// segments that match no socket: those belong to no connection and are skipped).
 #[inline(always)]
-pub fn reset<const HELPER: bool>(config: &Config, bank: u32, sk: *const u8, direction: u8) {
+pub fn reset<const HELPER: bool>(config: &Config, sk: *const u8, direction: u8) {
+    let call = Call::enter(RESETS);
+    let bank = call.bank;
     let Some(head) = Head::<false>::read(bank, sk) else {
         return;
     };

@@ -83,22 +83,16 @@ fn bind_any(ip: IpAddr) -> (Socket, SocketAddr) {
     (socket, addr)
 }
 
-/// Whether a TCP socket of this network namespace, in any state, has `port` at either end
-/// (the kernel's own tables, `/proc/net/tcp` and `tcp6`; our reservation shows there too,
-/// bound and unconnected, as `port` locally and 0 remotely, and is not counted).
+/// Whether a TCP socket of this network namespace, in any state, has `port` at either end.
+/// (A bound socket that neither listens nor connects, as a reservation, is in none of the
+/// kernel's tables and does not count.)
 fn named_by_any_socket(port: u16) -> bool {
-    let ours = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        text.lines().skip(1).any(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (Some(local), Some(remote)) = (fields.next(), fields.next()) else {
-                return false;
-            };
-            let reservation = local.ends_with(&ours) && remote.ends_with(":0000");
-            !reservation && (local.ends_with(&ours) || remote.ends_with(&ours))
-        })
-    })
+    let mut entries = procfs::net::tcp().unwrap_or_default();
+    // IPv6 may be disabled, and then there is no tcp6 table.
+    entries.extend(procfs::net::tcp6().unwrap_or_default());
+    entries
+        .iter()
+        .any(|e| e.local_address.port() == port || e.remote_address.port() == port)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! | `enetstat_history_connections` | gauge | closed connections remembered |
 //! | `enetstat_ringbuf_drops_total` | counter | records lost because the ring buffer was full |
 //! | `enetstat_kernel_recursion_misses_total` | counter | events lost to program recursion |
-//! | `enetstat_kernel_read_errors_total` | counter | socket reads that failed (records sent with zeroes there) |
+//! | `enetstat_kernel_read_errors_total` | counter | failed socket reads (zeroes sent) |
 //! | `enetstat_reconciliation_corrections_total` | counter | `kind` = added, removed, state |
 //! | `enetstat_table_overflow_total` | counter | `table` = sockets, history |
 //! | `enetstat_reconcile_failures_total` | counter | socket dumps that failed (each retried) |

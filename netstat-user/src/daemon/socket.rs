@@ -15,8 +15,8 @@ use tokio::net::UnixListener;
 use super::DaemonError;
 
 /// The socket file and its [`SocketLock`]; removed on drop unless another daemon has
-/// replaced it since (a daemon that is not enetstat's, or one run before the lock was taken). When it
-/// cannot be removed, the daemon says so and why, rather than leave a file that makes every
+/// replaced it since (a daemon that is not enetstat's, or one run before the lock was
+/// taken). When it cannot be removed, the daemon says so and why, rather than leave a file that makes every
 /// client report a stale daemon.
 #[derive(Debug)]
 pub struct SocketFile {
