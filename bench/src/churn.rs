@@ -25,7 +25,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::{TRANSITIONS_PER_CONNECTION, TRANSITIONS_PER_LISTENER};
+use crate::{
+    TRANSITIONS_PER_CONNECTION, TRANSITIONS_PER_LISTENER,
+    placement::{Placement, Role},
+};
 
 /// Which address family the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -76,6 +79,8 @@ pub struct ChurnOptions {
     /// Worker `i` listens on `base_port + i`; 0 lets the kernel pick.
     pub base_port: u16,
     pub families: Families,
+    /// Where each worker's threads run.
+    pub placement: Placement,
 }
 
 /// What a churn run did; printed as JSON.
@@ -85,6 +90,7 @@ pub struct ChurnReport {
     pub shape: Shape,
     pub workers: usize,
     pub families: Families,
+    pub placement: Placement,
     /// Listening ports, one per worker.
     pub ports: Vec<u16>,
     /// Connections completed (opened, used and closed by both ends).
@@ -111,6 +117,17 @@ struct WorkerResult {
     connections: u64,
     errors: u64,
     first_error: Option<String>,
+}
+
+impl WorkerResult {
+    /// A worker that could not start.
+    fn failed(error: String) -> Self {
+        Self {
+            connections: 0,
+            errors: 1,
+            first_error: Some(error),
+        }
+    }
 }
 
 /// Runs the churn and reports what it did. Listeners are opened before the clock starts and
@@ -155,20 +172,35 @@ pub fn run(opts: &ChurnOptions) -> Result<ChurnReport> {
         });
         let (stop, start) = (stop.clone(), start.clone());
         let (shape, connectors, payload) = (opts.shape, opts.connectors.max(1), opts.payload);
-        handles.push(thread::Builder::new().name(format!("churn-{i}")).spawn(
-            move || match shape {
-                Shape::Pingpong => worker(listener, quota, per_worker_interval, &stop, &start),
-                Shape::Server => server_worker(
-                    listener,
-                    connectors,
-                    payload.max(1),
-                    quota,
-                    per_worker_interval,
-                    &stop,
-                    &start,
-                ),
-            },
-        )?);
+        let placement = opts.placement;
+        handles.push(
+            thread::Builder::new()
+                .name(format!("churn-{i}"))
+                .spawn(move || {
+                    if let Err(e) = placement.pin(i, Role::Server) {
+                        start.wait();
+                        return WorkerResult::failed(format!("cannot pin worker {i}: {e}"));
+                    }
+                    match shape {
+                        Shape::Pingpong => {
+                            worker(listener, quota, per_worker_interval, &stop, &start)
+                        }
+                        Shape::Server => server_worker(
+                            listener,
+                            Team {
+                                worker: i,
+                                connectors,
+                                placement,
+                            },
+                            payload.max(1),
+                            quota,
+                            per_worker_interval,
+                            &stop,
+                            &start,
+                        ),
+                    }
+                })?,
+        );
     }
 
     start.wait();
@@ -198,6 +230,7 @@ pub fn run(opts: &ChurnOptions) -> Result<ChurnReport> {
         shape: opts.shape,
         workers: opts.workers,
         families: opts.families,
+        placement: opts.placement,
         ports,
         connections,
         listeners,
@@ -261,13 +294,21 @@ fn worker(
     result
 }
 
+/// A [`Shape::Server`] worker's threads beside the accepting one.
+#[derive(Clone, Copy)]
+struct Team {
+    worker: usize,
+    connectors: usize,
+    placement: Placement,
+}
+
 /// A [`Shape::Server`] worker: this thread accepts and serves (writes `payload` bytes, then
 /// closes first); `connectors` threads connect, read to EOF and close. Connections are
 /// counted when the server has served them. Stopping: once the connectors are done, one more
 /// connection wakes the accepting thread (it is served and counted like the others).
 fn server_worker(
     listener: TcpListener,
-    connectors: usize,
+    team: Team,
     payload: usize,
     quota: Option<u64>,
     interval: Option<Duration>,
@@ -300,10 +341,17 @@ fn server_worker(
     let attempts = AtomicU64::new(0);
     let data = vec![b'!'; payload];
     thread::scope(|scope| {
-        let clients: Vec<_> = (0..connectors)
+        let clients: Vec<_> = (0..team.connectors)
             .map(|_| {
                 scope.spawn(|| {
                     let mut errors = Vec::new();
+                    if let Err(e) = team.placement.pin(team.worker, Role::Connector) {
+                        errors.push(io::Error::other(format!(
+                            "cannot pin a connector of worker {}: {e}",
+                            team.worker
+                        )));
+                        return errors;
+                    }
                     let began = Instant::now();
                     loop {
                         if stop.load(Ordering::Relaxed) {
@@ -414,6 +462,7 @@ mod tests {
             rate: None,
             base_port: 0,
             families: Families::V4,
+            placement: Placement::Free,
         })
         .unwrap();
         assert_eq!(report.errors, 0, "{:?}", report.first_error);
@@ -434,6 +483,7 @@ mod tests {
             rate: Some(200.0),
             base_port: 0,
             families: Families::V4,
+            placement: Placement::Free,
         })
         .unwrap();
         // Exactly the connections asked for. (How long it took is wall-clock time, which a
@@ -454,6 +504,7 @@ mod tests {
             rate: None,
             base_port: 0,
             families: Families::V4,
+            placement: Placement::Free,
         })
         .unwrap();
         assert_eq!(report.errors, 0, "{:?}", report.first_error);

@@ -19,6 +19,7 @@ use enetstat as _;
 pub mod churn;
 pub mod hold;
 pub mod limits;
+pub mod placement;
 pub mod records;
 
 /// TCP state transitions one churn connection makes, both ends together. Client:

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use enetstat_bench::{
     churn::{self, ChurnOptions, Families, Shape},
     hold::{self, HoldOptions},
+    placement::Placement,
 };
 
 #[derive(Parser)]
@@ -62,6 +63,11 @@ enum Mode {
         /// With --shape server: bytes the server writes before closing.
         #[arg(long, default_value_t = 1)]
         payload: usize,
+        /// Where each worker's threads run: free (the scheduler decides, as for real
+        /// servers), together (worker i's threads on CPU i), apart (its connecting threads on
+        /// CPU i + 1, so every connection wakes the other CPU).
+        #[arg(long, value_enum, default_value_t = Placement::Free)]
+        placement: Placement,
     },
     /// Open this many established connections, print a JSON line once they are all up, and
     /// hold them until standard input closes (or --max-seconds pass).
@@ -115,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
             shape,
             connectors,
             payload,
+            placement,
         } => {
             let report = churn::run(&ChurnOptions {
                 shape,
@@ -126,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
                 rate,
                 base_port: port,
                 families,
+                placement,
             })?;
             serde_json::to_writer(&mut stdout, &report)?;
             writeln!(stdout)?;
