@@ -20,7 +20,6 @@
 //! offsets as constants, and the default programs load the socket's fields in place (see
 //! `read.rs`).
 #![no_std]
-#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 mod classic;

@@ -78,8 +78,8 @@ fn with<R>(config: &Config, f: impl FnOnce(&'static RingBuf) -> R) -> R {
 }
 
 /// Copies `record`, built in full beforehand, into this CPU's ring and commits it, with the
-/// wakeup flags (see [`wakeup`]) worked out right after the reservation; a full ring counts
-/// in `bank`.
+/// wakeup flags (see [`wakeup`]) worked out right after the reservation, then wakes the
+/// reader if it sleeps; a full ring counts in `bank`.
 ///
 /// Nothing but the copy and the flags happens while the space is reserved, on purpose:
 /// verifiers before Linux 6.3 never treat two paths as the same while they hold a
@@ -95,6 +95,7 @@ pub fn emit<T: Copy + 'static>(config: &Config, bank: u32, record: &T) {
         };
         entry.write(*record);
         entry.submit(wakeup::flags(config, ring, size_of::<T>()));
+        wakeup::wake_if_asleep(config, ring);
         true
     });
     if !sent {

@@ -7,27 +7,31 @@
 //! after that wakes it (and clears the flag). While it is awake it polls the ring on its own
 //! timer and no record sends an IPI. Two CPUs racing on the flag cost one spare wakeup.
 //!
-//! No wakeup is lost to the race between the two: a program reserves its record (which
-//! publishes the ring's producer position), then, after a full barrier, reads the flag; the
-//! reader sets the flag, then, after a full barrier, looks at the positions and sleeps only if
-//! nothing is reserved. So either the program sees the flag, or the reader sees the record
-//! (see `EventStream` in userspace).
+//! No wakeup is lost to the race between the two: a program commits its record, then reads
+//! the flag; the reader sets the flag, then, after a full barrier, looks at the ring's
+//! positions and sleeps only if nothing is reserved. The commit is the kernel's `xchg` on the
+//! record's header, a full barrier, after the reservation published the producer position.
+//! So either the program sees the flag, or the reader sees the record (see `EventStream` in
+//! userspace).
+//!
+//! The flag is read after the commit, not before it, so that the record's own flags cannot
+//! carry the wakeup: a program that finds the reader asleep wakes it with a second,
+//! empty reservation, discarded with `BPF_RB_FORCE_WAKEUP` (the reader skips discarded
+//! records). That happens once per sleep. Reading the flag before the commit needed a barrier
+//! of its own, a locked add, which waited for the record's stores to reach memory the
+//! reader's CPU last held: half of the state program's time on the benchmark's VM, which the
+//! commit's `xchg` then paid nothing more for.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, RingBuf},
 };
 use netstat_common::Config;
 
 /// 1 while the reader sleeps waiting for a wakeup; set by userspace, cleared here.
 #[map]
 static READER_ASLEEP: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Per-CPU scratch for the barrier before the flag is read: a locked add on a line no other
-/// CPU touches.
-#[map]
-static BARRIER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -43,11 +47,11 @@ pub fn now() -> u64 {
 /// The kernel's header before each record in the ring.
 const RECORD_HEADER: u64 = 8;
 
-/// The submit flags for a record of `size` bytes: wake the reader if it sleeps waiting for
-/// one; if this record takes the ring's backlog past another multiple of `wakeup_bytes` (an
-/// eighth of the ring: a reader stalled on its timer); or, once half the ring waits, on every
-/// record. Otherwise leave it be. `wakeup_interval_ns` 0 (`--wakeup-us 0`) keeps the kernel's
-/// default.
+/// The submit flags for a record of `size` bytes: wake the reader if this record takes the
+/// ring's backlog past another multiple of `wakeup_bytes` (an eighth of the ring: a reader
+/// stalled on its timer) or, once half the ring waits, on every record. Otherwise leave it
+/// be; a sleeping reader is woken after the commit, by [`wake_if_asleep`].
+/// `wakeup_interval_ns` 0 (`--wakeup-us 0`) keeps the kernel's default.
 ///
 /// Waking on every record above the first mark was an irq_work IPI per event whenever a busy
 /// reader fell an eighth behind (152k in 4 s of the benchmark's server shape). Only crossing
@@ -59,31 +63,6 @@ pub fn flags(config: &Config, ring: &RingBuf, size: usize) -> u64 {
     if config.wakeup_interval_ns == 0 {
         return 0;
     }
-    let Some(asleep) = READER_ASLEEP.get_ptr_mut(0) else {
-        return 0;
-    };
-    // The reservation stored the producer position with a plain release store, which a later
-    // load may pass; a locked add (an atomic every supported kernel takes, result unused)
-    // orders it before the flag is read.
-    #[cfg(target_arch = "bpf")]
-    if let Some(slot) = BARRIER.get_ptr_mut(0) {
-        // SAFETY: a valid, aligned per-CPU map value; the asm touches nothing else.
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({slot} + 0) += {one}",
-                slot = in(reg) slot,
-                one = in(reg) 1u64,
-                options(nostack),
-            );
-        }
-    }
-    // SAFETY: a valid map value pointer; racing CPUs at worst both wake the reader.
-    unsafe {
-        if core::ptr::read_volatile(asleep) != 0 {
-            core::ptr::write_volatile(asleep, 0);
-            return BPF_RB_FORCE_WAKEUP;
-        }
-    }
     // `wakeup_bytes` is a power of two (an eighth of the ring); the backlog counts this
     // record, reserved but not yet submitted.
     let backlog = ring.query(BPF_RB_AVAIL_DATA);
@@ -93,5 +72,32 @@ pub fn flags(config: &Config, ring: &RingBuf, size: usize) -> u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
+    }
+}
+
+/// After a record's commit: wakes the reader if it sleeps waiting for one, by reserving an
+/// empty record and discarding it with a forced wakeup. Must follow the commit (see the
+/// module's docs for why that order loses no wakeup).
+#[inline(always)]
+pub fn wake_if_asleep(config: &Config, ring: &RingBuf) {
+    if config.wakeup_interval_ns == 0 {
+        return;
+    }
+    let Some(asleep) = READER_ASLEEP.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer; racing CPUs at worst both wake the reader.
+    unsafe {
+        if core::ptr::read_volatile(asleep) == 0 {
+            return;
+        }
+        core::ptr::write_volatile(asleep, 0);
+    }
+    match ring.reserve::<u64>(0) {
+        Some(entry) => entry.discard(BPF_RB_FORCE_WAKEUP),
+        // No room for even that (the ring is full, so the marks have woken the reader
+        // already): leave the flag for the next record.
+        // SAFETY: as above.
+        None => unsafe { core::ptr::write_volatile(asleep, 1) },
     }
 }

@@ -15,10 +15,11 @@
 //!   them: any of them wakes us, and we sleep only when all are empty.
 //! - **Going to sleep.** A poll that finds the ring empty sets the kernel's `READER_ASLEEP`
 //!   flag, then drains once more and looks at the ring's positions ([`Ring::pending`]). A program
-//!   reserves its record, then (after a full barrier) reads the flag; we set the flag, then
-//!   (after a full barrier) look. So either the program sees the flag and wakes us, or we see
-//!   its record reserved, and look again shortly instead of sleeping. Only an empty ring with
-//!   nothing reserved lets us sleep until the first record's wakeup.
+//!   commits its record (the kernel's commit is a full barrier, after the reservation
+//!   published the position), then reads the flag; we set the flag, then (after a full
+//!   barrier) look. So either the program sees the flag and wakes us, or we see its record,
+//!   and look again shortly instead of sleeping. Only an empty ring with nothing reserved lets
+//!   us sleep until the first record's wakeup.
 //!
 //! - **Busy.** While records come at [`FULL_BATCH`] or more per `poll_interval` (256k events/s
 //!   at 250 µs) the interval doubles, up to [`MAX_STRETCH`] times `poll_interval`; below half
