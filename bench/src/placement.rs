@@ -1,11 +1,10 @@
 //! Where the load generator's threads run (`enetstat-loadgen churn --placement`).
 //!
 //! On a 2-vCPU VM the server shape's rate depends mostly on where the scheduler happens to
-//! put each worker's threads: its accepting thread and its connecting threads on one CPU, each
-//! connection's wakeup stays on that CPU; on two, every connection costs an IPI, an exit to
-//! the hypervisor. Left free, back-to-back 2-second runs of the same binary read anywhere from
-//! 40k to 70k connections a second, and a tracer, one more runnable task, moves that balance
-//! as much as its CPU does. Pinning the threads takes the scheduler's choice out of an
+//! put six busy threads on two CPUs: left free, back-to-back 2-second untraced runs of the
+//! same binary read from 37k to 53k connections a second, against 55k-69k with each worker's
+//! threads pinned, together or apart alike. A tracer, one more runnable task, moves that
+//! balance as much as its CPU does. Pinning the threads takes the scheduler's choice out of an
 //! experiment; the benchmark itself leaves them free, as users' servers run.
 
 use std::io;
