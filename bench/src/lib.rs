@@ -5,6 +5,8 @@
 //!   tracer's output can be checked for loss exactly.
 //! - [`hold`]: `enetstat-loadgen hold`, many established loopback connections held open, for
 //!   the scale benchmark.
+//! - [`floor`]: `enetstat-loadgen floor`, the least a tracer that delivers every transition
+//!   can cost: the overhead benchmark's delivery floor.
 //! - [`records`]: ring-buffer records for the replay benchmark (`benches/replay.rs`), made up
 //!   or converted from a real `enetstat watch -o json` capture.
 //!
@@ -17,6 +19,7 @@ use criterion as _;
 use enetstat as _;
 
 pub mod churn;
+pub mod floor;
 pub mod hold;
 pub mod limits;
 pub mod placement;

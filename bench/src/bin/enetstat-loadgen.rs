@@ -5,18 +5,25 @@
 //! enetstat-loadgen churn --workers 2 --seconds 10            # as fast as possible
 //! enetstat-loadgen churn --workers 2 --seconds 10 --rate 1000 # 1000 connections/s
 //! enetstat-loadgen hold --connections 100000                  # hold until stdin closes
+//! enetstat-loadgen floor                                      # the delivery floor, until ^C
 //! ```
 
 // The load generator reaches the package's dependencies through its library, and the
 // benchmark's (criterion, enetstat) are not its own.
 #![allow(unused_crate_dependencies)]
 
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use enetstat_bench::{
     churn::{self, ChurnOptions, Families, Shape},
+    floor::{self, FloorOptions},
     hold::{self, HoldOptions},
     placement::Placement,
 };
@@ -90,6 +97,27 @@ enum Mode {
         #[arg(long, default_value_t = 3600)]
         max_seconds: u64,
     },
+    /// The delivery floor: a minimal eBPF program that sends a record of every TCP state
+    /// transition to a reader, which reads them every --interval-us. Runs until SIGINT or
+    /// SIGTERM, then prints what it read and lost. Needs root (or CAP_BPF and CAP_PERFMON).
+    Floor {
+        /// Bytes of each record (plus the ring's 8-byte header).
+        #[arg(long, default_value_t = 16)]
+        record_bytes: u32,
+        /// How often the reader reads, in microseconds.
+        #[arg(long, default_value_t = 4000)]
+        interval_us: u64,
+        /// The ring buffer's size in bytes (a power of two).
+        #[arg(long, default_value_t = 4 << 20)]
+        ring_bytes: u32,
+    },
+}
+
+/// Set by SIGINT and SIGTERM: the floor stops reading and detaches.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
 }
 
 fn main() -> ExitCode {
@@ -159,6 +187,30 @@ fn run(cli: Cli) -> Result<()> {
             stdout.flush()?;
             hold::wait(max_hold);
             drop(held);
+        }
+        Mode::Floor {
+            record_bytes,
+            interval_us,
+            ring_bytes,
+        } => {
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+                unsafe { libc::signal(signal, on_stop as *const () as libc::sighandler_t) };
+            }
+            let options = FloorOptions {
+                record_bytes,
+                interval: Duration::from_micros(interval_us),
+                ring_bytes,
+            };
+            let report = floor::run(&options, &STOP, || {
+                eprintln!("enetstat-loadgen floor: attached to sock:inet_sock_set_state");
+            })?;
+            eprintln!(
+                "enetstat-loadgen floor: {} records read, {} lost",
+                report.records, report.lost
+            );
+            serde_json::to_writer(&mut stdout, &report)?;
+            writeln!(stdout)?;
         }
     }
     Ok(())

@@ -8,6 +8,10 @@
 //! (`/proc/interrupts`: function calls, reschedules, IRQ work), per 1000 transitions: on a VM
 //! each is an exit to the hypervisor, which is where event delivery used to cost most.
 //!
+//! Beside enetstat run the peers (libbpf-tools' `tcpstates`, a bpftrace count) and the
+//! delivery floor (`enetstat-loadgen floor`): the least any tracer costs that delivers a record
+//! of every transition, so a target can be read against what the host allows at all.
+//!
 //! `enetstat top -b` runs as a configuration of its own: the issue that added top asked that
 //! it keep the overhead targets beside a full-speed churn.
 
@@ -27,13 +31,25 @@ struct Config {
     /// enetstat's arguments; `None` runs untraced (or the peer below).
     args: Option<Vec<String>>,
     /// A peer tool instead of enetstat: its program and arguments, output to /dev/null.
-    peer: Option<(&'static str, Vec<String>)>,
+    peer: Option<(PathBuf, Vec<String>)>,
     /// Whether it prints "tracing" when ready (watch) or needs a settle time.
     announces: bool,
     target: Option<f64>,
     /// Where `top -b -o json` writes its refreshes. It prints no closing summary: its first
     /// refresh says it is ready, and its last one how many events it lost.
     refreshes: Option<PathBuf>,
+}
+
+/// The delivery floor's configuration.
+const FLOOR: &str = "delivery floor: a 16-byte record per transition, read every 4 ms";
+
+/// What the delivery floor (`enetstat-loadgen floor`) says it lost, from its last line.
+fn floor_lost(lines: &[String]) -> Option<u64> {
+    lines.iter().rev().find_map(|line| {
+        let rest = line.strip_prefix("enetstat-loadgen floor: ")?;
+        let (_, lost) = rest.split_once(" records read, ")?;
+        lost.strip_suffix(" lost")?.parse().ok()
+    })
 }
 
 /// How long top may take to load, attach, seed and print its first refresh.
@@ -199,7 +215,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             ],
         ),
     ] {
-        if which::which(program).is_ok() {
+        if let Ok(program) = which::which(program) {
             configs.push(Config {
                 name,
                 args: None,
@@ -210,6 +226,17 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             });
         }
     }
+    // The delivery floor: the least a tracer can cost that delivers a record of every
+    // transition to userspace (bench/src/floor.rs). A target below its ratio cannot be met
+    // by any such tracer on the host measured.
+    configs.push(Config {
+        name: FLOOR,
+        args: None,
+        announces: false,
+        target: None,
+        peer: Some((cx.tools.loadgen.clone(), vec!["floor".to_owned()])),
+        refreshes: None,
+    });
 
     say!("overhead: {shape}: warm-up run (not counted)");
     cx.churn(&[("--seconds", "1".into()), ("--shape", shape.into())])?;
@@ -242,7 +269,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
                         .stdin(Stdio::null())
                         .stdout(Stdio::null());
                     child::Child::spawn(config.name, command).and_then(|c| {
-                        // bpftrace compiles its program first; both print nothing when ready.
+                        // bpftrace compiles its program first; the peers say nothing when ready.
                         child::pause(Duration::from_secs(5))?;
                         Ok(Some(c))
                     })
@@ -312,6 +339,8 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
                 tracer.stop(libc::SIGINT, Duration::from_secs(10))?;
                 lost[i] += match &config.refreshes {
                     Some(path) => top_lost(path)?,
+                    None if config.name == FLOOR => floor_lost(&tracer.stderr.all())
+                        .context("the delivery floor did not say what it lost")?,
                     None => Summary::find(&tracer.stderr.all()).map_or(0, |s| s.lost),
                 };
             }
@@ -365,8 +394,8 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
         if let Some(ipis) = ipis {
             value.push_str(&format!(", {ipis:.0} IPIs/1k events"));
         }
-        // Only enetstat reports what it lost; the peers do not say.
-        if config.args.is_some() {
+        // Only enetstat and the floor report what they lost; the peers do not say.
+        if config.args.is_some() || config.name == FLOOR {
             value.push_str(&format!(", {} lost", lost[i]));
         }
         rows.push(Row {
@@ -417,5 +446,15 @@ mod tests {
         // A configuration that stopped after two rounds pairs with those two.
         assert_eq!(paired_ratios(&[80.0, 40.0], &untraced), vec![0.8, 0.8]);
         assert_eq!(spread(&[]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_floors_losses_come_from_its_last_line() {
+        let lines = [
+            "enetstat-loadgen floor: attached to sock:inet_sock_set_state".to_owned(),
+            "enetstat-loadgen floor: 834874 records read, 825 lost".to_owned(),
+        ];
+        assert_eq!(floor_lost(&lines), Some(825));
+        assert_eq!(floor_lost(&lines[..1]), None);
     }
 }
