@@ -86,10 +86,36 @@ pub struct Options {
     #[arg(long, default_value_t = 61_000, value_name = "PORT")]
     port: u16,
 
+    /// Where the overhead benchmark's load threads run (`enetstat-loadgen churn
+    /// --placement`): free, where the scheduler puts them, as servers run; together, each
+    /// worker's threads on one CPU; apart, its connecting threads on the next CPU. The server
+    /// shape's untraced rate moves by a third from round to round with the scheduler's
+    /// placement alone; pinned, the rounds scatter less (docs/performance.md).
+    #[arg(long, value_enum, default_value_t = Placement::Free)]
+    placement: Placement,
+
     /// Benchmark this enetstat binary instead of building the workspace's (to compare two
     /// builds; the load generator and the replay benchmark still come from the workspace).
     #[arg(long, value_name = "PATH")]
     enetstat: Option<PathBuf>,
+}
+
+/// `enetstat-loadgen churn --placement`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    Free,
+    Together,
+    Apart,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Free => "free",
+            Placement::Together => "together",
+            Placement::Apart => "apart",
+        }
+    }
 }
 
 /// What every benchmark needs.
@@ -101,6 +127,8 @@ pub struct Context {
     workers: u16,
     scale_conns: u64,
     port: u16,
+    /// Where the overhead benchmark's load threads run.
+    placement: Placement,
 }
 
 impl Context {
@@ -231,6 +259,7 @@ impl Options {
             workers: self.workers,
             scale_conns: self.scale_conns,
             port: self.port,
+            placement: self.placement,
         };
         let machine = machine();
         say!(

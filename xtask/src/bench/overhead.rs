@@ -122,7 +122,13 @@ pub fn run(cx: &Context) -> Result<(Value, Vec<Row>)> {
         ));
     }
     Ok((
-        json!({ "workers": cx.workers, "seconds": cx.seconds, "rounds": cx.rounds, "shapes": details }),
+        json!({
+            "workers": cx.workers,
+            "seconds": cx.seconds,
+            "rounds": cx.rounds,
+            "placement": cx.placement.name(),
+            "shapes": details,
+        }),
         rows,
     ))
 }
@@ -239,7 +245,12 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
     });
 
     say!("overhead: {shape}: warm-up run (not counted)");
-    cx.churn(&[("--seconds", "1".into()), ("--shape", shape.into())])?;
+    let placement = ("--placement", cx.placement.name().to_owned());
+    cx.churn(&[
+        ("--seconds", "1".into()),
+        ("--shape", shape.into()),
+        placement.clone(),
+    ])?;
 
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
@@ -317,6 +328,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
             let result = cx.churn(&[
                 ("--seconds", cx.seconds.to_string()),
                 ("--shape", shape.into()),
+                placement.clone(),
             ])?;
             rates[i].push(result["rate_cps"].as_f64().unwrap_or(0.0));
             if let (Some(a), Some(b), Some(events)) =
