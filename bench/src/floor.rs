@@ -1,17 +1,19 @@
 //! The delivery floor (`enetstat-loadgen floor`): the least a tracer can cost that delivers a
 //! record of every TCP state transition to userspace.
 //!
-//! A raw tracepoint program on `sock:inet_sock_set_state` reserves a small record in a ring
-//! buffer, writes the time into it and commits it with `BPF_RB_NO_WAKEUP`: no field of the
-//! socket read, no filter, no wakeup. A reader thread wakes on its own timer, reads every
-//! record committed since (each line of each record, as a real reader must), and releases them.
-//! Whatever a real tracer does on top (read the socket, build a full record, decode, keep a
-//! table, print) costs more than this. The overhead benchmark runs it beside enetstat, so a
-//! target below what the floor itself reaches shows as such, on the host measured.
+//! A raw tracepoint program on `sock:inet_sock_set_state` reserves a small record in its
+//! CPU's ring buffer (one ring per CPU, as enetstat has), writes the time into it and commits
+//! it with `BPF_RB_NO_WAKEUP`: no field of the socket read, no filter, no wakeup. A reader
+//! wakes on its own timer, reads every record committed since (each line of each record, as a
+//! real reader must), and releases them. Whatever a real tracer does on top (read the socket,
+//! build a full record, decode, keep a table, print) costs more than this. The overhead
+//! benchmark runs it beside enetstat, so a target below what the floor itself reaches shows
+//! as such, on the host measured.
 //!
-//! The program is twenty-odd instructions, assembled here and loaded with the `bpf` system
-//! call: the benchmark needs no compiler for it, and nothing of enetstat's own kernel side.
-//! A reservation that fails (a full ring) is counted in a one-slot array map and reported.
+//! The program is some twenty instructions a CPU, assembled here and loaded with the `bpf`
+//! system call: the benchmark needs no compiler for it, and nothing of enetstat's own kernel
+//! side. A reservation that fails (a full ring) is counted in a one-slot array map and
+//! reported.
 
 use std::{
     ffi::CString,
@@ -32,7 +34,7 @@ pub struct FloorOptions {
     pub record_bytes: u32,
     /// How often the reader wakes to read what came.
     pub interval: Duration,
-    /// The ring's size: a power of two, at least a page.
+    /// Each CPU's ring's size: a power of two, at least a page.
     pub ring_bytes: u32,
 }
 
@@ -59,6 +61,7 @@ const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_KTIME_GET_NS: i32 = 5;
+const HELPER_GET_SMP_PROCESSOR_ID: i32 = 8;
 const HELPER_RINGBUF_RESERVE: i32 = 131;
 const HELPER_RINGBUF_SUBMIT: i32 = 132;
 const BPF_RB_NO_WAKEUP: i32 = 1;
@@ -109,6 +112,11 @@ fn call(helper: i32) -> Insn {
     insn(0x85, 0, 0, 0, helper)
 }
 
+/// `if dst != imm goto +off`.
+fn jne(dst: u8, imm: i32, off: i16) -> Insn {
+    insn(0x55, dst, 0, off, imm)
+}
+
 /// `if dst == 0 goto +off`.
 fn jeq_zero(dst: u8, off: i16) -> Insn {
     insn(0x15, dst, 0, off, 0)
@@ -118,29 +126,42 @@ fn exit() -> Insn {
     insn(0x95, 0, 0, 0, 0)
 }
 
-/// The program: reserve, stamp every line, commit without a wakeup; count a failed
-/// reservation in `lost[0]`.
-fn program(ring: &OwnedFd, lost: &OwnedFd, record_bytes: u32) -> Vec<Insn> {
-    let mut p = Vec::new();
-    p.extend(ld_map(1, ring));
-    p.push(mov_imm(2, record_bytes as i32));
-    p.push(mov_imm(3, 0));
-    p.push(call(HELPER_RINGBUF_RESERVE));
-    let on_null = p.len();
-    p.push(jeq_zero(0, 0)); // patched below
-    p.push(mov(6, 0));
-    p.push(call(HELPER_KTIME_GET_NS));
-    for offset in (0..record_bytes.saturating_sub(7)).step_by(64) {
-        // *(u64 *)(r6 + offset) = r0
-        p.push(insn(0x7b, 6, 0, offset as i16, 0));
+/// The program: on CPU i, reserve in ring i, stamp every line, commit without a wakeup;
+/// count a failed reservation in `lost[0]`. One ring per CPU, as enetstat has: CPUs that
+/// share a ring contend for its lock and its producer position on every record.
+fn program(rings: &[OwnedFd], lost: &OwnedFd, record_bytes: u32) -> Vec<Insn> {
+    let mut p = vec![call(HELPER_GET_SMP_PROCESSOR_ID)];
+    let mut on_null = Vec::new();
+    for (cpu, ring) in rings.iter().enumerate() {
+        let check = p.len();
+        if cpu + 1 < rings.len() {
+            p.push(jne(0, cpu as i32, 0)); // patched below
+        }
+        p.extend(ld_map(1, ring));
+        p.push(mov_imm(2, record_bytes as i32));
+        p.push(mov_imm(3, 0));
+        p.push(call(HELPER_RINGBUF_RESERVE));
+        on_null.push(p.len());
+        p.push(jeq_zero(0, 0)); // patched below
+        p.push(mov(6, 0));
+        p.push(call(HELPER_KTIME_GET_NS));
+        for offset in (0..record_bytes.saturating_sub(7)).step_by(64) {
+            // *(u64 *)(r6 + offset) = r0
+            p.push(insn(0x7b, 6, 0, offset as i16, 0));
+        }
+        p.push(mov(1, 6));
+        p.push(mov_imm(2, BPF_RB_NO_WAKEUP));
+        p.push(call(HELPER_RINGBUF_SUBMIT));
+        p.push(mov_imm(0, 0));
+        p.push(exit());
+        if cpu + 1 < rings.len() {
+            p[check] = jne(0, cpu as i32, (p.len() - check - 1) as i16);
+        }
     }
-    p.push(mov(1, 6));
-    p.push(mov_imm(2, BPF_RB_NO_WAKEUP));
-    p.push(call(HELPER_RINGBUF_SUBMIT));
-    p.push(mov_imm(0, 0));
-    p.push(exit());
     let failed = p.len();
-    p[on_null] = jeq_zero(0, (failed - on_null - 1) as i16);
+    for at in on_null {
+        p[at] = jeq_zero(0, (failed - at - 1) as i16);
+    }
     // key = 0 on the stack; r0 = lookup(lost, &key); if r0 { lock *(u64 *)r0 += 1 }
     p.push(insn(0x62, 10, 0, -4, 0));
     p.push(mov(2, 10));
@@ -263,6 +284,70 @@ impl Drop for Mapping {
     }
 }
 
+/// The most CPUs given a ring of their own; more share the last.
+const MAX_CPUS: libc::c_long = 64;
+
+/// One CPU's ring, mapped.
+struct Ring {
+    consumer: Mapping,
+    /// The producer's page, then the data twice in a row, as the kernel maps it: a record
+    /// that wraps reads as one.
+    producer: Mapping,
+    page: usize,
+    mask: u64,
+}
+
+impl Ring {
+    fn map(map: &OwnedFd, page: usize, bytes: usize) -> Result<Ring> {
+        Ok(Ring {
+            consumer: Mapping::new(map, page, libc::PROT_READ | libc::PROT_WRITE, 0)
+                .context("cannot map a ring's consumer page")?,
+            producer: Mapping::new(map, page + 2 * bytes, libc::PROT_READ, page)
+                .context("cannot map a ring's data")?,
+            page,
+            mask: bytes as u64 - 1,
+        })
+    }
+
+    /// Reads every line of every record committed since the last call (folded into `sink`),
+    /// releases them, and returns how many there were.
+    fn read(&mut self, sink: &mut u64) -> u64 {
+        let end = self.producer.position().load(Ordering::Acquire);
+        let mut at = self.consumer.position().load(Ordering::Relaxed);
+        let mut records = 0;
+        while at < end {
+            // SAFETY: `at & mask` is inside the first copy of the data, and a record (at most
+            // a quarter of the ring) ends inside the second.
+            let header = unsafe {
+                self.producer
+                    .addr
+                    .add(self.page + (at & self.mask) as usize)
+            };
+            // SAFETY: the header is 8-byte aligned; the kernel writes its length atomically.
+            let len = unsafe { header.cast::<AtomicU32>().as_ref() }.load(Ordering::Acquire);
+            if len & BPF_RINGBUF_BUSY_BIT != 0 {
+                break;
+            }
+            let data_len = u64::from(len & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT));
+            if len & BPF_RINGBUF_DISCARD_BIT == 0 {
+                for offset in (0..data_len.saturating_sub(7)).step_by(64) {
+                    // SAFETY: inside the committed record, 8-byte aligned.
+                    *sink ^= unsafe {
+                        header
+                            .add((BPF_RINGBUF_HDR_SZ + offset) as usize)
+                            .cast::<u64>()
+                            .read_volatile()
+                    };
+                }
+                records += 1;
+            }
+            at += (BPF_RINGBUF_HDR_SZ + data_len).next_multiple_of(8);
+        }
+        self.consumer.position().store(at, Ordering::Release);
+        records
+    }
+}
+
 /// Loads and attaches the floor, reads until `stop` is set, then detaches and reports.
 /// `ready` is called once the program is attached.
 pub fn run(opts: &FloorOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<FloorReport> {
@@ -275,51 +360,29 @@ pub fn run(opts: &FloorOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Resu
     if !(8..=ring_bytes as u32 / 4).contains(&opts.record_bytes) {
         bail!("--record-bytes must be between 8 and a quarter of the ring");
     }
-    let ring = create_map(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes)
+    // SAFETY: sysconf reads a constant of the system.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.clamp(1, MAX_CPUS) as usize;
+    let maps = (0..cpus)
+        .map(|_| create_map(BPF_MAP_TYPE_RINGBUF, 0, 0, opts.ring_bytes))
+        .collect::<io::Result<Vec<_>>>()
         .context("cannot create a ring buffer (Linux 5.8 or later, and root or CAP_BPF)")?;
     let lost = create_map(BPF_MAP_TYPE_ARRAY, 4, 8, 1).context("cannot create a map")?;
-    let prog = load(&program(&ring, &lost, opts.record_bytes))?;
-    let consumer = Mapping::new(&ring, page, libc::PROT_READ | libc::PROT_WRITE, 0)
-        .context("cannot map the ring's consumer page")?;
-    // The data twice in a row, as the kernel maps it: a record that wraps reads as one.
-    let producer = Mapping::new(&ring, page + 2 * ring_bytes, libc::PROT_READ, page)
-        .context("cannot map the ring's data")?;
+    let prog = load(&program(&maps, &lost, opts.record_bytes))?;
+    let mut rings = maps
+        .iter()
+        .map(|map| Ring::map(map, page, ring_bytes))
+        .collect::<Result<Vec<_>>>()?;
     let link = attach(&prog).context("cannot attach to sock:inet_sock_set_state")?;
     ready();
 
     let started = Instant::now();
-    let mask = ring_bytes as u64 - 1;
     let mut records = 0u64;
     let mut sink = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(opts.interval);
-        let end = producer.position().load(Ordering::Acquire);
-        let mut at = consumer.position().load(Ordering::Relaxed);
-        while at < end {
-            // SAFETY: `at & mask` is inside the first copy of the data, and a record (at most
-            // a quarter of the ring) ends inside the second.
-            let header = unsafe { producer.addr.add(page + (at & mask) as usize) };
-            // SAFETY: the header is 8-byte aligned; the kernel writes its length atomically.
-            let len = unsafe { header.cast::<AtomicU32>().as_ref() }.load(Ordering::Acquire);
-            if len & BPF_RINGBUF_BUSY_BIT != 0 {
-                break;
-            }
-            let data_len = u64::from(len & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT));
-            if len & BPF_RINGBUF_DISCARD_BIT == 0 {
-                for offset in (0..data_len.saturating_sub(7)).step_by(64) {
-                    // SAFETY: inside the committed record, 8-byte aligned.
-                    sink ^= unsafe {
-                        header
-                            .add((BPF_RINGBUF_HDR_SZ + offset) as usize)
-                            .cast::<u64>()
-                            .read_volatile()
-                    };
-                }
-                records += 1;
-            }
-            at += (BPF_RINGBUF_HDR_SZ + data_len).next_multiple_of(8);
+        for ring in &mut rings {
+            records += ring.read(&mut sink);
         }
-        consumer.position().store(at, Ordering::Release);
     }
     std::hint::black_box(sink);
     drop(link);

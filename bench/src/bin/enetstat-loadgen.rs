@@ -107,7 +107,7 @@ enum Mode {
         /// How often the reader reads, in microseconds.
         #[arg(long, default_value_t = 4000)]
         interval_us: u64,
-        /// The ring buffer's size in bytes (a power of two).
+        /// Each CPU's ring buffer's size in bytes (a power of two).
         #[arg(long, default_value_t = 4 << 20)]
         ring_bytes: u32,
     },
