@@ -213,7 +213,7 @@ fn run_shape(cx: &Context, shape: &str) -> Result<(Vec<Value>, Vec<Row>)> {
     for (name, program, args) in [
         ("tcpstates > /dev/null (libbpf-tools)", "tcpstates", vec![]),
         (
-            "bpftrace counting the tracepoint in a map (the floor)",
+            "bpftrace counting the tracepoint in a map (any program's floor)",
             "bpftrace",
             vec![
                 "-e".to_owned(),
