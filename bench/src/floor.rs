@@ -400,27 +400,14 @@ pub fn run(opts: &FloorOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Resu
 mod tests {
     use std::{sync::mpsc, thread};
 
+    use enetstat_tests::require_root;
+
     use super::*;
     use crate::{
         TRANSITIONS_PER_CONNECTION, TRANSITIONS_PER_LISTENER,
         churn::{self, ChurnOptions, Families, Shape},
         placement::Placement,
     };
-
-    /// Loading a program needs root; under CI (`CI=true`) its absence is a failure.
-    fn privileged(test: &str) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        let ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
-        assert!(
-            !ci,
-            "{test} must run under CI (CI=true), but it is not root"
-        );
-        eprintln!("SKIPPED: {test}: not root");
-        false
-    }
 
     /// Runs the floor with `opts` around a churn of `connections`; returns its report and
     /// the transitions the churn made.
@@ -453,7 +440,7 @@ mod tests {
 
     #[test]
     fn the_floor_reads_a_record_of_every_transition() {
-        if !privileged("the_floor_reads_a_record_of_every_transition") {
+        if !require_root("the_floor_reads_a_record_of_every_transition") {
             return;
         }
         let opts = FloorOptions {
@@ -477,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_counts_what_the_floor_could_not_keep() {
-        if !privileged("a_full_ring_counts_what_the_floor_could_not_keep") {
+        if !require_root("a_full_ring_counts_what_the_floor_could_not_keep") {
             return;
         }
         // One page of ring (170 records of 24 bytes), read every 200 ms: a churn of 5,002
